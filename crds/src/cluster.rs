@@ -1,0 +1,220 @@
+//! `Cluster`: the whole cluster's settings. `cluster.yaml` is exactly one
+//! `Cluster` document, so the file the CLI reads is the object the operator
+//! sees.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Condition;
+use crate::host::{ADDRESS_PATTERN, Bastion, HostKeyTrust, default_port, default_user};
+
+/// The Kubernetes minor kubeup supports: hosts here run cgroup v1, which
+/// kubelet 1.35+ refuses by default.
+pub const SUPPORTED_VERSION_PATTERN: &str = r"^v1\.34\.[0-9]+$";
+/// The version kubeup builds and tests.
+pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.10";
+
+/// A kubeup-managed Kubernetes cluster: its controller(s), network and
+/// artifacts. Written by `kubeup init` as `cluster.yaml` and applied to the
+/// cluster by `kubeup up`.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kubeup.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    status = "ClusterStatus",
+    shortname = "kc",
+    category = "kubeup",
+    doc = "A kubeup-managed Kubernetes cluster: its controller hosts, network and artifacts.",
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.kubernetesVersion"
+    ),
+    printcolumn(
+        name = "Controller",
+        type_ = "string",
+        json_path = ".spec.controllers[0].address"
+    ),
+    printcolumn(name = "CNI", type_ = "string", json_path = ".spec.networking.cni"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.networking.podCidr != self.networking.serviceCidr").message("networking.podCidr and networking.serviceCidr must differ"))]
+pub struct ClusterSpec {
+    /// Kubernetes version to run; only v1.34.x is supported.
+    #[serde(default = "default_version")]
+    #[schemars(pattern(SUPPORTED_VERSION_PATTERN))]
+    pub kubernetes_version: String,
+    /// The controller host(s): etcd and the control plane run here, and
+    /// each also registers as a tainted Node. One for now.
+    #[schemars(length(min = 1, max = 1))]
+    pub controllers: Vec<ControllerHost>,
+    /// Pod and Service networking.
+    #[serde(default)]
+    pub networking: Networking,
+    /// Where the Kubernetes binaries and images come from.
+    #[serde(default)]
+    pub artifacts: Artifacts,
+    /// Lifetimes of issued certificates.
+    #[serde(default)]
+    pub certificates: CertificateLifetimes,
+}
+
+fn default_version() -> String {
+    DEFAULT_KUBERNETES_VERSION.into()
+}
+
+/// A controller machine and how the CLI reaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerHost {
+    /// IPv4 address or DNS name; the apiserver advertises this address.
+    #[schemars(pattern(ADDRESS_PATTERN), length(min = 1, max = 253))]
+    pub address: String,
+    /// SSH port.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// SSH user; non-root users go through `sudo -n`.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Path of the SSH private key on the workstation, relative to the
+    /// cluster directory or absolute. Unset: the ssh-agent (`SSH_AUTH_SOCK`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+    /// How the host key is trusted (`Pin` or `AcceptNew` into the cluster
+    /// directory's `known_hosts`).
+    #[serde(default)]
+    pub host_key: HostKeyTrust,
+    /// Node name; defaults to the machine's hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Optional jump host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<Bastion>,
+}
+
+/// Pod and Service networking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Networking {
+    /// CIDR pods get addresses from; each node gets a /24 of it.
+    #[serde(default = "default_pod_cidr")]
+    pub pod_cidr: String,
+    /// CIDR Service cluster IPs come from.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: String,
+    /// Cluster DNS Service IP; must be inside `serviceCidr`.
+    #[serde(default = "default_cluster_dns")]
+    pub cluster_dns: String,
+    /// Cluster DNS domain.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// `flannel` (kubeup installs it) or `none` (bring your own CNI; nodes
+    /// stay NotReady until one is installed).
+    #[serde(default)]
+    pub cni: Cni,
+}
+
+impl Default for Networking {
+    fn default() -> Self {
+        Self {
+            pod_cidr: default_pod_cidr(),
+            service_cidr: default_service_cidr(),
+            cluster_dns: default_cluster_dns(),
+            domain: default_domain(),
+            cni: Cni::default(),
+        }
+    }
+}
+
+fn default_pod_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+fn default_service_cidr() -> String {
+    "10.96.0.0/12".into()
+}
+fn default_cluster_dns() -> String {
+    "10.96.0.10".into()
+}
+fn default_domain() -> String {
+    "cluster.local".into()
+}
+
+/// The pod network kubeup installs.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Cni {
+    #[default]
+    Flannel,
+    None,
+}
+
+/// Where binaries and images come from: a local bundle directory (built by
+/// `cargo xtask bundle`) or a base URL with a pinned sha256 per file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!(has(self.bundleDir) && has(self.baseUrl))").message("set either artifacts.bundleDir or artifacts.baseUrl, not both"))]
+#[x_kube(validation = Rule::new("!has(self.baseUrl) || size(self.sha256) > 0").message("artifacts.baseUrl needs a pinned sha256 for every file"))]
+pub struct Artifacts {
+    /// A bundle directory on the workstation (with `bundle.json`). Unset and
+    /// no `baseUrl`: `${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_dir: Option<String>,
+    /// Base URL serving the bundle layout (`<baseUrl>/<file>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://"))]
+    pub base_url: Option<String>,
+    /// Pinned sha256 (hex) per file name, required with `baseUrl`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
+}
+
+/// Lifetimes of the certificates kubeup issues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateLifetimes {
+    /// Days the CAs (cluster, etcd, front-proxy) are valid.
+    #[serde(default = "default_ca_days")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub ca_days: u32,
+    /// Days leaf certificates (servers, clients) are valid.
+    #[serde(default = "default_leaf_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub leaf_days: u32,
+}
+
+impl Default for CertificateLifetimes {
+    fn default() -> Self {
+        Self {
+            ca_days: default_ca_days(),
+            leaf_days: default_leaf_days(),
+        }
+    }
+}
+
+fn default_ca_days() -> u32 {
+    3650
+}
+fn default_leaf_days() -> u32 {
+    365
+}
+
+/// Observed state of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Conditions, e.g. `CertificatesValid`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,198 @@
+//! `WorkerJoin`: "join this machine to the cluster as a worker".
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Condition;
+use crate::host::{
+    ADDRESS_PATTERN, Bastion, HostKeyTrust, SshSecretRef, default_port, default_user,
+};
+
+/// A machine reachable over SSH that the kubeup operator joins to the
+/// cluster as a worker node. Deleting the object drains the node and resets
+/// the machine.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kubeup.dev",
+    version = "v1alpha1",
+    kind = "WorkerJoin",
+    namespaced,
+    status = "WorkerJoinStatus",
+    shortname = "wj",
+    category = "kubeup",
+    doc = "A machine reachable over SSH that the kubeup operator joins to the cluster as a worker node.",
+    printcolumn(name = "Address", type_ = "string", json_path = ".spec.address"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".status.nodeName"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attempts",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Error",
+        type_ = "string",
+        json_path = ".status.lastError",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.address == oldSelf.address").message("spec.address is immutable: delete this WorkerJoin and create a new one"))]
+pub struct WorkerJoinSpec {
+    /// IPv4 address or DNS name the operator connects to over SSH; also
+    /// the node's InternalIP when it is an address.
+    #[schemars(pattern(ADDRESS_PATTERN), length(min = 1, max = 253))]
+    pub address: String,
+    /// SSH port on the machine.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// SSH user. Any user other than `root` runs privileged steps through
+    /// `sudo -n` (or with the password from `sshSecretRef.sudoPasswordKey`).
+    #[serde(default = "default_user")]
+    #[schemars(length(min = 1, max = 32))]
+    pub user: String,
+    /// The Secret (type `kubernetes.io/ssh-auth`) with the SSH private key.
+    pub ssh_secret_ref: SshSecretRef,
+    /// Optional jump host the machine is reached through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<Bastion>,
+    /// How the machine's SSH host key is trusted (`Pin` or `AcceptNew`).
+    #[serde(default)]
+    pub host_key: HostKeyTrust,
+    /// Name of the Node; defaults to the machine's hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    pub node_name: Option<String>,
+    /// Labels set on the Node and kept in sync.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Taints set on the Node and kept in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<NodeTaint>,
+    /// Connect, verify the host key and run preflight only; report in status
+    /// what a join would do and change nothing on the machine.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A taint for the Node, as in `core/v1 Taint`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NodeTaint {
+    /// Taint key.
+    #[schemars(length(min = 1, max = 316))]
+    pub key: String,
+    /// Taint value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: TaintEffect,
+}
+
+/// Effect of a taint.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum TaintEffect {
+    #[default]
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// Where a join stands. Each phase is recorded before the next starts, so an
+/// operator restart resumes from here.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum WorkerJoinPhase {
+    /// Accepted, not started.
+    #[default]
+    Pending,
+    /// Reading the SSH Secret, connecting, verifying the host key.
+    Connecting,
+    /// Checking the machine can run a node.
+    Preflight,
+    /// Uploading binaries and images (skipped where checksums match).
+    Installing,
+    /// Issuing the kubelet's client certificate through the CSR API.
+    Certificates,
+    /// Writing configuration and starting containerd, kubelet, kube-proxy.
+    Starting,
+    /// Waiting for the Node to register and become Ready.
+    WaitingForNode,
+    /// The Node is Ready.
+    Ready,
+    /// Stopped on an error that needs a change to the object (see conditions).
+    Failed,
+    /// Draining the Node and resetting the machine.
+    Deleting,
+    /// `dryRun`: checks passed, nothing was changed.
+    DryRunComplete,
+}
+
+/// Observed state of a join.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerJoinStatus {
+    /// Current phase of the join.
+    #[serde(default)]
+    pub phase: WorkerJoinPhase,
+    /// Conditions: HostKeyVerified, PreflightPassed, CertificateIssued,
+    /// NodeRegistered, Ready.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `.metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the Node this machine registered as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// SHA256 fingerprint of the host key that was verified (recorded on
+    /// first contact with `AcceptNew`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+    /// The full host public key recorded with `AcceptNew`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// Number of attempts since the last success or spec change.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last error, if the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Seconds spent in each finished phase.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phase_durations: BTreeMap<String, f64>,
+    /// Versions installed on the machine (kubelet, containerd, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, String>,
+    /// With `dryRun`: what a join would do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned_actions: Vec<String>,
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("kubeup-operator {}", env!("CARGO_PKG_VERSION"));
+}

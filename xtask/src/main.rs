@@ -1,0 +1,29 @@
+//! `cargo xtask …`: build chores kept out of the product crates.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod crdgen;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "kubeup build chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the CRD YAML generated from crds/ to charts/kubeup/crds/.
+    Crdgen {
+        /// Only check that the checked-in YAML is current; exit 1 if not.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Crdgen { check } => crdgen::run(check),
+    }
+}
