@@ -1,0 +1,2 @@
+//! SSH transport benchmark (filled in below).
+fn main() {}

@@ -1,0 +1,391 @@
+//! File transfer: streamed, atomic, skipped when the host already has the
+//! same bytes.
+//!
+//! Protocol, in one exec channel running (as root) a small script:
+//! 1. `mktemp` next to the destination (same filesystem, so `mv` is an
+//!    atomic rename);
+//! 2. `head -c SIZE > tmp` reads exactly the file's bytes from stdin;
+//! 3. the client then sends one line, `commit` — only after the whole file
+//!    was sent and its streamed sha256 equals the one the skip-check used —
+//!    or `abort`;
+//! 4. size check, `commit` seen → chmod, chown, `mv -f tmp dest`;
+//!    anything else (connection lost, short read, abort) → the trap
+//!    removes tmp and the old file stays untouched.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::command::{Command, Output, quote};
+use super::error::{Result, SshError};
+use super::session::{Session, kill, read_channel};
+
+/// Bytes read from disk and handed to the channel at a time: large, so the
+/// channel always has a full window's worth queued.
+const CHUNK: usize = 1 << 20;
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// Content sent; `bytes` long.
+    Uploaded { bytes: u64 },
+    /// Same content already there; only mode/owner were corrected.
+    AttributesUpdated,
+    /// Same content, mode and owner: nothing done.
+    Unchanged,
+}
+
+enum Source<'a> {
+    File(PathBuf),
+    Bytes(&'a [u8]),
+}
+
+/// The destination as found on the host.
+#[derive(Debug, PartialEq, Eq)]
+struct RemoteState {
+    sha256: String,
+    mode: u32,
+    uid: String,
+    gid: String,
+    user: String,
+    group: String,
+}
+
+impl RemoteState {
+    fn parse(stdout: &str) -> Option<RemoteState> {
+        let mut lines = stdout.lines();
+        let sha256 = lines.next()?.trim().to_owned();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut f = lines.next()?.split_whitespace();
+        let mode = u32::from_str_radix(f.next()?, 8).ok()?;
+        Some(RemoteState {
+            sha256,
+            mode,
+            uid: f.next()?.to_owned(),
+            gid: f.next()?.to_owned(),
+            user: f.next()?.to_owned(),
+            group: f.next()?.to_owned(),
+        })
+    }
+
+    fn attributes_match(&self, mode: u32, owner: Option<&str>) -> bool {
+        if self.mode != mode & 0o7777 {
+            return false;
+        }
+        let Some(owner) = owner else { return true };
+        let (user, group) = match owner.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (owner, None),
+        };
+        let user_ok = user.is_empty() || user == self.user || user == self.uid;
+        let group_ok = group.is_none_or(|g| g.is_empty() || g == self.group || g == self.gid);
+        user_ok && group_ok
+    }
+}
+
+fn check_remote_path(remote: &str) -> Result<()> {
+    if !remote.starts_with('/') || remote.ends_with('/') || remote.contains('\0') {
+        return Err(SshError::InvalidArgument {
+            reason: format!("remote path {remote:?} must be an absolute file path"),
+        });
+    }
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+impl Session {
+    /// Upload a local file to `remote` (absolute path; parent directories
+    /// are created) with `mode` and optional `owner` (`user[:group]`).
+    /// Streamed from disk, atomic, skipped when the host's copy already has
+    /// the same sha256 (mode/owner still corrected).
+    pub async fn upload(
+        &self,
+        local: &Path,
+        remote: &str,
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<UploadOutcome> {
+        self.transfer(Source::File(local.to_owned()), remote, mode, owner)
+            .await
+    }
+
+    /// [`Session::upload`] for bytes in memory (rendered configs, certs).
+    pub async fn write_file(
+        &self,
+        data: &[u8],
+        remote: &str,
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<UploadOutcome> {
+        self.transfer(Source::Bytes(data), remote, mode, owner)
+            .await
+    }
+
+    async fn transfer(
+        &self,
+        source: Source<'_>,
+        remote: &str,
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<UploadOutcome> {
+        check_remote_path(remote)?;
+        let q_remote = quote(remote)?;
+        let q_owner = owner.map(quote).transpose()?;
+        let local_name = match &source {
+            Source::File(p) => p.display().to_string(),
+            Source::Bytes(_) => "(generated content)".to_owned(),
+        };
+        let local_err = |source| SshError::LocalIo {
+            path: local_name.clone(),
+            source,
+        };
+
+        // Hash locally while the host hashes its copy: the skip check costs
+        // max(local, remote) instead of their sum.
+        let local_hash = async {
+            match &source {
+                Source::File(p) => {
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || hash_file(&p))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r)
+                }
+                Source::Bytes(b) => Ok((hex::encode(Sha256::digest(b)), b.len() as u64)),
+            }
+        };
+        let state_cmd = Command::shell(format!(
+            "f={q_remote}; if [ -f \"$f\" ]; then sha256sum < \"$f\" | cut -c1-64 && \
+             stat -c '%a %u %g %U %G' -- \"$f\"; else echo absent; fi"
+        ))
+        .privileged();
+        let (local, state) = tokio::join!(local_hash, self.output(&state_cmd));
+        let (sha256, size) = local.map_err(local_err)?;
+        let state = state?;
+        let state = if state.success() {
+            RemoteState::parse(&state.stdout_str())
+        } else {
+            None
+        };
+
+        if let Some(state) = &state
+            && state.sha256 == sha256
+        {
+            if state.attributes_match(mode, owner) {
+                tracing::debug!(host = %self.host(), path = remote, "unchanged");
+                return Ok(UploadOutcome::Unchanged);
+            }
+            let mut script = format!("chmod -- {mode:o} {q_remote}");
+            if let Some(o) = &q_owner {
+                script.push_str(&format!(" && chown -- {o} {q_remote}"));
+            }
+            self.run(&Command::shell(script).privileged()).await?;
+            tracing::info!(host = %self.host(), path = remote, mode = %format!("{mode:o}"), owner, "attributes updated");
+            return Ok(UploadOutcome::AttributesUpdated);
+        }
+
+        let started = Instant::now();
+        self.send(
+            source,
+            remote,
+            &q_remote,
+            q_owner.as_deref(),
+            mode,
+            &sha256,
+            size,
+            &local_name,
+        )
+        .await?;
+        tracing::info!(host = %self.host(), path = remote, bytes = size, elapsed = ?started.elapsed(), "uploaded");
+        Ok(UploadOutcome::Uploaded { bytes: size })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        source: Source<'_>,
+        remote: &str,
+        q_remote: &str,
+        q_owner: Option<&str>,
+        mode: u32,
+        sha256: &str,
+        size: u64,
+        local_name: &str,
+    ) -> Result<()> {
+        let chown = q_owner
+            .map(|o| format!("chown -- {o} \"$tmp\"\n"))
+            .unwrap_or_default();
+        // Stale temp files of uploads killed hard (SIGKILL: no trap) are
+        // swept when older than an hour.
+        let script = format!(
+            "set -eu\n\
+             f={q_remote}\n\
+             d=$(dirname -- \"$f\"); b=$(basename -- \"$f\")\n\
+             mkdir -p -- \"$d\"\n\
+             find \"$d\" -maxdepth 1 -name \".$b.kubeup-*\" -mmin +60 -delete 2>/dev/null || true\n\
+             tmp=$(mktemp -- \"$d/.$b.kubeup-XXXXXX\")\n\
+             trap 'rm -f -- \"$tmp\"' EXIT\n\
+             head -c {size} > \"$tmp\"\n\
+             [ \"$(stat -c %s -- \"$tmp\")\" = {size} ] || {{ echo \"upload of $f interrupted\" >&2; exit 3; }}\n\
+             IFS= read -r verdict || verdict=\n\
+             [ \"$verdict\" = commit ] || {{ echo \"upload of $f aborted: the local file changed while it was sent\" >&2; exit 3; }}\n\
+             chmod -- {mode:o} \"$tmp\"\n\
+             {chown}\
+             mv -f -- \"$tmp\" \"$f\"\n\
+             trap - EXIT\n"
+        );
+        let display = format!("upload {local_name} to {remote}");
+        let (line, prefix) = self.wrap_privileged(&script).await?;
+        let channel = self.open_channel(&display).await?;
+        let (mut rx, tx) = channel.split();
+        let chan_err = |source| SshError::Channel {
+            host: self.host().to_owned(),
+            doing: display.clone(),
+            source,
+        };
+
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let reader = match source {
+            Source::File(path) => {
+                tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                    let file = std::fs::File::open(&path)?;
+                    let mut file = file.take(size);
+                    let mut hasher = Sha256::new();
+                    let mut sent = 0u64;
+                    loop {
+                        let mut buf = vec![0u8; CHUNK];
+                        let mut filled = 0;
+                        while filled < CHUNK {
+                            let n = file.read(&mut buf[filled..])?;
+                            if n == 0 {
+                                break;
+                            }
+                            filled += n;
+                        }
+                        if filled == 0 {
+                            break;
+                        }
+                        buf.truncate(filled);
+                        hasher.update(&buf);
+                        sent += filled as u64;
+                        if chunks_tx.blocking_send(buf).is_err() {
+                            break; // the channel side gave up
+                        }
+                    }
+                    Ok((hex::encode(hasher.finalize()), sent))
+                })
+            }
+            Source::Bytes(b) => {
+                let data = b.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    let digest = hex::encode(Sha256::digest(&data));
+                    let len = data.len() as u64;
+                    let _ = chunks_tx.blocking_send(data);
+                    Ok((digest, len))
+                })
+            }
+        };
+
+        let work = async {
+            tx.exec(true, line.as_bytes()).await.map_err(chan_err)?;
+            let send = async {
+                if let Some(p) = prefix {
+                    tx.data_bytes(p).await.map_err(chan_err)?;
+                }
+                while let Some(chunk) = chunks.recv().await {
+                    tx.data_bytes(chunk).await.map_err(chan_err)?;
+                }
+                let streamed = reader
+                    .await
+                    .map_err(|e| SshError::LocalIo {
+                        path: local_name.to_owned(),
+                        source: std::io::Error::other(e),
+                    })?
+                    .map_err(|source| SshError::LocalIo {
+                        path: local_name.to_owned(),
+                        source,
+                    })?;
+                let verdict: &[u8] = if streamed == (sha256.to_owned(), size) {
+                    b"commit\n"
+                } else {
+                    b"abort\n"
+                };
+                tx.data_bytes(verdict.to_vec()).await.map_err(chan_err)?;
+                tx.eof().await.map_err(chan_err)?;
+                Ok::<_, SshError>(())
+            };
+            let recv = read_channel(&mut rx, self.host());
+            tokio::pin!(send, recv);
+            // When the remote side ends first (script failed, connection
+            // lost) stop sending: the window would never open again.
+            let (sent, out): (Result<()>, Output) = tokio::select! {
+                out = &mut recv => (Ok(()), out),
+                sent = &mut send => (sent, recv.await),
+            };
+            Ok::<_, SshError>((sent, out))
+        };
+        let timeout = self.options().command_timeout;
+        let (sent, out) = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r?,
+            Err(_) => {
+                kill(&tx).await;
+                return Err(SshError::CommandTimeout {
+                    host: self.host().to_owned(),
+                    command: display,
+                    after: timeout,
+                });
+            }
+        };
+        if out.success() {
+            // Exit 0 means the script saw `commit`, which is sent last.
+            return Ok(());
+        }
+        if out.exit_status.is_none() && out.exit_signal.is_none() {
+            sent?;
+            return Err(SshError::Disconnected {
+                host: self.host().to_owned(),
+                command: display,
+            });
+        }
+        // The remote failure (disk full, permission…) explains more than a
+        // send error caused by the remote side going away.
+        Err(self.failed(&display, &out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_state() {
+        let s = RemoteState::parse(&format!("{}\n644 0 0 root root\n", "a".repeat(64))).unwrap();
+        assert!(s.attributes_match(0o644, None));
+        assert!(s.attributes_match(0o100644, Some("root")));
+        assert!(s.attributes_match(0o644, Some("0:root")));
+        assert!(!s.attributes_match(0o600, None));
+        assert!(!s.attributes_match(0o644, Some("root:adm")));
+        assert!(RemoteState::parse("absent\n").is_none());
+        assert!(check_remote_path("relative").is_err());
+        assert!(check_remote_path("/etc/").is_err());
+    }
+}
