@@ -1,1 +1,93 @@
-fn main() {}
+//! `kubeup`: bring up a Kubernetes cluster on machines reachable over SSH.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod cmd_certs;
+mod cmd_init;
+mod cmd_validate;
+
+#[derive(Parser)]
+#[command(
+    name = "kubeup",
+    version,
+    about = "Turn Linux machines reachable over SSH into a Kubernetes cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a cluster directory: a commented cluster.yaml and pki/.
+    Init(cmd_init::InitArgs),
+    /// Check a cluster.yaml and print every problem with its field path.
+    Validate(ClusterFile),
+    /// Certificates of the cluster directory.
+    Certs {
+        #[command(subcommand)]
+        command: cmd_certs::CertsCommand,
+    },
+}
+
+/// The `-f cluster.yaml` every cluster command takes.
+#[derive(Args, Clone, Debug)]
+pub struct ClusterFile {
+    /// The cluster definition; its directory holds pki/, known_hosts and admin.kubeconfig.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "cluster.yaml",
+        env = "KUBEUP_CLUSTER"
+    )]
+    pub file: PathBuf,
+}
+
+/// Output format for reports.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KUBEUP_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => cmd_init::run(args),
+        Command::Validate(file) => cmd_validate::run(&file),
+        Command::Certs { command } => cmd_certs::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,57 @@
+//! Writing a cluster.yaml that a person can read: each section of the spec
+//! with a comment saying what it is for.
+
+use kubeup_crds::Cluster;
+
+const HEADER: &str = "\
+# kubeup cluster definition: a kubeup.dev/v1alpha1 Cluster document.
+#   kubeup validate -f cluster.yaml   checks it (also done by every command)
+#   kubeup up -f cluster.yaml         brings up the controller over SSH
+# `kubectl explain clusters.spec` describes every field once the cluster runs.
+";
+
+/// Sections of the spec in order, each with its comment.
+const SECTIONS: [(&str, &str); 5] = [
+    (
+        "kubernetesVersion",
+        "Kubernetes version; kubeup supports v1.34.x (cgroup v1 hosts).",
+    ),
+    (
+        "controllers",
+        "The controller: etcd and the control plane run here; it also registers as a\ntainted Node. hostKey.policy is Pin (key required) or AcceptNew (first key is\nrecorded in ./known_hosts, a later change is refused). privateKeyFile is\nrelative to this directory; leave it out to use ssh-agent.",
+    ),
+    (
+        "networking",
+        "Pod and Service networks. cni: flannel (installed by kubeup) or none (bring\nyour own; nodes stay NotReady until one runs).",
+    ),
+    (
+        "artifacts",
+        "Binaries and images: {} means the bundle built by `cargo xtask bundle` in\n${KUBEUP_CACHE:-~/.cache/kubeup}; or bundleDir: PATH; or baseUrl: URL with sha256: {file: sum}.",
+    ),
+    ("certificates", "Certificate lifetimes in days."),
+];
+
+pub fn render_cluster_yaml(cluster: &Cluster) -> String {
+    let spec = serde_json::to_value(&cluster.spec).expect("spec serializes");
+    let mut out = String::from(HEADER);
+    out.push_str(&format!(
+        "apiVersion: {}\nkind: Cluster\nmetadata:\n  name: {}\nspec:\n",
+        kubeup_crds::API_VERSION,
+        cluster.metadata.name.as_deref().unwrap_or("kubeup")
+    ));
+    for (key, comment) in SECTIONS {
+        let Some(value) = spec.get(key) else { continue };
+        let mut section = serde_json::Map::new();
+        section.insert(key.to_string(), value.clone());
+        let yaml = serde_yaml_ng::to_string(&section).expect("section serializes");
+        for line in comment.lines() {
+            out.push_str(&format!("  # {line}\n"));
+        }
+        for line in yaml.lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}

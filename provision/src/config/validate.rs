@@ -1,0 +1,369 @@
+//! Semantic checks on a parsed `Cluster`: everything the schema cannot say.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use kubeup_crds::cluster::{Artifacts, CertificateLifetimes, Networking};
+use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
+use kubeup_crds::{API_VERSION, Cluster};
+
+use super::Problem;
+
+const TOP_LEVEL: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// apiVersion, kind and the top-level keys, checked before typed parsing so
+/// the message is about the document, not about serde.
+pub(crate) fn document_shape(value: &serde_yaml_ng::Value) -> Vec<Problem> {
+    let mut problems = vec![];
+    let Some(map) = value.as_mapping() else {
+        return vec![Problem::new(
+            "(file)",
+            "the document is not a mapping",
+            "start from `kubeup init`'s cluster.yaml",
+        )];
+    };
+    for key in map.keys() {
+        let key = key.as_str().unwrap_or("?");
+        if !TOP_LEVEL.contains(&key) {
+            problems.push(Problem::new(
+                key,
+                "unknown top-level field",
+                "allowed: apiVersion, kind, metadata, spec",
+            ));
+        }
+    }
+    match map.get("apiVersion").and_then(|v| v.as_str()) {
+        Some(API_VERSION) => {}
+        Some(other) => problems.push(Problem::new(
+            "apiVersion",
+            format!("unsupported apiVersion {other:?}"),
+            format!("use {API_VERSION}"),
+        )),
+        None => problems.push(Problem::new(
+            "apiVersion",
+            "missing",
+            format!("add `apiVersion: {API_VERSION}`"),
+        )),
+    }
+    match map.get("kind").and_then(|v| v.as_str()) {
+        Some("Cluster") => {}
+        Some(other) => problems.push(Problem::new(
+            "kind",
+            format!("expected Cluster, found {other:?}"),
+            "use `kind: Cluster`",
+        )),
+        None => problems.push(Problem::new("kind", "missing", "add `kind: Cluster`")),
+    }
+    if map.get("spec").is_none() {
+        problems.push(Problem::new(
+            "spec",
+            "missing",
+            "add a spec with at least one controller",
+        ));
+    }
+    problems
+}
+
+/// Every semantic problem of `cluster`; paths in the spec resolve against `dir`.
+pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
+    let mut p = vec![];
+    match cluster.metadata.name.as_deref() {
+        Some(name) if is_dns_label(name) => {}
+        Some(name) => p.push(Problem::new(
+            "metadata.name",
+            format!("{name:?} is not a DNS label"),
+            "use lowercase letters, digits and '-', at most 63 characters",
+        )),
+        None => p.push(Problem::new(
+            "metadata.name",
+            "missing",
+            "name the cluster, e.g. `name: homelab`",
+        )),
+    }
+    let spec = &cluster.spec;
+    if !is_supported_version(&spec.kubernetes_version) {
+        p.push(Problem::new(
+            "spec.kubernetesVersion",
+            format!("unsupported version {:?}", spec.kubernetes_version),
+            "kubeup supports v1.34.x (the last minor whose kubelet runs on cgroup v1 by default)",
+        ));
+    }
+    match spec.controllers.len() {
+        0 => p.push(Problem::new(
+            "spec.controllers",
+            "no controller given",
+            "add the machine that runs the control plane",
+        )),
+        1 => {}
+        n => p.push(Problem::new(
+            "spec.controllers",
+            format!("{n} controllers given; kubeup supports one for now"),
+            "keep one controller and join the other machines as workers",
+        )),
+    }
+    let mut seen = BTreeSet::new();
+    for (i, c) in spec.controllers.iter().enumerate() {
+        let path = format!("spec.controllers[{i}]");
+        check_address(&mut p, &format!("{path}.address"), &c.address);
+        if c.port == 0 {
+            p.push(Problem::new(
+                format!("{path}.port"),
+                "port 0 is not a valid SSH port",
+                "use 1-65535, usually 22",
+            ));
+        }
+        if c.user.is_empty() {
+            p.push(Problem::new(
+                format!("{path}.user"),
+                "empty SSH user",
+                "use root or a user with sudo",
+            ));
+        }
+        if !seen.insert((c.address.clone(), c.port)) {
+            p.push(Problem::new(
+                format!("{path}.address"),
+                format!("duplicate host {}:{}", c.address, c.port),
+                "list each machine once",
+            ));
+        }
+        check_host_key(&mut p, &format!("{path}.hostKey"), &c.host_key);
+        if let Some(key) = &c.private_key_file {
+            let resolved = super::resolve(dir, key);
+            if !resolved.is_file() {
+                p.push(Problem::new(
+                    format!("{path}.privateKeyFile"),
+                    format!("{} does not exist", resolved.display()),
+                    "give the path of the SSH private key (relative to the cluster directory), or remove it to use ssh-agent",
+                ));
+            }
+        }
+        if let Some(b) = &c.bastion {
+            check_address(&mut p, &format!("{path}.bastion.address"), &b.address);
+            check_host_key(&mut p, &format!("{path}.bastion.hostKey"), &b.host_key);
+        }
+    }
+    check_networking(&mut p, &spec.networking);
+    check_artifacts(&mut p, &spec.artifacts, dir);
+    check_lifetimes(&mut p, &spec.certificates);
+    p
+}
+
+fn is_supported_version(v: &str) -> bool {
+    v.strip_prefix("v1.34.")
+        .is_some_and(|patch| !patch.is_empty() && patch.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn check_address(p: &mut Vec<Problem>, path: &str, address: &str) {
+    let looks_numeric = address.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let ok = match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast(),
+        Ok(IpAddr::V6(_)) => false,
+        Err(_) => !looks_numeric && is_dns_name(address),
+    };
+    if !ok {
+        p.push(Problem::new(
+            path,
+            format!("{address:?} is not a usable IPv4 address or DNS name"),
+            "give the machine's address as reachable over SSH, e.g. 192.0.2.10 or node1.example.com",
+        ));
+    }
+}
+
+fn check_host_key(p: &mut Vec<Problem>, path: &str, trust: &HostKeyTrust) {
+    match (&trust.policy, &trust.key) {
+        (HostKeyPolicy::Pin, None) => p.push(Problem::new(
+            format!("{path}.key"),
+            "policy Pin needs a key",
+            "paste the host's public key (`ssh-keyscan HOST`) or its SHA256: fingerprint, or use policy AcceptNew",
+        )),
+        (_, Some(key)) if !is_host_key(key) => p.push(Problem::new(
+            format!("{path}.key"),
+            "not an OpenSSH public key or SHA256: fingerprint",
+            "use a line like `ssh-ed25519 AAAA…` or `SHA256:…` as printed by `ssh-keygen -lf`",
+        )),
+        _ => {}
+    }
+}
+
+fn is_host_key(key: &str) -> bool {
+    if let Some(fp) = key.strip_prefix("SHA256:") {
+        return fp.trim_end_matches('=').len() == 43
+            && fp
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+    }
+    let mut parts = key.split_whitespace();
+    let algo_ok = parts
+        .next()
+        .is_some_and(|a| a.starts_with("ssh-") || a.starts_with("ecdsa-sha2-"));
+    let body_ok = parts.next().is_some_and(|b| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(b).is_ok()
+    });
+    algo_ok && body_ok
+}
+
+fn check_networking(p: &mut Vec<Problem>, n: &Networking) {
+    let pod = parse_cidr(p, "spec.networking.podCidr", &n.pod_cidr);
+    let svc = parse_cidr(p, "spec.networking.serviceCidr", &n.service_cidr);
+    if let Some(pod) = pod
+        && pod.prefix_len() > 22
+    {
+        p.push(Problem::new(
+            "spec.networking.podCidr",
+            format!("{pod} is too small: each node gets a /24"),
+            "use a /16 (e.g. 10.244.0.0/16) or at least a /22",
+        ));
+    }
+    if let (Some(pod), Some(svc)) = (pod, svc)
+        && (pod.contains(&svc.network()) || svc.contains(&pod.network()))
+    {
+        p.push(Problem::new(
+            "spec.networking.serviceCidr",
+            format!("{svc} overlaps podCidr {pod}"),
+            "choose ranges that do not overlap, e.g. pods 10.244.0.0/16 and services 10.96.0.0/12",
+        ));
+    }
+    match n.cluster_dns.parse::<Ipv4Addr>() {
+        Err(_) => p.push(Problem::new(
+            "spec.networking.clusterDns",
+            format!("{:?} is not an IPv4 address", n.cluster_dns),
+            "use an address inside serviceCidr, e.g. 10.96.0.10",
+        )),
+        Ok(ip) => {
+            if let Some(svc) = svc {
+                if !svc.contains(&ip) {
+                    p.push(Problem::new(
+                        "spec.networking.clusterDns",
+                        format!("{ip} is outside serviceCidr {svc}"),
+                        "pick an address inside serviceCidr, e.g. its .10",
+                    ));
+                } else if ip == svc.network() || Some(ip) == first_service_ip(svc) {
+                    p.push(Problem::new(
+                        "spec.networking.clusterDns",
+                        format!("{ip} is reserved (network address or the `kubernetes` Service)"),
+                        "pick another address inside serviceCidr, e.g. its .10",
+                    ));
+                }
+            }
+        }
+    }
+    if !is_dns_name(&n.domain) {
+        p.push(Problem::new(
+            "spec.networking.domain",
+            format!("{:?} is not a DNS domain", n.domain),
+            "e.g. cluster.local",
+        ));
+    }
+}
+
+/// The `kubernetes` Service's address: the first usable one of the range.
+pub fn first_service_ip(svc: Ipv4Net) -> Option<Ipv4Addr> {
+    svc.hosts().next()
+}
+
+fn parse_cidr(p: &mut Vec<Problem>, path: &str, s: &str) -> Option<Ipv4Net> {
+    match s.parse::<Ipv4Net>() {
+        Ok(net) if net.trunc() == net => Some(net),
+        Ok(net) => {
+            p.push(Problem::new(
+                path,
+                format!("{s} has host bits set"),
+                format!("did you mean {}?", net.trunc()),
+            ));
+            None
+        }
+        Err(_) => {
+            p.push(Problem::new(
+                path,
+                format!("{s:?} is not an IPv4 CIDR"),
+                "write it like 10.244.0.0/16",
+            ));
+            None
+        }
+    }
+}
+
+fn check_artifacts(p: &mut Vec<Problem>, a: &Artifacts, dir: &Path) {
+    if a.bundle_dir.is_some() && a.base_url.is_some() {
+        p.push(Problem::new(
+            "spec.artifacts",
+            "both bundleDir and baseUrl are set",
+            "keep one of them",
+        ));
+    }
+    if let Some(url) = &a.base_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            p.push(Problem::new(
+                "spec.artifacts.baseUrl",
+                format!("{url:?} is not an http(s) URL"),
+                "e.g. https://mirror.example/kubeup/v1.34.10",
+            ));
+        }
+        if a.sha256.is_empty() {
+            p.push(Problem::new(
+                "spec.artifacts.sha256",
+                "baseUrl needs a pinned sha256 for every file",
+                "copy the sums from the bundle's bundle.json",
+            ));
+        }
+    }
+    for (file, sum) in &a.sha256 {
+        if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+            p.push(Problem::new(
+                format!("spec.artifacts.sha256.{file}"),
+                "not a sha256 in hex",
+                "64 hex digits, as `sha256sum` prints",
+            ));
+        }
+    }
+    if let Some(b) = &a.bundle_dir {
+        let resolved = super::resolve(dir, b);
+        if !resolved.is_dir() {
+            p.push(Problem::new(
+                "spec.artifacts.bundleDir",
+                format!("{} does not exist", resolved.display()),
+                "build it with `cargo xtask bundle`, or remove the field to use the default cache",
+            ));
+        }
+    }
+}
+
+fn check_lifetimes(p: &mut Vec<Problem>, c: &CertificateLifetimes) {
+    if c.ca_days == 0 || c.leaf_days == 0 {
+        p.push(Problem::new(
+            "spec.certificates",
+            "lifetimes must be at least one day",
+            "e.g. caDays: 3650, leafDays: 365",
+        ));
+    }
+    if c.leaf_days > c.ca_days {
+        p.push(Problem::new(
+            "spec.certificates.leafDays",
+            format!("{} days outlives the CAs ({} days)", c.leaf_days, c.ca_days),
+            "leaf certificates cannot outlive the CA that signed them",
+        ));
+    }
+}

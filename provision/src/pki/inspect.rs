@@ -1,0 +1,118 @@
+//! Reading certificates back: subjects, issuers, expiry, and the checks that
+//! keep a cluster directory consistent.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{KeyPair, PublicKeyData};
+use x509_parser::pem::parse_x509_pem;
+use x509_parser::prelude::*;
+
+use super::{PkiError, Result};
+
+/// What `kubeup certs check` shows for one certificate.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    pub days_left: i64,
+    pub is_ca: bool,
+}
+
+/// Every `*.crt` under `pki_dir` (recursively), sorted by name.
+pub fn inspect_dir(pki_dir: &Path) -> Result<Vec<CertInfo>> {
+    let mut found = vec![];
+    collect(pki_dir, pki_dir, &mut found)?;
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<CertInfo>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PkiError::Read {
+        path: dir.into(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| PkiError::Read {
+                path: dir.into(),
+                source,
+            })?
+            .path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else if path.extension().is_some_and(|e| e == "crt") {
+            let pem = super::files::read_string(&path)?;
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .with_extension("")
+                .display()
+                .to_string();
+            let info = inspect_pem(&name, &pem).map_err(|reason| PkiError::Damaged {
+                path: path.clone(),
+                reason,
+            })?;
+            out.push(CertInfo { path, ..info });
+        }
+    }
+    Ok(())
+}
+
+/// Describe one PEM certificate.
+pub fn inspect_pem(name: &str, pem: &str) -> Result<CertInfo, String> {
+    with_cert(pem, |cert| {
+        let not_after = cert.validity().not_after;
+        let days_left = (not_after.timestamp()
+            - ::time::OffsetDateTime::now_utc().unix_timestamp())
+        .div_euclid(86_400);
+        CertInfo {
+            name: name.to_string(),
+            path: PathBuf::new(),
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_after: not_after
+                .to_datetime()
+                .format(&::time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            days_left,
+            is_ca: cert.is_ca(),
+        }
+    })
+}
+
+fn with_cert<T>(pem: &str, f: impl FnOnce(&X509Certificate<'_>) -> T) -> Result<T, String> {
+    let (_, pem) =
+        parse_x509_pem(pem.as_bytes()).map_err(|e| format!("not a PEM certificate ({e})"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("not an X.509 certificate ({e})"))?;
+    Ok(f(&cert))
+}
+
+/// The certificate's public key is `key`'s.
+pub(crate) fn check_key_matches(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
+    let same = with_cert(cert_pem, |cert| {
+        cert.public_key().subject_public_key.data.as_ref() == key.der_bytes()
+    })?;
+    if same {
+        Ok(())
+    } else {
+        Err("the private key does not belong to the certificate".into())
+    }
+}
+
+/// `cert_pem` carries a valid signature of `ca_pem`'s key.
+pub(crate) fn check_issued_by(cert_pem: &str, ca_pem: &str) -> Result<(), String> {
+    let (_, ca) = parse_x509_pem(ca_pem.as_bytes()).map_err(|e| format!("CA is not PEM ({e})"))?;
+    let ca = ca
+        .parse_x509()
+        .map_err(|e| format!("CA is not X.509 ({e})"))?;
+    with_cert(cert_pem, |cert| {
+        cert.verify_signature(Some(ca.public_key()))
+    })?
+    .map_err(|_| "it was not issued by this cluster's CA (the CA was replaced?)".to_string())
+}

@@ -1,0 +1,70 @@
+//! The cluster's public-key infrastructure, generated with rcgen.
+//!
+//! Layout of `pki/` in a cluster directory (kubeadm's names where it has one):
+//!
+//! | file                         | what                                             |
+//! |------------------------------|--------------------------------------------------|
+//! | `ca.crt`, `ca.key`           | cluster CA: apiserver, kubelets, clients          |
+//! | `etcd/ca.crt`, `etcd/ca.key` | etcd's own CA: etcd peers, servers, its clients   |
+//! | `front-proxy-ca.crt`/`.key`  | front-proxy CA: aggregated API client auth        |
+//! | `sa.key`, `sa.pub`           | service-account token signing key pair           |
+//! | `admin.crt`, `admin.key`     | admin client (`system:masters`)                   |
+//! | `encryption-key`             | 32 random bytes (base64) for Secrets at rest      |
+//!
+//! Keys are written 0600 and directories 0700; nothing here prints a key.
+
+mod authority;
+mod files;
+mod inspect;
+
+pub use authority::{CaKind, CertificateAuthority, IssuedCert, LeafSpec, Usage};
+pub use files::{InitItem, InitOutcome, InitReport, init};
+pub use inspect::{CertInfo, inspect_dir, inspect_pem};
+
+use std::path::PathBuf;
+
+/// Errors of the PKI module; each names the file or certificate concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("failed to generate {what}: {source}")]
+    Generate {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is damaged: {reason}; restore it from a backup, or remove the whole pki/ directory to start a new cluster"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "{path} is missing while {other} exists: the pki directory is incomplete; restore the file from a backup"
+    )]
+    Incomplete { path: PathBuf, other: PathBuf },
+}
+
+impl PkiError {
+    /// A stable reason string for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Generate { .. } => "Generate",
+            Self::Read { .. } => "Read",
+            Self::Write { .. } => "Write",
+            Self::Damaged { .. } => "Damaged",
+            Self::Incomplete { .. } => "Incomplete",
+        }
+    }
+}
+
+pub type Result<T, E = PkiError> = std::result::Result<T, E>;

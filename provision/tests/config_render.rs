@@ -1,0 +1,35 @@
+//! The commented cluster.yaml `kubeup init` writes parses back unchanged.
+
+use std::path::Path;
+
+use kubeup_crds::Cluster;
+use kubeup_crds::cluster::{ClusterSpec, ControllerHost};
+use kubeup_provision::config::{parse, render_cluster_yaml};
+
+#[test]
+fn rendered_yaml_is_commented_and_round_trips() {
+    let spec = ClusterSpec {
+        kubernetes_version: "v1.34.10".into(),
+        controllers: vec![ControllerHost {
+            address: "198.18.0.11".into(),
+            port: 22,
+            user: "root".into(),
+            ..Default::default()
+        }],
+        networking: Default::default(),
+        artifacts: Default::default(),
+        certificates: Default::default(),
+    };
+    let cluster = Cluster::new("demo", spec);
+    let text = render_cluster_yaml(&cluster);
+    assert!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .count()
+            >= 10,
+        "{text}"
+    );
+    let back = parse(&text, Path::new("/")).expect("the rendered file is valid");
+    assert_eq!(back.spec, cluster.spec);
+    assert_eq!(back.metadata.name.as_deref(), Some("demo"));
+}

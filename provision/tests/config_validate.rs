@@ -1,0 +1,250 @@
+//! `cluster.yaml` validation: every bad input names its field.
+
+use std::path::Path;
+
+use kubeup_provision::config::parse;
+
+const GOOD: &str = r#"
+apiVersion: kubeup.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+spec:
+  kubernetesVersion: v1.34.10
+  controllers:
+    - address: 198.18.0.11
+      user: root
+      hostKey:
+        policy: AcceptNew
+"#;
+
+fn problems_for(yaml: &str) -> Vec<String> {
+    match parse(yaml, Path::new("/nonexistent-dir")) {
+        Ok(_) => vec![],
+        Err(ps) => ps.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// Replace `from` in the good document by `to`, then expect a problem whose
+/// text starts with `field`.
+fn assert_rejected(from: &str, to: &str, field: &str) {
+    assert!(
+        GOOD.contains(from),
+        "test setup: {from:?} not in the good document"
+    );
+    let yaml = GOOD.replacen(from, to, 1);
+    let problems = problems_for(&yaml);
+    assert!(
+        problems.iter().any(|p| p.starts_with(field)),
+        "expected a problem at {field}, got {problems:#?} for:\n{yaml}"
+    );
+}
+
+#[test]
+fn the_good_document_is_accepted_with_defaults() {
+    let cluster = parse(GOOD, Path::new("/")).expect("valid");
+    assert_eq!(cluster.spec.networking.pod_cidr, "10.244.0.0/16");
+    assert_eq!(cluster.spec.networking.cluster_dns, "10.96.0.10");
+    assert_eq!(cluster.spec.controllers[0].port, 22);
+}
+
+#[test]
+fn not_yaml() {
+    let problems = problems_for("spec: [unclosed");
+    assert!(problems[0].contains("not valid YAML"), "{problems:?}");
+}
+
+#[test]
+fn wrong_api_version() {
+    assert_rejected("kubeup.dev/v1alpha1", "kubeup.dev/v9", "apiVersion");
+}
+
+#[test]
+fn wrong_kind() {
+    assert_rejected("kind: Cluster", "kind: WorkerJoin", "kind");
+}
+
+#[test]
+fn unknown_top_level_field() {
+    assert_rejected("kind: Cluster", "kind: Cluster\nspecs: {}", "specs");
+}
+
+#[test]
+fn unknown_spec_field() {
+    assert_rejected(
+        "  kubernetesVersion: v1.34.10",
+        "  kubernetesVersion: v1.34.10\n  colour: blue",
+        "spec",
+    );
+    let problems = problems_for(&GOOD.replacen(
+        "  kubernetesVersion: v1.34.10",
+        "  kubernetesVersion: v1.34.10\n  colour: blue",
+        1,
+    ));
+    assert!(problems[0].contains("colour"), "{problems:?}");
+}
+
+#[test]
+fn unknown_nested_field_has_its_path() {
+    assert_rejected(
+        "      user: root",
+        "      user: root\n      pasword: x",
+        "spec.controllers[0]",
+    );
+}
+
+#[test]
+fn bad_address() {
+    assert_rejected("198.18.0.11", "300.1.2.3", "spec.controllers[0].address");
+    assert_rejected("198.18.0.11", "not a host!", "spec.controllers[0].address");
+}
+
+#[test]
+fn unsupported_version() {
+    assert_rejected("v1.34.10", "v1.35.0", "spec.kubernetesVersion");
+}
+
+#[test]
+fn missing_name() {
+    assert_rejected("  name: demo", "  labels: {}", "metadata.name");
+}
+
+#[test]
+fn bad_name() {
+    assert_rejected("name: demo", "name: Demo_Cluster", "metadata.name");
+}
+
+#[test]
+fn pod_cidr_overlapping_service_cidr() {
+    assert_rejected(
+        "  controllers:",
+        "  networking:\n    podCidr: 10.96.0.0/16\n    serviceCidr: 10.96.0.0/12\n  controllers:",
+        "spec.networking.serviceCidr",
+    );
+}
+
+#[test]
+fn dns_ip_outside_service_cidr() {
+    assert_rejected(
+        "  controllers:",
+        "  networking:\n    clusterDns: 10.244.0.10\n  controllers:",
+        "spec.networking.clusterDns",
+    );
+}
+
+#[test]
+fn malformed_cidr() {
+    assert_rejected(
+        "  controllers:",
+        "  networking:\n    podCidr: 10.244.0.0/33\n  controllers:",
+        "spec.networking.podCidr",
+    );
+    assert_rejected(
+        "  controllers:",
+        "  networking:\n    podCidr: 10.244.1.0/16\n  controllers:",
+        "spec.networking.podCidr",
+    );
+}
+
+#[test]
+fn duplicate_hosts() {
+    let yaml = format!("{GOOD}    - address: 198.18.0.11\n");
+    let problems = problems_for(&yaml);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.controllers[1].address") && p.contains("duplicate")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn pin_without_key() {
+    assert_rejected(
+        "policy: AcceptNew",
+        "policy: Pin",
+        "spec.controllers[0].hostKey.key",
+    );
+}
+
+#[test]
+fn unknown_host_key_policy() {
+    assert_rejected(
+        "policy: AcceptNew",
+        "policy: AcceptAnything",
+        "spec.controllers[0].hostKey.policy",
+    );
+}
+
+#[test]
+fn malformed_pinned_key() {
+    assert_rejected(
+        "policy: AcceptNew",
+        "policy: Pin\n        key: SHA256:short",
+        "spec.controllers[0].hostKey.key",
+    );
+}
+
+#[test]
+fn missing_key_file() {
+    assert_rejected(
+        "      user: root",
+        "      user: root\n      privateKeyFile: keys/nope",
+        "spec.controllers[0].privateKeyFile",
+    );
+}
+
+#[test]
+fn no_controllers() {
+    let yaml = GOOD.split("  controllers:").next().unwrap().to_string() + "  controllers: []\n";
+    let problems = problems_for(&yaml);
+    assert!(
+        problems.iter().any(|p| p.starts_with("spec.controllers")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn both_artifact_sources() {
+    assert_rejected(
+        "  controllers:",
+        "  artifacts:\n    bundleDir: /tmp\n    baseUrl: https://mirror.example/k\n  controllers:",
+        "spec.artifacts",
+    );
+}
+
+#[test]
+fn base_url_without_sums() {
+    assert_rejected(
+        "  controllers:",
+        "  artifacts:\n    baseUrl: https://mirror.example/k\n  controllers:",
+        "spec.artifacts.sha256",
+    );
+}
+
+#[test]
+fn leaf_outliving_ca() {
+    assert_rejected(
+        "  controllers:",
+        "  certificates:\n    caDays: 10\n    leafDays: 20\n  controllers:",
+        "spec.certificates.leafDays",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_rejected(
+        "      user: root",
+        "      user: root\n      port: twenty-two",
+        "spec.controllers[0].port",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = GOOD
+        .replacen("198.18.0.11", "300.0.0.1", 1)
+        .replacen("v1.34.10", "v1.20.0", 1);
+    let problems = problems_for(&yaml);
+    assert!(problems.len() >= 2, "{problems:#?}");
+}
