@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bundle;
 mod crdgen;
+mod oci;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "kubeup build chores")]
@@ -20,10 +22,14 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Build the Kubernetes binary bundle (cached) into
+    /// ${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>/.
+    Bundle(bundle::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Crdgen { check } => crdgen::run(check),
+        Command::Bundle(args) => bundle::run(args),
     }
 }

@@ -1,0 +1,47 @@
+//! sha256 of files, streamed: bundle files reach 130 MiB, so never read one
+//! whole into memory.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// A sha256 digest as 64 lowercase hex characters, the form used in
+/// `bundle.json`, `Cluster.spec.artifacts.sha256` and `sha256sum`.
+pub type Sha256Hex = String;
+
+/// Size and sha256 of the file at `path`.
+pub fn sha256_file(path: &Path) -> io::Result<(u64, Sha256Hex)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_like_sha256sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let (size, sum) = sha256_file(&path).unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(
+            sum,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! `cargo xtask bundle`: the Kubernetes binary bundle, built from package
+//! registries (Go module proxy, Debian) because release downloads are not
+//! reachable everywhere kubeup is developed and tested.
+//!
+//! Layout of `${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>/`:
+//! `bin/` (hyperkube and its symlinks, etcd, etcdctl, crictl, helm,
+//! containerd, containerd-shim-runc-v2, ctr, runc), `cni/` (bridge,
+//! host-local, loopback, portmap), `images/pause.tar`, `bundle.json`.
+//!
+//! Each component is cached: it is rebuilt only when one of its files is
+//! missing, differs from its sha256 in `bundle.json`, or was made from an
+//! older recipe. Builds happen in a staging directory beside the bundle and
+//! are renamed into place, so an interrupted build never leaves half a file.
+
+mod components;
+mod debian;
+mod go;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kubeup_provision::artifacts::{self, BundleManifest, ManifestError};
+
+use components::HYPERKUBE_COMMANDS;
+
+/// What the builders need to know.
+pub struct Ctx {
+    /// `hack/bundle/` in this repository.
+    recipes: PathBuf,
+    /// `${KUBEUP_CACHE:-~/.cache/kubeup}`: Go caches live under `go/`.
+    cache_root: PathBuf,
+    kubernetes_version: String,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rebuild every component even when its files are intact.
+    #[arg(long)]
+    force: bool,
+    /// Only check the bundle against bundle.json; exit 1 on any problem.
+    #[arg(long, conflicts_with = "force")]
+    verify: bool,
+    /// Bundle directory [default: ${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let kubernetes_version = kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION;
+    let dir = args
+        .dir
+        .unwrap_or_else(|| artifacts::default_bundle_dir(kubernetes_version));
+    if args.verify {
+        return verify(&dir);
+    }
+    let ctx = Ctx {
+        recipes: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives in the workspace")
+            .join("hack/bundle"),
+        cache_root: artifacts::cache_root(),
+        kubernetes_version: kubernetes_version.to_owned(),
+    };
+    build(&ctx, &dir, args.force)
+}
+
+fn verify(dir: &Path) -> Result<()> {
+    let problems = artifacts::verify(dir)?;
+    if problems.is_empty() {
+        println!("bundle {} is complete and intact", dir.display());
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("  {p}");
+    }
+    bail!(
+        "bundle {} has {} problem(s); run `cargo xtask bundle` to repair it",
+        dir.display(),
+        problems.len()
+    )
+}
+
+fn build(ctx: &Ctx, dir: &Path, force: bool) -> Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let mut manifest = match artifacts::load(dir) {
+        Ok(m) if m.kubernetes_version == ctx.kubernetes_version => m,
+        Ok(_) => BundleManifest::new(&ctx.kubernetes_version),
+        Err(ManifestError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            BundleManifest::new(&ctx.kubernetes_version)
+        }
+        Err(e) => {
+            eprintln!("bundle: ignoring unusable manifest ({e}); checking every file again");
+            BundleManifest::new(&ctx.kubernetes_version)
+        }
+    };
+    // Beside the bundle, so moving a file into place is a rename on one
+    // filesystem: atomic, never a partial copy.
+    let staging = dir.with_file_name(format!(
+        ".staging-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let components = components::all();
+    let mut summary: Vec<(&str, String, Duration)> = Vec::new();
+    for component in &components {
+        let t = Instant::now();
+        let recipe = component.recipe_digest(ctx)?;
+        let stale = if force {
+            Some("--force".to_owned())
+        } else {
+            why_stale(&manifest, dir, &component.outputs(), &recipe)
+        };
+        let Some(reason) = stale else {
+            summary.push((component.name, "cached".into(), t.elapsed()));
+            continue;
+        };
+        eprintln!("bundle: building {} ({reason})", component.name);
+        reset_dir(&staging)?;
+        let built = component
+            .build(ctx, &staging)
+            .with_context(|| format!("failed to build bundle component {}", component.name))?;
+        for (name, mut file) in built {
+            file.recipe = Some(recipe.clone());
+            let dest = dir.join(&name);
+            std::fs::create_dir_all(dest.parent().unwrap())?;
+            std::fs::rename(staging.join(&name), &dest)
+                .with_context(|| format!("failed to move {name} into {}", dir.display()))?;
+            manifest.files.insert(name, file);
+        }
+        // Saved after every component: an interrupted run keeps what it made.
+        manifest.save(dir)?;
+        summary.push((component.name, "built".into(), t.elapsed()));
+    }
+    // Entries no component produces any more (a renamed or dropped file).
+    let wanted: Vec<&str> = components.iter().flat_map(|c| c.outputs()).collect();
+    manifest
+        .files
+        .retain(|name, _| wanted.contains(&name.as_str()));
+    link_hyperkube(dir, &mut manifest)?;
+    manifest.save(dir)?;
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+
+    let problems = artifacts::verify(dir)?;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        bail!(
+            "bundle is inconsistent after building:\n  {}",
+            list.join("\n  ")
+        );
+    }
+    print_summary(dir, &manifest, &summary, started.elapsed());
+    Ok(())
+}
+
+/// Why a component must be (re)built, or `None` when all its files are
+/// present, intact and made from the current recipe.
+fn why_stale(
+    manifest: &BundleManifest,
+    dir: &Path,
+    outputs: &[&str],
+    recipe: &str,
+) -> Option<String> {
+    outputs.iter().find_map(|name| {
+        let Some(file) = manifest.files.get(*name) else {
+            return Some(format!("{name} not in bundle.json"));
+        };
+        if file.recipe.as_deref() != Some(recipe) {
+            return Some(format!("recipe of {name} changed"));
+        }
+        file.check(dir, name).map(|p| p.to_string())
+    })
+}
+
+/// `bin/<command>` → `hyperkube` for every multi-call command; replaced
+/// through a rename so a reader never finds the link missing.
+fn link_hyperkube(dir: &Path, manifest: &mut BundleManifest) -> Result<()> {
+    manifest.symlinks.clear();
+    for cmd in HYPERKUBE_COMMANDS {
+        let link = dir.join("bin").join(cmd);
+        let current = std::fs::read_link(&link).ok();
+        if current.as_deref() != Some(Path::new("hyperkube")) {
+            let tmp = dir.join("bin").join(format!(".{cmd}.link"));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink("hyperkube", &tmp)?;
+            std::fs::rename(&tmp, &link)?;
+        }
+        manifest
+            .symlinks
+            .insert(format!("bin/{cmd}"), "hyperkube".into());
+    }
+    Ok(())
+}
+
+fn reset_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("failed to clear staging {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+fn print_summary(
+    dir: &Path,
+    manifest: &BundleManifest,
+    summary: &[(&str, String, Duration)],
+    total: Duration,
+) {
+    let bytes: u64 = manifest.files.values().map(|f| f.size).sum();
+    println!("bundle {} ({})", dir.display(), manifest.kubernetes_version);
+    for (name, status, took) in summary {
+        println!("  {name:<12} {status:<7} {:>7.1}s", took.as_secs_f64());
+    }
+    println!(
+        "  {} files, {} symlinks, {:.0} MiB, {:.1}s total",
+        manifest.files.len(),
+        manifest.symlinks.len(),
+        bytes as f64 / (1024.0 * 1024.0),
+        total.as_secs_f64()
+    );
+}
