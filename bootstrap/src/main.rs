@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod cmd_certs;
 mod cmd_init;
 mod cmd_validate;
+mod sandbox;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,8 @@ enum Command {
     Init(cmd_init::InitArgs),
     /// Check a cluster.yaml and print every problem with its field path.
     Validate(ClusterFile),
+    /// Local "bare-metal" hosts (systemd-nspawn) for trying kubeup and for tests.
+    Sandbox(sandbox::SandboxArgs),
     /// Certificates of the cluster directory.
     Certs {
         #[command(subcommand)]
@@ -71,6 +74,7 @@ async fn main() -> ExitCode {
         Command::Init(args) => cmd_init::run(args),
         Command::Validate(file) => cmd_validate::run(&file),
         Command::Certs { command } => cmd_certs::run(command),
+        Command::Sandbox(args) => sandbox::run(args).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
