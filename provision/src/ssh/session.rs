@@ -34,6 +34,8 @@ pub enum Auth {
     },
     /// The identities of the running ssh-agent (`SSH_AUTH_SOCK`).
     Agent,
+    /// The identities of the ssh-agent listening on this socket.
+    AgentSocket(std::path::PathBuf),
 }
 
 /// A host to reach.
@@ -716,7 +718,7 @@ async fn authenticate(handle: &mut client::Handle<Client>, target: &SshTarget) -
                 label,
             ))
         }
-        Auth::Agent => None,
+        Auth::Agent | Auth::AgentSocket(_) => None,
     };
     if let Some((key, label)) = key {
         let hash = rsa_hash(handle, key.algorithm().is_rsa(), &addr).await?;
@@ -734,11 +736,21 @@ async fn authenticate(handle: &mut client::Handle<Client>, target: &SshTarget) -
         };
     }
 
-    let mut agent = AgentClient::connect_env()
-        .await
-        .map_err(|e| SshError::Agent {
-            reason: format!("cannot reach the agent at SSH_AUTH_SOCK: {e}"),
-        })?;
+    // Both give an AgentClient over a Unix socket.
+    let mut agent = match &target.auth {
+        Auth::AgentSocket(path) => {
+            AgentClient::connect_uds(path)
+                .await
+                .map_err(|e| SshError::Agent {
+                    reason: format!("cannot reach the agent at {}: {e}", path.display()),
+                })?
+        }
+        _ => AgentClient::connect_env()
+            .await
+            .map_err(|e| SshError::Agent {
+                reason: format!("cannot reach the agent at SSH_AUTH_SOCK: {e}"),
+            })?,
+    };
     let identities = agent
         .request_identities()
         .await

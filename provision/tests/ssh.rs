@@ -1,0 +1,818 @@
+//! The SSH transport against a real OpenSSH sshd on loopback (see
+//! `kubeup_testsupport::sshd`). Needs root, openssh-server, openssh-client,
+//! sudo and iptables (hack/apt/ssh.txt).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use kubeup_provision::ssh::*;
+use kubeup_testsupport::sshd::{Agent, KeyPair, PortOnlyForUser, Sshd, ensure_user, keygen};
+use tempfile::TempDir;
+
+const NOPW_USER: &str = "kubeup-t-nopw";
+const PW_USER: &str = "kubeup-t-pw";
+const BASTION_USER: &str = "kubeup-t-bastion";
+// Distinctive, so a leak into any log line or error is easy to spot.
+const SUDO_PASSWORD: &str = "Kubeup-Sudo-Pw-7f3a9e";
+
+/// Every tracing line of this test binary, at TRACE, to check what is (and
+/// is not) logged.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured_logs() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+fn opts() -> SshOptions {
+    SshOptions {
+        connect_timeout: Duration::from_secs(15),
+        auth_timeout: Duration::from_secs(15),
+        command_timeout: Duration::from_secs(120),
+        reconnect_attempts: 2,
+        reconnect_backoff: Duration::from_millis(50),
+        ..SshOptions::default()
+    }
+}
+
+fn pin(key: &str) -> HostKeyTrust {
+    HostKeyTrust {
+        policy: HostKeyPolicy::Pin,
+        key: Some(key.to_owned()),
+    }
+}
+
+struct Fixture {
+    sshd: Sshd,
+    keys: TempDir,
+    root_key: KeyPair,
+}
+
+fn fixture() -> Fixture {
+    logs();
+    let sshd = Sshd::start().expect("start sshd");
+    let keys = tempfile::tempdir().unwrap();
+    let root_key = keygen(keys.path(), "root", "ed25519", "").unwrap();
+    sshd.authorize("root", &root_key.public).unwrap();
+    Fixture {
+        sshd,
+        keys,
+        root_key,
+    }
+}
+
+impl Fixture {
+    fn target(&self, user: &str, key: &KeyPair) -> SshTarget {
+        let mut t = SshTarget::new(
+            self.sshd.address(),
+            self.sshd.port(),
+            user,
+            Auth::KeyFile {
+                path: key.private.clone(),
+                passphrase: None,
+            },
+        );
+        t.host_key = pin(&self.sshd.host_key("ed25519"));
+        t
+    }
+
+    fn root(&self) -> SshTarget {
+        self.target("root", &self.root_key)
+    }
+}
+
+fn memory() -> Arc<dyn HostKeyStore> {
+    Arc::new(MemoryHostKeyStore::new())
+}
+
+async fn connect(t: &SshTarget) -> Result<Session> {
+    Session::connect(t, memory(), &opts()).await
+}
+
+#[tokio::test]
+async fn key_auth_ed25519_ecdsa_rsa_and_commands() {
+    let f = fixture();
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        let key = keygen(f.keys.path(), kind, kind, "").unwrap();
+        f.sshd.authorize("root", &key.public).unwrap();
+        let s = connect(&f.target("root", &key)).await.unwrap();
+        let out = s.run(&Command::new("echo").arg(kind)).await.unwrap();
+        assert_eq!(out.stdout_str(), format!("{kind}\n"));
+
+        // The same key as Secret data (the operator's path).
+        let mut t = f.target("root", &key);
+        t.auth = Auth::KeyData {
+            pem: Secret::new(key.private_pem()),
+            passphrase: None,
+        };
+        let s = connect(&t).await.unwrap();
+        assert!(s.run(&Command::new("true")).await.unwrap().success());
+    }
+
+    let s = connect(&f.root()).await.unwrap();
+    // Arguments are quoted: nothing is expanded by the remote shell.
+    let out = s
+        .run(
+            &Command::new("printf")
+                .arg("%s|")
+                .args(["a b", "$HOME", "it's", "`id`"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "a b|$HOME|it's|`id`|");
+
+    // Many commands, concurrently, over one connection.
+    let s = Arc::new(s);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.run(&Command::new("echo").arg(i.to_string())).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap().stdout_str(), format!("{i}\n"));
+    }
+
+    // Exit status, stderr tail and host in the error; output() keeps any status.
+    let cmd = Command::shell("echo to-stdout; echo boom-on-stderr >&2; exit 3");
+    let err = s.run(&cmd).await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "command_failed");
+    assert!(
+        msg.contains("exit status 3") && msg.contains("boom-on-stderr"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("root@127.0.0.1:{}", f.sshd.port())),
+        "{msg}"
+    );
+    assert!(msg.contains("exit 3"), "names the command: {msg}");
+    let out = s.output(&cmd).await.unwrap();
+    assert_eq!(out.exit_status, Some(3));
+    assert_eq!(out.stdout_str(), "to-stdout\n");
+
+    // stdin is delivered and closed.
+    let out = s
+        .run(&Command::new("wc").arg("-c").stdin(vec![b'x'; 300_000]))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str().trim(), "300000");
+
+    // Output lines go to tracing with the host.
+    s.run(&Command::new("echo").arg("marker-5d1c"))
+        .await
+        .unwrap();
+    let logs = captured_logs();
+    assert!(
+        logs.lines().any(|l| l.contains("marker-5d1c")
+            && l.contains(&format!("host=root@127.0.0.1:{}", f.sshd.port()))),
+        "stdout line logged with host"
+    );
+}
+
+#[tokio::test]
+async fn wrong_key_refused() {
+    let f = fixture();
+    let other = keygen(f.keys.path(), "other", "ed25519", "").unwrap();
+    let err = connect(&f.target("root", &other)).await.unwrap_err();
+    assert_eq!(err.category(), "auth_rejected", "{err}");
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("root"), "{err}");
+}
+
+#[tokio::test]
+async fn encrypted_key_needs_passphrase() {
+    let f = fixture();
+    let key = keygen(f.keys.path(), "enc", "ed25519", "s3cret-passphrase").unwrap();
+    f.sshd.authorize("root", &key.public).unwrap();
+    let err = connect(&f.target("root", &key)).await.unwrap_err();
+    assert_eq!(err.category(), "key_encrypted", "{err}");
+    assert!(err.to_string().contains("encrypted"), "{err}");
+    let mut t = f.target("root", &key);
+    t.auth = Auth::KeyFile {
+        path: key.private.clone(),
+        passphrase: Some(Secret::new("s3cret-passphrase")),
+    };
+    connect(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn pin_match_key_and_fingerprint() {
+    let f = fixture();
+    for trust in [
+        pin(&f.sshd.host_key("ed25519")),
+        pin(&f.sshd.host_key_fingerprint("ed25519")),
+        // The host also has ECDSA and RSA keys: a pinned key's algorithm is
+        // asked for first, so the host presents that one.
+        pin(&f.sshd.host_key("rsa")),
+        pin(&f.sshd.host_key("ecdsa")),
+    ] {
+        let mut t = f.root();
+        t.host_key = trust.clone();
+        let s = connect(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{trust:?}: {e}"));
+        let fp = s.host_key_fingerprint().await.unwrap();
+        let pinned = trust.key.unwrap();
+        if pinned.starts_with("SHA256:") {
+            assert_eq!(fp, pinned);
+        }
+    }
+}
+
+#[tokio::test]
+async fn pin_mismatch_names_both_fingerprints() {
+    let f = fixture();
+    let stranger = keygen(f.keys.path(), "stranger", "ed25519", "").unwrap();
+    let stranger_fp = fingerprint(&russh::keys::PublicKey::from_openssh(&stranger.public).unwrap());
+    let presented_fp = f.sshd.host_key_fingerprint("ed25519");
+    for wrong in [stranger.public.clone(), stranger_fp.clone()] {
+        let mut t = f.root();
+        t.host_key = pin(&wrong);
+        let started = Instant::now();
+        let err = connect(&t).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let msg = err.to_string();
+        assert_eq!(err.category(), "host_key_mismatch", "{msg}");
+        assert!(err.is_permanent() && err.is_host_key_error());
+        assert!(msg.contains(&stranger_fp), "expected fingerprint in {msg}");
+        assert!(
+            msg.contains(&presented_fp),
+            "presented fingerprint in {msg}"
+        );
+        assert!(
+            msg.contains(&format!("127.0.0.1:{}", f.sshd.port())),
+            "{msg}"
+        );
+        assert!(msg.contains("hostKey.key"), "how to re-trust: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn accept_new_records_then_refuses_a_changed_key() {
+    let mut f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let store: Arc<dyn HostKeyStore> = Arc::new(KnownHostsFile::new(&known_hosts));
+    let mut t = f.root();
+    t.host_key = HostKeyTrust::default();
+    assert_eq!(t.host_key.policy, HostKeyPolicy::AcceptNew);
+
+    let s = Session::connect(&t, store.clone(), &opts()).await.unwrap();
+    let first_fp = s.host_key_fingerprint().await.unwrap();
+    let text = std::fs::read_to_string(&known_hosts).unwrap();
+    let port = f.sshd.port();
+    assert!(
+        text.starts_with(&format!(
+            "[127.0.0.1]:{port} {}",
+            f.sshd
+                .host_key("ed25519")
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        "{text}"
+    );
+    // OpenSSH itself agrees with what was written.
+    let check = std::process::Command::new("ssh-keygen")
+        .args(["-F", &format!("[127.0.0.1]:{port}"), "-f"])
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    // Second connection: same key, nothing new recorded.
+    Session::connect(&t, store.clone(), &opts()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), text);
+
+    f.sshd.restart_with_new_host_keys().unwrap();
+    let new_fp = f.sshd.host_key_fingerprint("ed25519");
+    let err = Session::connect(&t, store.clone(), &opts())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "host_key_mismatch", "{msg}");
+    assert!(msg.contains(&first_fp) && msg.contains(&new_fp), "{msg}");
+    assert!(msg.contains(&known_hosts.display().to_string()), "{msg}");
+    assert!(msg.contains("ssh-keygen -R"), "{msg}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        text,
+        "nothing recorded"
+    );
+
+    // The existing session reconnects after a drop — and stops at once on
+    // the changed key instead of backing off.
+    s.close().await;
+    let started = Instant::now();
+    let err = s.run(&Command::new("true")).await.unwrap_err();
+    assert_eq!(err.category(), "host_key_mismatch");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // The operator's store: seeded from status, recorded key readable back.
+    let mem = Arc::new(MemoryHostKeyStore::new());
+    let s = Session::connect(&t, mem.clone(), &opts()).await.unwrap();
+    let recorded = mem.recorded("127.0.0.1", port).unwrap();
+    assert_eq!(Some(recorded.clone()), s.host_key_openssh().await);
+    let seeded = Arc::new(MemoryHostKeyStore::new());
+    seeded
+        .insert_openssh("127.0.0.1", port, &f.root_key.public)
+        .unwrap();
+    let err = Session::connect(&t, seeded, &opts()).await.unwrap_err();
+    assert_eq!(err.category(), "host_key_mismatch");
+    assert!(err.to_string().contains("status.hostKey"), "{err}");
+}
+
+#[tokio::test]
+async fn agent_auth() {
+    let f = fixture();
+    let agent = Agent::start().unwrap();
+    for kind in ["ed25519", "rsa"] {
+        let key = keygen(f.keys.path(), &format!("agent-{kind}"), kind, "").unwrap();
+        f.sshd.authorize("root", &key.public).unwrap();
+        agent.add(&key.private).unwrap();
+    }
+    let mut t = f.root();
+    t.auth = Auth::AgentSocket(agent.socket().to_owned());
+    let s = connect(&t).await.unwrap();
+    assert_eq!(
+        s.run(&Command::new("whoami")).await.unwrap().stdout_str(),
+        "root\n"
+    );
+
+    let empty = Agent::start().unwrap();
+    t.auth = Auth::AgentSocket(empty.socket().to_owned());
+    let err = connect(&t).await.unwrap_err();
+    assert_eq!(err.category(), "auth_rejected", "{err}");
+}
+
+fn sudo_users() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        ensure_user(
+            NOPW_USER,
+            None,
+            Some(&format!("{NOPW_USER} ALL=(ALL) NOPASSWD: ALL")),
+        )
+        .unwrap();
+        ensure_user(
+            PW_USER,
+            Some(SUDO_PASSWORD),
+            Some(&format!("{PW_USER} ALL=(ALL) ALL")),
+        )
+        .unwrap();
+    });
+}
+
+#[tokio::test]
+async fn sudo_nopasswd() {
+    sudo_users();
+    let f = fixture();
+    f.sshd.authorize(NOPW_USER, &f.root_key.public).unwrap();
+    let s = connect(&f.target(NOPW_USER, &f.root_key)).await.unwrap();
+    assert_eq!(
+        s.run(&Command::new("id").arg("-un"))
+            .await
+            .unwrap()
+            .stdout_str(),
+        format!("{NOPW_USER}\n")
+    );
+    let out = s
+        .run_privileged(&Command::new("id").arg("-u"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "0\n");
+    let out = s
+        .run_privileged(&Command::shell("cat; echo \" $(id -u)\"").stdin("in"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "in 0\n");
+    // Uploads go through sudo too: root-owned destination.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("nopw.conf");
+    let outcome = s
+        .write_file(b"x=1\n", dest.to_str().unwrap(), 0o600, Some("root:root"))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, UploadOutcome::Uploaded { bytes: 4 }));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"x=1\n");
+}
+
+#[tokio::test]
+async fn sudo_needs_password_is_a_clear_error() {
+    sudo_users();
+    let f = fixture();
+    f.sshd.authorize(PW_USER, &f.root_key.public).unwrap();
+    let s = connect(&f.target(PW_USER, &f.root_key)).await.unwrap();
+    let err = s.run_privileged(&Command::new("true")).await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "sudo_needs_password", "{msg}");
+    assert!(err.is_permanent());
+    assert!(
+        msg.contains(PW_USER) && msg.contains("127.0.0.1") && msg.contains("NOPASSWD"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn sudo_with_password_never_logged() {
+    sudo_users();
+    let f = fixture();
+    f.sshd.authorize(PW_USER, &f.root_key.public).unwrap();
+    let mut t = f.target(PW_USER, &f.root_key);
+    t.sudo_password = Some(Secret::new(SUDO_PASSWORD));
+    assert!(!format!("{t:?}").contains(SUDO_PASSWORD));
+    let s = connect(&t).await.unwrap();
+    let out = s
+        .run_privileged(&Command::new("id").arg("-u"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "0\n");
+    // The password line is consumed by sudo, not by the command.
+    let out = s
+        .run_privileged(&Command::new("cat").stdin("only-this"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "only-this");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("pw.conf");
+    s.write_file(b"secret-free\n", dest.to_str().unwrap(), 0o644, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"secret-free\n");
+    let err = s
+        .run_privileged(&Command::shell("echo fail >&2; exit 4"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.contains(SUDO_PASSWORD), "{msg}");
+    assert!(msg.contains("exit status 4"), "{msg}");
+
+    t.sudo_password = Some(Secret::new("not-the-password"));
+    let s2 = connect(&t).await.unwrap();
+    let err = s2.run_privileged(&Command::new("true")).await.unwrap_err();
+    assert_eq!(err.category(), "sudo_password_rejected", "{err}");
+
+    let logs = captured_logs();
+    assert!(
+        logs.contains(&format!("host={PW_USER}@127.0.0.1")),
+        "logs are captured"
+    );
+    assert!(
+        !logs.contains(SUDO_PASSWORD),
+        "sudo password leaked into a log line"
+    );
+    assert!(!logs.contains("not-the-password"));
+}
+
+#[tokio::test]
+async fn bastion_is_the_only_way_in() {
+    logs();
+    ensure_user(BASTION_USER, None, None).unwrap();
+    let bastion = Sshd::start().unwrap();
+    let target = Sshd::builder().listen("127.0.0.2").start().unwrap();
+    let _fw = PortOnlyForUser::new("127.0.0.2", target.port(), BASTION_USER).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "k", "ed25519", "").unwrap();
+    bastion.authorize(BASTION_USER, &key.public).unwrap();
+    target.authorize("root", &key.public).unwrap();
+    let auth = Auth::KeyFile {
+        path: key.private.clone(),
+        passphrase: None,
+    };
+    let known = keys.path().join("known_hosts");
+    let store: Arc<dyn HostKeyStore> = Arc::new(KnownHostsFile::new(&known));
+
+    // Directly: refused (the firewall only lets the bastion's sshd through).
+    let direct = SshTarget::new("127.0.0.2", target.port(), "root", auth.clone());
+    let err = Session::connect(&direct, store.clone(), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "connect", "{err}");
+
+    let mut via = direct.clone();
+    via.bastion = Some(Box::new(SshTarget::new(
+        "127.0.0.1",
+        bastion.port(),
+        BASTION_USER,
+        auth.clone(),
+    )));
+    let s = Session::connect(&via, store.clone(), &opts())
+        .await
+        .unwrap();
+    let out = s.run(&Command::new("whoami")).await.unwrap();
+    assert_eq!(out.stdout_str(), "root\n");
+    assert_eq!(
+        s.host_key_fingerprint().await.unwrap(),
+        target.host_key_fingerprint("ed25519")
+    );
+    // Both host keys were checked (and, accept-new, recorded).
+    let text = std::fs::read_to_string(&known).unwrap();
+    assert!(
+        text.contains(&format!("[127.0.0.1]:{} ", bastion.port())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("[127.0.0.2]:{} ", target.port())),
+        "{text}"
+    );
+    let data = vec![7u8; 3 << 20];
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("through-bastion");
+    s.write_file(&data, dest.to_str().unwrap(), 0o644, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+
+    // A wrong bastion pin stops before the target is ever reached.
+    let mut bad = via.clone();
+    bad.bastion.as_mut().unwrap().host_key = pin(&target.host_key("ed25519"));
+    let err = Session::connect(&bad, store.clone(), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "host_key_mismatch");
+    assert!(
+        err.to_string()
+            .contains(&format!("127.0.0.1:{}", bastion.port())),
+        "{err}"
+    );
+}
+
+fn write_pattern(path: &Path, size: usize, seed: u8) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 16];
+    let mut x = seed as u32 | 1;
+    for chunk in 0..size.div_ceil(block.len()) {
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let n = block.len().min(size - chunk * block.len());
+        f.write_all(&block[..n]).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn upload_atomic_skip_and_attributes() {
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = local_dir.path().join("blob");
+    write_pattern(&local, (5 << 20) + 123, 1);
+    let remote_dir = tempfile::tempdir().unwrap();
+    let dest = remote_dir.path().join("sub dir/it's a \"file\"");
+    let dest_s = dest.to_str().unwrap();
+
+    let o = s
+        .upload(&local, dest_s, 0o640, Some("root:root"))
+        .await
+        .unwrap();
+    assert_eq!(
+        o,
+        UploadOutcome::Uploaded {
+            bytes: (5 << 20) + 123
+        }
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+
+    assert_eq!(
+        s.upload(&local, dest_s, 0o640, Some("root:root"))
+            .await
+            .unwrap(),
+        UploadOutcome::Unchanged
+    );
+    assert_eq!(
+        s.upload(&local, dest_s, 0o600, Some("root")).await.unwrap(),
+        UploadOutcome::AttributesUpdated
+    );
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+
+    write_pattern(&local, 1000, 2);
+    assert_eq!(
+        s.upload(&local, dest_s, 0o600, None).await.unwrap(),
+        UploadOutcome::Uploaded { bytes: 1000 }
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+
+    // Rendered content, including empty.
+    let conf = remote_dir.path().join("etc/kubelet.yaml");
+    let conf_s = conf.to_str().unwrap();
+    assert_eq!(
+        s.write_file(b"a: 1\n", conf_s, 0o644, None).await.unwrap(),
+        UploadOutcome::Uploaded { bytes: 5 }
+    );
+    assert_eq!(
+        s.write_file(b"a: 1\n", conf_s, 0o644, None).await.unwrap(),
+        UploadOutcome::Unchanged
+    );
+    assert_eq!(
+        s.write_file(b"", conf_s, 0o644, None).await.unwrap(),
+        UploadOutcome::Uploaded { bytes: 0 }
+    );
+    assert_eq!(std::fs::read(&conf).unwrap(), b"");
+
+    // No temp files left behind.
+    let leftovers: Vec<_> = walk(remote_dir.path())
+        .into_iter()
+        .filter(|p| p.contains(".kubeup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let err = s
+        .write_file(b"x", "relative/path", 0o644, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "invalid_argument");
+    let err = s
+        .upload(Path::new("/nonexistent/kubeup"), "/tmp/x", 0o644, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "local_io", "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p.display().to_string());
+    }
+    out
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_the_old_file() {
+    let f = fixture();
+    let s = Arc::new(connect(&f.root()).await.unwrap());
+    let remote_dir = tempfile::tempdir().unwrap();
+    let dest = remote_dir.path().join("kubelet");
+    std::fs::write(&dest, b"old binary").unwrap();
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = local_dir.path().join("big");
+    write_pattern(&local, 200 << 20, 3);
+
+    // Drop the connection while the bytes are flowing.
+    let upload = {
+        let (s, local, dest) = (s.clone(), local.clone(), dest.clone());
+        tokio::spawn(async move { s.upload(&local, dest.to_str().unwrap(), 0o755, None).await })
+    };
+    let started = Instant::now();
+    loop {
+        let partial = walk(remote_dir.path())
+            .into_iter()
+            .find(|p| p.contains(".kubeup-"));
+        if let Some(p) = partial
+            && std::fs::metadata(&p)
+                .map(|m| m.len() > (1 << 20))
+                .unwrap_or(false)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.close().await;
+    let err = upload.await.unwrap().unwrap_err();
+    assert!(!err.is_permanent(), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old binary");
+    // The remote script's trap removes the partial file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while walk(remote_dir.path())
+        .iter()
+        .any(|p| p.contains(".kubeup-"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "temp file left: {:?}",
+            walk(remote_dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the session reconnects for the retry, which then succeeds.
+    let o = s
+        .upload(&local, dest.to_str().unwrap(), 0o755, None)
+        .await
+        .unwrap();
+    assert_eq!(o, UploadOutcome::Uploaded { bytes: 200 << 20 });
+}
+
+#[tokio::test]
+async fn command_timeout_then_session_still_usable() {
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let started = Instant::now();
+    let err = s
+        .run(
+            &Command::new("sleep")
+                .arg("30")
+                .timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.category(), "command_timeout", "{err}");
+    assert!(err.to_string().contains("sleep 30"), "{err}");
+    assert_eq!(
+        s.run(&Command::new("echo").arg("ok"))
+            .await
+            .unwrap()
+            .stdout_str(),
+        "ok\n"
+    );
+}
+
+#[tokio::test]
+async fn connection_refused_names_host_and_port() {
+    logs();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = SshTarget::new("127.0.0.1", port, "root", Auth::Agent);
+    let err = connect(&t).await.unwrap_err();
+    assert_eq!(err.category(), "connect", "{err}");
+    assert!(!err.is_permanent());
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn reconnects_after_a_drop() {
+    let f = fixture();
+    let mut o = opts();
+    o.reconnect_attempts = 8;
+    let s = Session::connect(&f.root(), memory(), &o).await.unwrap();
+    s.run(&Command::new("true")).await.unwrap();
+    s.close().await;
+    s.run(&Command::new("true")).await.unwrap();
+
+    // sshd down for a moment: the next command reconnects with backoff.
+    let Fixture {
+        mut sshd,
+        keys: _keys,
+        root_key: _root_key,
+    } = f;
+    sshd.stop();
+    s.close().await;
+    let restart = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        sshd.restart().unwrap();
+        sshd
+    });
+    let out = s.run(&Command::new("echo").arg("back")).await.unwrap();
+    assert_eq!(out.stdout_str(), "back\n");
+    let _sshd = restart.await.unwrap();
+    assert!(
+        captured_logs().contains("reconnect failed"),
+        "backed off at least once"
+    );
+}
