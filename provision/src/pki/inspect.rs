@@ -116,3 +116,47 @@ pub(crate) fn check_issued_by(cert_pem: &str, ca_pem: &str) -> Result<(), String
     })?
     .map_err(|_| "it was not issued by this cluster's CA (the CA was replaced?)".to_string())
 }
+
+/// Is `cert_pem` a current certificate for `spec`: signed by `ca_pem`,
+/// same subject, every wanted name present, more than `min_days_left` to
+/// live? The error says why not (logged when re-issuing).
+pub fn is_current(
+    cert_pem: &str,
+    ca_pem: &str,
+    spec: &super::LeafSpec,
+    min_days_left: i64,
+) -> Result<(), String> {
+    check_issued_by(cert_pem, ca_pem)?;
+    let info = inspect_pem("", cert_pem)?;
+    if info.days_left < min_days_left {
+        return Err(format!("expires in {} days", info.days_left));
+    }
+    let want_cn = format!("CN={}", spec.common_name);
+    if !info.subject.split(", ").any(|p| p == want_cn) {
+        return Err(format!("subject {} is not {want_cn}", info.subject));
+    }
+    for o in &spec.organizations {
+        if !info.subject.split(", ").any(|p| p == format!("O={o}")) {
+            return Err(format!("subject {} lacks O={o}", info.subject));
+        }
+    }
+    let names = with_cert(cert_pem, |cert| {
+        let mut names = vec![];
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for n in &san.value.general_names {
+                match n {
+                    GeneralName::DNSName(d) => names.push(d.to_string()),
+                    GeneralName::IPAddress(ip) if ip.len() == 4 => {
+                        names.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        names
+    })?;
+    if let Some(missing) = spec.sans.iter().find(|s| !names.contains(s)) {
+        return Err(format!("lacks the name {missing}"));
+    }
+    Ok(())
+}

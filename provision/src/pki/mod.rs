@@ -19,7 +19,7 @@ mod inspect;
 
 pub use authority::{CaKind, CertificateAuthority, IssuedCert, LeafSpec, Usage};
 pub use files::{InitItem, InitOutcome, InitReport, init};
-pub use inspect::{CertInfo, inspect_dir, inspect_pem};
+pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current};
 
 use std::path::PathBuf;
 

@@ -1,0 +1,134 @@
+//! Binaries and images from the verified bundle, uploaded only where the
+//! host's copy differs.
+
+use std::path::Path;
+
+use super::{Changes, ConvergeError, ssh_err};
+use crate::artifacts::BundleManifest;
+use crate::hostplan::{Unit, layout};
+use crate::ssh::{Command, Session, quote};
+
+/// Which units run a bundle file (restart them when it changes).
+fn units_of(name: &str) -> &'static [Unit] {
+    match name.rsplit('/').next().unwrap_or(name) {
+        "hyperkube" => &[
+            Unit::KubeApiserver,
+            Unit::KubeControllerManager,
+            Unit::KubeScheduler,
+            Unit::Kubelet,
+            Unit::KubeProxy,
+        ],
+        "etcd" => &[Unit::Etcd],
+        "containerd" | "containerd-shim-runc-v2" | "runc" => &[Unit::Containerd],
+        _ => &[],
+    }
+}
+
+/// Upload the bundle (files whose sha256 differs on the host) to
+/// `/opt/kubeup/bundle/<version>/` and recreate its symlinks.
+pub async fn push_bundle(
+    session: &Session,
+    bundle_dir: &Path,
+    manifest: &BundleManifest,
+    dry_run: bool,
+) -> Result<Changes, ConvergeError> {
+    let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
+    let remote_paths: Vec<String> = manifest
+        .files
+        .keys()
+        .map(|name| format!("{host_dir}/{name}"))
+        .collect();
+    let refs: Vec<&str> = remote_paths.iter().map(String::as_str).collect();
+    let remote = super::remote_sha256(session, &refs).await?;
+    let mut changes = Changes::default();
+    let mut to_upload = vec![];
+    for ((name, file), remote_path) in manifest.files.iter().zip(&remote_paths) {
+        if remote.get(remote_path) != Some(&file.sha256) {
+            to_upload.push((name, file, remote_path));
+            changes.restart.extend(units_of(name).iter().copied());
+            changes.uploaded.push(remote_path.clone());
+        }
+    }
+    if !dry_run {
+        // Several channels at once: one big file must not hold up the rest.
+        let uploads = to_upload
+            .iter()
+            .map(|(name, file, remote_path)| async move {
+                let mode = if file.executable { 0o755 } else { 0o644 };
+                session
+                    .upload(&bundle_dir.join(name), remote_path, mode, Some("root:root"))
+                    .await
+                    .map_err(ssh_err(session.host(), "upload artifacts"))
+            });
+        for r in futures::future::join_all(uploads).await {
+            r?;
+        }
+    }
+    // Symlinks (kube-apiserver -> hyperkube, …): one idempotent command.
+    if !manifest.symlinks.is_empty() {
+        let mut script = String::from("set -e; changed=0\n");
+        for (link, target) in &manifest.symlinks {
+            let link = quote(&format!("{host_dir}/{link}"))
+                .map_err(ssh_err(session.host(), "symlinks"))?;
+            let target = quote(target).map_err(ssh_err(session.host(), "symlinks"))?;
+            let act = if dry_run {
+                "changed=1".to_string()
+            } else {
+                format!("ln -sfn {target} {link}; changed=1")
+            };
+            script.push_str(&format!(
+                "[ \"$(readlink {link} 2>/dev/null)\" = {target} ] || {{ {act}; }}\n"
+            ));
+        }
+        script.push_str("echo $changed\n");
+        let out = session
+            .run(&Command::shell(script).privileged())
+            .await
+            .map_err(ssh_err(session.host(), "symlinks"))?;
+        if out.stdout_str().trim() == "1" {
+            changes.uploaded.push(format!("{host_dir} (symlinks)"));
+        }
+    }
+    Ok(changes)
+}
+
+/// Import the bundle's images into containerd's `k8s.io` namespace, skipped
+/// when a marker records that this exact archive was imported.
+pub async fn import_images(
+    session: &Session,
+    manifest: &BundleManifest,
+    dry_run: bool,
+) -> Result<Vec<String>, ConvergeError> {
+    let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
+    let ctr = layout::bin(&manifest.kubernetes_version, "ctr");
+    let mut imported = vec![];
+    for (name, file) in manifest.files.iter().filter(|(_, f)| f.image.is_some()) {
+        let marker = format!("{}/images/{}.sha256", layout::STATE, name.replace('/', "_"));
+        let q = |s: &str| quote(s).map_err(ssh_err(session.host(), "import images"));
+        let (qm, qa, qctr) = (q(&marker)?, q(&format!("{host_dir}/{name}"))?, q(&ctr)?);
+        let check = format!("[ \"$(cat {qm} 2>/dev/null)\" = {} ]", file.sha256);
+        let script = if dry_run {
+            format!("if {check}; then echo same; else echo import; fi")
+        } else {
+            format!(
+                "if {check}; then echo same; else \
+                 {qctr} -n k8s.io images import {qa} >/dev/null && \
+                 mkdir -p {}/images && echo {} > {qm} && echo import; fi",
+                layout::STATE,
+                file.sha256
+            )
+        };
+        let out = session
+            .run(
+                &Command::shell(script)
+                    .privileged()
+                    .timeout(std::time::Duration::from_secs(120)),
+            )
+            .await
+            .map_err(ssh_err(session.host(), "import images"))?;
+        if out.stdout_str().trim() == "import" {
+            imported.push(file.image.clone().unwrap_or_else(|| name.clone()));
+        }
+    }
+    Ok(imported)
+}

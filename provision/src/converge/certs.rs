@@ -1,0 +1,122 @@
+//! Leaf certificates on the host: kept while they are current, issued
+//! fresh (new key pair) when missing, wrongly named, foreign or expiring.
+
+use secrecy::ExposeSecret;
+
+use super::{Changes, ConvergeError, ssh_err};
+use crate::hostplan::certs::CertPlan;
+use crate::pki::{self, CaKind, CertificateAuthority};
+use crate::ssh::{Command, Session, quote};
+
+/// The CAs that sign a host's certificates.
+pub struct CaSet {
+    pub cluster: CertificateAuthority,
+    pub etcd: CertificateAuthority,
+    pub front_proxy: CertificateAuthority,
+}
+
+impl CaSet {
+    pub fn load(pki_dir: &std::path::Path) -> Result<Self, pki::PkiError> {
+        Ok(Self {
+            cluster: CertificateAuthority::load(pki_dir, CaKind::Cluster)?,
+            etcd: CertificateAuthority::load(pki_dir, CaKind::Etcd)?,
+            front_proxy: CertificateAuthority::load(pki_dir, CaKind::FrontProxy)?,
+        })
+    }
+
+    pub fn get(&self, kind: CaKind) -> &CertificateAuthority {
+        match kind {
+            CaKind::Cluster => &self.cluster,
+            CaKind::Etcd => &self.etcd,
+            CaKind::FrontProxy => &self.front_proxy,
+        }
+    }
+}
+
+/// Read the certificate part of each planned file (never the key) in one
+/// round trip.
+async fn remote_certs(
+    session: &Session,
+    plans: &[CertPlan],
+) -> Result<Vec<Option<String>>, ConvergeError> {
+    let mut script = String::new();
+    for p in plans {
+        let q = quote(&p.cert_path).map_err(ssh_err(session.host(), "certificates"))?;
+        // Both key and certificate must be there; print only the certificate.
+        let kq = quote(&p.key_path).map_err(ssh_err(session.host(), "certificates"))?;
+        script.push_str(&format!(
+            "echo '>>>'; [ -s {kq} ] && sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' {q} 2>/dev/null; true\n"
+        ));
+    }
+    let out = session
+        .run(&Command::shell(script).privileged())
+        .await
+        .map_err(ssh_err(session.host(), "certificates"))?;
+    let text = out.stdout_str();
+    let mut parts: Vec<Option<String>> = text
+        .split(">>>\n")
+        .skip(1)
+        .map(|s| {
+            if s.contains("BEGIN CERTIFICATE") {
+                Some(s.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    parts.resize(plans.len(), None);
+    Ok(parts)
+}
+
+/// Make every planned certificate current on the host.
+pub async fn ensure_certs(
+    session: &Session,
+    plans: &[CertPlan],
+    cas: &CaSet,
+    min_days_left: i64,
+    dry_run: bool,
+) -> Result<Changes, ConvergeError> {
+    let existing = remote_certs(session, plans).await?;
+    let mut changes = Changes::default();
+    for (plan, current) in plans.iter().zip(existing) {
+        let ca = cas.get(plan.ca);
+        let fresh = current
+            .as_deref()
+            .map(|pem| pki::is_current(pem, ca.cert_pem(), &plan.spec, min_days_left));
+        if matches!(fresh, Some(Ok(()))) {
+            continue;
+        }
+        tracing::info!(host = %session.host(), cert = plan.name, reason = ?fresh.map(|r| r.err()), "issuing certificate");
+        changes.issued.push(plan.cert_path.clone());
+        changes.restart.extend(plan.affects.iter().copied());
+        if dry_run {
+            continue;
+        }
+        let issued = ca.issue(&plan.spec).map_err(|source| ConvergeError::Pki {
+            host: session.host().to_string(),
+            step: "certificates",
+            source,
+        })?;
+        let write = |data: Vec<u8>, path: String, mode: u32| async move {
+            session
+                .write_file(&data, &path, mode, Some("root:root"))
+                .await
+                .map_err(ssh_err(session.host(), "certificates"))
+        };
+        if plan.key_path == plan.cert_path {
+            let combined = format!("{}{}", issued.cert_pem, issued.key_pem.expose_secret());
+            write(combined.into_bytes(), plan.cert_path.clone(), 0o600).await?;
+        } else {
+            // Key first: a crash in between leaves a key without its cert,
+            // which the next run sees as "missing" and replaces.
+            write(
+                issued.key_pem.expose_secret().as_bytes().to_vec(),
+                plan.key_path.clone(),
+                0o600,
+            )
+            .await?;
+            write(issued.cert_pem.into_bytes(), plan.cert_path.clone(), 0o644).await?;
+        }
+    }
+    Ok(changes)
+}

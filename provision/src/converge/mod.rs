@@ -1,0 +1,121 @@
+//! Bringing a host to its plan over SSH: the steps `kubeup up` and the
+//! operator share. Each step first looks (read-only), then acts only where
+//! the host differs, so a converged host sees no write and no restart; with
+//! `dry_run` it only looks and reports what it would do.
+
+mod bundle;
+mod certs;
+mod files;
+mod preflight;
+mod reset;
+mod units;
+
+pub use bundle::{import_images, push_bundle};
+pub use certs::{CaSet, ensure_certs};
+pub use files::{record_installed, remote_sha256, write_files};
+pub use preflight::{Check, PreflightReport, Role, preflight};
+pub use reset::reset_host;
+pub use units::{ensure_units, unit_status};
+
+use std::collections::BTreeSet;
+
+use crate::hostplan::Unit;
+use crate::ssh::SshError;
+
+/// What a converge step changed (or, in a dry run, would change).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Changes {
+    pub uploaded: Vec<String>,
+    pub written: Vec<String>,
+    pub issued: Vec<String>,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+    /// Units whose inputs changed and that must restart.
+    #[serde(skip)]
+    pub restart: BTreeSet<Unit>,
+    #[serde(skip)]
+    pub units_changed: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.uploaded.is_empty()
+            && self.written.is_empty()
+            && self.issued.is_empty()
+            && self.restarted.is_empty()
+            && self.started.is_empty()
+    }
+
+    pub fn merge(&mut self, other: Changes) {
+        self.uploaded.extend(other.uploaded);
+        self.written.extend(other.written);
+        self.issued.extend(other.issued);
+        self.restarted.extend(other.restarted);
+        self.started.extend(other.started);
+        self.restart.extend(other.restart);
+        self.units_changed |= other.units_changed;
+    }
+}
+
+/// A converge step failed on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error("{host}: {step}: {source}")]
+    Ssh {
+        host: String,
+        step: &'static str,
+        #[source]
+        source: SshError,
+    },
+    #[error("{host}: {step}: {message}")]
+    Host {
+        host: String,
+        step: &'static str,
+        message: String,
+    },
+    #[error("{host}: {step}: {source}")]
+    Pki {
+        host: String,
+        step: &'static str,
+        #[source]
+        source: crate::pki::PkiError,
+    },
+    #[error("{step}: failed to read {path}: {source}")]
+    Local {
+        step: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConvergeError {
+    /// Stable reason for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Ssh { source, .. } => source.category(),
+            Self::Host { .. } => "HostError",
+            Self::Pki { .. } => "CertificateError",
+            Self::Local { .. } => "LocalError",
+        }
+    }
+
+    /// A retry cannot help (host key mismatch, sudo needs a password, …).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Ssh { source, .. } => source.is_permanent(),
+            Self::Host { .. } | Self::Pki { .. } | Self::Local { .. } => false,
+        }
+    }
+}
+
+pub(crate) fn ssh_err<'a>(
+    host: &'a str,
+    step: &'static str,
+) -> impl FnOnce(SshError) -> ConvergeError + 'a {
+    move |source| ConvergeError::Ssh {
+        host: host.to_string(),
+        step,
+        source,
+    }
+}

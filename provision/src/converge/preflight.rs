@@ -1,0 +1,279 @@
+//! Preflight: can this machine run the node components? One read-only
+//! script gathers the facts; Rust judges them and reports every problem at
+//! once, each with what to do.
+
+use super::{ConvergeError, ssh_err};
+use crate::ssh::{Command, Session};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Controller,
+    Worker,
+}
+
+impl Role {
+    fn ports(self) -> &'static [u16] {
+        match self {
+            Role::Controller => &[2379, 2380, 6443, 10250, 10257, 10259],
+            Role::Worker => &[10250, 10256],
+        }
+    }
+}
+
+/// One preflight finding.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// A warning does not stop the run.
+    pub fatal: bool,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PreflightReport {
+    pub host: String,
+    pub checks: Vec<Check>,
+    /// Facts worth recording (os, kernel, hostname…).
+    pub hostname: String,
+}
+
+impl PreflightReport {
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.ok && c.fatal).collect()
+    }
+
+    pub fn warnings(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.ok && !c.fatal).collect()
+    }
+
+    /// One message listing every fatal problem.
+    pub fn error_text(&self) -> Option<String> {
+        let f = self.failures();
+        if f.is_empty() {
+            return None;
+        }
+        Some(
+            f.iter()
+                .map(|c| format!("  - {}: {}", c.name, c.message))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+}
+
+const FACTS: &str = r#"
+. /etc/os-release 2>/dev/null; echo "os=${ID:-unknown} ${VERSION_ID:-}"
+echo "arch=$(uname -m)"
+echo "kernel=$(uname -r)"
+echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)"
+echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
+echo "swap=$(awk 'NR>1' /proc/swaps | wc -l)"
+echo "overlay=$(grep -qw overlay /proc/filesystems && echo yes || echo no)"
+echo "br_netfilter=$([ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo yes || echo no)"
+echo "ip_forward_writable=$([ -w /proc/sys/net/ipv4/ip_forward ] && echo yes || echo no)"
+echo "cgroup_ro=$(awk '$3 ~ /^cgroup/ && $4 ~ /(^|,)ro(,|$)/ {print $2}' /proc/mounts | tr '\n' ' ')"
+for t in systemctl iptables ip mount sed awk sha256sum; do command -v $t >/dev/null || echo "missing_tool=$t"; done
+echo "time=$(date +%s)"
+echo "disk_kb=$(df -Pk /var 2>/dev/null | awk 'NR==2 {print $4}')"
+echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+if command -v ss >/dev/null; then ss -Hltnp 2>/dev/null | awk '{print "listen=" $4 " " $6}'; else echo "no_ss=1"; fi
+"#;
+
+/// Gather facts on the host and judge them for `role`.
+pub async fn preflight(session: &Session, role: Role) -> Result<PreflightReport, ConvergeError> {
+    let out = session
+        .run(&Command::shell(FACTS).privileged())
+        .await
+        .map_err(ssh_err(session.host(), "preflight"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(judge(session.host(), &out.stdout_str(), role, now))
+}
+
+/// Pure: facts (key=value lines) → findings. Unit-tested.
+pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
+    let get = |k: &str| {
+        facts
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let all = |k: &str| -> Vec<String> {
+        facts
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut checks = vec![];
+    let mut check = |name: &str, ok: bool, fatal: bool, message: String| {
+        checks.push(Check {
+            name: name.into(),
+            ok,
+            fatal,
+            message,
+        });
+    };
+
+    let os = get("os");
+    check(
+        "os",
+        os.starts_with("debian") || os.starts_with("ubuntu"),
+        false,
+        format!("{os}: kubeup is tested on Debian and Ubuntu"),
+    );
+    let arch = get("arch");
+    check(
+        "arch",
+        arch == "x86_64",
+        true,
+        format!("{arch}: the bundle holds x86_64 binaries"),
+    );
+    check(
+        "systemd",
+        get("systemd") == "yes",
+        true,
+        "systemd is not running as init: kubeup manages components as systemd units".into(),
+    );
+    let swap: u32 = get("swap").parse().unwrap_or(0);
+    check(
+        "swap",
+        swap == 0,
+        false,
+        format!(
+            "{swap} swap device(s) active: the kubelet is configured to tolerate it (failSwapOn: false)"
+        ),
+    );
+    check(
+        "kernel modules",
+        get("overlay") == "yes",
+        true,
+        "the overlay filesystem is not available: load the `overlay` module".into(),
+    );
+    check(
+        "br_netfilter",
+        get("br_netfilter") == "yes",
+        false,
+        "net.bridge.bridge-nf-call-iptables is absent: load `br_netfilter` if Services misbehave on bridged pods".into(),
+    );
+    check(
+        "sysctl",
+        get("ip_forward_writable") == "yes",
+        true,
+        "net.ipv4.ip_forward cannot be set: kubeup needs to enable forwarding".into(),
+    );
+    let ro = get("cgroup_ro");
+    check(
+        "cgroups",
+        ro.is_empty(),
+        true,
+        format!("cgroup hierarchies mounted read-only ({ro}): containers cannot be created"),
+    );
+    for t in all("missing_tool") {
+        check(
+            "host tools",
+            false,
+            true,
+            format!(
+                "`{t}` is missing: install it (Debian: apt-get install iproute2 iptables coreutils systemd)"
+            ),
+        );
+    }
+    if let Ok(remote) = get("time").parse::<i64>() {
+        let skew = (remote - now).abs();
+        check(
+            "clock",
+            skew <= 30,
+            true,
+            format!(
+                "the clock is {skew}s off the workstation's: certificates may look not yet valid; sync time (chrony/systemd-timesyncd)"
+            ),
+        );
+    }
+    let disk_gb = get("disk_kb").parse::<u64>().unwrap_or(0) / 1024 / 1024;
+    let need = if role == Role::Controller { 2 } else { 1 };
+    check(
+        "disk",
+        disk_gb >= need,
+        true,
+        format!("{disk_gb} GiB free on /var, {need} GiB needed"),
+    );
+    if get("no_ss").is_empty() {
+        let ours = [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+            "hyperkube",
+        ];
+        for line in all("listen") {
+            let (addr, proc_) = line.split_once(' ').unwrap_or((&line, ""));
+            let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            if role.ports().contains(&port) && !ours.iter().any(|o| proc_.contains(o)) {
+                check(
+                    "ports",
+                    false,
+                    true,
+                    format!("port {port} is in use by {proc_}: stop it or choose another machine"),
+                );
+            }
+        }
+    } else {
+        check(
+            "ports",
+            false,
+            false,
+            "`ss` is missing, ports not checked (install iproute2)".into(),
+        );
+    }
+    PreflightReport {
+        host: host.to_string(),
+        checks,
+        hostname: get("hostname"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "os=debian 12\narch=x86_64\nhostname=node1\nsystemd=yes\nswap=0\noverlay=yes\nbr_netfilter=yes\nip_forward_writable=yes\ncgroup_ro=\ntime=1000\ndisk_kb=99999999\nlisten=0.0.0.0:22 users:((\"sshd\",pid=1,fd=3))\n";
+
+    #[test]
+    fn a_good_host_passes() {
+        let r = judge("h", GOOD, Role::Controller, 1000);
+        assert!(r.failures().is_empty(), "{:?}", r.failures());
+        assert_eq!(r.hostname, "node1");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let bad = GOOD
+            .replace("arch=x86_64", "arch=riscv64")
+            .replace("time=1000", "time=5000")
+            .replace("cgroup_ro=", "cgroup_ro=/sys/fs/cgroup/memory ")
+            + "missing_tool=iptables\nlisten=0.0.0.0:6443 users:((\"nginx\",pid=9,fd=3))\n";
+        let r = judge("h", &bad, Role::Controller, 1000);
+        let names: Vec<&str> = r.failures().iter().map(|c| c.name.as_str()).collect();
+        for n in ["arch", "clock", "cgroups", "host tools", "ports"] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        assert!(r.error_text().unwrap().contains("port 6443 is in use by"));
+    }
+
+    #[test]
+    fn our_own_listeners_are_fine_on_a_rerun() {
+        let rerun = format!("{GOOD}listen=*:6443 users:((\"kube-apiserver\",pid=9,fd=3))\n");
+        assert!(
+            judge("h", &rerun, Role::Controller, 1000)
+                .failures()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The certificates a controller needs: which CA signs each, its subject,
+//! names and where it goes.
+
+use std::net::Ipv4Addr;
+
+use crate::pki::{CaKind, LeafSpec, Usage};
+
+use super::layout::{ETCD_PKI, PKI};
+use super::{ControllerInput, Unit};
+
+/// One certificate to have on the host.
+#[derive(Clone, Debug)]
+pub struct CertPlan {
+    pub name: &'static str,
+    pub ca: CaKind,
+    pub spec: LeafSpec,
+    pub cert_path: String,
+    /// Same as `cert_path` for combined PEMs (the kubelet's).
+    pub key_path: String,
+    pub affects: Vec<Unit>,
+}
+
+/// Every leaf certificate of a controller. `first_service_ip` is the
+/// `kubernetes` Service's address, which clients inside pods dial.
+pub fn controller_certs(
+    c: &ControllerInput,
+    first_service_ip: Ipv4Addr,
+    days: u32,
+) -> Vec<CertPlan> {
+    let n = &c.node;
+    let domain = &n.cluster_domain;
+    let mut apiserver_sans = vec![
+        n.address.clone(),
+        first_service_ip.to_string(),
+        "127.0.0.1".into(),
+        "localhost".into(),
+        n.node_name.clone(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{domain}"),
+    ];
+    apiserver_sans.dedup();
+    let etcd_sans = vec![
+        n.address.clone(),
+        "127.0.0.1".into(),
+        "localhost".into(),
+        n.node_name.clone(),
+    ];
+    let pair = |name: &'static str, ca, spec, dir: &str, affects: &[Unit]| CertPlan {
+        name,
+        ca,
+        spec,
+        cert_path: format!("{dir}/{name}.crt"),
+        key_path: format!("{dir}/{name}.key"),
+        affects: affects.to_vec(),
+    };
+    let mut certs = vec![
+        pair(
+            "server",
+            CaKind::Etcd,
+            LeafSpec {
+                common_name: n.node_name.clone(),
+                organizations: vec![],
+                sans: etcd_sans.clone(),
+                usage: Usage::ServerAndClient,
+                days,
+            },
+            ETCD_PKI,
+            &[Unit::Etcd],
+        ),
+        pair(
+            "peer",
+            CaKind::Etcd,
+            LeafSpec {
+                common_name: n.node_name.clone(),
+                organizations: vec![],
+                sans: etcd_sans,
+                usage: Usage::ServerAndClient,
+                days,
+            },
+            ETCD_PKI,
+            &[Unit::Etcd],
+        ),
+        pair(
+            "healthcheck-client",
+            CaKind::Etcd,
+            LeafSpec::client("kube-etcd-healthcheck-client", &[], days),
+            ETCD_PKI,
+            &[],
+        ),
+        pair(
+            "apiserver-etcd-client",
+            CaKind::Etcd,
+            LeafSpec::client("kube-apiserver-etcd-client", &[], days),
+            PKI,
+            &[Unit::KubeApiserver],
+        ),
+        pair(
+            "apiserver",
+            CaKind::Cluster,
+            LeafSpec::server("kube-apiserver", apiserver_sans, days),
+            PKI,
+            &[Unit::KubeApiserver],
+        ),
+        pair(
+            "apiserver-kubelet-client",
+            CaKind::Cluster,
+            LeafSpec::client("kube-apiserver-kubelet-client", &[], days),
+            PKI,
+            &[Unit::KubeApiserver],
+        ),
+        pair(
+            "front-proxy-client",
+            CaKind::FrontProxy,
+            LeafSpec::client("front-proxy-client", &[], days),
+            PKI,
+            &[Unit::KubeApiserver],
+        ),
+        pair(
+            "controller-manager",
+            CaKind::Cluster,
+            LeafSpec::client("system:kube-controller-manager", &[], days),
+            PKI,
+            &[Unit::KubeControllerManager],
+        ),
+        pair(
+            "scheduler",
+            CaKind::Cluster,
+            LeafSpec::client("system:kube-scheduler", &[], days),
+            PKI,
+            &[Unit::KubeScheduler],
+        ),
+        pair(
+            "kube-proxy",
+            CaKind::Cluster,
+            LeafSpec::client("system:kube-proxy", &[], days),
+            PKI,
+            &[Unit::KubeProxy],
+        ),
+    ];
+    certs.push(kubelet_client(&n.node_name, days));
+    certs
+}
+
+/// The kubelet's client certificate, one PEM with its key where the
+/// kubelet's rotation expects it.
+pub fn kubelet_client(node_name: &str, days: u32) -> CertPlan {
+    CertPlan {
+        name: "kubelet-client",
+        ca: CaKind::Cluster,
+        spec: LeafSpec::client(&format!("system:node:{node_name}"), &["system:nodes"], days),
+        cert_path: super::layout::KUBELET_CLIENT_PEM.into(),
+        key_path: super::layout::KUBELET_CLIENT_PEM.into(),
+        affects: vec![Unit::Kubelet],
+    }
+}

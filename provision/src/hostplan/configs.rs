@@ -1,0 +1,252 @@
+//! Configuration files for the node components.
+
+use base64::Engine;
+
+use super::layout::{self, K8S, PKI};
+use super::{HostFile, NodeInput, Unit};
+
+/// A kubeconfig that points at certificate files (not inline data), so a
+/// rotated certificate never changes the kubeconfig itself.
+pub fn kubeconfig_with_files(
+    cluster: &str,
+    server: &str,
+    ca_file: &str,
+    user: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    certificate-authority: {ca_file}\n\
+         users:\n- name: {user}\n  user:\n    client-certificate: {cert_file}\n    client-key: {key_file}\n\
+         contexts:\n- name: {user}@{cluster}\n  context:\n    cluster: {cluster}\n    user: {user}\n\
+         current-context: {user}@{cluster}\n"
+    )
+}
+
+/// A kubeconfig with everything inline: for the admin on the workstation.
+pub fn kubeconfig_inline(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
+         users:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+         contexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {user}\n\
+         current-context: {cluster}\n",
+        b64(ca_pem),
+        b64(cert_pem),
+        b64(key_pem)
+    )
+}
+
+/// The kubeconfigs a controller's components use (local apiserver).
+pub fn controller_kubeconfigs(cluster: &str) -> Vec<HostFile> {
+    let local = "https://127.0.0.1:6443";
+    let ca = format!("{PKI}/ca.crt");
+    vec![
+        HostFile::new(
+            format!("{K8S}/controller-manager.kubeconfig"),
+            kubeconfig_with_files(
+                cluster,
+                local,
+                &ca,
+                "system:kube-controller-manager",
+                &format!("{PKI}/controller-manager.crt"),
+                &format!("{PKI}/controller-manager.key"),
+            ),
+            0o600,
+            &[Unit::KubeControllerManager],
+        ),
+        HostFile::new(
+            format!("{K8S}/scheduler.kubeconfig"),
+            kubeconfig_with_files(
+                cluster,
+                local,
+                &ca,
+                "system:kube-scheduler",
+                &format!("{PKI}/scheduler.crt"),
+                &format!("{PKI}/scheduler.key"),
+            ),
+            0o600,
+            &[Unit::KubeScheduler],
+        ),
+    ]
+}
+
+/// The kubeconfigs every node's kubelet and kube-proxy use.
+pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> Vec<HostFile> {
+    let ca = format!("{PKI}/ca.crt");
+    vec![
+        HostFile::new(
+            format!("{K8S}/kubelet.kubeconfig"),
+            kubeconfig_with_files(
+                cluster,
+                &n.api_server,
+                &ca,
+                &format!("system:node:{}", n.node_name),
+                layout::KUBELET_CLIENT_PEM,
+                layout::KUBELET_CLIENT_PEM,
+            ),
+            0o600,
+            &[Unit::Kubelet],
+        ),
+        HostFile::new(
+            format!("{K8S}/kube-proxy.kubeconfig"),
+            kubeconfig_with_files(
+                cluster,
+                &n.api_server,
+                &ca,
+                "system:kube-proxy",
+                &format!("{PKI}/kube-proxy.crt"),
+                &format!("{PKI}/kube-proxy.key"),
+            ),
+            0o600,
+            &[Unit::KubeProxy],
+        ),
+    ]
+}
+
+pub fn kubelet_config(n: &NodeInput) -> HostFile {
+    let content = format!(
+        "# Written by kubeup.\n\
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+# Hosts here run cgroup v1; v1.34 still allows it when asked.
+failCgroupV1: false
+failSwapOn: false
+clusterDNS: [{dns}]
+clusterDomain: {domain}
+resolvConf: {K8S}/resolv.conf
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+staticPodPath: {K8S}/manifests
+rotateCertificates: true
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: {PKI}/ca.crt}}
+authorization: {{mode: Webhook}}
+evictionHard: {{nodefs.available: \"0%\", nodefs.inodesFree: \"0%\", imagefs.available: \"0%\"}}
+imageGCHighThresholdPercent: 100
+",
+        dns = n.cluster_dns,
+        domain = n.cluster_domain,
+    );
+    HostFile::new(
+        format!("{K8S}/kubelet-config.yaml"),
+        content,
+        0o644,
+        &[Unit::Kubelet],
+    )
+}
+
+/// Pods get this resolv.conf's search/options; the host's own may name
+/// resolvers pods must not use. CoreDNS answers cluster names.
+pub fn kubelet_resolv_conf() -> HostFile {
+    HostFile::new(
+        format!("{K8S}/resolv.conf"),
+        "# Written by kubeup: no upstream resolver.\noptions ndots:5\n",
+        0o644,
+        &[Unit::Kubelet],
+    )
+}
+
+pub fn kube_proxy_config(n: &NodeInput) -> HostFile {
+    let content = format!(
+        "# Written by kubeup.\n\
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: {K8S}/kube-proxy.kubeconfig
+mode: iptables
+clusterCIDR: {pod_cidr}
+# conntrack sysctls are not per network namespace: leave the host's alone.
+conntrack:
+  maxPerCore: 0
+",
+        pod_cidr = n.pod_cidr
+    );
+    HostFile::new(
+        format!("{K8S}/kube-proxy-config.yaml"),
+        content,
+        0o644,
+        &[Unit::KubeProxy],
+    )
+}
+
+pub fn containerd_config(n: &NodeInput) -> HostFile {
+    let content = format!(
+        "# Written by kubeup.\n\
+version = 2
+[plugins]
+  [plugins.\"io.containerd.grpc.v1.cri\"]
+    sandbox_image = \"{pause}\"
+    # Some hosts (containers, restricted VMs) lack CAP_SYS_RESOURCE: never
+    # lower a container's OOM score below the runtime's own.
+    restrict_oom_score_adj = true
+    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]
+      runtime_type = \"io.containerd.runc.v2\"
+      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+    [plugins.\"io.containerd.grpc.v1.cri\".cni]
+      bin_dir = \"{cni}\"
+      conf_dir = \"{conf}\"
+",
+        pause = n.pause_image,
+        cni = layout::cni_bin_dir(&n.kubernetes_version),
+        conf = layout::CNI_CONF_DIR,
+    );
+    HostFile::new(
+        layout::CONTAINERD_CONFIG,
+        content,
+        0o644,
+        &[Unit::Containerd],
+    )
+}
+
+/// A bridge + host-local network for the node's podCIDR: pods on one node
+/// talk to each other; cross-node routes come from the pod network add-on.
+pub fn cni_bridge_conflist(pod_cidr_of_node: &str) -> HostFile {
+    let content = format!(
+        r#"{{
+  "cniVersion": "0.4.0",
+  "name": "kubeup",
+  "plugins": [
+    {{
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {{
+        "type": "host-local",
+        "ranges": [[{{"subnet": "{pod_cidr_of_node}"}}]],
+        "routes": [{{"dst": "0.0.0.0/0"}}]
+      }}
+    }},
+    {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
+  ]
+}}
+"#
+    );
+    HostFile::new(layout::CNI_CONFLIST, content, 0o644, &[])
+}
+
+/// Secrets encrypted at rest with the key from `kubeup init`.
+pub fn encryption_config(key_b64: &str) -> HostFile {
+    let content = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {}\n  - identity: {{}}\n",
+        key_b64.trim()
+    );
+    HostFile::new(
+        format!("{K8S}/encryption-config.yaml"),
+        content,
+        0o600,
+        &[Unit::KubeApiserver],
+    )
+}

@@ -1,0 +1,45 @@
+//! Where things live on a host. One place, so `up`, the operator and
+//! `reset` agree.
+
+/// Root of everything kubeup ships: the bundle per Kubernetes version.
+pub const OPT: &str = "/opt/kubeup";
+/// kubeup's own state on the host (installed-file list, image markers).
+pub const STATE: &str = "/var/lib/kubeup";
+/// Every path kubeup wrote, one per line: what `reset` removes.
+pub const INSTALLED_LIST: &str = "/var/lib/kubeup/installed.list";
+pub const K8S: &str = "/etc/kubernetes";
+pub const PKI: &str = "/etc/kubernetes/pki";
+pub const ETCD_PKI: &str = "/etc/kubernetes/pki/etcd";
+pub const SYSTEMD: &str = "/etc/systemd/system";
+pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
+pub const CNI_CONFLIST: &str = "/etc/cni/net.d/10-kubeup.conflist";
+pub const KUBELET_DIR: &str = "/var/lib/kubelet";
+/// The kubelet's current client certificate and key (one PEM). The kubelet
+/// rotates it in place, so it is where `--cert-dir` expects it.
+pub const KUBELET_CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+pub const ETCD_DATA: &str = "/var/lib/etcd";
+/// Directories removed whole by `reset` (data kubeup's components made).
+pub const DATA_DIRS: [&str; 8] = [
+    "/var/lib/etcd",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/var/lib/cni",
+    "/etc/kubernetes",
+    "/opt/kubeup",
+    "/var/lib/kubeup",
+];
+
+/// The bundle directory on the host for a Kubernetes version.
+pub fn bundle_dir(version: &str) -> String {
+    format!("{OPT}/bundle/{version}")
+}
+
+pub fn bin(version: &str, name: &str) -> String {
+    format!("{}/bin/{name}", bundle_dir(version))
+}
+
+pub fn cni_bin_dir(version: &str) -> String {
+    format!("{}/cni", bundle_dir(version))
+}

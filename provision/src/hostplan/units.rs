@@ -1,0 +1,269 @@
+//! systemd units. Flags are kubeadm's choices where kubeadm has one; every
+//! TLS hop is authenticated (etcd peers and clients, apiserver, kubelet).
+
+use super::layout::{self, ETCD_PKI, K8S, PKI};
+use super::{ControllerInput, HostFile, NodeInput, Unit};
+
+fn unit(
+    description: &str,
+    after: &str,
+    exec: &str,
+    flags: &[String],
+    extra_service: &str,
+) -> String {
+    let mut cmd = exec.to_string();
+    for f in flags {
+        cmd.push_str(" \\\n  ");
+        cmd.push_str(f);
+    }
+    format!(
+        "# Written by kubeup; changes are overwritten by `kubeup up`.\n\
+         [Unit]\nDescription={description}\nAfter={after}\nWants={after}\n\n\
+         [Service]\nExecStart={cmd}\nRestart=always\nRestartSec=2\n{extra_service}\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+fn file(u: Unit, content: String) -> HostFile {
+    HostFile::new(
+        format!("{}/{}", layout::SYSTEMD, u.service()),
+        content,
+        0o644,
+        &[u],
+    )
+}
+
+fn flag(name: &str, value: impl std::fmt::Display) -> String {
+    format!("--{name}={value}")
+}
+
+pub fn containerd(node: &NodeInput) -> HostFile {
+    let v = &node.kubernetes_version;
+    let bin_dir = format!("{}/bin", layout::bundle_dir(v));
+    file(
+        Unit::Containerd,
+        unit(
+            "containerd container runtime (kubeup)",
+            "network-online.target",
+            &layout::bin(v, "containerd"),
+            &[flag("config", layout::CONTAINERD_CONFIG)],
+            // The shim and runc are found through PATH.
+            &format!(
+                "Environment=PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+                 ExecStartPre=-/sbin/modprobe overlay\nType=notify\nDelegate=yes\nKillMode=process\n\
+                 LimitNPROC=infinity\nLimitCORE=infinity\nLimitNOFILE=infinity\nTasksMax=infinity\nOOMScoreAdjust=-999\n"
+            ),
+        ),
+    )
+}
+
+pub fn etcd(c: &ControllerInput) -> HostFile {
+    let n = &c.node;
+    let a = &n.address;
+    let flags = vec![
+        flag("name", &n.node_name),
+        flag("data-dir", layout::ETCD_DATA),
+        flag(
+            "listen-client-urls",
+            format!("https://127.0.0.1:2379,https://{a}:2379"),
+        ),
+        flag("advertise-client-urls", format!("https://{a}:2379")),
+        flag("listen-peer-urls", format!("https://{a}:2380")),
+        flag("initial-advertise-peer-urls", format!("https://{a}:2380")),
+        flag(
+            "initial-cluster",
+            format!("{}=https://{a}:2380", n.node_name),
+        ),
+        flag("initial-cluster-state", "new"),
+        flag(
+            "initial-cluster-token",
+            format!("kubeup-{}", c.cluster_name),
+        ),
+        flag("listen-metrics-urls", "http://127.0.0.1:2381"),
+        flag("cert-file", format!("{ETCD_PKI}/server.crt")),
+        flag("key-file", format!("{ETCD_PKI}/server.key")),
+        flag("trusted-ca-file", format!("{ETCD_PKI}/ca.crt")),
+        flag("client-cert-auth", true),
+        flag("peer-cert-file", format!("{ETCD_PKI}/peer.crt")),
+        flag("peer-key-file", format!("{ETCD_PKI}/peer.key")),
+        flag("peer-trusted-ca-file", format!("{ETCD_PKI}/ca.crt")),
+        flag("peer-client-cert-auth", true),
+        flag("snapshot-count", 10000),
+    ];
+    file(
+        Unit::Etcd,
+        unit(
+            "etcd key-value store (kubeup)",
+            "network-online.target",
+            &layout::bin(&n.kubernetes_version, "etcd"),
+            &flags,
+            "Type=notify\nLimitNOFILE=65536\n",
+        ),
+    )
+}
+
+pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
+    let n = &c.node;
+    let flags = vec![
+        flag("advertise-address", &n.address),
+        flag("secure-port", 6443),
+        flag("allow-privileged", true),
+        flag("anonymous-auth", false),
+        flag("authorization-mode", "Node,RBAC"),
+        flag("enable-admission-plugins", "NodeRestriction"),
+        flag("client-ca-file", format!("{PKI}/ca.crt")),
+        flag("tls-cert-file", format!("{PKI}/apiserver.crt")),
+        flag("tls-private-key-file", format!("{PKI}/apiserver.key")),
+        flag("etcd-servers", "https://127.0.0.1:2379"),
+        flag("etcd-cafile", format!("{ETCD_PKI}/ca.crt")),
+        flag("etcd-certfile", format!("{PKI}/apiserver-etcd-client.crt")),
+        flag("etcd-keyfile", format!("{PKI}/apiserver-etcd-client.key")),
+        flag(
+            "kubelet-client-certificate",
+            format!("{PKI}/apiserver-kubelet-client.crt"),
+        ),
+        flag(
+            "kubelet-client-key",
+            format!("{PKI}/apiserver-kubelet-client.key"),
+        ),
+        flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
+        flag("service-cluster-ip-range", &c.service_cidr),
+        flag(
+            "service-account-issuer",
+            format!("https://kubernetes.default.svc.{}", n.cluster_domain),
+        ),
+        flag("service-account-key-file", format!("{PKI}/sa.pub")),
+        flag("service-account-signing-key-file", format!("{PKI}/sa.key")),
+        flag(
+            "encryption-provider-config",
+            format!("{K8S}/encryption-config.yaml"),
+        ),
+        flag(
+            "requestheader-client-ca-file",
+            format!("{PKI}/front-proxy-ca.crt"),
+        ),
+        flag("requestheader-allowed-names", "front-proxy-client"),
+        flag("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+        flag("requestheader-group-headers", "X-Remote-Group"),
+        flag("requestheader-username-headers", "X-Remote-User"),
+        flag(
+            "proxy-client-cert-file",
+            format!("{PKI}/front-proxy-client.crt"),
+        ),
+        flag(
+            "proxy-client-key-file",
+            format!("{PKI}/front-proxy-client.key"),
+        ),
+        flag("enable-aggregator-routing", true),
+    ];
+    file(
+        Unit::KubeApiserver,
+        unit(
+            "Kubernetes API server (kubeup)",
+            "etcd.service",
+            &layout::bin(&n.kubernetes_version, "kube-apiserver"),
+            &flags,
+            // Stopping it can take a minute while etcd goes away: stop it first
+            // (After= orders stop in reverse) and do not wait forever.
+            "TimeoutStopSec=20\nLimitNOFILE=65536\n",
+        ),
+    )
+}
+
+pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
+    let kubeconfig = format!("{K8S}/controller-manager.kubeconfig");
+    let flags = vec![
+        flag("kubeconfig", &kubeconfig),
+        flag("authentication-kubeconfig", &kubeconfig),
+        flag("authorization-kubeconfig", &kubeconfig),
+        flag("bind-address", "127.0.0.1"),
+        flag("leader-elect", true),
+        flag("use-service-account-credentials", true),
+        flag("controllers", "*,bootstrapsigner,tokencleaner"),
+        flag("client-ca-file", format!("{PKI}/ca.crt")),
+        flag(
+            "requestheader-client-ca-file",
+            format!("{PKI}/front-proxy-ca.crt"),
+        ),
+        flag("root-ca-file", format!("{PKI}/ca.crt")),
+        flag("service-account-private-key-file", format!("{PKI}/sa.key")),
+        // The CSR API signs kubelet client certificates with the cluster CA;
+        // the CA key stays on this host.
+        flag("cluster-signing-cert-file", format!("{PKI}/ca.crt")),
+        flag("cluster-signing-key-file", format!("{PKI}/ca.key")),
+        flag("allocate-node-cidrs", true),
+        flag("cluster-cidr", &c.node.pod_cidr),
+        flag("node-cidr-mask-size", 24),
+        flag("service-cluster-ip-range", &c.service_cidr),
+    ];
+    file(
+        Unit::KubeControllerManager,
+        unit(
+            "Kubernetes controller manager (kubeup)",
+            "kube-apiserver.service",
+            &layout::bin(&c.node.kubernetes_version, "kube-controller-manager"),
+            &flags,
+            "",
+        ),
+    )
+}
+
+pub fn kube_scheduler(c: &ControllerInput) -> HostFile {
+    let kubeconfig = format!("{K8S}/scheduler.kubeconfig");
+    let flags = vec![
+        flag("kubeconfig", &kubeconfig),
+        flag("authentication-kubeconfig", &kubeconfig),
+        flag("authorization-kubeconfig", &kubeconfig),
+        flag("bind-address", "127.0.0.1"),
+        flag("leader-elect", true),
+    ];
+    file(
+        Unit::KubeScheduler,
+        unit(
+            "Kubernetes scheduler (kubeup)",
+            "kube-apiserver.service",
+            &layout::bin(&c.node.kubernetes_version, "kube-scheduler"),
+            &flags,
+            "",
+        ),
+    )
+}
+
+pub fn kubelet(n: &NodeInput) -> HostFile {
+    let mut flags = vec![
+        flag("config", format!("{K8S}/kubelet-config.yaml")),
+        flag("kubeconfig", format!("{K8S}/kubelet.kubeconfig")),
+        flag("cert-dir", format!("{}/pki", layout::KUBELET_DIR)),
+        flag("node-ip", &n.address),
+        flag("hostname-override", &n.node_name),
+    ];
+    if !n.register_taints.is_empty() {
+        flags.push(flag("register-with-taints", n.register_taints.join(",")));
+    }
+    file(
+        Unit::Kubelet,
+        unit(
+            "Kubernetes node agent (kubeup)",
+            "containerd.service",
+            &layout::bin(&n.kubernetes_version, "kubelet"),
+            &flags,
+            "",
+        ),
+    )
+}
+
+pub fn kube_proxy(n: &NodeInput) -> HostFile {
+    file(
+        Unit::KubeProxy,
+        unit(
+            "Kubernetes service proxy (kubeup)",
+            "network-online.target",
+            &layout::bin(&n.kubernetes_version, "kube-proxy"),
+            &[
+                flag("config", format!("{K8S}/kube-proxy-config.yaml")),
+                flag("hostname-override", &n.node_name),
+            ],
+            "",
+        ),
+    )
+}
