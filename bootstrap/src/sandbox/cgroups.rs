@@ -32,7 +32,9 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cgroup hierarchy {hierarchy:?} of this process is not mounted; mount the cgroup hierarchies under /sys/fs/cgroup")]
+    #[error(
+        "cgroup hierarchy {hierarchy:?} of this process is not mounted; mount the cgroup hierarchies under /sys/fs/cgroup"
+    )]
     NotMounted { hierarchy: String },
     #[error(
         "failed to remove cgroup {path}: {source}; processes may still be in it (see {path}/cgroup.procs)"
@@ -81,7 +83,9 @@ fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
 }
 
 /// The directories of this process's own cgroups, one per mounted
@@ -136,10 +140,7 @@ pub fn host_cgroup_dirs(name: &str) -> Result<Vec<PathBuf>, CgroupError> {
             source,
         })
     };
-    let dirs = own_cgroup_dirs(
-        &read("/proc/self/cgroup")?,
-        &read("/proc/self/mountinfo")?,
-    )?;
+    let dirs = own_cgroup_dirs(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?)?;
     Ok(dirs
         .into_iter()
         .map(|d| d.join(format!("sbx-{name}")))
@@ -167,12 +168,11 @@ pub fn create(dirs: &[PathBuf]) -> Result<(), CgroupError> {
                 if !cur.trim().is_empty() {
                     continue;
                 }
-                let value = fs::read_to_string(parent.join(f)).map_err(|source| {
-                    CgroupError::Read {
+                let value =
+                    fs::read_to_string(parent.join(f)).map_err(|source| CgroupError::Read {
                         path: parent.join(f),
                         source,
-                    }
-                })?;
+                    })?;
                 fs::write(dir.join(f), value.trim()).map_err(|source| CgroupError::Create {
                     path: dir.join(f),
                     source,

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubeup_crds::cluster::{ClusterSpec, ControllerHost};
-use kubeup_crds::{
-    Cluster, HostKeyPolicy, HostKeyTrust, SshSecretRef, WorkerJoin, WorkerJoinSpec,
-};
+use kubeup_crds::{Cluster, HostKeyPolicy, HostKeyTrust, SshSecretRef, WorkerJoin, WorkerJoinSpec};
 
 use super::state::{Host, State};
 
@@ -167,11 +165,9 @@ pub fn write_all(st: &State) -> Result<Vec<PathBuf>, FilesError> {
         &kubeup_provision::config::render_cluster_yaml(&cluster),
         0o644,
     )?;
-    kubeup_provision::init::init_cluster_dir(dir, &cluster).map_err(|source| {
-        FilesError::Init {
-            dir: dir.clone(),
-            source,
-        }
+    kubeup_provision::init::init_cluster_dir(dir, &cluster).map_err(|source| FilesError::Init {
+        dir: dir.clone(),
+        source,
     })?;
     written.push(cluster_path);
     written.push(dir.join("pki"));
@@ -225,7 +221,9 @@ mod tests {
             root: PathBuf::new(),
             cgroups: vec![],
             pid: None,
-            host_key: Some(format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i} root@kube-abc123-{i}")),
+            host_key: Some(format!(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i} root@kube-abc123-{i}"
+            )),
         };
         State {
             id: "abc123".into(),
@@ -242,7 +240,13 @@ mod tests {
         assert_eq!(ctl.address, "198.18.0.11");
         assert_eq!(ctl.private_key_file.as_deref(), Some(KEY_FILE));
         assert_eq!(ctl.host_key.policy, HostKeyPolicy::Pin);
-        assert!(ctl.host_key.key.as_deref().unwrap().starts_with("ssh-ed25519 "));
+        assert!(
+            ctl.host_key
+                .key
+                .as_deref()
+                .unwrap()
+                .starts_with("ssh-ed25519 ")
+        );
         assert_eq!(c.spec.artifacts.bundle_dir, None);
         // cluster.yaml must load back as a Cluster.
         let text = serde_yaml_ng::to_string(&c).unwrap();

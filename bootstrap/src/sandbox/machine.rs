@@ -28,7 +28,9 @@ pub enum MachineError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("failed to generate an SSH key {path} with ssh-keygen: {detail}; install openssh-client")]
+    #[error(
+        "failed to generate an SSH key {path} with ssh-keygen: {detail}; install openssh-client"
+    )]
     Keygen { path: PathBuf, detail: String },
     #[error("failed to start host {host}: {source}")]
     Spawn {
@@ -115,7 +117,12 @@ fn mkdir_like(lower: &Path, upper: &Path, rel: &str) -> Result<PathBuf, MachineE
     Ok(cur_upper)
 }
 
-fn write_file(path: &Path, content: &str, mode: u32, owner: (u32, u32)) -> Result<(), MachineError> {
+fn write_file(
+    path: &Path,
+    content: &str,
+    mode: u32,
+    owner: (u32, u32),
+) -> Result<(), MachineError> {
     fs::write(path, content).map_err(io("write", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io("chmod", path))?;
     chown(path, Some(owner.0), Some(owner.1)).map_err(io("chown", path))
@@ -151,7 +158,12 @@ pub fn prepare(
     fs::create_dir_all(host.containerd_dir()).map_err(io("create", &host.containerd_dir()))?;
     let etc = mkdir_like(rootfs, &upper, "etc")?;
     let root_ids = (0, 0);
-    write_file(&etc.join("hostname"), &format!("{}\n", host.name), 0o644, root_ids)?;
+    write_file(
+        &etc.join("hostname"),
+        &format!("{}\n", host.name),
+        0o644,
+        root_ids,
+    )?;
     let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\
          ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n\n# kubeup sandbox hosts\n",
@@ -171,7 +183,12 @@ pub fn prepare(
             .to_le_bytes(),
     );
     let machine_id = &hex::encode(h.finalize())[..32];
-    write_file(&etc.join("machine-id"), &format!("{machine_id}\n"), 0o444, root_ids)?;
+    write_file(
+        &etc.join("machine-id"),
+        &format!("{machine_id}\n"),
+        0o444,
+        root_ids,
+    )?;
     let ssh = mkdir_like(rootfs, &upper, "etc/ssh")?;
     let key_path = ssh.join("ssh_host_ed25519_key");
     let _ = fs::remove_file(&key_path);
@@ -204,7 +221,10 @@ pub fn nspawn_args(host: &Host, rootfs: &Path) -> Vec<String> {
         "--boot".into(),
         format!("--directory={r}"),
         format!("--overlay={r}:{}:/", host.upper().display()),
-        format!("--bind={}:/var/lib/containerd", host.containerd_dir().display()),
+        format!(
+            "--bind={}:/var/lib/containerd",
+            host.containerd_dir().display()
+        ),
         "--bind=/dev/kmsg".into(),
         format!("--network-namespace-path=/run/netns/{}", host.netns),
         "--register=no".into(),
@@ -239,7 +259,9 @@ pub fn launch(host: &Host, rootfs: &Path) -> Result<u32, MachineError> {
     for cg in &host.cgroups {
         cmd.arg("--cgroup").arg(cg);
     }
-    cmd.arg("--").arg("systemd-nspawn").args(nspawn_args(host, rootfs));
+    cmd.arg("--")
+        .arg("systemd-nspawn")
+        .args(nspawn_args(host, rootfs));
     cmd.env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "1")
         .env("SYSTEMD_NSPAWN_LOCK", "0")
         .stdin(Stdio::null())
@@ -288,9 +310,7 @@ pub fn is_our_process(pid: u32, host: &Host) -> bool {
         return false;
     };
     let want = format!("--machine={}", host.name);
-    cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == want.as_bytes())
+    cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
 }
 
 /// Whether the host's machine is running.

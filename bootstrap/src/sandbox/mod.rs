@@ -120,7 +120,9 @@ pub enum SandboxError {
         tool: &'static str,
         package: &'static str,
     },
-    #[error("no sandbox in {0} (no sandbox/state.json); start one with `kubeup sandbox up --dir {0}`")]
+    #[error(
+        "no sandbox in {0} (no sandbox/state.json); start one with `kubeup sandbox up --dir {0}`"
+    )]
     NoSandbox(PathBuf),
     #[error("no host {host:?} in the sandbox in {dir}; hosts: {names}")]
     NoHost {
@@ -128,9 +130,13 @@ pub enum SandboxError {
         dir: PathBuf,
         names: String,
     },
-    #[error("a sandbox is already up in {0}; see `kubeup sandbox status --dir {0}`, or remove it with `kubeup sandbox down --dir {0}`")]
+    #[error(
+        "a sandbox is already up in {0}; see `kubeup sandbox status --dir {0}`, or remove it with `kubeup sandbox down --dir {0}`"
+    )]
     AlreadyUp(PathBuf),
-    #[error("the sandbox directory {0} must not contain ':' or ',' (systemd-nspawn options split on them)")]
+    #[error(
+        "the sandbox directory {0} must not contain ':' or ',' (systemd-nspawn options split on them)"
+    )]
     BadDir(PathBuf),
 }
 
@@ -235,10 +241,10 @@ fn up(dir: &Path, count: u32, keep_on_failure: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = resolve_dir(dir, true)?;
     let _lock = DirLock::acquire(&dir)?;
-    if let Some(st) = State::load(&dir)? {
-        if !st.hosts.is_empty() || st.bridge.is_some() {
-            return Err(SandboxError::AlreadyUp(dir).into());
-        }
+    if let Some(st) = State::load(&dir)?
+        && (!st.hosts.is_empty() || st.bridge.is_some())
+    {
+        return Err(SandboxError::AlreadyUp(dir).into());
     }
     let id = sandbox_id(&dir);
     let bridge = bridge_name(&id);
@@ -300,7 +306,11 @@ fn up_inner(st: &mut State, count: u32, bridge: &str, started: Instant) -> anyho
         st.hosts.push(h);
     }
     st.save()?;
-    let all: Vec<_> = st.hosts.iter().map(|h| (h.name.clone(), h.address)).collect();
+    let all: Vec<_> = st
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.address))
+        .collect();
     for idx in 0..st.hosts.len() {
         let h = st.hosts[idx].clone();
         network::ensure_host_link(&h.netns, &h.veth, &h.mac, h.address, bridge)?;
@@ -412,7 +422,9 @@ fn teardown(dir: &Path) -> anyhow::Result<()> {
             .iter()
             .map(|h| s.spawn(move || machine::stop(h, Duration::from_secs(2))))
             .collect();
-        hs.into_iter().map(|j| j.join().expect("stop thread")).collect()
+        hs.into_iter()
+            .map(|j| j.join().expect("stop thread"))
+            .collect()
     });
     for r in stops {
         if let Err(e) = r {
@@ -596,10 +608,12 @@ fn start_host(dir: &Path, which: &str) -> anyhow::Result<()> {
         progress(&format!("{} ({}): already running", h.name, h.address));
         return Ok(());
     }
-    let rootfs = st
-        .rootfs
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("the sandbox state in {} names no rootfs; run `kubeup sandbox down` and `up` again", dir.display()))?;
+    let rootfs = st.rootfs.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the sandbox state in {} names no rootfs; run `kubeup sandbox down` and `up` again",
+            dir.display()
+        )
+    })?;
     let bridge = st
         .bridge
         .as_ref()
@@ -645,10 +659,15 @@ mod tests {
             sandbox: SandboxArgs,
         }
         let c = Cli::try_parse_from(["kubeup", "up", "--hosts", "2", "--dir", "/tmp/x"]).unwrap();
-        assert!(matches!(c.sandbox.command, SandboxCommand::Up { hosts: 2, .. }));
+        assert!(matches!(
+            c.sandbox.command,
+            SandboxCommand::Up { hosts: 2, .. }
+        ));
         assert_eq!(c.sandbox.dir, PathBuf::from("/tmp/x"));
         let c = Cli::try_parse_from(["kubeup", "--dir", "/d", "cut", "2"]).unwrap();
-        assert!(matches!(c.sandbox.command, SandboxCommand::Cut(HostArg { ref host }) if host == "2"));
+        assert!(
+            matches!(c.sandbox.command, SandboxCommand::Cut(HostArg { ref host }) if host == "2")
+        );
         assert!(Cli::try_parse_from(["kubeup", "up", "--hosts", "0"]).is_err());
     }
 }

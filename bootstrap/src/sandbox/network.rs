@@ -92,7 +92,8 @@ pub fn netns_exists(name: &str) -> bool {
 
 /// Whether the link is administratively up (`None`: no such link).
 pub fn link_is_up(name: &str) -> Option<bool> {
-    let flags = std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("flags")).ok()?;
+    let flags =
+        std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("flags")).ok()?;
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
     Some(flags & 1 == 1)
 }
@@ -151,14 +152,27 @@ pub fn ensure_host_link(
 
 /// Pins `address → mac` as a permanent neighbour: on the bridge when
 /// `netns` is `None`, else on `eth0` inside that namespace.
-pub fn pin_neighbour(netns: Option<&str>, address: Ipv4Addr, mac: &str, dev: &str) -> Result<(), NetError> {
+pub fn pin_neighbour(
+    netns: Option<&str>,
+    address: Ipv4Addr,
+    mac: &str,
+    dev: &str,
+) -> Result<(), NetError> {
     let addr = address.to_string();
     let mut args: Vec<&str> = Vec::new();
     if let Some(ns) = netns {
         args.extend(["-n", ns]);
     }
     args.extend([
-        "neigh", "replace", &addr, "lladdr", mac, "dev", dev, "nud", "permanent",
+        "neigh",
+        "replace",
+        &addr,
+        "lladdr",
+        mac,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
     ]);
     ip(&args).map(|_| ())
 }

@@ -112,8 +112,11 @@ pub fn claim(entry: &Entry) -> Result<(), RegistryError> {
         });
     }
     let path = dir.join(format!("{}.json", entry.id));
-    fs::write(&path, serde_json::to_string_pretty(entry).expect("entry serializes"))
-        .map_err(io("write", &path))
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(entry).expect("entry serializes"),
+    )
+    .map_err(io("write", &path))
 }
 
 /// Releases the claim of sandbox `id` (absent is fine).

@@ -125,7 +125,13 @@ pub fn cache_dir() -> PathBuf {
 /// `bookworm-<hash>`: the hash covers everything baked into the rootfs.
 pub fn rootfs_name() -> String {
     let mut h = Sha256::new();
-    for part in [SUITE, RECIPE_VERSION, CGROUP_RW_UNIT, SSHD_CONFIG, RESOLV_CONF] {
+    for part in [
+        SUITE,
+        RECIPE_VERSION,
+        CGROUP_RW_UNIT,
+        SSHD_CONFIG,
+        RESOLV_CONF,
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -252,7 +258,12 @@ fn customize(root: &Path) -> Result<(), RootfsError> {
             fs::remove_file(e.path()).map_err(io("remove", &e.path()))?;
         }
     }
-    write(root, "etc/ssh/sshd_config.d/kubeup.conf", SSHD_CONFIG, 0o644)?;
+    write(
+        root,
+        "etc/ssh/sshd_config.d/kubeup.conf",
+        SSHD_CONFIG,
+        0o644,
+    )?;
     write(root, "etc/machine-id", "", 0o444)?;
     write(root, "etc/resolv.conf", RESOLV_CONF, 0o644)?;
     write(root, "etc/hostname", "localhost\n", 0o644)?;
@@ -280,7 +291,10 @@ fn customize(root: &Path) -> Result<(), RootfsError> {
         let _ = fs::remove_file(root.join(rel));
     }
     // The non-root user for the sudo path; '*' = no password, key login only.
-    chroot(root, &["useradd", "--create-home", "--shell", "/bin/bash", "kube"])?;
+    chroot(
+        root,
+        &["useradd", "--create-home", "--shell", "/bin/bash", "kube"],
+    )?;
     chroot(root, &["usermod", "--password", "*", "kube"])?;
     write(
         root,
