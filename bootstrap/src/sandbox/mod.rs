@@ -238,6 +238,10 @@ fn sysctl_path(name: &str) -> PathBuf {
 fn up(dir: &Path, count: u32, keep_on_failure: bool) -> anyhow::Result<()> {
     require_tool("systemd-nspawn", "systemd-container")?;
     require_tool("ssh-keygen", "openssh-client")?;
+    if !rootfs::rootfs_path().is_dir() {
+        require_tool("debootstrap", "debootstrap")?;
+        require_tool("chroot", "coreutils")?;
+    }
     let started = Instant::now();
     let dir = resolve_dir(dir, true)?;
     let _lock = DirLock::acquire(&dir)?;
@@ -281,10 +285,6 @@ fn up(dir: &Path, count: u32, keep_on_failure: bool) -> anyhow::Result<()> {
 }
 
 fn up_inner(st: &mut State, count: u32, bridge: &str, started: Instant) -> anyhow::Result<()> {
-    if !rootfs::rootfs_path().is_dir() {
-        require_tool("debootstrap", "debootstrap")?;
-        require_tool("chroot", "coreutils")?;
-    }
     let rootfs = rootfs::ensure(&progress)?;
     st.rootfs = Some(rootfs.clone());
     let sdir = state::sandbox_dir(&st.dir);
@@ -648,6 +648,16 @@ mod tests {
         assert_ne!(a, b);
         assert!(bridge_name(&a).len() <= 15);
         assert!(format!("kv{a}-{}", network::MAX_HOSTS).len() <= 15);
+    }
+
+    #[test]
+    fn precondition_errors_say_what_to_do() {
+        assert!(SandboxError::NotRoot.to_string().contains("needs root"));
+        let e = SandboxError::MissingTool {
+            tool: "systemd-nspawn",
+            package: "systemd-container",
+        };
+        assert!(e.to_string().contains("apt-get install systemd-container"));
     }
 
     #[test]
