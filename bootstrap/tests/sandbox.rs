@@ -216,10 +216,6 @@ fn sandbox_end_to_end() {
 
     let guard = Down(dir.clone());
     up_waiting_for_the_range(&d);
-    eprintln!(
-        "sandbox up --hosts 2: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
     let sb = status(&dir);
     assert_eq!(sb.hosts.len(), 2);
     assert_eq!(sb.hosts[0].address, "198.18.0.11");
