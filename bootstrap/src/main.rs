@@ -7,8 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod cmd_certs;
 mod cmd_init;
+mod cmd_kubeconfig;
+mod cmd_reset;
+mod cmd_ssh;
 mod cmd_validate;
+mod operator_manifests;
+mod progress;
 mod sandbox;
+mod up;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +35,16 @@ enum Command {
     Validate(ClusterFile),
     /// Local "bare-metal" hosts (systemd-nspawn) for trying kubeup and for tests.
     Sandbox(sandbox::SandboxArgs),
+    /// Bring up (or converge) the controller over SSH.
+    Up(up::UpArgs),
+    /// Show what `up` would change on the hosts, changing nothing.
+    Plan(up::UpArgs),
+    /// Remove everything kubeup installed from the hosts.
+    Reset(cmd_reset::ResetArgs),
+    /// Print the admin kubeconfig, or merge it into ~/.kube/config.
+    Kubeconfig(cmd_kubeconfig::KubeconfigArgs),
+    /// Run a command on a host of the cluster over kubeup's SSH transport.
+    Ssh(cmd_ssh::SshArgs),
     /// Certificates of the cluster directory.
     Certs {
         #[command(subcommand)]
@@ -69,11 +85,20 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
+    // kube (ring) and reqwest (aws-lc-rs) both link a rustls provider; pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => cmd_init::run(args),
         Command::Validate(file) => cmd_validate::run(&file),
         Command::Certs { command } => cmd_certs::run(command),
+        Command::Up(args) => up::run_up(args).await,
+        Command::Plan(args) => up::run_plan(args).await,
+        Command::Reset(args) => cmd_reset::run(args).await,
+        Command::Kubeconfig(args) => cmd_kubeconfig::run(args),
+        Command::Ssh(args) => cmd_ssh::run(args)
+            .await
+            .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
         Command::Sandbox(args) => sandbox::run(args).await.map(|()| ExitCode::SUCCESS),
     };
     match result {

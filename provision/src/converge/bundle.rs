@@ -3,10 +3,15 @@
 
 use std::path::Path;
 
+use futures::StreamExt;
+
 use super::{Changes, ConvergeError, ssh_err};
 use crate::artifacts::BundleManifest;
 use crate::hostplan::{Unit, layout};
 use crate::ssh::{Command, Session, quote};
+
+/// Uploads in flight on one connection.
+const UPLOAD_CHANNELS: usize = 4;
 
 /// Which units run a bundle file (restart them when it changes).
 fn units_of(name: &str) -> &'static [Unit] {
@@ -60,7 +65,8 @@ pub async fn push_bundle(
                     .await
                     .map_err(ssh_err(session.host(), "upload artifacts"))
             });
-        for r in futures::future::join_all(uploads).await {
+        let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOAD_CHANNELS);
+        while let Some(r) = uploads.next().await {
             r?;
         }
     }

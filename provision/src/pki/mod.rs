@@ -18,7 +18,7 @@ mod files;
 mod inspect;
 
 pub use authority::{CaKind, CertificateAuthority, IssuedCert, LeafSpec, Usage};
-pub use files::{InitItem, InitOutcome, InitReport, init};
+pub use files::{InitItem, InitOutcome, InitReport, init, write_private, write_public};
 pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current};
 
 use std::path::PathBuf;

@@ -1,0 +1,157 @@
+//! What `up` applies to the running cluster: CRDs, RBAC for nodes and the
+//! apiserver's kubelet client, the `Cluster` object (the cluster.yaml
+//! itself), and the operator from the chart's manifests. Server-side apply,
+//! one field manager, so re-applying changes nothing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::{Client, ResourceExt};
+
+use super::ControllerContext;
+
+pub const FIELD_MANAGER: &str = "kubeup";
+
+/// RBAC the cluster needs from the start.
+const BOOTSTRAP_RBAC: &str = r#"
+# The apiserver reaches kubelets (logs, exec) as this user.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubeup:apiserver-kubelet-client
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kubelet-api-admin"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}
+---
+# Kubelets renew their own client certificates through the CSR API; the
+# controller-manager approves these renewals.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubeup:node-autoapprove-certificate-rotation
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: kubeup-system
+"#;
+
+/// Apply everything; returns how many objects were applied.
+pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
+    let crds = kubeup_crds::render_crds_yaml();
+    let mut n = apply_yaml(client, &crds)
+        .await
+        .context("failed to apply the kubeup CRDs")?;
+    wait_established(client).await?;
+    n += apply_yaml(client, BOOTSTRAP_RBAC)
+        .await
+        .context("failed to apply the bootstrap RBAC")?;
+
+    let mut cluster = ctx.loaded.cluster.clone();
+    cluster.status = None;
+    cluster.metadata.managed_fields = None;
+    let api: Api<kubeup_crds::Cluster> = Api::all(client.clone());
+    api.patch(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&cluster),
+    )
+    .await
+    .context("failed to apply the Cluster object")?;
+    n += 1;
+
+    let operator = crate::operator_manifests::render(&ctx.manifest.kubernetes_version);
+    n += apply_yaml(client, &operator)
+        .await
+        .context("failed to apply the operator manifests")?;
+    Ok(n)
+}
+
+async fn wait_established(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let started = Instant::now();
+    for crd in kubeup_crds::all_crds() {
+        let name = crd.name_any();
+        loop {
+            let established = api
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("CRD {name} was not established within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply of a multi-document YAML of any kinds.
+pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
+    let mut discovery: Option<Discovery> = None;
+    let mut count = 0;
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml_ng::from_value(value)
+            .context("a manifest document is not a Kubernetes object")?;
+        let tm = obj
+            .types
+            .clone()
+            .context("a manifest document lacks apiVersion/kind")?;
+        let (group, version) = tm
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", tm.api_version.as_str()));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, &tm.kind);
+        // Resolve the kind; refresh discovery once if a just-created CRD's kind is unknown.
+        let found = match discovery.as_ref().and_then(|d| d.resolve_gvk(&gvk)) {
+            Some(f) => f,
+            None => {
+                discovery = Some(Discovery::new(client.clone()).run().await?);
+                discovery
+                    .as_ref()
+                    .and_then(|d| d.resolve_gvk(&gvk))
+                    .with_context(|| {
+                        format!("the cluster does not serve {}/{}", tm.api_version, tm.kind)
+                    })?
+            }
+        };
+        let (ar, caps): (ApiResource, ApiCapabilities) = found;
+        let name = obj.name_any();
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.namespace().as_deref().unwrap_or("default"),
+                &ar,
+            ),
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .with_context(|| format!("failed to apply {} {name}", tm.kind))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+use serde::Deserialize as _;

@@ -1,0 +1,252 @@
+//! Everything `up` needs about the controller, gathered and checked before
+//! the first SSH connection: the validated cluster.yaml, the verified
+//! bundle, the CAs, and the rendered plan.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use kubeup_crds::cluster::ControllerHost;
+use kubeup_provision::artifacts::{self, BundleManifest, RemoteArtifacts};
+use kubeup_provision::config::{self, LoadedCluster};
+use kubeup_provision::converge::CaSet;
+use kubeup_provision::hostplan::certs::{CertPlan, controller_certs};
+use kubeup_provision::hostplan::{
+    ControllerInput, HostFile, NodeInput, Unit, configs, layout, units,
+};
+use kubeup_provision::ssh::{KnownHostsFile, Session, SshOptions};
+
+use crate::cmd_ssh;
+
+/// The pause image every node's containerd uses as sandbox image.
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
+
+pub struct ControllerContext {
+    pub loaded: LoadedCluster,
+    pub controller: ControllerHost,
+    pub bundle_dir: PathBuf,
+    pub manifest: BundleManifest,
+    pub cas: CaSet,
+}
+
+/// The rendered plan for the controller.
+pub struct ControllerPlan {
+    pub node_name: String,
+    pub certs: Vec<CertPlan>,
+    pub files: Vec<HostFile>,
+}
+
+impl ControllerContext {
+    pub fn load(file: &Path) -> Result<Self> {
+        let loaded = config::load(file)?;
+        let controller = loaded.cluster.spec.controllers[0].clone();
+        let cas = CaSet::load(&loaded.pki_dir()).with_context(|| {
+            format!(
+                "failed to load the CAs from {} (run `kubeup init`)",
+                loaded.pki_dir().display()
+            )
+        })?;
+        let (bundle_dir, manifest) = resolve_bundle(&loaded)?;
+        Ok(Self {
+            loaded,
+            controller,
+            bundle_dir,
+            manifest,
+            cas,
+        })
+    }
+
+    pub fn host_label(&self) -> String {
+        self.controller
+            .name
+            .clone()
+            .unwrap_or_else(|| self.controller.address.clone())
+    }
+
+    pub fn api_server(&self) -> String {
+        format!("https://{}:6443", self.controller.address)
+    }
+
+    pub async fn connect(&self) -> Result<Session> {
+        let mut target = cmd_ssh::target_for(&self.controller, &|p| self.loaded.resolve(p))?;
+        target.sudo_password = std::env::var(cmd_ssh::SUDO_PASSWORD_ENV)
+            .ok()
+            .map(Into::into);
+        let store = Arc::new(KnownHostsFile::new(self.loaded.known_hosts()));
+        Session::connect(&target, store, &SshOptions::default())
+            .await
+            .with_context(|| format!("failed to connect to the controller {}", target.label()))
+    }
+
+    /// Render the plan; `hostname` (from preflight) names the node unless
+    /// the spec does.
+    pub fn plan(&self, hostname: &str) -> Result<ControllerPlan> {
+        let spec = &self.loaded.cluster.spec;
+        let net = &spec.networking;
+        let node_name = self
+            .controller
+            .name
+            .clone()
+            .unwrap_or_else(|| hostname.to_lowercase());
+        let node = NodeInput {
+            node_name: node_name.clone(),
+            address: self.controller.address.clone(),
+            kubernetes_version: self.manifest.kubernetes_version.clone(),
+            api_server: self.api_server(),
+            cluster_dns: net.cluster_dns.clone(),
+            cluster_domain: net.domain.clone(),
+            pod_cidr: net.pod_cidr.clone(),
+            pause_image: PAUSE_IMAGE.into(),
+            register_taints: vec!["node-role.kubernetes.io/control-plane:NoSchedule".into()],
+        };
+        let input = ControllerInput {
+            node,
+            cluster_name: self.loaded.name().to_string(),
+            service_cidr: net.service_cidr.clone(),
+        };
+        let svc: ipnet::Ipv4Net = net.service_cidr.parse().context("serviceCidr")?;
+        let first_ip: Ipv4Addr = svc
+            .hosts()
+            .next()
+            .context("serviceCidr has no host addresses")?;
+        let certs = controller_certs(&input, first_ip, spec.certificates.leaf_days);
+        let files = self.files(&input)?;
+        Ok(ControllerPlan {
+            node_name,
+            certs,
+            files,
+        })
+    }
+
+    fn files(&self, c: &ControllerInput) -> Result<Vec<HostFile>> {
+        let pki = self.loaded.pki_dir();
+        let read = |name: &str| {
+            std::fs::read(pki.join(name))
+                .with_context(|| format!("failed to read {}", pki.join(name).display()))
+        };
+        let key =
+            String::from_utf8(read("encryption-key")?).context("encryption-key is not text")?;
+        let mut files = vec![
+            // CAs: the cluster CA key stays on the controller for the
+            // controller-manager's CSR signer; the others' keys never leave
+            // the workstation.
+            HostFile::new(
+                format!("{}/ca.crt", layout::PKI),
+                read("ca.crt")?,
+                0o644,
+                &Unit::CONTROLLER,
+            ),
+            HostFile::new(
+                format!("{}/ca.key", layout::PKI),
+                read("ca.key")?,
+                0o600,
+                &[Unit::KubeControllerManager],
+            ),
+            HostFile::new(
+                format!("{}/ca.crt", layout::ETCD_PKI),
+                read("etcd/ca.crt")?,
+                0o644,
+                &[Unit::Etcd, Unit::KubeApiserver],
+            ),
+            HostFile::new(
+                format!("{}/front-proxy-ca.crt", layout::PKI),
+                read("front-proxy-ca.crt")?,
+                0o644,
+                &[Unit::KubeApiserver, Unit::KubeControllerManager],
+            ),
+            HostFile::new(
+                format!("{}/sa.key", layout::PKI),
+                read("sa.key")?,
+                0o600,
+                &[Unit::KubeApiserver, Unit::KubeControllerManager],
+            ),
+            HostFile::new(
+                format!("{}/sa.pub", layout::PKI),
+                read("sa.pub")?,
+                0o644,
+                &[Unit::KubeApiserver],
+            ),
+            configs::encryption_config(&key),
+            configs::kubelet_config(&c.node),
+            configs::kubelet_resolv_conf(),
+            configs::kube_proxy_config(&c.node),
+            configs::containerd_config(&c.node),
+            units::containerd(&c.node),
+            units::etcd(c),
+            units::kube_apiserver(c),
+            units::kube_controller_manager(c),
+            units::kube_scheduler(c),
+            units::kubelet(&c.node),
+            units::kube_proxy(&c.node),
+            HostFile::new(
+                "/etc/sysctl.d/99-kubeup.conf",
+                "# Written by kubeup.\nnet.ipv4.ip_forward = 1\n",
+                0o644,
+                &[],
+            ),
+        ];
+        files.extend(configs::controller_kubeconfigs(&c.cluster_name));
+        files.extend(configs::node_kubeconfigs(&c.cluster_name, &c.node));
+        Ok(files)
+    }
+
+    /// `DIR/admin.kubeconfig` (0600): the admin certificate inline.
+    pub fn write_admin_kubeconfig(&self) -> Result<()> {
+        let pki = self.loaded.pki_dir();
+        let read = |n: &str| {
+            std::fs::read_to_string(pki.join(n))
+                .with_context(|| format!("failed to read {}", pki.join(n).display()))
+        };
+        let text = configs::kubeconfig_inline(
+            self.loaded.name(),
+            &self.api_server(),
+            &read("ca.crt")?,
+            "kubernetes-admin",
+            &read("admin.crt")?,
+            &read("admin.key")?,
+        );
+        let path = self.loaded.admin_kubeconfig();
+        let secret = secrecy::SecretString::from(text);
+        kubeup_provision::pki::write_private(&path, &secret)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// The bundle to ship: a local directory (default: the cache), or files
+/// fetched from `artifacts.baseUrl` and verified against their pins.
+fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
+    let spec = &loaded.cluster.spec;
+    let dir = if let Some(remote) = RemoteArtifacts::from_spec(&spec.artifacts)? {
+        let url = spec.artifacts.base_url.clone().unwrap_or_default();
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(&url.as_bytes()[..url.len().min(48)]);
+        let cache = artifacts::cache_root().join("remote").join(digest);
+        let rt = tokio::runtime::Handle::current();
+        for file in remote.files().map(str::to_string).collect::<Vec<_>>() {
+            tokio::task::block_in_place(|| rt.block_on(remote.fetch(&file, &cache)))?;
+        }
+        cache
+    } else if let Some(b) = &spec.artifacts.bundle_dir {
+        loaded.resolve(b)
+    } else {
+        artifacts::default_bundle_dir(&spec.kubernetes_version)
+    };
+    let manifest = artifacts::load_verified(&dir).with_context(|| {
+        format!(
+            "the artifact bundle in {} is not usable (build it with `cargo xtask bundle`)",
+            dir.display()
+        )
+    })?;
+    Ok((dir, manifest))
+}
+
+/// A client for the cluster from a kubeconfig file.
+pub async fn admin_client(path: &Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
