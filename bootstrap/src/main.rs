@@ -75,7 +75,7 @@ pub enum Output {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KUBEUP_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("KUBEUP_LOG").unwrap_or_else(|_| EnvFilter::new("warn,kube_client::client::builder=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -17,7 +17,7 @@ pub async fn reset_host(session: &Session) -> Result<Vec<String>, ConvergeError>
 systemctl stop {units} 2>/dev/null
 systemctl disable --quiet {units} 2>/dev/null
 # Containers outlive containerd (KillMode=process): end their shims too.
-pkill -TERM -f containerd-shim 2>/dev/null; sleep 0.2; pkill -KILL -f containerd-shim 2>/dev/null
+pkill -TERM -x containerd-shim 2>/dev/null; sleep 0.2; pkill -KILL -x containerd-shim 2>/dev/null
 for m in $(awk '$2 ~ "^/var/lib/kubelet/|^/run/containerd/|^/var/lib/containerd/" {{print $2}}' /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
 removed=""
 if [ -f {list} ]; then
@@ -36,6 +36,7 @@ if command -v iptables-save >/dev/null; then
 fi
 for l in cni0 flannel.1 kube-ipvs0; do ip link del "$l" 2>/dev/null; done
 ip -o link show type veth 2>/dev/null | awk -F': ' '{{print $2}}' | cut -d@ -f1 | grep '^veth' | while read -r v; do ip link del "$v" 2>/dev/null; done
+systemctl stop kubepods.slice 2>/dev/null
 systemctl daemon-reload
 systemctl reset-failed 2>/dev/null
 echo $removed

@@ -1,0 +1,365 @@
+//! End to end on real sandbox hosts: `kubeup up` brings up a controller,
+//! re-runs change nothing, bad input changes nothing, `reset` leaves a clean
+//! host. One sandbox cluster for the whole suite (booting is cheap, a
+//! control plane is not); steps run in order inside one test so a failure
+//! names its step. A guard tears the sandbox down even on panic.
+//!
+//! Needs root, the sandbox prerequisites (hack/apt/sandbox.txt) and the
+//! bundle (`cargo xtask bundle`); anything missing fails with the reason.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const KUBEUP: &str = env!("CARGO_BIN_EXE_kubeup");
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {program}: {e}"))
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn kubeup(args: &[&str]) -> Output {
+    run(KUBEUP, args)
+}
+
+fn kubeup_ok(args: &[&str]) -> String {
+    let o = kubeup(args);
+    assert!(
+        o.status.success(),
+        "kubeup {args:?} failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn bundle_bin(name: &str) -> String {
+    let cache = std::env::var("KUBEUP_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
+    let path = format!("{cache}/bundle/v1.34.10/bin/{name}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: run `cargo xtask bundle`"
+    );
+    path
+}
+
+struct Cluster {
+    dir: PathBuf,
+    file: String,
+    controller: String,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let kubeconfig = self.dir.join("admin.kubeconfig");
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&bundle_bin("kubectl"), &all)
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}",
+            describe(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Run a shell script on the controller through `kubeup ssh`.
+    fn on_controller(&self, script: &str) -> Output {
+        kubeup(&[
+            "ssh",
+            "-f",
+            &self.file,
+            &self.controller,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    fn on_controller_ok(&self, script: &str) -> String {
+        let o = self.on_controller(script);
+        assert!(
+            o.status.success(),
+            "on the controller `{script}` failed: {}",
+            describe(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+/// `sandbox down` when dropped.
+struct SandboxGuard(PathBuf);
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let o = kubeup(&["sandbox", "down", "--dir", self.0.to_str().unwrap()]);
+        if !o.status.success() {
+            eprintln!("cleanup: sandbox down failed: {}", describe(&o));
+        }
+    }
+}
+
+const UNITS: &str =
+    "containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy";
+
+#[test]
+fn controller_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let _guard = SandboxGuard(dir.clone());
+    kubeup_ok(&["sandbox", "up", "--hosts", "3", "--dir", &dir_s]);
+    let file = dir.join("cluster.yaml").to_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let controller = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("name: kube-")
+                .map(|rest| format!("kube-{rest}"))
+        })
+        .expect("the sandbox names its controller");
+    let c = Cluster {
+        dir: dir.clone(),
+        file: file.clone(),
+        controller,
+    };
+
+    step_bad_input_changes_nothing(&c, tmp.path());
+    step_plan_on_a_fresh_host(&c);
+    step_up_brings_up_a_ready_controller(&c);
+    step_etcd_accepts_only_etcd_ca_clients(&c);
+    step_secrets_are_encrypted_at_rest(&c);
+    step_second_up_changes_nothing(&c);
+    step_reset_then_up_converges(&c);
+}
+
+fn step_bad_input_changes_nothing(c: &Cluster, tmp: &Path) {
+    // An unreachable controller: fails fast, names the host.
+    let bad_dir = tmp.join("unreachable");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let text = std::fs::read_to_string(&c.file).unwrap();
+    let unreachable = text.replace("198.18.0.11", "198.18.0.99");
+    std::fs::write(bad_dir.join("cluster.yaml"), &unreachable).unwrap();
+    let o = run(
+        "cp",
+        &[
+            "-r",
+            c.dir.join("pki").to_str().unwrap(),
+            bad_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    std::fs::create_dir_all(bad_dir.join("sandbox")).unwrap();
+    std::fs::copy(
+        c.dir.join("sandbox/id_ed25519"),
+        bad_dir.join("sandbox/id_ed25519"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = kubeup(&["up", "-f", bad_dir.join("cluster.yaml").to_str().unwrap()]);
+    let err = describe(&o);
+    assert!(
+        !o.status.success(),
+        "up against an unreachable host succeeded: {err}"
+    );
+    assert!(
+        err.contains("198.18.0.99:22"),
+        "the error does not name the host: {err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?} to give up",
+        started.elapsed()
+    );
+
+    // A malformed cluster.yaml: refused before any SSH, nothing on the host.
+    let broken = text.replace("podCidr: 10.244.0.0/16", "podCidr: 10.96.0.0/12");
+    std::fs::write(
+        bad_dir.join("cluster.yaml"),
+        broken.replace("198.18.0.99", "198.18.0.11"),
+    )
+    .unwrap();
+    let o = kubeup(&["up", "-f", bad_dir.join("cluster.yaml").to_str().unwrap()]);
+    let err = describe(&o);
+    assert!(
+        !o.status.success() && err.contains("spec.networking.serviceCidr"),
+        "{err}"
+    );
+    let listing = c.on_controller_ok("ls /opt/kubeup /etc/kubernetes 2>&1; true");
+    assert!(
+        listing.contains("No such file"),
+        "bad input changed the host: {listing}"
+    );
+}
+
+fn step_plan_on_a_fresh_host(c: &Cluster) {
+    let plan = kubeup_ok(&["plan", "-f", &c.file]);
+    assert!(
+        plan.contains("would upload")
+            && plan.contains("would issue")
+            && plan.contains("would start"),
+        "{plan}"
+    );
+    let listing = c.on_controller_ok("ls /opt/kubeup 2>&1; true");
+    assert!(
+        listing.contains("No such file"),
+        "plan changed the host: {listing}"
+    );
+}
+
+fn step_up_brings_up_a_ready_controller(c: &Cluster) {
+    kubeup_ok(&["up", "-f", &c.file]);
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(
+        nodes.contains(&c.controller) && nodes.contains(" Ready "),
+        "{nodes}"
+    );
+    assert!(nodes.contains("control-plane"), "{nodes}");
+    let taints = c.kubectl_ok(&[
+        "get",
+        "node",
+        &c.controller,
+        "-o",
+        "jsonpath={.spec.taints}",
+    ]);
+    assert!(
+        taints.contains("node-role.kubernetes.io/control-plane") && taints.contains("NoSchedule"),
+        "{taints}"
+    );
+    c.kubectl_ok(&[
+        "get",
+        "crd",
+        "workerjoins.kubeup.dev",
+        "clusters.kubeup.dev",
+    ]);
+    let cluster = c.kubectl_ok(&[
+        "get",
+        "clusters.kubeup.dev",
+        "-o",
+        "jsonpath={.items[0].spec.networking.podCidr}",
+    ]);
+    assert_eq!(cluster, "10.244.0.0/16");
+    let explain = c.kubectl_ok(&["explain", "workerjoin.spec.hostKey"]);
+    assert!(explain.contains("AcceptNew"), "{explain}");
+}
+
+fn step_etcd_accepts_only_etcd_ca_clients(c: &Cluster) {
+    let pki = c.dir.join("pki");
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let curl = |extra: &[&str]| {
+        let mut args = vec!["-sS", "--max-time", "5", "--cacert", &p("etcd/ca.crt")];
+        let owned: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        args.extend(refs);
+        args.push("https://198.18.0.11:2379/health");
+        run("curl", &args)
+    };
+    let anonymous = curl(&[]);
+    assert!(
+        !anonymous.status.success() || !String::from_utf8_lossy(&anonymous.stdout).contains("true"),
+        "etcd answered a client without a certificate: {}",
+        describe(&anonymous)
+    );
+    let admin = curl(&["--cert", &p("admin.crt"), "--key", &p("admin.key")]);
+    assert!(
+        !admin.status.success() || !String::from_utf8_lossy(&admin.stdout).contains("true"),
+        "etcd accepted a cluster-CA client certificate: {}",
+        describe(&admin)
+    );
+    // The check can pass: the controller's etcd-CA client is accepted.
+    let ok = c.on_controller_ok(
+        "curl -sS --max-time 5 --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt \
+         --key /etc/kubernetes/pki/etcd/healthcheck-client.key https://127.0.0.1:2379/health 2>&1 || \
+         ETCDCTL_API=3 /opt/kubeup/bundle/v1.34.10/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt \
+         --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key endpoint health",
+    );
+    assert!(ok.contains("true") || ok.contains("is healthy"), "{ok}");
+}
+
+fn step_secrets_are_encrypted_at_rest(c: &Cluster) {
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "e2e-at-rest",
+        "--from-literal=password=plain-text-canary",
+    ]);
+    let raw = c.on_controller_ok(
+        "/opt/kubeup/bundle/v1.34.10/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt \
+         --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key \
+         get /registry/secrets/default/e2e-at-rest --print-value-only | head -c 200 | tr -c '[:print:]' '.'",
+    );
+    assert!(
+        raw.contains("k8s:enc:aescbc:v1:key1"),
+        "the Secret is not encrypted in etcd: {raw}"
+    );
+    assert!(!raw.contains("plain-text-canary"), "{raw}");
+}
+
+fn unit_starts(c: &Cluster) -> String {
+    c.on_controller_ok(&format!(
+        "for u in {UNITS}; do systemctl show -p NRestarts -p ActiveEnterTimestampMonotonic $u; done"
+    ))
+}
+
+fn step_second_up_changes_nothing(c: &Cluster) {
+    let before = unit_starts(c);
+    let out = kubeup_ok(&["up", "-f", &c.file]);
+    assert!(
+        out.contains("no changes"),
+        "second up changed something: {out}"
+    );
+    assert_eq!(
+        before,
+        unit_starts(c),
+        "a unit was restarted by the second up"
+    );
+    let plan = kubeup_ok(&["plan", "-f", &c.file]);
+    assert!(plan.contains("no changes"), "{plan}");
+}
+
+fn step_reset_then_up_converges(c: &Cluster) {
+    let o = kubeup(&["reset", "-f", &c.file]);
+    assert!(
+        !o.status.success() && describe(&o).contains("--yes"),
+        "reset without --yes off a terminal: {}",
+        describe(&o)
+    );
+    kubeup_ok(&["reset", "-f", &c.file, "--yes"]);
+    let left = c.on_controller_ok(&format!(
+        "ls /etc/kubernetes /opt/kubeup /var/lib/etcd /var/lib/kubelet /etc/systemd/system/kubelet.service 2>/dev/null; \
+         for u in {UNITS}; do systemctl is-active $u; done; \
+         pgrep -l -x 'etcd|kube-apiserver|kubelet|containerd|kube-proxy|kube-scheduler' ; \
+         iptables-save | grep -c KUBE-; true"
+    ));
+    let active = left.lines().filter(|l| *l == "active").count();
+    assert_eq!(active, 0, "units still active after reset: {left}");
+    assert!(
+        !left.contains("/etc/kubernetes") && !left.contains("kubelet.service"),
+        "files left: {left}"
+    );
+    assert!(
+        left.trim_end().ends_with('0'),
+        "iptables rules left: {left}"
+    );
+    kubeup_ok(&["up", "-f", &c.file]);
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(nodes.contains(" Ready "), "{nodes}");
+}
