@@ -299,6 +299,23 @@ pub fn is_alive(pid: u32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
+/// Whether our child `pid` has exited (and reaps it). Unlike reading
+/// /proc, this has no false positives while the launcher execs nspawn.
+/// For a process that is not our child, falls back to [`is_alive`].
+pub fn child_exited(pid: u32) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Ok(p) = i32::try_from(pid) else {
+        return true;
+    };
+    match waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => true,
+        Ok(_) => false,
+        Err(nix::errno::Errno::ECHILD) => !is_alive(pid),
+        Err(_) => false,
+    }
+}
+
 /// Whether `pid` is this host's launcher or nspawn (not a reused PID), and
 /// not a zombie.
 pub fn is_our_process(pid: u32, host: &Host) -> bool {
@@ -335,15 +352,15 @@ fn log_tail(path: &Path) -> String {
     lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-/// Waits until the host's sshd answers; fails early if nspawn exits
-/// (`pid` is our own child here, so it cannot have been reused).
+/// Waits until the host's sshd answers; fails early if nspawn (our own
+/// child here) exits.
 pub fn wait_ssh(host: &Host, pid: u32, timeout: Duration) -> Result<Duration, MachineError> {
     let start = Instant::now();
     loop {
         if ssh_answers(host.address, Duration::from_millis(300)) {
             return Ok(start.elapsed());
         }
-        if !is_alive(pid) {
+        if child_exited(pid) {
             return Err(MachineError::Died {
                 host: host.name.clone(),
                 address: host.address,

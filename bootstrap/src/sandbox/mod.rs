@@ -142,15 +142,18 @@ pub enum SandboxError {
 
 /// Runs a `kubeup sandbox` subcommand.
 pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    // Exec from the calling (main) thread: an exec from another thread
+    // makes /proc/PID vanish for a moment while the kernel swaps the
+    // thread-group leader.
+    if let SandboxCommand::Launch { cgroups, command } = &args.command {
+        return machine::launch_exec(cgroups, command);
+    }
     tokio::task::spawn_blocking(move || run_blocking(args))
         .await
         .context("sandbox command panicked")?
 }
 
 fn run_blocking(args: SandboxArgs) -> anyhow::Result<()> {
-    if let SandboxCommand::Launch { cgroups, command } = &args.command {
-        return machine::launch_exec(cgroups, command);
-    }
     preflight()?;
     match args.command {
         SandboxCommand::Up {
