@@ -1,3 +1,108 @@
-fn main() {
-    println!("kubeup-operator {}", env!("CARGO_PKG_VERSION"));
+//! `kubeup-operator`: the in-cluster controller for `WorkerJoin` objects.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kubeup_operator::bundle::Bundles;
+use kubeup_operator::context::Settings;
+use kubeup_operator::{controller, http};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubeup-operator",
+    version,
+    about = "Joins machines described by WorkerJoin objects to the cluster"
+)]
+struct Args {
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "KUBEUP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Joins running at once.
+    #[arg(long, env = "KUBEUP_CONCURRENCY", default_value_t = 4)]
+    concurrency: u16,
+    /// Directory holding the bundle per Kubernetes version (a read-only
+    /// hostPath of the controller's /opt/kubeup/bundle).
+    #[arg(long, env = "KUBEUP_BUNDLE_ROOT", default_value = "/opt/kubeup/bundle")]
+    bundle_root: std::path::PathBuf,
+    /// The operator's namespace (where it reads kube-root-ca.crt).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kubeup-system")]
+    namespace: String,
+    /// Seconds to wait for a CSR to be signed.
+    #[arg(long, env = "KUBEUP_CSR_TIMEOUT", default_value_t = 60)]
+    csr_timeout: u64,
+    /// Seconds a drain may take before the delete is retried.
+    #[arg(long, env = "KUBEUP_DRAIN_TIMEOUT", default_value_t = 120)]
+    drain_timeout: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "KUBEUP_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("failed to create a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    controller::check_crds(&client).await?;
+
+    let settings = Settings {
+        namespace: args.namespace,
+        csr_timeout: Duration::from_secs(args.csr_timeout),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        ..Settings::default()
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let slot = Arc::new(OnceLock::new());
+    let state = http::HttpState {
+        ready: ready.clone(),
+        ctx: slot.clone(),
+    };
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(addr, state).await {
+            tracing::error!(error = %e, %addr, "the health/metrics server stopped");
+        }
+    });
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        concurrency = args.concurrency,
+        "kubeup-operator starting"
+    );
+    controller::run(
+        client,
+        Bundles::new(args.bundle_root),
+        settings,
+        args.concurrency,
+        ready,
+        slot,
+    )
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
 }

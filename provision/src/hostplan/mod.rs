@@ -7,6 +7,7 @@ pub mod certs;
 pub mod configs;
 pub mod layout;
 pub mod units;
+pub mod worker;
 
 use std::collections::BTreeSet;
 

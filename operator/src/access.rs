@@ -1,0 +1,182 @@
+//! Reading the SSH Secret and connecting to a WorkerJoin's machine.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube::Api;
+use kubeup_crds::{HostKeyPolicy, WorkerJoin};
+use kubeup_provision::ssh::{Auth, MemoryHostKeyStore, Secret, Session, SshOptions, SshTarget};
+
+use crate::error::{Error, Result};
+use crate::plan::{SSH_AUTH_TYPE, SSH_PRIVATE_KEY, SecretState};
+
+/// The Secret's state and resourceVersion, without keeping its content.
+pub async fn secret_state(
+    client: &kube::Client,
+    namespace: &str,
+    wj: &WorkerJoin,
+) -> Result<(SecretState, Option<String>)> {
+    let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
+    let name = &wj.spec.ssh_secret_ref.name;
+    let Some(s) = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?
+    else {
+        return Ok((SecretState::Missing, None));
+    };
+    let rv = s.metadata.resource_version.clone();
+    let ty = s.type_.clone().unwrap_or_default();
+    if ty != SSH_AUTH_TYPE {
+        return Ok((SecretState::WrongType(ty), rv));
+    }
+    let data = s.data.unwrap_or_default();
+    if !data.contains_key(SSH_PRIVATE_KEY) {
+        return Ok((SecretState::MissingKey(SSH_PRIVATE_KEY.into()), rv));
+    }
+    if let Some(k) = &wj.spec.ssh_secret_ref.sudo_password_key
+        && !data.contains_key(k)
+    {
+        return Ok((SecretState::MissingKey(k.clone()), rv));
+    }
+    Ok((SecretState::Usable, rv))
+}
+
+/// Private key (and sudo password) from the Secret, as [`Secret`]s.
+async fn credentials(
+    client: &kube::Client,
+    namespace: &str,
+    secret_name: &str,
+    sudo_key: Option<&str>,
+) -> Result<(Secret, Option<Secret>)> {
+    let err = |reason: &str| Error::Secret {
+        namespace: namespace.into(),
+        name: secret_name.into(),
+        reason: reason.into(),
+    };
+    let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
+    let s = api
+        .get_opt(secret_name)
+        .await
+        .map_err(Error::kube(format!(
+            "read Secret {namespace}/{secret_name}"
+        )))?
+        .ok_or_else(|| err("not found"))?;
+    if s.type_.as_deref() != Some(SSH_AUTH_TYPE) {
+        return Err(err("is not of type kubernetes.io/ssh-auth"));
+    }
+    let mut data = s.data.unwrap_or_default();
+    let key = data
+        .remove(SSH_PRIVATE_KEY)
+        .ok_or_else(|| err("has no ssh-privatekey"))?;
+    let key = String::from_utf8(key.0).map_err(|_| err("ssh-privatekey is not text"))?;
+    let sudo = match sudo_key {
+        Some(k) => {
+            let v = data
+                .remove(k)
+                .ok_or_else(|| err("lacks the sudo password key"))?;
+            Some(Secret::new(
+                String::from_utf8(v.0)
+                    .map_err(|_| err("the sudo password is not text"))?
+                    .trim_end_matches('\n')
+                    .to_string(),
+            ))
+        }
+        None => None,
+    };
+    Ok((Secret::new(key), sudo))
+}
+
+/// The SSH target for a WorkerJoin (bastion included).
+pub async fn target(client: &kube::Client, namespace: &str, wj: &WorkerJoin) -> Result<SshTarget> {
+    let spec = &wj.spec;
+    let (key, sudo) = credentials(
+        client,
+        namespace,
+        &spec.ssh_secret_ref.name,
+        spec.ssh_secret_ref.sudo_password_key.as_deref(),
+    )
+    .await?;
+    let mut t = SshTarget::new(
+        spec.address.clone(),
+        spec.port,
+        spec.user.clone(),
+        Auth::KeyData {
+            pem: key.clone(),
+            passphrase: None,
+        },
+    );
+    t.host_key = spec.host_key.clone();
+    t.sudo_password = sudo;
+    if let Some(b) = &spec.bastion {
+        let bkey = match &b.secret_ref {
+            Some(r) => credentials(client, namespace, &r.name, None).await?.0,
+            None => key,
+        };
+        let mut bt = SshTarget::new(
+            b.address.clone(),
+            b.port,
+            b.user.clone(),
+            Auth::KeyData {
+                pem: bkey,
+                passphrase: None,
+            },
+        );
+        bt.host_key = b.host_key.clone();
+        t.bastion = Some(Box::new(bt));
+    }
+    Ok(t)
+}
+
+/// What a connection established about the host key.
+pub struct Connected {
+    pub session: Session,
+    pub fingerprint: Option<String>,
+    /// The key to record in status (AcceptNew).
+    pub recorded_key: Option<String>,
+}
+
+/// Connect with the WorkerJoin's host-key policy; with `AcceptNew` the key
+/// recorded in status is the only one accepted.
+pub async fn connect(
+    client: &kube::Client,
+    namespace: &str,
+    wj: &WorkerJoin,
+    opts: &SshOptions,
+) -> Result<Connected> {
+    let target = target(client, namespace, wj).await?;
+    let host = target.label();
+    let store = MemoryHostKeyStore::new().with_retrust_hint(format!(
+        "pin it in spec.hostKey (policy: Pin, key: <the new key>) of WorkerJoin {}/{}, or delete and re-create the WorkerJoin",
+        namespace,
+        wj.metadata.name.as_deref().unwrap_or_default()
+    ));
+    let recorded = wj.status.as_ref().and_then(|s| s.host_key.clone());
+    if wj.spec.host_key.policy == HostKeyPolicy::AcceptNew
+        && let Some(k) = &recorded
+    {
+        store
+            .insert_openssh(&target.address, target.port, k)
+            .map_err(|source| Error::Ssh {
+                host: host.clone(),
+                source,
+            })?;
+    }
+    let store = Arc::new(store);
+    let session = Session::connect(&target, store.clone(), opts)
+        .await
+        .map_err(|source| Error::Ssh {
+            host: host.clone(),
+            source,
+        })?;
+    let fingerprint = session.host_key_fingerprint().await;
+    let recorded_key = match wj.spec.host_key.policy {
+        HostKeyPolicy::AcceptNew => store.recorded(&target.address, target.port),
+        HostKeyPolicy::Pin => session.host_key_openssh().await,
+    };
+    Ok(Connected {
+        session,
+        fingerprint,
+        recorded_key,
+    })
+}

@@ -1,0 +1,178 @@
+//! The artifact bundle `kubeup up` put on the controller, seen by the
+//! operator through a read-only hostPath (`/opt/kubeup/bundle/<version>`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kubeup_provision::artifacts::{self, BundleFile, BundleManifest};
+
+use crate::error::{Error, Result};
+
+/// Files a worker never needs (control plane, tooling, the operator image).
+const NOT_FOR_WORKERS: [&str; 4] = [
+    "bin/etcd",
+    "bin/etcdctl",
+    "bin/helm",
+    "images/kubeup-operator.tar",
+];
+
+/// The manifest restricted to what a worker runs.
+pub fn worker_manifest(full: &BundleManifest) -> BundleManifest {
+    let mut m = full.clone();
+    m.files
+        .retain(|name, _| !NOT_FOR_WORKERS.contains(&name.as_str()));
+    m
+}
+
+/// Loaded bundles, one per Kubernetes version; verified once per process.
+#[derive(Clone, Default)]
+pub struct Bundles {
+    root: PathBuf,
+    cache: Arc<Mutex<HashMap<String, Arc<(PathBuf, BundleManifest)>>>>,
+}
+
+impl Bundles {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            cache: Arc::default(),
+        }
+    }
+
+    /// The worker's view of the bundle for `version`.
+    pub async fn get(&self, version: &str) -> Result<Arc<(PathBuf, BundleManifest)>> {
+        if let Some(b) = self.cache.lock().expect("not poisoned").get(version) {
+            return Ok(b.clone());
+        }
+        let dir = self.root.join(version);
+        let loaded = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || load(&dir)
+        })
+        .await
+        .map_err(|e| Error::Bundle {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        })??;
+        let entry = Arc::new((dir, worker_manifest(&loaded)));
+        self.cache
+            .lock()
+            .expect("not poisoned")
+            .insert(version.to_string(), entry.clone());
+        Ok(entry)
+    }
+}
+
+/// `bundle.json` when the directory has one (verified), else a manifest
+/// made by hashing the directory (the host copy `kubeup up` pushes may lack
+/// the manifest file).
+pub fn load(dir: &Path) -> Result<BundleManifest> {
+    let err = |reason: String| Error::Bundle {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    if dir.join(artifacts::MANIFEST_FILE).exists() {
+        return artifacts::load_verified(dir).map_err(|e| err(e.to_string()));
+    }
+    if !dir.is_dir() {
+        return Err(err("the directory does not exist".into()));
+    }
+    let version = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut m = BundleManifest::new(version);
+    scan(dir, dir, &mut m).map_err(|e| err(e.to_string()))?;
+    if !m
+        .files
+        .keys()
+        .any(|k| k.ends_with("kubelet") || k.ends_with("hyperkube"))
+    {
+        return Err(err("it holds no kubelet".into()));
+    }
+    Ok(m)
+}
+
+fn scan(root: &Path, dir: &Path, m: &mut BundleManifest) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
+        if rel.starts_with('.') {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            m.symlinks
+                .insert(rel, target.to_string_lossy().into_owned());
+        } else if meta.is_dir() {
+            scan(root, &path, m)?;
+        } else if meta.is_file() {
+            let (_, sha256) = artifacts::sha256_file(&path)?;
+            let image = rel
+                .strip_prefix("images/")
+                .and_then(|n| n.strip_suffix(".tar"))
+                .map(str::to_string);
+            m.files.insert(
+                rel,
+                BundleFile {
+                    version: String::new(),
+                    sha256,
+                    size: meta.len(),
+                    source: "scanned".into(),
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                    image,
+                    recipe: None,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The pause image containerd must use: the bundle's, else the default.
+pub fn pause_image(m: &BundleManifest) -> String {
+    m.files
+        .get("images/pause.tar")
+        .and_then(|f| f.image.clone())
+        .filter(|i| i.contains(':'))
+        .unwrap_or_else(|| "registry.k8s.io/pause:3.10.1".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_without_manifest_is_scanned() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("bin")).unwrap();
+        std::fs::create_dir_all(d.path().join("images")).unwrap();
+        std::fs::write(d.path().join("bin/hyperkube"), b"elf").unwrap();
+        std::fs::write(d.path().join("bin/etcd"), b"elf").unwrap();
+        std::fs::write(d.path().join("images/pause.tar"), b"tar").unwrap();
+        std::os::unix::fs::symlink("hyperkube", d.path().join("bin/kubelet")).unwrap();
+        let m = load(d.path()).unwrap();
+        assert_eq!(m.symlinks["bin/kubelet"], "hyperkube");
+        assert_eq!(m.files["images/pause.tar"].image.as_deref(), Some("pause"));
+        let w = worker_manifest(&m);
+        assert!(!w.files.contains_key("bin/etcd"));
+        assert!(w.files.contains_key("bin/hyperkube"));
+        assert_eq!(pause_image(&w), "registry.k8s.io/pause:3.10.1");
+    }
+
+    #[test]
+    fn a_missing_bundle_says_where() {
+        let e = load(Path::new("/nonexistent/v1.34.10"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/v1.34.10"), "{e}");
+    }
+}

@@ -1,0 +1,537 @@
+//! The WorkerJoin controller: `finalizer()` outermost; inside, read →
+//! validate → plan (pure, [`crate::plan`]) → act ([`crate::join`],
+//! [`crate::cleanup`]) → status by server-side apply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use kubeup_crds::WorkerJoin;
+use kubeup_crds::conditions::ConditionStatus;
+use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
+use tracing::{Instrument, info_span};
+
+use crate::access;
+use crate::cleanup;
+use crate::context::{Context, Memory};
+use crate::error::{Error, Result};
+use crate::join::{self, Outcome, Runner};
+use crate::plan::{self, Decision, FINALIZER, NODE_LABEL, Observed, owner_ref, parse_owner};
+use crate::status;
+
+/// Steady-state resync of a joined node.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconcile one WorkerJoin.
+///
+/// Boxed: the join's futures borrow across awaits, and naming the future
+/// `Send` here keeps the compiler from having to prove it for every lifetime
+/// inside `Controller::run`.
+pub fn reconcile(
+    wj: Arc<WorkerJoin>,
+    ctx: Arc<Context>,
+) -> futures::future::BoxFuture<'static, Result<Action>> {
+    Box::pin(reconcile_inner(wj, ctx))
+}
+
+async fn reconcile_inner(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = wj.namespace().unwrap_or_default();
+    let key = owner_ref(&ns, &wj.name_any());
+    let span = info_span!("reconcile", workerjoin = %format!("{ns}/{}", wj.name_any()), host = %wj.spec.address);
+    async move {
+        let api: Api<WorkerJoin> = Api::namespaced(ctx.client.clone(), &ns);
+        finalizer(&api, FINALIZER, wj, |event| async {
+            match event {
+                FinalizerEvent::Apply(wj) => apply(wj, ctx.clone()).await,
+                FinalizerEvent::Cleanup(wj) => cleanup(wj, ctx.clone()).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(format!("{key}: {other}")),
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+/// Errors that escaped `apply`/`cleanup` (status could not be written, the
+/// API failed): per-object exponential backoff kept in memory.
+pub fn error_policy(wj: Arc<WorkerJoin>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = owner_ref(&wj.namespace().unwrap_or_default(), &wj.name_any());
+    ctx.metrics.reconcile_error(&err.category());
+    let mut mem = ctx.memory(&key);
+    let attempts = wj.status.as_ref().map_or(0, |s| s.attempts) + 1;
+    let wait = plan::backoff(attempts, jitter());
+    mem.next_attempt = Some(Instant::now() + wait);
+    ctx.set_memory(&key, mem);
+    tracing::warn!(workerjoin = %key, error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    f64::from(u16::from_le_bytes(b)) / 65536.0
+}
+
+/// The address claims of other WorkerJoins, for the duplicate check.
+fn claims(ctx: &Context, wj: &WorkerJoin) -> Vec<(String, String)> {
+    let me = wj.uid();
+    ctx.store
+        .state()
+        .iter()
+        .filter(|o| o.uid() != me && o.spec.address == wj.spec.address)
+        .map(|o| {
+            (
+                created(o),
+                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+            )
+        })
+        .collect()
+}
+
+fn created(o: &WorkerJoin) -> String {
+    o.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default()
+}
+
+async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = wj.namespace().unwrap_or_default();
+    let key = owner_ref(&ns, &wj.name_any());
+    let generation = wj.metadata.generation.unwrap_or(0);
+    let current = wj.status.clone().unwrap_or_default();
+
+    // ---- read
+    let (secret, secret_rv) = access::secret_state(&ctx.client, &ns, &wj).await?;
+    let node_name = plan::node_name(&wj.spec, &current, None);
+    let node = match &node_name {
+        Some(n) => Api::<Node>::all(ctx.client.clone())
+            .get_opt(n)
+            .await
+            .map_err(Error::kube(format!("read Node {n}")))?,
+        None => None,
+    };
+    let me = (created(&wj), format!("{ns}/{}", wj.name_any()));
+    let conflict = plan::conflicting_owner((&me.0, &me.1), &claims(&ctx, &wj));
+    let mut mem = ctx.memory(&key);
+    let blocked = current.phase == Phase::Failed
+        && current.observed_generation == Some(generation)
+        && current.last_error.is_some()
+        && match &mem.blocked_secret_rv {
+            Some(rv) => Some(rv) == secret_rv.as_ref(),
+            None => {
+                // After a restart: block, and remember the Secret as it is.
+                mem.blocked_secret_rv = secret_rv.clone();
+                ctx.set_memory(&key, mem.clone());
+                true
+            }
+        };
+    let backoff_left = if current.observed_generation == Some(generation) {
+        mem.next_attempt
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    } else {
+        None
+    };
+
+    // ---- plan
+    let observed = Observed {
+        generation,
+        spec: &wj.spec,
+        status: &current,
+        secret,
+        conflict,
+        node: node.as_ref().map(join::node_view),
+        blocked,
+        backoff_left,
+    };
+    let decision = plan::decide(&observed);
+    tracing::debug!(?decision, "decided");
+
+    // ---- act + status
+    let mut runner = Runner::new(&ctx, &wj);
+    match decision {
+        Decision::Refuse { reason, message } => {
+            let changed = current.phase != Phase::Failed
+                || current.last_error.as_deref() != Some(message.as_str());
+            runner.status.observed_generation = Some(generation);
+            runner.status.phase = Phase::Failed;
+            runner.status.last_error = Some(message.clone());
+            status::set(
+                &mut runner.status,
+                status::READY,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+                generation,
+            );
+            runner.save().await?;
+            if changed {
+                ctx.event(&wj, true, reason, "Validate", message).await;
+            }
+            // A duplicate may become the owner when the other goes away.
+            Ok(if reason == "DuplicateAddress" {
+                Action::requeue(Duration::from_secs(60))
+            } else {
+                Action::await_change()
+            })
+        }
+        Decision::WaitForSecret { reason, message } => {
+            let changed = current.last_error.as_deref() != Some(message.as_str());
+            runner.status.observed_generation = Some(generation);
+            runner.status.phase = Phase::Connecting;
+            runner.status.last_error = Some(message.clone());
+            status::set(
+                &mut runner.status,
+                status::READY,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+                generation,
+            );
+            runner.save().await?;
+            if changed {
+                ctx.event(&wj, true, reason, "ReadSecret", message).await;
+            }
+            // The Secret watch brings us back; the requeue is a safety net.
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        Decision::Blocked => Ok(Action::await_change()),
+        Decision::Backoff(left) => Ok(Action::requeue(left)),
+        Decision::InSync => {
+            let node = node.expect("InSync has a Node");
+            join::sync_node(&ctx.client, &node, &key, &wj).await?;
+            let view = join::node_view(&node);
+            status::apply_node_conditions(&mut runner.status, Some(&view), generation);
+            if runner.status != current {
+                runner.save().await?;
+            }
+            Ok(Action::requeue(RESYNC))
+        }
+        Decision::DryRun | Decision::Join { .. } => {
+            let (from, dry_run) = match decision {
+                Decision::Join { from } => (from, false),
+                _ => (Phase::Connecting, true),
+            };
+            ctx.metrics.joins_started.inc();
+            ctx.metrics.joins_in_flight.inc();
+            let started = Instant::now();
+            let result = runner.run(from, dry_run).await;
+            ctx.metrics.joins_in_flight.dec();
+            match result {
+                Ok(outcome) => {
+                    ctx.set_memory(&key, Memory::default());
+                    runner.status.attempts = 0;
+                    runner.status.last_error = None;
+                    match outcome {
+                        Outcome::Ready => {
+                            runner.status.phase = Phase::Ready;
+                            let view = node.as_ref().map(join::node_view);
+                            let fresh = match &runner.status.node_name {
+                                Some(n) => Api::<Node>::all(ctx.client.clone())
+                                    .get_opt(n)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .map(|n| join::node_view(&n)),
+                                None => view,
+                            };
+                            status::apply_node_conditions(
+                                &mut runner.status,
+                                fresh.as_ref(),
+                                generation,
+                            );
+                            runner.save().await?;
+                            ctx.metrics.joins_succeeded.inc();
+                            ctx.metrics
+                                .join_duration
+                                .observe(started.elapsed().as_secs_f64());
+                            ctx.event(
+                                &wj,
+                                false,
+                                "Ready",
+                                "Join",
+                                format!(
+                                    "Node {} is Ready ({:.1}s)",
+                                    runner.status.node_name.clone().unwrap_or_default(),
+                                    started.elapsed().as_secs_f64()
+                                ),
+                            )
+                            .await;
+                            Ok(Action::requeue(RESYNC))
+                        }
+                        Outcome::WaitingForNode => {
+                            runner.save().await?;
+                            Ok(Action::requeue(Duration::from_secs(10)))
+                        }
+                        Outcome::DryRunComplete => Ok(Action::await_change()),
+                    }
+                }
+                Err(e) => failed(&ctx, &wj, &key, runner, e, secret_rv).await,
+            }
+        }
+    }
+}
+
+/// Record a failed attempt: attempts, lastError, conditions, an Event;
+/// back off, or for a permanent error stop and wait for a change.
+async fn failed(
+    ctx: &Context,
+    wj: &WorkerJoin,
+    key: &str,
+    mut runner: Runner<'_>,
+    e: Error,
+    secret_rv: Option<String>,
+) -> Result<Action> {
+    let reason = e.category();
+    let message = e.to_string();
+    tracing::warn!(error = %message, reason, permanent = e.is_permanent(), "join attempt failed");
+    ctx.metrics.join_failed(&reason);
+    if let Some(c) = e.ssh_category() {
+        ctx.metrics.ssh_error(c);
+    }
+    let generation = runner.generation;
+    runner.status.attempts += 1;
+    runner.status.last_error = Some(message.clone());
+    if e.is_permanent() {
+        runner.status.phase = Phase::Failed;
+    }
+    status::set(
+        &mut runner.status,
+        status::READY,
+        ConditionStatus::False,
+        &reason,
+        message.clone(),
+        generation,
+    );
+    runner.save().await?;
+    ctx.event(wj, true, &reason, "Join", message).await;
+    if e.is_permanent() {
+        ctx.set_memory(
+            key,
+            Memory {
+                next_attempt: None,
+                blocked_secret_rv: secret_rv,
+            },
+        );
+        Ok(Action::await_change())
+    } else {
+        let wait = plan::backoff(runner.status.attempts, jitter());
+        ctx.set_memory(
+            key,
+            Memory {
+                next_attempt: Some(Instant::now() + wait),
+                blocked_secret_rv: None,
+            },
+        );
+        Ok(Action::requeue(wait))
+    }
+}
+
+async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = wj.namespace().unwrap_or_default();
+    let key = owner_ref(&ns, &wj.name_any());
+    let mut runner = Runner::new(&ctx, &wj);
+    if runner.status.phase != Phase::Deleting {
+        runner.enter(Phase::Deleting).await?;
+    }
+    let result = async {
+        let node_name = plan::node_name(&wj.spec, &runner.status, None);
+        if let Some(n) = &node_name
+            && cleanup::drain_and_delete(&ctx, n, &key).await?
+        {
+            ctx.event(
+                &wj,
+                false,
+                "NodeDeleted",
+                "Delete",
+                format!("Node {n} drained and deleted"),
+            )
+            .await;
+        }
+        if cleanup::skip_host_cleanup(&wj) {
+            ctx.event(
+                &wj,
+                true,
+                "HostCleanupSkipped",
+                "Delete",
+                format!(
+                    "{}=true: {} was not reset; kubeup's units and files may remain there",
+                    plan::SKIP_HOST_CLEANUP,
+                    wj.spec.address
+                ),
+            )
+            .await;
+        } else if cleanup::touched_host(&wj) {
+            let removed = cleanup::reset(&ctx, &wj).await?;
+            ctx.event(
+                &wj,
+                false,
+                "HostReset",
+                "Delete",
+                format!(
+                    "{}: units stopped, {} paths removed",
+                    wj.spec.address,
+                    removed.len()
+                ),
+            )
+            .await;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            ctx.forget(&key);
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let message = format!(
+                "{e}; the finalizer stays until this succeeds. If the machine is gone for good, \
+                 annotate the WorkerJoin with {}=true to release it without host cleanup",
+                plan::SKIP_HOST_CLEANUP
+            );
+            runner.status.attempts += 1;
+            runner.status.last_error = Some(message.clone());
+            status::set(
+                &mut runner.status,
+                status::READY,
+                ConditionStatus::False,
+                "CleanupFailed",
+                message.clone(),
+                runner.generation,
+            );
+            runner.save().await?;
+            ctx.event(&wj, true, &e.category(), "Delete", message).await;
+            if let Some(c) = e.ssh_category() {
+                ctx.metrics.ssh_error(c);
+            }
+            Ok(Action::requeue(plan::backoff(
+                runner.status.attempts,
+                jitter(),
+            )))
+        }
+    }
+}
+
+/// Verify the CRDs are served (the operator does not install them).
+pub async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let list = client
+        .list_api_group_resources(kubeup_crds::API_VERSION)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the kubeup.dev/v1alpha1 API is not served ({e}): apply charts/kubeup/crds/kubeup.dev.yaml first (kubeup up does)"
+            )
+        })?;
+    for want in ["workerjoins", "clusters"] {
+        if !list.resources.iter().any(|r| r.name == want) {
+            anyhow::bail!(
+                "the CRD {want}.kubeup.dev is not served: apply charts/kubeup/crds/kubeup.dev.yaml first"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Build and run the controller until shutdown.
+pub async fn run(
+    client: kube::Client,
+    bundles: crate::bundle::Bundles,
+    settings: crate::context::Settings,
+    concurrency: u16,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    metrics_slot: Arc<std::sync::OnceLock<Arc<Context>>>,
+) {
+    let wjs: Api<WorkerJoin> = Api::all(client.clone());
+    let controller = Controller::new(wjs, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(concurrency));
+    let store = controller.store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        bundles,
+        settings,
+        store.clone(),
+    ));
+    let _ = metrics_slot.set(ctx.clone());
+
+    // Nodes → their WorkerJoin (annotation, else by node name in the store).
+    // Metadata only: Node status and Secret data are never cached here.
+    let node_store = store.clone();
+    let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
+    // Secrets → the WorkerJoins in their namespace that reference them.
+    let secret_store = store.clone();
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    controller
+        .watches(nodes, watcher::Config::default(), move |node| {
+            let name = node.name_any();
+            if let Some((ns, wj)) = node
+                .annotations()
+                .get(NODE_LABEL)
+                .and_then(|v| parse_owner(v.as_str()))
+            {
+                return vec![ObjectRef::new(&wj).within(&ns)];
+            }
+            node_store
+                .state()
+                .iter()
+                .filter(|w| {
+                    w.spec.node_name.as_deref() == Some(name.as_str())
+                        || w.status.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(name.as_str())
+                })
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            secret_store
+                .state()
+                .iter()
+                .filter(|w| {
+                    w.namespace().as_deref() == Some(ns.as_str())
+                        && (w.spec.ssh_secret_ref.name == name
+                            || w.spec
+                                .bastion
+                                .as_ref()
+                                .and_then(|b| b.secret_ref.as_ref())
+                                .is_some_and(|r| r.name == name))
+                })
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(workerjoin = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// For tests: list WorkerJoins quickly.
+pub async fn list_workerjoins(client: &kube::Client) -> Result<Vec<WorkerJoin>> {
+    Api::<WorkerJoin>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .map_err(Error::kube("list WorkerJoins"))
+}

@@ -1,0 +1,296 @@
+//! Client certificates through the Kubernetes CSR API: the key pair is made
+//! here, fresh for each join; the CA key never leaves kube-controller-manager;
+//! the private key goes only to the host, never into the API.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+    CertificateSigningRequestStatus,
+};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use kubeup_provision::pki::LeafSpec;
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use secrecy::SecretString;
+
+use crate::error::{Error, Result};
+use crate::plan::NODE_LABEL;
+
+pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// Annotation on a CSR naming the WorkerJoin (`ns/name`) and its uid: the
+/// only CSRs the operator approves are those it made for a WorkerJoin.
+pub const CSR_OWNER_ANNOTATION: &str = "kubeup.dev/workerjoin-uid";
+
+/// One client certificate to obtain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// `kubelet` or `kube-proxy`: part of the CSR name.
+    pub component: &'static str,
+    pub signer: &'static str,
+    pub common_name: String,
+    pub organizations: Vec<String>,
+}
+
+impl ClientCert {
+    pub fn kubelet(node_name: &str) -> Self {
+        Self {
+            component: "kubelet",
+            signer: KUBELET_SIGNER,
+            common_name: format!("system:node:{node_name}"),
+            organizations: vec!["system:nodes".into()],
+        }
+    }
+
+    pub fn kube_proxy() -> Self {
+        Self {
+            component: "kube-proxy",
+            signer: CLIENT_SIGNER,
+            common_name: "system:kube-proxy".into(),
+            organizations: vec![],
+        }
+    }
+
+    /// What a current certificate on the host must satisfy.
+    pub fn leaf_spec(&self) -> LeafSpec {
+        let orgs: Vec<&str> = self.organizations.iter().map(String::as_str).collect();
+        LeafSpec::client(&self.common_name, &orgs, 365)
+    }
+}
+
+/// A fresh key pair and the PEM CSR for it.
+pub struct Generated {
+    pub key_pem: SecretString,
+    pub csr_pem: String,
+}
+
+impl std::fmt::Debug for Generated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generated")
+            .field("key_pem", &"***")
+            .field("csr_pem", &self.csr_pem)
+            .finish()
+    }
+}
+
+/// Generate a P-256 key pair and a CSR with the wanted subject.
+pub fn generate(cert: &ClientCert) -> Result<Generated> {
+    let err = |e: rcgen::Error| Error::Certificate {
+        name: cert.common_name.clone(),
+        reason: format!("failed to build the CSR: {e}"),
+    };
+    let key = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for o in &cert.organizations {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    dn.push(DnType::CommonName, cert.common_name.as_str());
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(err)?;
+    Ok(Generated {
+        key_pem: SecretString::from(key.serialize_pem()),
+        csr_pem: csr.pem().map_err(err)?,
+    })
+}
+
+/// The CSR object: labelled with the WorkerJoin, annotated with its uid.
+pub fn csr_object(
+    name: &str,
+    cert: &ClientCert,
+    csr_pem: &str,
+    owner: &str,
+    owner_uid: &str,
+) -> CertificateSigningRequest {
+    CertificateSigningRequest {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                [(
+                    NODE_LABEL.to_string(),
+                    crate::plan::owner_label_value(owner),
+                )]
+                .into(),
+            ),
+            annotations: Some([(CSR_OWNER_ANNOTATION.to_string(), owner_uid.to_string())].into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: ByteString(csr_pem.as_bytes().to_vec()),
+            signer_name: cert.signer.into(),
+            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// A name unique per attempt: `kubeup-<component>-<node>-<8 hex>`.
+pub fn csr_name(cert: &ClientCert, node_name: &str) -> String {
+    let mut r = [0u8; 4];
+    getrandom::fill(&mut r).expect("the OS random source works");
+    let mut node: String = node_name.chars().take(200).collect();
+    node.retain(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    format!("kubeup-{}-{node}-{}", cert.component, hex::encode(r))
+}
+
+/// Whether the operator may approve this CSR: it carries the annotation it
+/// puts on the CSRs it creates, naming this WorkerJoin's uid.
+pub fn is_ours(csr: &CertificateSigningRequest, owner_uid: &str) -> bool {
+    csr.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CSR_OWNER_ANNOTATION))
+        .is_some_and(|u| u == owner_uid)
+}
+
+/// Create the CSR, approve it (it is ours), wait for the certificate.
+/// Returns (certificate PEM, private key PEM).
+pub async fn issue(
+    client: &kube::Client,
+    cert: &ClientCert,
+    node_name: &str,
+    owner: &str,
+    owner_uid: &str,
+    timeout: Duration,
+) -> Result<(String, SecretString)> {
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let generated = generate(cert)?;
+    let name = csr_name(cert, node_name);
+    let obj = csr_object(&name, cert, &generated.csr_pem, owner, owner_uid);
+    let mut created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .map_err(Error::kube(format!(
+            "create CertificateSigningRequest {name}"
+        )))?;
+    if !is_ours(&created, owner_uid) {
+        return Err(Error::Certificate {
+            name,
+            reason: "the created CSR does not carry the WorkerJoin's uid".into(),
+        });
+    }
+    created.status = Some(CertificateSigningRequestStatus {
+        conditions: Some(vec![CertificateSigningRequestCondition {
+            type_: "Approved".into(),
+            status: "True".into(),
+            reason: Some("KubeupWorkerJoin".into()),
+            message: Some(format!(
+                "approved by kubeup-operator for WorkerJoin {owner}, which created it"
+            )),
+            ..Default::default()
+        }]),
+        certificate: None,
+    });
+    api.replace_subresource("approval", &name, &PostParams::default(), &created)
+        .await
+        .map_err(Error::kube(format!(
+            "approve CertificateSigningRequest {name}"
+        )))?;
+
+    let started = Instant::now();
+    loop {
+        let csr = api
+            .get(&name)
+            .await
+            .map_err(Error::kube(format!("get CertificateSigningRequest {name}")))?;
+        let status = csr.status.unwrap_or_default();
+        if let Some(bad) = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
+        {
+            return Err(Error::Certificate {
+                name,
+                reason: format!(
+                    "{}: {} {}",
+                    bad.type_,
+                    bad.reason.unwrap_or_default(),
+                    bad.message.unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(pem) = status.certificate.filter(|c| !c.0.is_empty()) {
+            let pem = String::from_utf8(pem.0).map_err(|_| Error::Certificate {
+                name: name.clone(),
+                reason: "the issued certificate is not PEM text".into(),
+            })?;
+            return Ok((pem, generated.key_pem));
+        }
+        if started.elapsed() > timeout {
+            return Err(Error::Timeout {
+                what: format!(
+                    "CertificateSigningRequest {name} to be signed by {} (is kube-controller-manager running with --cluster-signing-*?)",
+                    cert.signer
+                ),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn the_kubelet_csr_has_the_node_identity() {
+        let cert = ClientCert::kubelet("worker-1");
+        let g = generate(&cert).unwrap();
+        assert!(g.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        assert!(g.key_pem.expose_secret().contains("PRIVATE KEY"));
+        assert!(
+            !format!("{g:?}").contains("PRIVATE KEY"),
+            "Debug hides the key"
+        );
+        let params = rcgen::CertificateSigningRequestParams::from_pem(&g.csr_pem).unwrap();
+        let dn: Vec<String> = params
+            .params
+            .distinguished_name
+            .iter()
+            .map(|(t, v)| format!("{t:?}={}", dn_text(v)))
+            .collect();
+        assert!(
+            dn.contains(&"CommonName=system:node:worker-1".to_string()),
+            "{dn:?}"
+        );
+        assert!(
+            dn.contains(&"OrganizationName=system:nodes".to_string()),
+            "{dn:?}"
+        );
+
+        let obj = csr_object("n", &cert, &g.csr_pem, "default.w1", "uid-1");
+        assert_eq!(obj.spec.signer_name, KUBELET_SIGNER);
+        assert_eq!(
+            obj.spec.usages.as_deref().unwrap(),
+            ["digital signature", "client auth"]
+        );
+        assert!(is_ours(&obj, "uid-1"));
+        assert!(!is_ours(&obj, "uid-2"));
+        let text = serde_json::to_string(&obj).unwrap();
+        assert!(!text.contains("PRIVATE"), "no key in the API object");
+    }
+
+    #[test]
+    fn kube_proxy_uses_the_plain_client_signer() {
+        let c = ClientCert::kube_proxy();
+        assert_eq!(c.signer, CLIENT_SIGNER);
+        assert_eq!(c.common_name, "system:kube-proxy");
+        let n = csr_name(&c, "w1");
+        assert!(n.starts_with("kubeup-kube-proxy-w1-"), "{n}");
+        assert_ne!(n, csr_name(&c, "w1"));
+    }
+
+    fn dn_text(v: &rcgen::DnValue) -> String {
+        match v {
+            rcgen::DnValue::Utf8String(s) => s.clone(),
+            rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+}

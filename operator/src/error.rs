@@ -1,0 +1,147 @@
+//! The operator's one error type. Every variant names the WorkerJoin or the
+//! host it concerns; none ever carries key material (Secret contents are
+//! never formatted, SSH errors are secret-free by construction).
+
+use kubeup_provision::converge::ConvergeError;
+use kubeup_provision::ssh::SshError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{host}: {source}")]
+    Ssh {
+        host: String,
+        #[source]
+        source: SshError,
+    },
+    #[error(transparent)]
+    Converge(#[from] ConvergeError),
+    #[error("preflight failed on {host}; nothing was changed:\n{failures}")]
+    Preflight { host: String, failures: String },
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("Secret {namespace}/{name}: {reason}")]
+    Secret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+    #[error(
+        "no Cluster object found: `kubeup up` creates it; the operator reads the cluster's version and networking from it"
+    )]
+    NoCluster,
+    #[error(
+        "failed to load the artifact bundle from {dir}: {reason} (is /opt/kubeup/bundle mounted from the controller?)"
+    )]
+    Bundle { dir: String, reason: String },
+    #[error("certificate {name}: {reason}")]
+    Certificate { name: String, reason: String },
+    #[error("timed out after {secs}s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+    #[error("drain of node {node}: {reason}")]
+    Drain { node: String, reason: String },
+    #[error("failed to finalize: {0}")]
+    Finalizer(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Stable PascalCase reason for Events, conditions and metrics.
+    pub fn category(&self) -> String {
+        match self {
+            Error::Kube { .. } => "KubeApiError".into(),
+            Error::Ssh { source, .. } => pascal(source.category()),
+            Error::Converge(ConvergeError::Ssh { source, .. }) => pascal(source.category()),
+            Error::Converge(e) => e.category().into(),
+            Error::Preflight { .. } => "PreflightFailed".into(),
+            Error::InvalidSpec(_) => "InvalidSpec".into(),
+            Error::Secret { .. } => "SecretInvalid".into(),
+            Error::NoCluster => "ClusterNotFound".into(),
+            Error::Bundle { .. } => "BundleUnavailable".into(),
+            Error::Certificate { .. } => "CertificateFailed".into(),
+            Error::Timeout { .. } => "Timeout".into(),
+            Error::Drain { .. } => "DrainFailed".into(),
+            Error::Finalizer(_) => "FinalizerFailed".into(),
+        }
+    }
+
+    /// The SSH error category (snake_case) when this is an SSH failure: the
+    /// `kubeup_operator_ssh_errors_total{category}` label.
+    pub fn ssh_category(&self) -> Option<&'static str> {
+        match self {
+            Error::Ssh { source, .. } | Error::Converge(ConvergeError::Ssh { source, .. }) => {
+                Some(source.category())
+            }
+            _ => None,
+        }
+    }
+
+    /// Retrying cannot help until someone changes the WorkerJoin (or its
+    /// Secret): host key mismatch, bad spec, sudo that wants a password…
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Ssh { source, .. } => source.is_permanent(),
+            Error::Converge(e) => e.is_permanent(),
+            Error::InvalidSpec(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A host key problem (names both fingerprints on a mismatch).
+    pub fn is_host_key(&self) -> bool {
+        match self {
+            Error::Ssh { source, .. } | Error::Converge(ConvergeError::Ssh { source, .. }) => {
+                source.is_host_key_error()
+            }
+            _ => false,
+        }
+    }
+
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube { action, source }
+    }
+}
+
+/// `host_key_mismatch` → `HostKeyMismatch`.
+pub fn pascal(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_pascal_case() {
+        assert_eq!(pascal("host_key_mismatch"), "HostKeyMismatch");
+        assert_eq!(pascal("connect"), "Connect");
+        let e = Error::Ssh {
+            host: "root@h:22".into(),
+            source: SshError::SudoNeedsPassword {
+                user: "u".into(),
+                host: "h".into(),
+            },
+        };
+        assert_eq!(e.category(), "SudoNeedsPassword");
+        assert!(e.is_permanent());
+        assert_eq!(e.ssh_category(), Some("sudo_needs_password"));
+        assert!(!Error::NoCluster.is_permanent());
+        assert!(Error::InvalidSpec("x".into()).is_permanent());
+    }
+}

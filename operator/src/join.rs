@@ -1,0 +1,643 @@
+//! Acting on a join: the phases over SSH and the API, each recorded in
+//! status before it starts, so a restart resumes at the phase it stopped in.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use kubeup_crds::conditions::ConditionStatus;
+use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
+use kubeup_crds::{Cluster, WorkerJoin};
+use kubeup_provision::converge::{self, Changes, Role};
+use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, configs, layout, worker};
+use kubeup_provision::pki;
+use kubeup_provision::ssh::{Command, Session, quote};
+use secrecy::ExposeSecret;
+
+use crate::access;
+use crate::context::{Context, FIELD_MANAGER};
+use crate::csr::{self, ClientCert};
+use crate::error::{Error, Result};
+use crate::nodesync;
+use crate::plan::{self, NodeView, owner_ref, runs};
+use crate::status;
+
+/// Days a certificate on the host must still be valid to be kept.
+const CERT_MIN_DAYS: i64 = 7;
+
+/// How a join pass ended (errors are handled by the caller).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ready,
+    /// The Node is not there or not Ready yet: look again soon.
+    WaitingForNode,
+    DryRunComplete,
+}
+
+/// One pass over a WorkerJoin: the status being built and how to save it.
+pub struct Runner<'a> {
+    pub ctx: &'a Context,
+    pub wj: &'a WorkerJoin,
+    pub api: Api<WorkerJoin>,
+    pub status: WorkerJoinStatus,
+    pub generation: i64,
+    pub owner: String,
+    phase_started: Instant,
+    /// The phase stored before this pass (events only on transitions).
+    stored_phase: Phase,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(ctx: &'a Context, wj: &'a WorkerJoin) -> Self {
+        let ns = wj.namespace().unwrap_or_default();
+        let status = wj.status.clone().unwrap_or_default();
+        Self {
+            api: Api::namespaced(ctx.client.clone(), &ns),
+            owner: owner_ref(&ns, &wj.name_any()),
+            generation: wj.metadata.generation.unwrap_or(0),
+            stored_phase: status.phase,
+            status,
+            ctx,
+            wj,
+            phase_started: Instant::now(),
+        }
+    }
+
+    pub fn namespace(&self) -> String {
+        self.wj.namespace().unwrap_or_default()
+    }
+
+    /// Server-side apply of the whole status, one field manager.
+    pub async fn save(&mut self) -> Result<()> {
+        status::ensure_all(&mut self.status, self.generation);
+        self.api
+            .patch_status(
+                &self.wj.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(status::status_patch(&self.status)),
+            )
+            .await
+            .map_err(Error::kube(format!(
+                "update the status of WorkerJoin {}",
+                self.owner
+            )))?;
+        Ok(())
+    }
+
+    /// Record `phase` (saved before its work starts) with an Event.
+    pub async fn enter(&mut self, phase: Phase) -> Result<()> {
+        self.status.phase = phase;
+        self.phase_started = Instant::now();
+        self.save().await?;
+        if phase != self.stored_phase {
+            self.stored_phase = phase;
+            tracing::info!(phase = ?phase, "phase");
+            self.ctx
+                .event(
+                    self.wj,
+                    false,
+                    &format!("{phase:?}"),
+                    "Join",
+                    describe(phase),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Close the current phase: its duration in status and metrics.
+    fn done(&mut self, phase: Phase) {
+        let secs = self.phase_started.elapsed().as_secs_f64();
+        let secs = (secs * 1000.0).round() / 1000.0;
+        self.status
+            .phase_durations
+            .insert(format!("{phase:?}"), secs);
+        self.ctx.metrics.observe_phase(&format!("{phase:?}"), secs);
+    }
+
+    fn set(&mut self, t: &str, v: ConditionStatus, reason: &str, msg: impl Into<String>) {
+        status::set(&mut self.status, t, v, reason, msg, self.generation);
+    }
+
+    /// The join (or dry run) from `from` on.
+    pub async fn run(&mut self, from: Phase, dry_run: bool) -> Result<Outcome> {
+        if self.status.observed_generation != Some(self.generation) {
+            self.status.observed_generation = Some(self.generation);
+            self.status.attempts = 0;
+            self.status.planned_actions.clear();
+        }
+        // ---- Connecting
+        if from == Phase::Connecting || self.stored_phase != Phase::Connecting {
+            self.enter(Phase::Connecting).await?;
+        }
+        let conn = match access::connect(
+            &self.ctx.client,
+            &self.namespace(),
+            self.wj,
+            &self.ctx.settings.ssh,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if e.is_host_key() {
+                    self.set(
+                        status::HOST_KEY_VERIFIED,
+                        ConditionStatus::False,
+                        "HostKeyMismatch",
+                        e.to_string(),
+                    );
+                }
+                return Err(e);
+            }
+        };
+        let session = conn.session;
+        let fp = conn.fingerprint.unwrap_or_default();
+        self.status.host_key_fingerprint = Some(fp.clone());
+        if conn.recorded_key.is_some() {
+            self.status.host_key = conn.recorded_key;
+        }
+        let policy = format!("{:?}", self.wj.spec.host_key.policy);
+        self.set(
+            status::HOST_KEY_VERIFIED,
+            ConditionStatus::True,
+            "Verified",
+            format!("host key {fp} verified (policy {policy})"),
+        );
+        if from == Phase::Connecting {
+            self.done(Phase::Connecting);
+        }
+        let result = self.after_connect(&session, from, dry_run).await;
+        session.close().await;
+        result
+    }
+
+    async fn after_connect(
+        &mut self,
+        session: &Session,
+        from: Phase,
+        dry_run: bool,
+    ) -> Result<Outcome> {
+        let cluster = read_cluster(&self.ctx.client).await?;
+        let version = cluster.spec.kubernetes_version.clone();
+
+        // ---- Preflight (also when resuming without a known node name)
+        let need_name = plan::node_name(&self.wj.spec, &self.status, None).is_none();
+        if runs(Phase::Preflight, from) || need_name || dry_run {
+            self.enter(Phase::Preflight).await?;
+            let report = converge::preflight(session, Role::Worker).await?;
+            if let Some(failures) = report.error_text() {
+                self.set(
+                    status::PREFLIGHT_PASSED,
+                    ConditionStatus::False,
+                    "PreflightFailed",
+                    failures.clone(),
+                );
+                return Err(Error::Preflight {
+                    host: session.host().to_string(),
+                    failures,
+                });
+            }
+            let warnings: Vec<String> = report
+                .warnings()
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.message))
+                .collect();
+            self.set(
+                status::PREFLIGHT_PASSED,
+                ConditionStatus::True,
+                "Passed",
+                if warnings.is_empty() {
+                    "all checks passed".to_string()
+                } else {
+                    format!("passed with warnings: {}", warnings.join("; "))
+                },
+            );
+            self.status.node_name =
+                plan::node_name(&self.wj.spec, &self.status, Some(&report.hostname));
+            self.done(Phase::Preflight);
+        }
+        let node_name = plan::node_name(&self.wj.spec, &self.status, None).ok_or_else(|| {
+            Error::InvalidSpec("the host reports no hostname: set spec.nodeName".into())
+        })?;
+
+        let bundle = self.ctx.bundles.get(&version).await?;
+        let (bundle_dir, manifest) = (&bundle.0, &bundle.1);
+        let input = node_input(&cluster, &self.wj.spec, &node_name, manifest);
+        let cluster_name = cluster.name_any();
+
+        if dry_run {
+            let mut planned = vec![];
+            let c = push_bundle_blocking(session, bundle_dir, manifest, true)?;
+            planned.extend(c.uploaded.iter().map(|p| format!("upload {p}")));
+            let files = worker::worker_files(&input, &cluster_name);
+            let c = converge::write_files(session, &files, true).await?;
+            planned.extend(c.written.iter().map(|p| format!("write {p}")));
+            planned.push(format!(
+                "issue client certificates for {} and system:kube-proxy through the CSR API (unless current)",
+                input.node_name
+            ));
+            planned.push("start containerd, kubelet, kube-proxy".into());
+            planned.push(format!("wait for Node {node_name} to be Ready"));
+            self.status.planned_actions = planned;
+            self.status.phase = Phase::DryRunComplete;
+            self.status.last_error = None;
+            self.save().await?;
+            self.ctx
+                .event(
+                    self.wj,
+                    false,
+                    "DryRunComplete",
+                    "DryRun",
+                    format!(
+                        "checks passed on {}; {} actions planned, nothing changed",
+                        session.host(),
+                        self.status.planned_actions.len()
+                    ),
+                )
+                .await;
+            return Ok(Outcome::DryRunComplete);
+        }
+
+        let mut changes = Changes::default();
+        // ---- Installing
+        if runs(Phase::Installing, from) {
+            self.enter(Phase::Installing).await?;
+            changes.merge(push_bundle_blocking(session, bundle_dir, manifest, false)?);
+            let imported = converge::import_images(session, manifest, false).await?;
+            tracing::info!(
+                uploaded = changes.uploaded.len(),
+                imported = imported.len(),
+                "artifacts in place"
+            );
+            self.status
+                .versions
+                .insert("kubernetes".into(), version.clone());
+            for (name, f) in &manifest.files {
+                if let Some(bin) = name.strip_prefix("bin/")
+                    && ["containerd", "runc"].contains(&bin)
+                    && !f.version.is_empty()
+                {
+                    self.status.versions.insert(bin.into(), f.version.clone());
+                }
+            }
+            self.done(Phase::Installing);
+        }
+
+        // ---- Certificates
+        let ca_pem = cluster_ca(&self.ctx.client, &self.ctx.settings.namespace).await?;
+        if runs(Phase::Certificates, from) {
+            self.enter(Phase::Certificates).await?;
+            let issued = self.certificates(session, &node_name, &ca_pem).await?;
+            if issued.contains(&"kubelet") {
+                changes.restart.insert(Unit::Kubelet);
+            }
+            if issued.contains(&"kube-proxy") {
+                changes.restart.insert(Unit::KubeProxy);
+            }
+            let msg = if issued.is_empty() {
+                "the certificates on the host are current".to_string()
+            } else {
+                format!(
+                    "issued through the CSR API for {}: {}",
+                    input.node_name,
+                    issued.join(", ")
+                )
+            };
+            self.set(
+                status::CERTIFICATE_ISSUED,
+                ConditionStatus::True,
+                "Issued",
+                msg,
+            );
+            self.done(Phase::Certificates);
+        }
+
+        // ---- Starting
+        if runs(Phase::Starting, from) {
+            self.enter(Phase::Starting).await?;
+            let mut files = worker::worker_files(&input, &cluster_name);
+            files.push(worker::cluster_ca(&ca_pem));
+            changes.merge(converge::write_files(session, &files, false).await?);
+            let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+            installed.extend(worker::worker_cert_paths());
+            converge::record_installed(session, &installed, false).await?;
+            session
+                .run(&Command::shell("sysctl -q -w net.ipv4.ip_forward=1").privileged())
+                .await
+                .map_err(|source| Error::Ssh {
+                    host: session.host().to_string(),
+                    source,
+                })?;
+            let restart: BTreeSet<Unit> = changes.restart.clone();
+            converge::ensure_units(
+                session,
+                &Unit::WORKER,
+                &restart,
+                changes.units_changed,
+                false,
+            )
+            .await?;
+            self.done(Phase::Starting);
+        }
+
+        // ---- WaitingForNode
+        self.enter(Phase::WaitingForNode).await?;
+        let ready = self.wait_for_node(session, &node_name).await?;
+        if !ready {
+            return Ok(Outcome::WaitingForNode);
+        }
+        self.done(Phase::WaitingForNode);
+        Ok(Outcome::Ready)
+    }
+
+    /// The kubelet's and kube-proxy's client certificates: kept while
+    /// current, else issued through the CSR API. Returns what was issued.
+    async fn certificates(
+        &mut self,
+        session: &Session,
+        node_name: &str,
+        ca_pem: &str,
+    ) -> Result<Vec<&'static str>> {
+        let kubelet = ClientCert::kubelet(node_name);
+        let proxy = ClientCert::kube_proxy();
+        let current = remote_certs(
+            session,
+            &[
+                (layout::KUBELET_CLIENT_PEM, layout::KUBELET_CLIENT_PEM),
+                (worker::KUBE_PROXY_CERT, worker::KUBE_PROXY_KEY),
+            ],
+        )
+        .await?;
+        let mut issued = vec![];
+        for (cert, pem) in [(&kubelet, &current[0]), (&proxy, &current[1])] {
+            let fresh = pem
+                .as_deref()
+                .map(|p| pki::is_current(p, ca_pem, &cert.leaf_spec(), CERT_MIN_DAYS));
+            if matches!(fresh, Some(Ok(()))) {
+                continue;
+            }
+            tracing::info!(cert = cert.component, why = ?fresh.map(|r| r.err()), "issuing through the CSR API");
+            let uid = self.wj.uid().unwrap_or_default();
+            let (cert_pem, key_pem) = csr::issue(
+                &self.ctx.client,
+                cert,
+                node_name,
+                &self.owner,
+                &uid,
+                self.ctx.settings.csr_timeout,
+            )
+            .await?;
+            pki::is_current(&cert_pem, ca_pem, &cert.leaf_spec(), 0).map_err(|reason| {
+                Error::Certificate {
+                    name: cert.common_name.clone(),
+                    reason: format!("the signed certificate is not usable: {reason}"),
+                }
+            })?;
+            if cert.component == "kubelet" {
+                let combined = format!("{cert_pem}{}", key_pem.expose_secret());
+                write(
+                    session,
+                    combined.into_bytes(),
+                    layout::KUBELET_CLIENT_PEM,
+                    0o600,
+                )
+                .await?;
+            } else {
+                write(
+                    session,
+                    key_pem.expose_secret().as_bytes().to_vec(),
+                    worker::KUBE_PROXY_KEY,
+                    0o600,
+                )
+                .await?;
+                write(
+                    session,
+                    cert_pem.into_bytes(),
+                    worker::KUBE_PROXY_CERT,
+                    0o644,
+                )
+                .await?;
+            }
+            issued.push(cert.component);
+        }
+        Ok(issued)
+    }
+
+    /// Wait (up to `node_wait`) for the Node: CNI config from its podCIDR,
+    /// labels and taints, then Ready. `false` when not Ready yet.
+    async fn wait_for_node(&mut self, session: &Session, node_name: &str) -> Result<bool> {
+        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
+        let started = Instant::now();
+        let mut cni_written = false;
+        loop {
+            let node = nodes
+                .get_opt(node_name)
+                .await
+                .map_err(Error::kube(format!("read Node {node_name}")))?;
+            if let Some(node) = &node {
+                let view = node_view(node);
+                if !cni_written && let Some(cidr) = &view.pod_cidr {
+                    let cni = configs::cni_bridge_conflist(cidr);
+                    converge::write_files(session, std::slice::from_ref(&cni), false).await?;
+                    cni_written = true;
+                }
+                sync_node(&self.ctx.client, node, &self.owner, self.wj).await?;
+                status::apply_node_conditions(&mut self.status, Some(&view), self.generation);
+                if view.ready && cni_written {
+                    return Ok(true);
+                }
+            } else {
+                status::apply_node_conditions(&mut self.status, None, self.generation);
+            }
+            if started.elapsed() > self.ctx.settings.node_wait {
+                self.save().await?;
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+async fn write(session: &Session, data: Vec<u8>, path: &str, mode: u32) -> Result<()> {
+    session
+        .write_file(&data, path, mode, Some("root:root"))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Ssh {
+            host: session.host().to_string(),
+            source,
+        })
+}
+
+/// Run `push_bundle` on this thread: its future (a `join_all` over
+/// closures) is not provably `Send` for every lifetime, which the
+/// controller's spawned reconcile needs. Needs the multi-thread runtime.
+fn push_bundle_blocking(
+    session: &Session,
+    dir: &std::path::Path,
+    manifest: &kubeup_provision::artifacts::BundleManifest,
+    dry_run: bool,
+) -> Result<Changes> {
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(converge::push_bundle(session, dir, manifest, dry_run))
+    })
+    .map_err(Error::from)
+}
+
+fn describe(phase: Phase) -> String {
+    match phase {
+        Phase::Connecting => "reading the SSH Secret, connecting, verifying the host key",
+        Phase::Preflight => "checking the machine can run a node",
+        Phase::Installing => "uploading binaries and images (skipped where checksums match)",
+        Phase::Certificates => "issuing client certificates through the CSR API",
+        Phase::Starting => "writing configuration, starting containerd, kubelet, kube-proxy",
+        Phase::WaitingForNode => "waiting for the Node to register and become Ready",
+        Phase::Ready => "the Node is Ready",
+        Phase::Failed => "the join failed and waits for a change",
+        Phase::Deleting => "draining the Node and resetting the machine",
+        Phase::DryRunComplete => "dry run complete",
+        Phase::Pending => "pending",
+    }
+    .to_string()
+}
+
+/// The one `Cluster` object.
+pub async fn read_cluster(client: &kube::Client) -> Result<Cluster> {
+    let api: Api<Cluster> = Api::all(client.clone());
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(Error::kube("list Cluster objects"))?;
+    list.items.into_iter().next().ok_or(Error::NoCluster)
+}
+
+/// The cluster CA from the `kube-root-ca.crt` ConfigMap.
+pub async fn cluster_ca(client: &kube::Client, namespace: &str) -> Result<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = api
+        .get_opt("kube-root-ca.crt")
+        .await
+        .map_err(Error::kube(format!(
+            "read ConfigMap {namespace}/kube-root-ca.crt"
+        )))?;
+    cm.and_then(|c| c.data)
+        .and_then(|mut d| d.remove("ca.crt"))
+        .ok_or_else(|| Error::Certificate {
+            name: "cluster CA".into(),
+            reason: format!(
+                "ConfigMap {namespace}/kube-root-ca.crt has no ca.crt (is kube-controller-manager running with --root-ca-file?)"
+            ),
+        })
+}
+
+/// What the worker's files are rendered from.
+pub fn node_input(
+    cluster: &Cluster,
+    spec: &kubeup_crds::WorkerJoinSpec,
+    node_name: &str,
+    manifest: &kubeup_provision::artifacts::BundleManifest,
+) -> NodeInput {
+    let net = &cluster.spec.networking;
+    let controller = cluster
+        .spec
+        .controllers
+        .first()
+        .map(|c| c.address.clone())
+        .unwrap_or_default();
+    NodeInput {
+        node_name: node_name.to_string(),
+        address: spec.address.clone(),
+        kubernetes_version: manifest.kubernetes_version.clone(),
+        api_server: format!("https://{controller}:6443"),
+        cluster_dns: net.cluster_dns.clone(),
+        cluster_domain: net.domain.clone(),
+        pod_cidr: net.pod_cidr.clone(),
+        pause_image: crate::bundle::pause_image(manifest),
+        register_taints: nodesync::register_taints(&spec.taints),
+    }
+}
+
+/// Certificate parts of `(cert, key)` files on the host (only when the key
+/// is there too), one round trip; never reads a key back.
+async fn remote_certs(session: &Session, pairs: &[(&str, &str)]) -> Result<Vec<Option<String>>> {
+    let mut script = String::new();
+    let q = |p: &str| {
+        quote(p).map_err(|source| Error::Ssh {
+            host: session.host().to_string(),
+            source,
+        })
+    };
+    for (cert, key) in pairs {
+        script.push_str(&format!(
+            "echo '>>>'; [ -s {} ] && sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' {} 2>/dev/null; true\n",
+            q(key)?,
+            q(cert)?
+        ));
+    }
+    let out = session
+        .run(&Command::shell(script).privileged())
+        .await
+        .map_err(|source| Error::Ssh {
+            host: session.host().to_string(),
+            source,
+        })?;
+    let mut parts: Vec<Option<String>> = out
+        .stdout_str()
+        .split(">>>\n")
+        .skip(1)
+        .map(|s| s.contains("BEGIN CERTIFICATE").then(|| s.to_string()))
+        .collect();
+    parts.resize(pairs.len(), None);
+    Ok(parts)
+}
+
+pub fn node_view(node: &Node) -> NodeView {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    NodeView {
+        ready: ready.is_some_and(|c| c.status == "True"),
+        ready_message: ready
+            .and_then(|c| c.message.clone())
+            .unwrap_or_else(|| "the kubelet has not reported yet".into()),
+        pod_cidr: node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+    }
+}
+
+/// Bring the Node's labels and taints to the spec (a no-op when in sync).
+pub async fn sync_node(
+    client: &kube::Client,
+    node: &Node,
+    owner: &str,
+    wj: &WorkerJoin,
+) -> Result<()> {
+    let Some(patch) = nodesync::node_patch(node, owner, &wj.spec.labels, &wj.spec.taints) else {
+        return Ok(());
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = node.name_any();
+    match nodes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A concurrent change to the taints: the next pass recomputes.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(format!("label Node {name}"))(e)),
+    }
+}
+
+/// Files a worker needs besides the certificates (for callers that only
+/// want to look).
+pub fn planned_files(input: &NodeInput, cluster_name: &str, ca_pem: &str) -> Vec<HostFile> {
+    let mut f = worker::worker_files(input, cluster_name);
+    f.push(worker::cluster_ca(ca_pem));
+    f
+}

@@ -1,0 +1,22 @@
+//! The kubeup operator: joins machines described by `WorkerJoin` objects.
+//!
+//! Shape (kube-rs controller-rs): [`controller::reconcile`] runs
+//! `finalizer()` outermost; inside, read → validate → plan ([`plan`], pure)
+//! → act ([`join`], [`cleanup`]) → status ([`status`], server-side apply
+//! with one field manager). Metrics and health on [`http`].
+
+pub mod access;
+pub mod bundle;
+pub mod cleanup;
+pub mod context;
+pub mod controller;
+pub mod csr;
+pub mod error;
+pub mod http;
+pub mod join;
+pub mod metrics;
+pub mod nodesync;
+pub mod plan;
+pub mod status;
+
+pub use error::{Error, Result};

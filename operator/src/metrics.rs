@@ -1,0 +1,145 @@
+//! Prometheus metrics, prefix `kubeup_operator_`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn phase_histogram() -> Histogram {
+    // 50 ms … ~7 min
+    Histogram::new(exponential_buckets(0.05, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub joins_started: Counter,
+    pub joins_succeeded: Counter,
+    pub joins_failed: Family<Labels, Counter>,
+    pub joins_in_flight: Gauge,
+    pub phase_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pub join_duration: Histogram,
+    pub ssh_errors: Family<Labels, Counter>,
+    pub reconcile_errors: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kubeup_operator");
+        let m = Self {
+            joins_started: Counter::default(),
+            joins_succeeded: Counter::default(),
+            joins_failed: Family::default(),
+            joins_in_flight: Gauge::default(),
+            phase_duration: Family::new_with_constructor(phase_histogram as fn() -> Histogram),
+            join_duration: phase_histogram(),
+            ssh_errors: Family::default(),
+            reconcile_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "joins_started",
+            "Join attempts started",
+            m.joins_started.clone(),
+        );
+        registry.register(
+            "joins_succeeded",
+            "Joins that reached Ready",
+            m.joins_succeeded.clone(),
+        );
+        registry.register(
+            "joins_failed",
+            "Join attempts that failed, by reason",
+            m.joins_failed.clone(),
+        );
+        registry.register(
+            "joins_in_flight",
+            "Joins running now",
+            m.joins_in_flight.clone(),
+        );
+        registry.register(
+            "phase_duration_seconds",
+            "Time spent in each join phase",
+            m.phase_duration.clone(),
+        );
+        registry.register(
+            "join_duration_seconds",
+            "From the first phase to Ready, per successful attempt",
+            m.join_duration.clone(),
+        );
+        registry.register("ssh_errors", "SSH errors by category", m.ssh_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by reason",
+            m.reconcile_errors.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn observe_phase(&self, phase: &str, secs: f64) {
+        self.phase_duration
+            .get_or_create(&vec![("phase".to_string(), phase.to_string())])
+            .observe(secs);
+    }
+
+    pub fn ssh_error(&self, category: &str) {
+        self.ssh_errors
+            .get_or_create(&vec![("category".to_string(), category.to_string())])
+            .inc();
+    }
+
+    pub fn join_failed(&self, reason: &str) {
+        self.joins_failed
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    pub fn reconcile_error(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_prefix() {
+        let m = Metrics::new();
+        m.joins_started.inc();
+        m.observe_phase("Installing", 1.5);
+        m.ssh_error("connect_timeout");
+        let text = m.render();
+        assert!(
+            text.contains("kubeup_operator_joins_started_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeup_operator_phase_duration_seconds_bucket{le="),
+            "{text}"
+        );
+        assert!(text.contains("phase=\"Installing\""), "{text}");
+        assert!(
+            text.contains("kubeup_operator_ssh_errors_total{category=\"connect_timeout\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! Pure decisions: what to do with a WorkerJoin given what was observed.
+//! No I/O here; every function is unit-tested.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kubeup_crds::HostKeyPolicy;
+use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinSpec, WorkerJoinStatus};
+
+/// The finalizer that makes delete drain and reset the host.
+pub const FINALIZER: &str = "kubeup.dev/cleanup";
+/// Label (and annotation, with the full value) on the Node naming its
+/// WorkerJoin as `<namespace>.<name>`.
+pub const NODE_LABEL: &str = "kubeup.dev/workerjoin";
+/// `"true"` on a WorkerJoin: release it on delete without SSH cleanup of the
+/// host (for a host that is gone for good).
+pub const SKIP_HOST_CLEANUP: &str = "kubeup.dev/skip-host-cleanup";
+/// Key of the private key in a `kubernetes.io/ssh-auth` Secret.
+pub const SSH_PRIVATE_KEY: &str = "ssh-privatekey";
+pub const SSH_AUTH_TYPE: &str = "kubernetes.io/ssh-auth";
+
+/// What the referenced Secret looks like (never its content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    Usable,
+    Missing,
+    WrongType(String),
+    MissingKey(String),
+}
+
+/// The Node as far as decisions go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    pub ready: bool,
+    pub ready_message: String,
+    pub pod_cidr: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Everything `decide` looks at.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    pub generation: i64,
+    pub spec: &'a WorkerJoinSpec,
+    pub status: &'a WorkerJoinStatus,
+    pub secret: SecretState,
+    /// An earlier WorkerJoin (`ns/name`) that claims the same address.
+    pub conflict: Option<String>,
+    pub node: Option<NodeView>,
+    /// A permanent failure is recorded for this generation and nothing it
+    /// depends on (the Secret) changed since.
+    pub blocked: bool,
+    /// Time left before the next attempt after a transient failure.
+    pub backoff_left: Option<Duration>,
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Input that can never succeed: Failed with this reason until the
+    /// object changes.
+    Refuse {
+        reason: &'static str,
+        message: String,
+    },
+    /// The Secret is not usable yet; recovers when it appears.
+    WaitForSecret {
+        reason: &'static str,
+        message: String,
+    },
+    /// A permanent failure stands for this generation: wait for a change.
+    Blocked,
+    /// A transient failure: try again after this long.
+    Backoff(Duration),
+    /// `dryRun`: connect, verify the host key, preflight, report.
+    DryRun,
+    /// Join, resuming at this phase (phases before it finished for this
+    /// generation).
+    Join { from: Phase },
+    /// Joined: keep the Node's labels and taints in sync, report health.
+    InSync,
+}
+
+/// Checks the schema cannot express.
+pub fn validate(spec: &WorkerJoinSpec) -> Result<(), String> {
+    if spec.host_key.policy == HostKeyPolicy::Pin
+        && spec.host_key.key.as_deref().unwrap_or("").trim().is_empty()
+    {
+        return Err("spec.hostKey.key is required with policy Pin".into());
+    }
+    if spec.address.trim().is_empty() {
+        return Err("spec.address is empty".into());
+    }
+    if let Some(name) = &spec.node_name
+        && name.len() > 253
+    {
+        return Err("spec.nodeName is longer than 253 characters".into());
+    }
+    for t in &spec.taints {
+        if t.key.is_empty() {
+            return Err("a taint in spec.taints has an empty key".into());
+        }
+    }
+    Ok(())
+}
+
+pub fn decide(o: &Observed<'_>) -> Decision {
+    if let Err(message) = validate(o.spec) {
+        return Decision::Refuse {
+            reason: "InvalidSpec",
+            message,
+        };
+    }
+    if let Some(other) = &o.conflict {
+        return Decision::Refuse {
+            reason: "DuplicateAddress",
+            message: format!(
+                "WorkerJoin {other} already joins {}: one WorkerJoin per machine; delete one of them",
+                o.spec.address
+            ),
+        };
+    }
+    match &o.secret {
+        SecretState::Usable => {}
+        SecretState::Missing => {
+            return Decision::WaitForSecret {
+                reason: "SecretNotFound",
+                message: format!(
+                    "Secret {} not found; create it (type {SSH_AUTH_TYPE}, key {SSH_PRIVATE_KEY}) and the join starts by itself",
+                    o.spec.ssh_secret_ref.name
+                ),
+            };
+        }
+        SecretState::WrongType(t) => {
+            return Decision::WaitForSecret {
+                reason: "SecretWrongType",
+                message: format!(
+                    "Secret {} has type {t:?}, expected {SSH_AUTH_TYPE}",
+                    o.spec.ssh_secret_ref.name
+                ),
+            };
+        }
+        SecretState::MissingKey(k) => {
+            return Decision::WaitForSecret {
+                reason: "SecretMissingKey",
+                message: format!("Secret {} has no key {k:?}", o.spec.ssh_secret_ref.name),
+            };
+        }
+    }
+    if o.blocked {
+        return Decision::Blocked;
+    }
+    if let Some(left) = o.backoff_left
+        && !left.is_zero()
+    {
+        return Decision::Backoff(left);
+    }
+    let current = o.status.observed_generation == Some(o.generation);
+    if o.spec.dry_run {
+        return if current && o.status.phase == Phase::DryRunComplete {
+            Decision::Blocked
+        } else {
+            Decision::DryRun
+        };
+    }
+    match o.status.phase {
+        Phase::Ready if current && o.node.is_some() => Decision::InSync,
+        p @ (Phase::Connecting
+        | Phase::Preflight
+        | Phase::Installing
+        | Phase::Certificates
+        | Phase::Starting
+        | Phase::WaitingForNode)
+            if current =>
+        {
+            Decision::Join { from: p }
+        }
+        _ => Decision::Join {
+            from: Phase::Connecting,
+        },
+    }
+}
+
+/// The phases of a join in order; `Connecting` always runs (it opens the
+/// session the others use).
+pub const JOIN_PHASES: [Phase; 6] = [
+    Phase::Connecting,
+    Phase::Preflight,
+    Phase::Installing,
+    Phase::Certificates,
+    Phase::Starting,
+    Phase::WaitingForNode,
+];
+
+/// Whether `phase` runs when resuming at `from`.
+pub fn runs(phase: Phase, from: Phase) -> bool {
+    phase == Phase::Connecting || phase >= from
+}
+
+/// Exponential backoff after `attempts` failures: 5 s, 10 s, 20 s … capped
+/// at 5 min, spread by `jitter` in [0, 1) over ±20 %.
+pub fn backoff(attempts: u32, jitter: f64) -> Duration {
+    let base = 5.0 * 2f64.powi(attempts.saturating_sub(1).min(16) as i32);
+    let capped = base.min(300.0);
+    let spread = 1.0 + (jitter.clamp(0.0, 1.0) - 0.5) * 0.4;
+    Duration::from_secs_f64(capped * spread)
+}
+
+/// The Node name: the spec's, else the one recorded, else the host's name.
+pub fn node_name(
+    spec: &WorkerJoinSpec,
+    status: &WorkerJoinStatus,
+    hostname: Option<&str>,
+) -> Option<String> {
+    spec.node_name
+        .clone()
+        .or_else(|| status.node_name.clone())
+        .or_else(|| {
+            hostname
+                .map(|h| h.trim().to_lowercase())
+                .filter(|h| !h.is_empty())
+        })
+}
+
+/// `<namespace>.<name>`: the Node label value naming a WorkerJoin.
+pub fn owner_ref(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+/// The label value: the owner ref when it fits a label (63 chars), else a
+/// hash of it (the annotation always carries the full ref).
+pub fn owner_label_value(owner: &str) -> String {
+    let valid = owner.len() <= 63
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if valid {
+        owner.to_string()
+    } else {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(owner.as_bytes()));
+        format!("h-{}", &h[..40])
+    }
+}
+
+/// Parse `<namespace>.<name>` (namespaces have no dots).
+pub fn parse_owner(value: &str) -> Option<(String, String)> {
+    let (ns, name) = value.split_once('.')?;
+    (!ns.is_empty() && !name.is_empty()).then(|| (ns.to_string(), name.to_string()))
+}
+
+/// Among WorkerJoins claiming one address, the first created owns it
+/// (ties broken by `ns/name`). `claims` are `(created RFC 3339, ns/name)`.
+pub fn conflicting_owner(me: (&str, &str), claims: &[(String, String)]) -> Option<String> {
+    let mut all: Vec<(&str, &str)> = claims
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .collect();
+    all.push(me);
+    all.sort();
+    all.dedup();
+    let first = all.first()?;
+    (first.1 != me.1).then(|| first.1.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubeup_crds::HostKeyTrust;
+
+    fn spec() -> WorkerJoinSpec {
+        WorkerJoinSpec {
+            address: "198.18.0.11".into(),
+            port: 22,
+            user: "root".into(),
+            ssh_secret_ref: kubeup_crds::SshSecretRef {
+                name: "worker-ssh".into(),
+                sudo_password_key: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn observed<'a>(spec: &'a WorkerJoinSpec, status: &'a WorkerJoinStatus) -> Observed<'a> {
+        Observed {
+            generation: 1,
+            spec,
+            status,
+            secret: SecretState::Usable,
+            conflict: None,
+            node: None,
+            blocked: false,
+            backoff_left: None,
+        }
+    }
+
+    #[test]
+    fn a_new_object_joins_from_the_start() {
+        let (s, st) = (spec(), WorkerJoinStatus::default());
+        assert_eq!(
+            decide(&observed(&s, &st)),
+            Decision::Join {
+                from: Phase::Connecting
+            }
+        );
+    }
+
+    #[test]
+    fn a_recorded_phase_resumes_for_the_same_generation_only() {
+        let s = spec();
+        let st = WorkerJoinStatus {
+            phase: Phase::Certificates,
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&observed(&s, &st)),
+            Decision::Join {
+                from: Phase::Certificates
+            }
+        );
+        let mut o = observed(&s, &st);
+        o.generation = 2;
+        assert_eq!(
+            decide(&o),
+            Decision::Join {
+                from: Phase::Connecting
+            }
+        );
+        assert!(runs(Phase::Connecting, Phase::Certificates));
+        assert!(!runs(Phase::Installing, Phase::Certificates));
+        assert!(runs(Phase::Starting, Phase::Certificates));
+    }
+
+    #[test]
+    fn ready_with_a_node_is_in_sync_and_without_rejoins() {
+        let s = spec();
+        let st = WorkerJoinStatus {
+            phase: Phase::Ready,
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        let mut o = observed(&s, &st);
+        o.node = Some(NodeView::default());
+        assert_eq!(decide(&o), Decision::InSync);
+        o.node = None;
+        assert!(matches!(decide(&o), Decision::Join { .. }));
+    }
+
+    #[test]
+    fn bad_input_becomes_a_decision_not_a_retry_loop() {
+        let s = spec();
+        let st = WorkerJoinStatus::default();
+        let mut o = observed(&s, &st);
+        o.secret = SecretState::Missing;
+        assert!(matches!(
+            decide(&o),
+            Decision::WaitForSecret {
+                reason: "SecretNotFound",
+                ..
+            }
+        ));
+        o.secret = SecretState::WrongType("Opaque".into());
+        assert!(matches!(
+            decide(&o),
+            Decision::WaitForSecret {
+                reason: "SecretWrongType",
+                ..
+            }
+        ));
+        o.secret = SecretState::Usable;
+        o.conflict = Some("default/first".into());
+        match decide(&o) {
+            Decision::Refuse { reason, message } => {
+                assert_eq!(reason, "DuplicateAddress");
+                assert!(message.contains("default/first"), "{message}");
+            }
+            d => panic!("{d:?}"),
+        }
+        o.conflict = None;
+        o.blocked = true;
+        assert_eq!(decide(&o), Decision::Blocked);
+        o.blocked = false;
+        o.backoff_left = Some(Duration::from_secs(3));
+        assert_eq!(decide(&o), Decision::Backoff(Duration::from_secs(3)));
+
+        let mut pin = spec();
+        pin.host_key = HostKeyTrust {
+            policy: HostKeyPolicy::Pin,
+            key: None,
+        };
+        assert!(matches!(
+            decide(&observed(&pin, &st)),
+            Decision::Refuse {
+                reason: "InvalidSpec",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn dry_run_runs_once_per_generation() {
+        let mut s = spec();
+        s.dry_run = true;
+        let st = WorkerJoinStatus::default();
+        assert_eq!(decide(&observed(&s, &st)), Decision::DryRun);
+        let done = WorkerJoinStatus {
+            phase: Phase::DryRunComplete,
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(decide(&observed(&s, &done)), Decision::Blocked);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1, 0.5), Duration::from_secs(5));
+        assert_eq!(backoff(2, 0.5), Duration::from_secs(10));
+        assert_eq!(backoff(3, 0.5), Duration::from_secs(20));
+        assert_eq!(backoff(30, 0.5), Duration::from_secs(300));
+        assert!(backoff(1, 0.0) < backoff(1, 0.99));
+    }
+
+    #[test]
+    fn owners_and_conflicts() {
+        assert_eq!(
+            parse_owner("default.worker-1"),
+            Some(("default".into(), "worker-1".into()))
+        );
+        assert_eq!(parse_owner("a.b.c"), Some(("a".into(), "b.c".into())));
+        assert_eq!(parse_owner("nodot"), None);
+        let long = format!("ns.{}", "x".repeat(80));
+        assert!(owner_label_value(&long).len() <= 63);
+        assert_eq!(owner_label_value("ns.w"), "ns.w");
+
+        let claims = vec![("2026-01-01T00:00:00Z".to_string(), "a/first".to_string())];
+        assert_eq!(
+            conflicting_owner(("2026-01-02T00:00:00Z", "b/second"), &claims),
+            Some("a/first".into())
+        );
+        let later = vec![("2026-01-03T00:00:00Z".to_string(), "c/third".to_string())];
+        assert_eq!(
+            conflicting_owner(("2026-01-02T00:00:00Z", "b/second"), &later),
+            None
+        );
+    }
+
+    #[test]
+    fn node_name_prefers_spec_then_status_then_hostname() {
+        let mut s = spec();
+        let mut st = WorkerJoinStatus::default();
+        assert_eq!(
+            node_name(&s, &st, Some("Worker-1\n")),
+            Some("worker-1".into())
+        );
+        st.node_name = Some("recorded".into());
+        assert_eq!(node_name(&s, &st, Some("x")), Some("recorded".into()));
+        s.node_name = Some("pinned".into());
+        assert_eq!(node_name(&s, &st, Some("x")), Some("pinned".into()));
+    }
+}

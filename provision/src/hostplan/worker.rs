@@ -1,0 +1,111 @@
+//! What a worker needs: the node components' configuration and units,
+//! without any control-plane piece. The operator renders this for each
+//! WorkerJoin; the certificates come from the CSR API, not from a CA key.
+
+use super::{HostFile, NodeInput, Unit, configs, units};
+
+/// Where kube-proxy's client certificate and key go (the kubeconfig from
+/// [`configs::node_kubeconfigs`] names these paths).
+pub const KUBE_PROXY_CERT: &str = "/etc/kubernetes/pki/kube-proxy.crt";
+pub const KUBE_PROXY_KEY: &str = "/etc/kubernetes/pki/kube-proxy.key";
+/// The cluster CA certificate (kubeconfigs and the kubelet's client CA).
+pub const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
+/// Forwarding on at boot (the operator also sets it at once).
+pub const SYSCTL_CONF: &str = "/etc/sysctl.d/99-kubeup.conf";
+
+/// Every file a worker needs, in a stable order: configs first, units last.
+/// The cluster CA and the certificates are added by the caller, which gets
+/// them from the API.
+pub fn worker_files(n: &NodeInput, cluster_name: &str) -> Vec<HostFile> {
+    let mut files = vec![
+        configs::kubelet_config(n),
+        configs::kubelet_resolv_conf(),
+        configs::kube_proxy_config(n),
+        configs::containerd_config(n),
+    ];
+    files.extend(configs::node_kubeconfigs(cluster_name, n));
+    files.push(HostFile::new(
+        SYSCTL_CONF,
+        "# Written by kubeup.\nnet.ipv4.ip_forward = 1\n",
+        0o644,
+        &[],
+    ));
+    files.push(units::containerd(n));
+    files.push(units::kubelet(n));
+    files.push(units::kube_proxy(n));
+    files
+}
+
+/// The cluster CA certificate as a host file (from the `kube-root-ca.crt`
+/// ConfigMap on the operator's side).
+pub fn cluster_ca(ca_pem: &str) -> HostFile {
+    HostFile::new(CLUSTER_CA, ca_pem, 0o644, &Unit::WORKER)
+}
+
+/// Paths a worker's kubeup install owns besides [`worker_files`]: what
+/// `reset` removes.
+pub fn worker_cert_paths() -> Vec<String> {
+    vec![
+        CLUSTER_CA.to_string(),
+        KUBE_PROXY_CERT.to_string(),
+        KUBE_PROXY_KEY.to_string(),
+        super::layout::KUBELET_CLIENT_PEM.to_string(),
+        super::layout::CNI_CONFLIST.to_string(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> NodeInput {
+        NodeInput {
+            node_name: "worker-1".into(),
+            address: "198.18.0.11".into(),
+            kubernetes_version: "v1.34.10".into(),
+            api_server: "https://198.18.0.10:6443".into(),
+            cluster_dns: "10.96.0.10".into(),
+            cluster_domain: "cluster.local".into(),
+            pod_cidr: "10.244.0.0/16".into(),
+            pause_image: "registry.k8s.io/pause:3.10.1".into(),
+            register_taints: vec![],
+        }
+    }
+
+    #[test]
+    fn a_worker_runs_no_control_plane() {
+        let files = worker_files(&input(), "demo");
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        for p in [
+            "/etc/systemd/system/containerd.service",
+            "/etc/systemd/system/kubelet.service",
+            "/etc/systemd/system/kube-proxy.service",
+            "/etc/kubernetes/kubelet.kubeconfig",
+            "/etc/kubernetes/kube-proxy.kubeconfig",
+            "/etc/kubernetes/kubelet-config.yaml",
+            SYSCTL_CONF,
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        for f in &files {
+            let text = String::from_utf8_lossy(&f.content);
+            assert!(!text.contains("etcd"), "{} mentions etcd", f.path);
+            assert!(!f.path.contains("apiserver"), "{}", f.path);
+        }
+        let proxy_kc = files
+            .iter()
+            .find(|f| f.path.ends_with("kube-proxy.kubeconfig"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&proxy_kc.content);
+        assert!(text.contains(KUBE_PROXY_CERT) && text.contains(KUBE_PROXY_KEY));
+        assert!(text.contains("https://198.18.0.10:6443"));
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(
+            worker_files(&input(), "demo"),
+            worker_files(&input(), "demo")
+        );
+    }
+}
