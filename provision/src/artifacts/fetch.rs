@@ -7,12 +7,12 @@
 //! the cache never sees a partial or unverified file.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use kubeup_crds::cluster::Artifacts;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::digest::sha256_file;
 
@@ -29,15 +29,13 @@ pub enum FetchError {
     NotPinned { file: String },
     #[error("artifact name {file:?} is not a plain relative path")]
     BadName { file: String },
-    #[error("failed to set up the HTTP client: {source}")]
-    Client { source: reqwest::Error },
     #[error("failed to fetch {url}: {source}")]
-    Request { url: String, source: reqwest::Error },
-    #[error("failed to fetch {url}: HTTP {status}")]
-    Status {
+    Request {
         url: String,
-        status: reqwest::StatusCode,
+        source: Box<ureq::Error>,
     },
+    #[error("failed to fetch {url}: HTTP {status}")]
+    Status { url: String, status: u16 },
     #[error(
         "refused {file} from {url}: its sha256 is {actual} but artifacts.sha256 pins {expected}; nothing was cached"
     )]
@@ -62,9 +60,7 @@ impl FetchError {
             | FetchError::BadPin { .. }
             | FetchError::NotPinned { .. }
             | FetchError::BadName { .. } => "InvalidArtifactSpec",
-            FetchError::Client { .. } | FetchError::Request { .. } | FetchError::Status { .. } => {
-                "ArtifactDownloadFailed"
-            }
+            FetchError::Request { .. } | FetchError::Status { .. } => "ArtifactDownloadFailed",
             FetchError::Checksum { .. } => "ArtifactChecksumMismatch",
             FetchError::Io { .. } => "ArtifactCacheWriteFailed",
         }
@@ -76,7 +72,7 @@ impl FetchError {
 pub struct RemoteArtifacts {
     base_url: String,
     sha256: BTreeMap<String, String>,
-    client: reqwest::Client,
+    agent: ureq::Agent,
 }
 
 impl RemoteArtifacts {
@@ -101,17 +97,24 @@ impl RemoteArtifacts {
             .into_iter()
             .map(|(file, sum)| (file, sum.to_ascii_lowercase()))
             .collect();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
+        let tls = ureq::tls::TlsConfig::builder()
+            // The system trust store, so a mirror with a private CA works
+            // once that CA is installed on the workstation.
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
             // Per read, not per download: a slow mirror may take minutes for
             // 130 MiB but must never stall silently.
-            .read_timeout(Duration::from_secs(60))
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .build()
-            .map_err(|source| FetchError::Client { source })?;
+            .new_agent();
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             sha256,
-            client,
+            agent,
         })
     }
 
@@ -129,14 +132,23 @@ impl RemoteArtifacts {
     }
 
     /// `cache_dir/file`, verified against its pin: reused when already there
-    /// and intact, otherwise downloaded from `<baseUrl>/<file>`.
+    /// and intact, otherwise downloaded from `<baseUrl>/<file>`. The
+    /// blocking download runs on tokio's blocking pool.
     pub async fn fetch(&self, file: &str, cache_dir: &Path) -> Result<PathBuf, FetchError> {
+        let (this, file, cache_dir) = (self.clone(), file.to_owned(), cache_dir.to_owned());
+        tokio::task::spawn_blocking(move || this.fetch_blocking(&file, &cache_dir))
+            .await
+            .expect("artifact fetch task panicked")
+    }
+
+    /// [`fetch`](Self::fetch) for callers outside an async runtime.
+    pub fn fetch_blocking(&self, file: &str, cache_dir: &Path) -> Result<PathBuf, FetchError> {
         check_name(file)?;
         let expected = self.sha256.get(file).ok_or_else(|| FetchError::NotPinned {
             file: file.to_owned(),
         })?;
         let dest = cache_dir.join(file);
-        if self.cached(&dest, expected).await {
+        if sha256_file(&dest).is_ok_and(|(_, sum)| sum == *expected) {
             tracing::debug!(file, path = %dest.display(), "artifact already cached");
             return Ok(dest);
         }
@@ -146,14 +158,14 @@ impl RemoteArtifacts {
             path: dest.clone(),
             source,
         };
-        tokio::fs::create_dir_all(&parent).await.map_err(io_err)?;
+        std::fs::create_dir_all(&parent).map_err(io_err)?;
         // Same directory as the destination, so the final rename is atomic;
         // dropped (and so deleted) on every early return below.
-        let temp = tempfile::Builder::new()
+        let mut temp = tempfile::Builder::new()
             .prefix(".fetch-")
             .tempfile_in(&parent)
             .map_err(io_err)?;
-        let actual = self.download(&url, &temp, &dest).await?;
+        let actual = self.download(&url, temp.as_file_mut(), &dest)?;
         if actual != *expected {
             return Err(FetchError::Checksum {
                 file: file.to_owned(),
@@ -167,45 +179,43 @@ impl RemoteArtifacts {
         Ok(dest)
     }
 
-    async fn cached(&self, dest: &Path, expected: &str) -> bool {
-        let dest = dest.to_owned();
-        tokio::task::spawn_blocking(move || sha256_file(&dest))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .is_some_and(|(_, sum)| sum == expected)
-    }
-
-    /// Stream `url` into `temp`, returning the sha256 of what was written.
-    async fn download(
+    /// Stream `url` into `out`, returning the sha256 of what was written.
+    fn download(
         &self,
         url: &str,
-        temp: &tempfile::NamedTempFile,
+        out: &mut std::fs::File,
         dest: &Path,
     ) -> Result<String, FetchError> {
         let request_err = |source| FetchError::Request {
             url: url.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let io_err = |source| FetchError::Io {
             path: dest.to_owned(),
             source,
         };
-        let mut response = self.client.get(url).send().await.map_err(request_err)?;
+        let mut response = self.agent.get(url).call().map_err(request_err)?;
         if !response.status().is_success() {
             return Err(FetchError::Status {
                 url: url.to_owned(),
-                status: response.status(),
+                status: response.status().as_u16(),
             });
         }
-        let mut out = tokio::fs::File::from_std(temp.reopen().map_err(io_err)?);
+        // No size limit: the pinned checksum, not a cap, decides what is kept.
+        let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
         let mut hasher = Sha256::new();
-        while let Some(chunk) = response.chunk().await.map_err(request_err)? {
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(io_err)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(request_err(ureq::Error::Io(e))),
+            };
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io_err)?;
         }
-        out.flush().await.map_err(io_err)?;
-        out.sync_all().await.map_err(io_err)?;
+        out.sync_all().map_err(io_err)?;
         Ok(hex::encode(hasher.finalize()))
     }
 }
