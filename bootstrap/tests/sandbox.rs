@@ -271,6 +271,16 @@ fn sandbox_end_to_end() {
         );
     }
 
+    // kubeup's own transport reaches the controller through cluster.yaml
+    // (pinned host key, the sandbox key).
+    let cluster_file = dir.join("cluster.yaml");
+    let cf = cluster_file.to_str().unwrap();
+    let h1 = sb.hosts[0].clone();
+    assert_eq!(
+        ok(&["ssh", "-f", cf, &h1.name, "--", "hostname"]).trim(),
+        h1.name
+    );
+
     // A wrong pin is refused: host 2's key claimed for host 1's address.
     let wrong = dir.join("wrong_known_hosts");
     std::fs::write(
@@ -318,6 +328,21 @@ fn sandbox_end_to_end() {
     );
     ok(&["sandbox", "heal", "2", "--dir", &d]);
     assert_eq!(ssh_ok(&sb, "root", &h2.address, "hostname"), h2.name);
+    // The same through `kubeup ssh`: a timeout error naming the host.
+    ok(&["sandbox", "cut", "1", "--dir", &d]);
+    let o = kubeup(&["ssh", "-f", cf, &h1.name, "--", "true"]);
+    ok(&["sandbox", "heal", "1", "--dir", &d]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "kubeup ssh to a cut host must fail");
+    assert!(
+        err.contains("timed out") && err.contains(&h1.address),
+        "expected a timeout naming {}: {err}",
+        h1.address
+    );
+    assert_eq!(
+        ok(&["ssh", "-f", cf, &h1.name, "--", "hostname"]).trim(),
+        h1.name
+    );
 
     // stop/start keeps files written before.
     ssh_ok(&sb, "root", &h2.address, "echo kept > /root/marker && sync");
