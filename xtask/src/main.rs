@@ -4,7 +4,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bundle;
+mod chart;
 mod crdgen;
+mod image;
 mod oci;
 
 #[derive(Parser)]
@@ -25,11 +27,21 @@ enum Command {
     /// Build the Kubernetes binary bundle (cached) into
     /// ${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>/.
     Bundle(bundle::Args),
+    /// Lint the operator chart and render it into deploy/kubeup-operator.yaml.
+    Chart {
+        /// Only check that deploy/kubeup-operator.yaml is current; exit 1 if not.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the operator image into the bundle (images/kubeup-operator.tar).
+    Image(image::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Crdgen { check } => crdgen::run(check),
         Command::Bundle(args) => bundle::run(args),
+        Command::Chart { check } => chart::run(check),
+        Command::Image(args) => image::run(args),
     }
 }

@@ -1,0 +1,15 @@
+{{- define "kubeup.name" -}}kubeup-operator{{- end -}}
+
+{{- define "kubeup.labels" -}}
+app.kubernetes.io/name: kubeup-operator
+app.kubernetes.io/part-of: kubeup
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
+
+{{- define "kubeup.selector" -}}
+app.kubernetes.io/name: kubeup-operator
+{{- end -}}
+
+{{- define "kubeup.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
