@@ -134,11 +134,13 @@ fn build(ctx: &Ctx, dir: &Path, force: bool) -> Result<()> {
         manifest.save(dir)?;
         summary.push((component.name, "built".into(), t.elapsed()));
     }
-    // Entries no component produces any more (a renamed or dropped file).
+    // Entries this command does not make (`cargo xtask image` adds the
+    // operator image) stay while their file is intact; a broken one is
+    // dropped so nothing ships it, and its own builder makes it again.
     let wanted: Vec<&str> = components.iter().flat_map(|c| c.outputs()).collect();
     manifest
         .files
-        .retain(|name, _| wanted.contains(&name.as_str()));
+        .retain(|name, file| wanted.contains(&name.as_str()) || file.check(dir, name).is_none());
     link_hyperkube(dir, &mut manifest)?;
     manifest.save(dir)?;
     if staging.exists() {
