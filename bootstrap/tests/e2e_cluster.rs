@@ -264,10 +264,9 @@ fn step_etcd_accepts_only_etcd_ca_clients(c: &Cluster) {
     let pki = c.dir.join("pki");
     let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
     let curl = |extra: &[&str]| {
-        let mut args = vec!["-sS", "--max-time", "5", "--cacert", &p("etcd/ca.crt")];
-        let owned: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        args.extend(refs);
+        let ca = p("etcd/ca.crt");
+        let mut args = vec!["-sS", "--max-time", "5", "--cacert", ca.as_str()];
+        args.extend_from_slice(extra);
         args.push("https://198.18.0.11:2379/health");
         run("curl", &args)
     };

@@ -234,7 +234,7 @@ fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
     } else {
         artifacts::default_bundle_dir(&spec.kubernetes_version)
     };
-    let manifest = artifacts::load_verified(&dir).with_context(|| {
+    let manifest = kubeup_provision::converge::load_verified_cached(&dir).with_context(|| {
         format!(
             "the artifact bundle in {} is not usable (build it with `cargo xtask bundle`)",
             dir.display()

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use super::{Changes, ConvergeError, ssh_err};
+use super::{Changes, ConvergeError, ssh_err, stamp};
 use crate::artifacts::BundleManifest;
 use crate::hostplan::{Unit, layout};
 use crate::ssh::{Command, Session, quote};
@@ -38,13 +38,19 @@ pub async fn push_bundle(
     dry_run: bool,
 ) -> Result<Changes, ConvergeError> {
     let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
-    let remote_paths: Vec<String> = manifest
-        .files
-        .keys()
-        .map(|name| format!("{host_dir}/{name}"))
-        .collect();
-    let refs: Vec<&str> = remote_paths.iter().map(String::as_str).collect();
-    let remote = super::remote_sha256(session, &refs).await?;
+    let q_dir = quote(&host_dir).map_err(ssh_err(session.host(), "upload artifacts"))?;
+    // Cheap path first: the host's stamp says its copy was fully verified
+    // and no file changed since.
+    let probe = format!("cd {q_dir} 2>/dev/null && {}; true", stamp::remote_probe(manifest));
+    let out = session.run(&Command::shell(probe).privileged()).await.map_err(ssh_err(session.host(), "upload artifacts"))?;
+    let (recorded, current) = stamp::parse_probe(manifest, &out.stdout_str());
+    let remote_paths: Vec<String> = manifest.files.keys().map(|name| format!("{host_dir}/{name}")).collect();
+    let remote = if recorded == current {
+        manifest.files.iter().zip(&remote_paths).map(|((_, f), p)| (p.clone(), f.sha256.clone())).collect()
+    } else {
+        let refs: Vec<&str> = remote_paths.iter().map(String::as_str).collect();
+        super::remote_sha256(session, &refs).await?
+    };
     let mut changes = Changes::default();
     let mut to_upload = vec![];
     for ((name, file), remote_path) in manifest.files.iter().zip(&remote_paths) {
@@ -69,6 +75,14 @@ pub async fn push_bundle(
         while let Some(r) = uploads.next().await {
             r?;
         }
+    }
+    if !dry_run && recorded != current {
+        // Every file now matches its sha256: record that with the stats.
+        let write = format!("cd {q_dir} && {{ echo {}; stat -c '%n %s %Y' -- {}; }} > {STAMP}.tmp && mv {STAMP}.tmp {STAMP}",
+            stamp::manifest_digest(manifest),
+            manifest.files.keys().map(|n| quote(n).unwrap_or_default()).collect::<Vec<_>>().join(" "),
+            STAMP = stamp::STAMP);
+        session.run(&Command::shell(write).privileged()).await.map_err(ssh_err(session.host(), "upload artifacts"))?;
     }
     // Symlinks (kube-apiserver -> hyperkube, …): one idempotent command.
     if !manifest.symlinks.is_empty() {

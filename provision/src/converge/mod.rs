@@ -8,6 +8,7 @@ mod certs;
 mod files;
 mod preflight;
 mod reset;
+mod stamp;
 mod units;
 
 pub use bundle::{import_images, push_bundle};
@@ -15,6 +16,7 @@ pub use certs::{CaSet, ensure_certs};
 pub use files::{record_installed, remote_sha256, write_files};
 pub use preflight::{Check, PreflightReport, Role, preflight};
 pub use reset::reset_host;
+pub use stamp::load_verified_cached;
 pub use units::{ensure_units, unit_status};
 
 use std::collections::BTreeSet;
