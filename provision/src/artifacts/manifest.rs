@@ -99,6 +99,21 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// A stable reason for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ManifestError::Read { .. } => "BundleMissing",
+            ManifestError::Parse { .. }
+            | ManifestError::Format { .. }
+            | ManifestError::BadName { .. }
+            | ManifestError::BadSha256 { .. } => "BundleManifestInvalid",
+            ManifestError::Write { .. } => "BundleManifestWriteFailed",
+            ManifestError::Damaged { .. } => "BundleDamaged",
+        }
+    }
+}
+
 /// Something wrong with one file of a bundle, as found by [`verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
