@@ -3,6 +3,10 @@
 //! Types only: no I/O lives here, so the CLI, the operator and `cargo xtask
 //! crdgen` can all depend on it cheaply.
 
+// `#[kube(printcolumn(type_ = …), printcolumn(type_ = …))]` repeats keys by
+// design; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cluster;
 pub mod conditions;
 pub mod host;
