@@ -231,6 +231,10 @@ async fn pin_match_key_and_fingerprint() {
         // asked for first, so the host presents that one.
         pin(&f.sshd.host_key("rsa")),
         pin(&f.sshd.host_key("ecdsa")),
+        // A fingerprint does not say which key it is: the other key types
+        // are asked for in turn.
+        pin(&f.sshd.host_key_fingerprint("rsa")),
+        pin(&f.sshd.host_key_fingerprint("ecdsa")),
     ] {
         let mut t = f.root();
         t.host_key = trust.clone();

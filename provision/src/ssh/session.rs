@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubeup_crds::host::HostKeyTrust;
+use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 use russh::client;
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{
+    Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
 use russh::{ChannelMsg, ChannelWriteHalf, Sig};
 use tokio::sync::{Mutex, OnceCell};
 
@@ -566,91 +568,46 @@ fn establish<'a>(
             trust: target.host_key.clone(),
             store: store.clone(),
         };
-        let mut preferred = russh::Preferred::default();
-        preferred.key = verifier.preferred_algorithms().into();
-        let config = Arc::new(client::Config {
-            keepalive_interval: Some(opts.keepalive_interval),
-            keepalive_max: opts.keepalive_max,
-            nodelay: true,
-            preferred,
-            // Bigger receive window: fewer stalls when a command streams
-            // a lot of output (russh default is 2 MiB).
-            window_size: 8 * 1024 * 1024,
-            ..Default::default()
-        });
-        let seen = Arc::new(std::sync::Mutex::new(None));
-        let handler = Client {
-            verifier,
-            seen: seen.clone(),
-        };
-        let map_handler = |e: HandlerError| match e {
-            HandlerError::HostKey(e) => e,
-            HandlerError::Russh(russh::Error::IO(source)) => SshError::Connect {
-                addr: addr.clone(),
-                source,
-            },
-            HandlerError::Russh(source) => SshError::Handshake {
-                addr: addr.clone(),
-                source,
-            },
-        };
-        let connecting = async {
-            match &bastion {
-                None => {
-                    let stream =
-                        tokio::net::TcpStream::connect((target.address.as_str(), target.port))
-                            .await
-                            .map_err(|source| SshError::Connect {
-                                addr: addr.clone(),
-                                source,
-                            })?;
-                    let _ = stream.set_nodelay(true);
-                    client::connect_stream(config, stream, handler)
-                        .await
-                        .map_err(map_handler)
+        // A `SHA256:` pin does not say which of the host's keys it is: when
+        // the first key presented does not match, ask for each other key
+        // type in turn (as `ssh -o HostKeyAlgorithms=…` would) before
+        // calling it a mismatch. Other policies negotiate once.
+        let mut key_sets = vec![verifier.preferred_algorithms()];
+        if let (HostKeyPolicy::Pin, Some(pin)) = (target.host_key.policy, &target.host_key.key)
+            && pin.trim().starts_with("SHA256:")
+        {
+            key_sets.extend(fallback_key_sets());
+        }
+        let mut first_err = None;
+        let mut connected = None;
+        for (i, algorithms) in key_sets.into_iter().enumerate() {
+            let verifier = Verifier {
+                host: target.address.clone(),
+                port: target.port,
+                trust: target.host_key.clone(),
+                store: store.clone(),
+            };
+            match handshake(target, bastion.as_ref(), verifier, algorithms, opts).await {
+                Ok(c) => {
+                    connected = Some(c);
+                    break;
                 }
-                Some(b) => {
-                    let bastion_target = target
-                        .bastion
-                        .as_deref()
-                        .map(SshTarget::addr)
-                        .unwrap_or_default();
-                    let channel = b
-                        .handle
-                        .channel_open_direct_tcpip(
-                            target.address.clone(),
-                            target.port.into(),
-                            "127.0.0.1",
-                            0,
-                        )
-                        .await
-                        .map_err(|source| SshError::Tunnel {
-                            bastion: bastion_target,
-                            target: addr.clone(),
-                            source,
-                        })?;
-                    client::connect_stream(config, channel.into_stream(), handler)
-                        .await
-                        .map_err(map_handler)
+                // Retry only a pin mismatch, or (later sets) a host without
+                // that key type.
+                Err(e @ SshError::HostKeyMismatch { .. }) => {
+                    first_err.get_or_insert(e);
                 }
+                Err(SshError::Handshake { .. }) if i > 0 => {}
+                Err(e) => return Err(first_err.unwrap_or(e)),
             }
-        };
-        let mut handle = tokio::time::timeout(opts.connect_timeout, connecting)
-            .await
-            .map_err(|_| SshError::ConnectTimeout {
-                addr: addr.clone(),
-                after: opts.connect_timeout,
-            })??;
-        let host_key = seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            // connect_stream only returns Ok after check_server_key said yes.
-            .ok_or_else(|| SshError::Protocol {
+        }
+        let Some((mut handle, host_key)) = connected else {
+            return Err(first_err.unwrap_or_else(|| SshError::Protocol {
                 host: addr.clone(),
                 command: "handshake".into(),
                 reason: "no host key was verified".into(),
-            })?;
+            }));
+        };
         tokio::time::timeout(opts.auth_timeout, authenticate(&mut handle, target))
             .await
             .map_err(|_| SshError::AuthTimeout {
@@ -665,6 +622,150 @@ fn establish<'a>(
             _bastion: bastion,
         })
     })
+}
+
+/// One transport handshake (TCP or bastion channel, key exchange, host-key
+/// verdict) offering `algorithms` as host-key types.
+async fn handshake(
+    target: &SshTarget,
+    bastion: Option<&Arc<Conn>>,
+    verifier: Verifier,
+    algorithms: Vec<Algorithm>,
+    opts: &SshOptions,
+) -> Result<(client::Handle<Client>, PublicKey)> {
+    let addr = target.addr();
+    let mut preferred = russh::Preferred::default();
+    preferred.key = algorithms.into();
+    preferred.cipher = preferred_ciphers().into();
+    let config = Arc::new(client::Config {
+        keepalive_interval: Some(opts.keepalive_interval),
+        keepalive_max: opts.keepalive_max,
+        nodelay: true,
+        preferred,
+        // Bigger receive window: fewer stalls when a command streams a lot
+        // of output (russh default is 2 MiB).
+        window_size: 8 * 1024 * 1024,
+        ..Default::default()
+    });
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let handler = Client {
+        verifier,
+        seen: seen.clone(),
+    };
+    let map_handler = |e: HandlerError| match e {
+        HandlerError::HostKey(e) => e,
+        HandlerError::Russh(russh::Error::IO(source)) => SshError::Connect {
+            addr: addr.clone(),
+            source,
+        },
+        HandlerError::Russh(source) => SshError::Handshake {
+            addr: addr.clone(),
+            source,
+        },
+    };
+    let connecting = async {
+        match bastion {
+            None => {
+                let stream = tokio::net::TcpStream::connect((target.address.as_str(), target.port))
+                    .await
+                    .map_err(|source| SshError::Connect {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                let _ = stream.set_nodelay(true);
+                client::connect_stream(config, stream, handler)
+                    .await
+                    .map_err(map_handler)
+            }
+            Some(b) => {
+                let bastion_addr = target
+                    .bastion
+                    .as_deref()
+                    .map(SshTarget::addr)
+                    .unwrap_or_default();
+                let channel = b
+                    .handle
+                    .channel_open_direct_tcpip(
+                        target.address.clone(),
+                        target.port.into(),
+                        "127.0.0.1",
+                        0,
+                    )
+                    .await
+                    .map_err(|source| SshError::Tunnel {
+                        bastion: bastion_addr,
+                        target: addr.clone(),
+                        source,
+                    })?;
+                client::connect_stream(config, channel.into_stream(), handler)
+                    .await
+                    .map_err(map_handler)
+            }
+        }
+    };
+    let handle = tokio::time::timeout(opts.connect_timeout, connecting)
+        .await
+        .map_err(|_| SshError::ConnectTimeout {
+            addr: addr.clone(),
+            after: opts.connect_timeout,
+        })??;
+    let host_key = seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        // connect_stream only returns Ok after check_server_key said yes.
+        .ok_or_else(|| SshError::Protocol {
+            host: addr.clone(),
+            command: "handshake".into(),
+            reason: "no host key was verified".into(),
+        })?;
+    Ok((handle, host_key))
+}
+
+/// With AES instructions AES-GCM encrypts several times faster than
+/// ChaCha20-Poly1305, and uploads of hundreds of MB are bound by exactly
+/// that; without them ChaCha20 stays first. Both are AEAD, so nothing is
+/// traded for speed.
+fn preferred_ciphers() -> Vec<russh::cipher::Name> {
+    use russh::cipher::{AES_128_CTR, AES_192_CTR, AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305};
+    #[cfg(target_arch = "x86_64")]
+    let aes = std::arch::is_x86_feature_detected!("aes");
+    #[cfg(target_arch = "aarch64")]
+    let aes = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes = false;
+    let aead = if aes {
+        [AES_256_GCM, CHACHA20_POLY1305]
+    } else {
+        [CHACHA20_POLY1305, AES_256_GCM]
+    };
+    aead.into_iter()
+        .chain([AES_256_CTR, AES_192_CTR, AES_128_CTR])
+        .collect()
+}
+
+/// Host-key types other than the first choice, one family at a time.
+fn fallback_key_sets() -> Vec<Vec<Algorithm>> {
+    use russh::keys::EcdsaCurve;
+    vec![
+        vec![Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        }],
+        vec![Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        }],
+        vec![Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP521,
+        }],
+        vec![
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ],
+    ]
 }
 
 pub(crate) fn decode_key(

@@ -4,7 +4,9 @@
 //! Protocol, in one exec channel running (as root) a small script:
 //! 1. `mktemp` next to the destination (same filesystem, so `mv` is an
 //!    atomic rename);
-//! 2. `head -c SIZE > tmp` reads exactly the file's bytes from stdin;
+//! 2. `dd … count_bytes count=SIZE > tmp` reads exactly the file's bytes
+//!    from stdin (1 MiB reads; never past SIZE, so the verdict line that
+//!    follows stays in stdin);
 //! 3. the client then sends one line, `commit` — only after the whole file
 //!    was sent and its streamed sha256 equals the one the skip-check used —
 //!    or `abort`;
@@ -25,6 +27,13 @@ use super::session::{Session, kill, read_channel};
 /// Bytes read from disk and handed to the channel at a time: large, so the
 /// channel always has a full window's worth queued.
 const CHUNK: usize = 1 << 20;
+
+/// The host's sha256 of stdin: OpenSSL uses the CPU's SHA extensions and is
+/// about 4x faster than coreutils' `sha256sum` on hundreds of MB (it decides
+/// whether an unchanged upload takes well under a second); `sha256sum` when
+/// there is no openssl.
+const REMOTE_SHA256: &str =
+    "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi";
 
 /// What an upload did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,7 +183,7 @@ impl Session {
             }
         };
         let state_cmd = Command::shell(format!(
-            "f={q_remote}; if [ -f \"$f\" ]; then sha256sum < \"$f\" | cut -c1-64 && \
+            "f={q_remote}; if [ -f \"$f\" ]; then {{ {REMOTE_SHA256} < \"$f\"; }} | cut -c1-64 && \
              stat -c '%a %u %g %U %G' -- \"$f\"; else echo absent; fi"
         ))
         .privileged();
@@ -244,7 +253,7 @@ impl Session {
              find \"$d\" -maxdepth 1 -name \".$b.kubeup-*\" -mmin +60 -delete 2>/dev/null || true\n\
              tmp=$(mktemp -- \"$d/.$b.kubeup-XXXXXX\")\n\
              trap 'rm -f -- \"$tmp\"' EXIT\n\
-             head -c {size} > \"$tmp\"\n\
+             dd bs=1M iflag=fullblock,count_bytes count={size} status=none > \"$tmp\"\n\
              [ \"$(stat -c %s -- \"$tmp\")\" = {size} ] || {{ echo \"upload of $f interrupted\" >&2; exit 3; }}\n\
              IFS= read -r verdict || verdict=\n\
              [ \"$verdict\" = commit ] || {{ echo \"upload of $f aborted: the local file changed while it was sent\" >&2; exit 3; }}\n\
