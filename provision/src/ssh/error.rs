@@ -23,14 +23,14 @@ pub enum SshError {
         bastion: String,
         target: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     #[error("SSH handshake with {addr} failed: {source}")]
     Handshake {
         addr: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     /// The host presented a key that is not the trusted one. Permanent: a
@@ -100,7 +100,7 @@ pub enum SshError {
         host: String,
         doing: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     #[error("the connection to {host} was lost while running `{command}`")]

@@ -305,13 +305,13 @@ impl Session {
                     .map_err(|source| SshError::Channel {
                         host: self.label.clone(),
                         doing: doing.to_owned(),
-                        source,
+                        source: Box::new(source),
                     })
             }
             Err(source) => Err(SshError::Channel {
                 host: self.label.clone(),
                 doing: doing.to_owned(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -450,7 +450,7 @@ impl Session {
         let chan_err = |source| SshError::Channel {
             host: self.label.clone(),
             doing: format!("running `{shown}`"),
-            source,
+            source: Box::new(source),
         };
         let work = async {
             tx.exec(true, line.as_bytes()).await.map_err(chan_err)?;
@@ -634,9 +634,11 @@ async fn handshake(
     opts: &SshOptions,
 ) -> Result<(client::Handle<Client>, PublicKey)> {
     let addr = target.addr();
-    let mut preferred = russh::Preferred::default();
-    preferred.key = algorithms.into();
-    preferred.cipher = preferred_ciphers().into();
+    let preferred = russh::Preferred {
+        key: algorithms.into(),
+        cipher: preferred_ciphers().into(),
+        ..Default::default()
+    };
     let config = Arc::new(client::Config {
         keepalive_interval: Some(opts.keepalive_interval),
         keepalive_max: opts.keepalive_max,
@@ -660,7 +662,7 @@ async fn handshake(
         },
         HandlerError::Russh(source) => SshError::Handshake {
             addr: addr.clone(),
-            source,
+            source: Box::new(source),
         },
     };
     let connecting = async {
@@ -695,7 +697,7 @@ async fn handshake(
                     .map_err(|source| SshError::Tunnel {
                         bastion: bastion_addr,
                         target: addr.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 client::connect_stream(config, channel.into_stream(), handler)
                     .await
@@ -799,7 +801,7 @@ async fn authenticate(handle: &mut client::Handle<Client>, target: &SshTarget) -
     };
     let auth_err = |source: russh::Error| SshError::Handshake {
         addr: addr.clone(),
-        source,
+        source: Box::new(source),
     };
     let key = match &target.auth {
         Auth::KeyFile { path, passphrase } => {
@@ -898,7 +900,7 @@ async fn rsa_hash(
         .await
         .map_err(|source| SshError::Handshake {
             addr: addr.to_owned(),
-            source,
+            source: Box::new(source),
         })?
         // No server-sig-algs at all: every OpenSSH since 7.2 still takes
         // rsa-sha2-256. Some(None): the server only does SHA-1 ssh-rsa.

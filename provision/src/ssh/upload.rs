@@ -269,7 +269,7 @@ impl Session {
         let chan_err = |source| SshError::Channel {
             host: self.host().to_owned(),
             doing: display.clone(),
-            source,
+            source: Box::new(source),
         };
 
         let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
