@@ -128,9 +128,14 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     let me = (created(&wj), format!("{ns}/{}", wj.name_any()));
     let conflict = plan::conflicting_owner((&me.0, &me.1), &claims(&ctx, &wj));
     let mut mem = ctx.memory(&key);
+    // A refused duplicate is not blocked: it may own the machine once the
+    // other WorkerJoin is gone.
+    let refused_duplicate = kubeup_crds::conditions::find(&current.conditions, status::READY)
+        .is_some_and(|c| c.reason == "DuplicateAddress");
     let blocked = current.phase == Phase::Failed
         && current.observed_generation == Some(generation)
         && current.last_error.is_some()
+        && !refused_duplicate
         && match &mem.blocked_secret_rv {
             Some(rv) => Some(rv) == secret_rv.as_ref(),
             None => {

@@ -128,8 +128,8 @@ impl<'a> Runner<'a> {
             self.status.attempts = 0;
             self.status.planned_actions.clear();
         }
-        // ---- Connecting
-        if from == Phase::Connecting || self.stored_phase != Phase::Connecting {
+        // ---- Connecting (a resumed join keeps its recorded phase meanwhile)
+        if from == Phase::Connecting {
             self.enter(Phase::Connecting).await?;
         }
         let conn = match access::connect(

@@ -14,6 +14,7 @@ pub mod csr;
 pub mod error;
 pub mod http;
 pub mod join;
+pub mod lease;
 pub mod metrics;
 pub mod nodesync;
 pub mod plan;

@@ -38,6 +38,10 @@ struct Args {
     /// Seconds a drain may take before the delete is retried.
     #[arg(long, env = "KUBEUP_DRAIN_TIMEOUT", default_value_t = 120)]
     drain_timeout: u64,
+    /// Elect a leader through a Lease in the operator's namespace, so that
+    /// several replicas can run and only one reconciles.
+    #[arg(long, env = "KUBEUP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
     /// Log as JSON lines.
     #[arg(long, env = "KUBEUP_LOG_JSON")]
     log_json: bool,
@@ -46,6 +50,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // One TLS provider for the process (ring, as kube is built with).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     if args.log_json {

@@ -48,8 +48,12 @@ pub fn run(args: Args) -> Result<()> {
     let bundle = args
         .bundle_dir
         .unwrap_or_else(|| artifacts::default_bundle_dir(DEFAULT_KUBERNETES_VERSION));
-    let mut manifest = artifacts::load(&bundle)
-        .with_context(|| format!("no bundle in {} (run `cargo xtask bundle`)", bundle.display()))?;
+    let mut manifest = artifacts::load(&bundle).with_context(|| {
+        format!(
+            "no bundle in {} (run `cargo xtask bundle`)",
+            bundle.display()
+        )
+    })?;
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
@@ -197,6 +201,9 @@ mod tests {
             chart.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))),
             "Chart.yaml appVersion must be the crate version"
         );
-        assert_eq!(image_name(), format!("kubeup.dev/kubeup-operator:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            image_name(),
+            format!("kubeup.dev/kubeup-operator:{}", env!("CARGO_PKG_VERSION"))
+        );
     }
 }

@@ -1,0 +1,172 @@
+//! The chart lints and renders with the bundle's helm, the rendered
+//! manifests are exactly deploy/kubeup-operator.yaml (what `kubeup up`
+//! applies), and they say what the operator needs: least-privilege RBAC,
+//! a hostNetwork Deployment on the controller with the bundle mounted
+//! read-only and the side-loaded image.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION;
+use serde_yaml_ng::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn helm(args: &[&str]) -> String {
+    let helm = kubeup_provision::artifacts::default_bundle_dir(DEFAULT_KUBERNETES_VERSION)
+        .join("bin/helm");
+    assert!(
+        helm.exists(),
+        "{} is missing: build the bundle with `cargo xtask bundle`",
+        helm.display()
+    );
+    let out = Command::new(&helm).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn chart_lints_renders_and_matches_deploy() {
+    let chart = repo().join("charts/kubeup");
+    let chart = chart.to_str().unwrap();
+    helm(&["lint", "--strict", chart]);
+    let rendered = helm(&[
+        "template",
+        "kubeup",
+        chart,
+        "--namespace",
+        "kubeup-system",
+        "--skip-crds",
+    ]);
+    let deploy = std::fs::read_to_string(repo().join("deploy/kubeup-operator.yaml")).unwrap();
+    assert!(
+        deploy.ends_with(&rendered),
+        "deploy/kubeup-operator.yaml is out of date: run `cargo xtask chart`"
+    );
+
+    let d = docs(&rendered);
+    let dep = find(&d, "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], Value::Bool(true));
+    assert_eq!(
+        pod["nodeSelector"]["node-role.kubernetes.io/control-plane"],
+        Value::String(String::new())
+    );
+    assert_eq!(
+        pod["tolerations"][0]["key"].as_str(),
+        Some("node-role.kubernetes.io/control-plane")
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"].as_str(),
+        Some(format!("kubeup.dev/kubeup-operator:{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(c["imagePullPolicy"].as_str(), Some("Never"));
+    assert_eq!(c["volumeMounts"][0]["readOnly"], Value::Bool(true));
+    assert_eq!(
+        pod["volumes"][0]["hostPath"]["path"].as_str(),
+        Some("/opt/kubeup/bundle")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].as_str(),
+        Some("true")
+    );
+    for doc in &d {
+        let kind = doc["kind"].as_str().unwrap();
+        if !kind.starts_with("Cluster") {
+            assert_eq!(
+                doc["metadata"]["namespace"].as_str(),
+                Some("kubeup-system"),
+                "{kind}"
+            );
+        }
+    }
+
+    // Least privilege: no wildcards, CSR approval only for two signers.
+    let role = find(&d, "ClusterRole");
+    let rules = role["rules"].as_sequence().unwrap();
+    for r in rules {
+        for field in ["apiGroups", "resources", "verbs"] {
+            for v in r[field].as_sequence().unwrap() {
+                assert_ne!(v.as_str(), Some("*"), "wildcard in {r:?}");
+            }
+        }
+    }
+    let signers = rules
+        .iter()
+        .find(|r| r["resources"][0].as_str() == Some("signers"))
+        .unwrap();
+    let names: Vec<&str> = signers["resourceNames"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            "kubernetes.io/kube-apiserver-client"
+        ]
+    );
+    assert_eq!(signers["verbs"][0].as_str(), Some("approve"));
+    let secrets = rules
+        .iter()
+        .find(|r| r["resources"][0].as_str() == Some("secrets"))
+        .unwrap();
+    let verbs: Vec<&str> = secrets["verbs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verbs,
+        ["get", "list", "watch"],
+        "secrets are read, never written"
+    );
+}
+
+#[test]
+fn values_schema_rejects_bad_values() {
+    let chart = repo().join("charts/kubeup");
+    let helm_bin = kubeup_provision::artifacts::default_bundle_dir(DEFAULT_KUBERNETES_VERSION)
+        .join("bin/helm");
+    let out = Command::new(helm_bin)
+        .args(["template", "kubeup"])
+        .arg(&chart)
+        .args(["--set", "concurrency=0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "concurrency=0 must fail the schema");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("concurrency"));
+}

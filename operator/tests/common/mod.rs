@@ -1,0 +1,154 @@
+//! Shared by the operator's integration tests: a real kube-apiserver (from
+//! the harness) with kubeup's CRDs, the operator's RBAC from the rendered
+//! chart, and a real kube-controller-manager running the CSR signers.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kubeup_testsupport::apiserver::ApiServer;
+
+pub const NAMESPACE: &str = "kubeup-system";
+pub const SA_USER: &str = "system:serviceaccount:kubeup-system:kubeup-operator";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn kubectl(api: &ApiServer, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = api
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+/// CRDs, the operator's namespace, and everything in
+/// deploy/kubeup-operator.yaml (its Deployment stays Pending: no nodes).
+pub fn install(api: &ApiServer) {
+    let crds = repo().join("charts/kubeup/crds/kubeup.dev.yaml");
+    kubectl(api, &["apply", "-f", crds.to_str().unwrap()], None);
+    kubectl(
+        api,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/workerjoins.kubeup.dev",
+            "crd/clusters.kubeup.dev",
+        ],
+        None,
+    );
+    kubectl(api, &["create", "namespace", NAMESPACE], None);
+    let deploy = repo().join("deploy/kubeup-operator.yaml");
+    kubectl(api, &["apply", "-f", deploy.to_str().unwrap()], None);
+}
+
+/// A client that acts as the operator's ServiceAccount (impersonation by
+/// the admin), so every request is checked against the chart's RBAC.
+pub async fn operator_client(api: &ApiServer) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(SA_USER.into());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{NAMESPACE}"),
+        "system:authenticated".into(),
+    ]);
+    kube::Client::try_from(config).unwrap()
+}
+
+/// kube-controller-manager with only the CSR signers and the root CA
+/// publisher: the CA key stays with it, as in a real cluster.
+pub struct ControllerManager {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ControllerManager {
+    pub fn start(api: &ApiServer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kcm.log");
+        let pki = |n: &str| api.pki.join(n).display().to_string();
+        let child = Command::new(api.bundle.join("bin/kube-controller-manager"))
+            .args([
+                format!("--kubeconfig={}", api.kubeconfig.display()),
+                "--controllers=csrsigning,root-ca-cert-publisher".into(),
+                format!("--cluster-signing-cert-file={}", pki("ca.crt")),
+                format!("--cluster-signing-key-file={}", pki("ca.key")),
+                format!("--root-ca-file={}", pki("ca.crt")),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+                "--use-service-account-credentials=false".into(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("kcm.err")).unwrap())
+            .spawn()
+            .expect("start kube-controller-manager from the bundle");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let err = self.log.with_file_name("kcm.err");
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            std::fs::read_to_string(err).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if started.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

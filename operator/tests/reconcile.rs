@@ -1,0 +1,259 @@
+//! The controller against a real kube-apiserver, acting as its own
+//! ServiceAccount, joining (dry run) a real OpenSSH sshd on loopback:
+//! finalizer and status transitions, recovery once a missing Secret
+//! appears, a duplicate address refused, a changed host key stopping the
+//! join with both fingerprints, and delete releasing the finalizer without
+//! touching a host the join never changed.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
+use kubeup_crds::{WorkerJoin, conditions};
+use kubeup_operator::bundle::Bundles;
+use kubeup_operator::context::Settings;
+use kubeup_operator::controller;
+use kubeup_testsupport::apiserver::ApiServer;
+use kubeup_testsupport::sshd::{Sshd, keygen};
+
+const CLUSTER: &str = r#"
+apiVersion: kubeup.dev/v1alpha1
+kind: Cluster
+metadata: {name: test}
+spec:
+  kubernetesVersion: v1.34.10
+  controllers: [{address: 127.0.0.1}]
+"#;
+
+fn workerjoin(name: &str, port: u16) -> WorkerJoin {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeup.dev/v1alpha1",
+        "kind": "WorkerJoin",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "address": "127.0.0.1",
+            "port": port,
+            "user": "root",
+            "sshSecretRef": {"name": "worker-ssh"},
+            "hostKey": {"policy": "AcceptNew"},
+            "dryRun": true
+        }
+    }))
+    .unwrap()
+}
+
+fn condition<'a>(wj: &'a WorkerJoin, t: &str) -> Option<&'a conditions::Condition> {
+    wj.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, t))
+}
+
+async fn wait_for(
+    api: &Api<WorkerJoin>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&WorkerJoin) -> bool,
+) -> WorkerJoin {
+    common::eventually(what, Duration::from_secs(60), || {
+        let api = api.clone();
+        let pred = &pred;
+        async move {
+            let wj = api.get(name).await.map_err(|e| e.to_string())?;
+            if pred(&wj) {
+                Ok(wj)
+            } else {
+                Err(serde_json::to_string_pretty(&wj.status).unwrap())
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_change() {
+    let api = ApiServer::start().await.expect("apiserver harness");
+    common::install(&api);
+    common::kubectl(&api, &["apply", "-f", "-"], Some(CLUSTER));
+    let kcm = common::ControllerManager::start(&api);
+    let mut sshd = Sshd::start().expect("sshd harness (needs root and openssh-server)");
+    let keys = tempfile::tempdir().unwrap();
+    let user_key = keygen(keys.path(), "id_worker", "ed25519", "").unwrap();
+    sshd.authorize("root", &user_key.public).unwrap();
+
+    // The operator, as its ServiceAccount.
+    let sa = common::operator_client(&api).await;
+    controller::check_crds(&sa).await.expect("CRDs served");
+    let settings = Settings {
+        namespace: common::NAMESPACE.into(),
+        ..Settings::default()
+    };
+    let bundle_root = kubeup_provision::artifacts::cache_root().join("bundle");
+    let operator = tokio::spawn(controller::run(
+        sa,
+        Bundles::new(bundle_root),
+        settings,
+        4,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(std::sync::OnceLock::new()),
+    ));
+
+    let wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), "default");
+    // 1. No Secret yet: a condition, not a crash loop; the finalizer is on.
+    wjs.create(&PostParams::default(), &workerjoin("a-first", sshd.port()))
+        .await
+        .unwrap();
+    let wj = wait_for(&wjs, "a-first", "SecretNotFound", |w| {
+        condition(w, "Ready").is_some_and(|c| c.reason == "SecretNotFound")
+    })
+    .await;
+    assert_eq!(wj.status.as_ref().unwrap().phase, Phase::Connecting);
+    assert!(wj.finalizers().iter().any(|f| f == "kubeup.dev/cleanup"));
+    assert_eq!(
+        condition(&wj, "Ready").unwrap().observed_generation,
+        Some(1)
+    );
+
+    // 2. A second WorkerJoin for the same machine is refused.
+    wjs.create(&PostParams::default(), &workerjoin("b-second", sshd.port()))
+        .await
+        .unwrap();
+    let dup = wait_for(&wjs, "b-second", "DuplicateAddress", |w| {
+        condition(w, "Ready").is_some_and(|c| c.reason == "DuplicateAddress")
+    })
+    .await;
+    assert_eq!(dup.status.as_ref().unwrap().phase, Phase::Failed);
+    assert!(
+        condition(&dup, "Ready")
+            .unwrap()
+            .message
+            .contains("default/a-first")
+    );
+
+    // 3. The Secret appears: the join recovers by itself (the Secret watch),
+    // verifies and records the host key, runs preflight, plans.
+    let secrets: Api<Secret> = Api::namespaced(api.client.clone(), "default");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "worker-ssh"},
+        "type": "kubernetes.io/ssh-auth",
+        "stringData": {"ssh-privatekey": user_key.private_pem()}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let wj = wait_for(
+        &wjs,
+        "a-first",
+        "host key verified and preflight run",
+        |w| {
+            condition(w, "HostKeyVerified")
+                .is_some_and(|c| c.status == conditions::ConditionStatus::True)
+                && condition(w, "PreflightPassed")
+                    .is_some_and(|c| c.status != conditions::ConditionStatus::Unknown)
+        },
+    )
+    .await;
+    let st = wj.status.clone().unwrap();
+    let fp = st.host_key_fingerprint.clone().unwrap();
+    let known: Vec<String> = ["ed25519", "ecdsa", "rsa"]
+        .iter()
+        .filter(|k| sshd.dir().join(format!("ssh_host_{k}_key.pub")).exists())
+        .map(|k| sshd.host_key_fingerprint(k))
+        .collect();
+    assert!(
+        known.contains(&fp),
+        "{fp} is one of the sshd's host keys {known:?}"
+    );
+    assert!(
+        st.host_key.as_deref().unwrap_or("").starts_with("ssh-"),
+        "AcceptNew records the key"
+    );
+    eprintln!(
+        "dry run status: {}",
+        serde_json::to_string_pretty(&st).unwrap()
+    );
+    if st.phase == Phase::DryRunComplete {
+        assert!(!st.planned_actions.is_empty());
+    }
+
+    // 4. The host key changes: the next pass (a spec change) stops with both
+    // fingerprints named, and waits.
+    sshd.restart_with_new_host_keys().unwrap();
+    wjs.patch(
+        "a-first",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": "test"}}})),
+    )
+    .await
+    .unwrap();
+    let wj = wait_for(&wjs, "a-first", "host key mismatch", |w| {
+        condition(w, "HostKeyVerified").is_some_and(|c| c.reason == "HostKeyMismatch")
+    })
+    .await;
+    let st = wj.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::Failed);
+    let msg = &condition(&wj, "HostKeyVerified").unwrap().message;
+    assert!(msg.contains(&fp), "names the recorded fingerprint: {msg}");
+    assert!(
+        msg.matches("SHA256:").count() >= 2,
+        "names both fingerprints: {msg}"
+    );
+    assert_eq!(st.observed_generation, Some(2));
+
+    // Events were published, and no key material anywhere.
+    let events: Api<Event> = Api::namespaced(api.client.clone(), "default");
+    let evs = events.list(&ListParams::default()).await.unwrap();
+    let reasons: Vec<String> = evs.items.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(reasons.iter().any(|r| r == "SecretNotFound"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r == "HostKeyMismatch"),
+        "{reasons:?}"
+    );
+    let all = format!(
+        "{}{}",
+        serde_json::to_string(&evs.items).unwrap(),
+        serde_json::to_string(&wjs.list(&ListParams::default()).await.unwrap().items).unwrap()
+    );
+    assert!(!all.contains("PRIVATE KEY"));
+    let key_body = user_key.private_pem();
+    let key_line = key_body.lines().nth(1).unwrap();
+    assert!(
+        !all.contains(key_line),
+        "no private key text in status or Events"
+    );
+
+    // 5. Delete: the machine was never changed (dry run), so the finalizer
+    // is released without SSH; the refused duplicate too.
+    for name in ["a-first", "b-second"] {
+        wjs.delete(name, &Default::default()).await.unwrap();
+    }
+    common::eventually("both WorkerJoins gone", Duration::from_secs(60), || {
+        let wjs = wjs.clone();
+        async move {
+            let left = wjs
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if left.items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}",
+                    left.items.iter().map(|w| w.name_any()).collect::<Vec<_>>()
+                ))
+            }
+        }
+    })
+    .await;
+    operator.abort();
+    drop(kcm);
+}
