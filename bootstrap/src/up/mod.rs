@@ -30,6 +30,16 @@ pub struct UpArgs {
     pub output: Output,
 }
 
+/// Everything but the kubelet, in start order.
+const CONTROL_PLANE: [Unit; 6] = [
+    Unit::Containerd,
+    Unit::Etcd,
+    Unit::KubeApiserver,
+    Unit::KubeControllerManager,
+    Unit::KubeScheduler,
+    Unit::KubeProxy,
+];
+
 /// Certificates with fewer days left are re-issued by `up`.
 const RENEW_DAYS: i64 = 30;
 
@@ -140,14 +150,16 @@ pub async fn converge_controller(
     let phase = progress.phase(&host, "units");
     node::apply_sysctls(&session, dry_run).await?;
     let restart = changes.restart.clone();
-    let c = converge::ensure_units(
-        &session,
-        &Unit::CONTROLLER,
-        &restart,
-        changes.units_changed,
-        dry_run,
-    )
-    .await?;
+    // The kubelet starts last, once its Node has a podCIDR and the CNI
+    // config is there: it then goes Ready at once instead of waiting out
+    // its network-status poll (see node::ensure_node).
+    let units: &[Unit] = if dry_run {
+        &Unit::CONTROLLER
+    } else {
+        &CONTROL_PLANE
+    };
+    let c =
+        converge::ensure_units(&session, units, &restart, changes.units_changed, dry_run).await?;
     phase.done(&describe_units(&c));
     changes.merge(c);
     if dry_run {
@@ -176,12 +188,15 @@ pub async fn converge_controller(
     phase.done("");
 
     let phase = progress.phase(&host, "node ready");
-    let cni = node::ensure_node(&client, &session, &plan.node_name, &ctx).await?;
-    if cni {
-        changes
-            .written
-            .push(kubeup_provision::hostplan::layout::CNI_CONFLIST.into());
-    }
+    let c = node::ensure_node(
+        &client,
+        &session,
+        &plan.node_name,
+        &ctx.loaded.cluster.spec.networking.pod_cidr,
+        &restart,
+    )
+    .await?;
+    changes.merge(c);
     phase.done(&plan.node_name);
 
     let phase = progress.phase(&host, "cluster add-ons");

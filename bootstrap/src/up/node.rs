@@ -1,17 +1,17 @@
 //! Waiting on the running cluster: API ready, the controller's Node
 //! registered, networked and Ready.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use kubeup_provision::converge;
+use kube::api::{Patch, PatchParams, PostParams};
+use kubeup_provision::converge::{self, Changes};
+use kubeup_provision::hostplan::Unit;
 use kubeup_provision::hostplan::configs;
 use kubeup_provision::ssh::{Command, Session};
-
-use super::ControllerContext;
 
 const API_TIMEOUT: Duration = Duration::from_secs(120);
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -64,33 +64,51 @@ pub async fn journal_tail(session: &Session, unit: &str) -> String {
     }
 }
 
-/// Wait for the Node, give it the CNI config for its podCIDR, label it as
-/// control plane, wait for Ready. Returns whether the CNI config changed.
+/// The controller's Node: created up front (so the controller-manager gives
+/// it a podCIDR before the kubelet runs), its CNI config written, the
+/// kubelet started (or restarted when its inputs changed), then Ready.
 pub async fn ensure_node(
     client: &kube::Client,
     session: &Session,
     name: &str,
-    _ctx: &ControllerContext,
-) -> Result<bool> {
+    pod_cidr: &str,
+    restart: &BTreeSet<Unit>,
+) -> Result<Changes> {
     let nodes: Api<Node> = Api::all(client.clone());
     let started = Instant::now();
-    let pod_cidr = loop {
+    if nodes.get_opt(name).await?.is_none() {
+        // In a cluster with no Node yet the first /24 is free: claim it at
+        // creation (the controller-manager's allocator records existing
+        // podCIDRs) instead of waiting seconds for its node-ipam controller.
+        // With other Nodes present, leave the choice to the allocator.
+        let first = nodes.list(&Default::default()).await?.items.is_empty();
+        let cidr = if first {
+            first_node_cidr(pod_cidr)
+        } else {
+            None
+        };
+        nodes
+            .create(&PostParams::default(), &controller_node(name, cidr))
+            .await?;
+    }
+    let node_cidr = loop {
         if let Some(node) = nodes.get_opt(name).await?
             && let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone())
         {
             break cidr;
         }
         if started.elapsed() > NODE_TIMEOUT {
-            let journal = journal_tail(session, "kubelet").await;
-            bail!("node {name} did not register with a podCIDR within {NODE_TIMEOUT:?}\n{journal}");
+            let journal = journal_tail(session, "kube-controller-manager").await;
+            bail!(
+                "node {name} got no podCIDR within {NODE_TIMEOUT:?} (the controller-manager allocates it)\n{journal}"
+            );
         }
         tokio::time::sleep(POLL).await;
     };
-    let cni = configs::cni_bridge_conflist(&pod_cidr);
-    let changed = !converge::write_files(session, std::slice::from_ref(&cni), false)
-        .await?
-        .written
-        .is_empty();
+    let cni = configs::cni_bridge_conflist(&node_cidr);
+    let mut changes = converge::write_files(session, std::slice::from_ref(&cni), false).await?;
+    let c = converge::ensure_units(session, &[Unit::Kubelet], restart, false, false).await?;
+    changes.merge(c);
 
     // Kubelets may not label themselves node-role.kubernetes.io/*.
     let label =
@@ -108,12 +126,61 @@ pub async fn ensure_node(
             .into_iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
         if ready {
-            return Ok(changed);
+            return Ok(changes);
         }
         if started.elapsed() > NODE_TIMEOUT {
             let journal = journal_tail(session, "kubelet").await;
             bail!("node {name} did not become Ready within {NODE_TIMEOUT:?}\n{journal}");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The Node as the kubelet would register it, with the control-plane
+/// label and taint.
+fn controller_node(name: &str, pod_cidr: Option<String>) -> Node {
+    let mut spec = serde_json::json!({"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]});
+    if let Some(cidr) = pod_cidr {
+        spec["podCIDR"] = cidr.clone().into();
+        spec["podCIDRs"] = serde_json::json!([cidr]);
+    }
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/control-plane": "",
+            },
+        },
+        "spec": spec,
+    }))
+    .expect("a valid Node")
+}
+
+/// The first /24 of the cluster's pod CIDR (the allocator's mask size).
+fn first_node_cidr(pod_cidr: &str) -> Option<String> {
+    let net: ipnet::Ipv4Net = pod_cidr.parse().ok()?;
+    let first = ipnet::Ipv4Net::new(net.network(), 24).ok()?;
+    Some(first.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_node_cidr_is_the_first_slash_24() {
+        assert_eq!(
+            first_node_cidr("10.244.0.0/16").as_deref(),
+            Some("10.244.0.0/24")
+        );
+        assert_eq!(first_node_cidr("bogus"), None);
+        let node = controller_node("n1", first_node_cidr("10.244.0.0/16"));
+        assert_eq!(
+            node.spec.unwrap().pod_cidr.as_deref(),
+            Some("10.244.0.0/24")
+        );
     }
 }

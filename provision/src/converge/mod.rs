@@ -66,8 +66,9 @@ pub enum ConvergeError {
     Ssh {
         host: String,
         step: &'static str,
+        // Boxed: SshError is large and this error travels through every step.
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     #[error("{host}: {step}: {message}")]
     Host {
@@ -118,6 +119,6 @@ pub(crate) fn ssh_err<'a>(
     move |source| ConvergeError::Ssh {
         host: host.to_string(),
         step,
-        source,
+        source: Box::new(source),
     }
 }
