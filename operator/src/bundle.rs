@@ -25,11 +25,14 @@ pub fn worker_manifest(full: &BundleManifest) -> BundleManifest {
     m
 }
 
+/// A bundle directory and its (worker) manifest.
+pub type Bundle = Arc<(PathBuf, BundleManifest)>;
+
 /// Loaded bundles, one per Kubernetes version; verified once per process.
 #[derive(Clone, Default)]
 pub struct Bundles {
     root: PathBuf,
-    cache: Arc<Mutex<HashMap<String, Arc<(PathBuf, BundleManifest)>>>>,
+    cache: Arc<Mutex<HashMap<String, Bundle>>>,
 }
 
 impl Bundles {
@@ -41,7 +44,7 @@ impl Bundles {
     }
 
     /// The worker's view of the bundle for `version`.
-    pub async fn get(&self, version: &str) -> Result<Arc<(PathBuf, BundleManifest)>> {
+    pub async fn get(&self, version: &str) -> Result<Bundle> {
         if let Some(b) = self.cache.lock().expect("not poisoned").get(version) {
             return Ok(b.clone());
         }
