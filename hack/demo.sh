@@ -10,6 +10,7 @@ dir="${KUBEUP_DEMO_DIR:-$KUBEUP_CACHE/demo}"
 
 hack/setup.sh
 cargo xtask bundle
+cargo xtask image
 cargo build --quiet --bin kubeup
 kubeup="$CARGO_TARGET_DIR/debug/kubeup"
 kubectl="$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl --kubeconfig $dir/admin.kubeconfig"
@@ -19,7 +20,8 @@ kubectl="$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl --kubeconfig $dir/admin.kubec
 "$kubeup" sandbox up --hosts "${KUBEUP_DEMO_HOSTS:-3}" --dir "$dir"
 "$kubeup" up -f "$dir/cluster.yaml"
 
-if compgen -G "$dir/workers/*.yaml" >/dev/null && [[ -s deploy/kubeup-operator.yaml ]] && grep -q '^kind: Deployment' deploy/kubeup-operator.yaml; then
+# The operator joins every other host: apply their WorkerJoins (+ Secrets).
+if compgen -G "$dir/workers/*.yaml" >/dev/null; then
   $kubectl apply -f "$dir/workers/"
   $kubectl -n kubeup-system wait workerjoin --all --for=jsonpath='{.status.phase}'=Ready --timeout=300s
 fi

@@ -19,6 +19,10 @@ cargo xtask crdgen --check
 step "Kubernetes bundle (cached in $KUBEUP_CACHE/bundle)"
 cargo xtask bundle
 
+step "operator image (into the bundle) and the chart's rendering is current"
+cargo xtask image
+cargo xtask chart --check
+
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 

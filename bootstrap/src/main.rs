@@ -85,7 +85,8 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    // kube (ring) and reqwest (aws-lc-rs) both link a rustls provider; pick one.
+    // Pick rustls' provider explicitly: should a dependency ever link a second
+    // one, TLS setup would otherwise panic at the first connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -266,12 +266,7 @@ impl<'a> Runner<'a> {
         if runs(Phase::Installing, from) {
             self.enter(Phase::Installing).await?;
             changes.merge(push_bundle_blocking(session, bundle_dir, manifest, false)?);
-            let imported = converge::import_images(session, manifest, false).await?;
-            tracing::info!(
-                uploaded = changes.uploaded.len(),
-                imported = imported.len(),
-                "artifacts in place"
-            );
+            tracing::info!(uploaded = changes.uploaded.len(), "artifacts in place");
             self.status
                 .versions
                 .insert("kubernetes".into(), version.clone());
@@ -340,6 +335,9 @@ impl<'a> Runner<'a> {
                 false,
             )
             .await?;
+            // Images go into containerd once it runs (the import waits for its socket).
+            let imported = converge::import_images(session, manifest, false).await?;
+            tracing::info!(imported = imported.len(), "images in place");
             self.done(Phase::Starting);
         }
 

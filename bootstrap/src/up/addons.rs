@@ -70,7 +70,28 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     n += apply_yaml(client, &operator)
         .await
         .context("failed to apply the operator manifests")?;
+    restart_on_new_image(client, ctx).await?;
     Ok(n)
+}
+
+/// The image tag stays the crate version while its content changes between
+/// builds: stamp the pod template with the image's sha256 so a new image
+/// rolls the operator out (and the same image changes nothing).
+async fn restart_on_new_image(client: &Client, ctx: &ControllerContext) -> Result<()> {
+    let Some(file) = ctx.manifest.files.get("images/kubeup-operator.tar") else {
+        return Ok(());
+    };
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "kubeup-system");
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubeup.dev/image-sha256": file.sha256}}}}});
+    api.patch(
+        "kubeup-operator",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .context("failed to stamp the operator Deployment with its image digest")?;
+    Ok(())
 }
 
 async fn wait_established(client: &Client) -> Result<()> {

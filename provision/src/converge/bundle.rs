@@ -41,12 +41,27 @@ pub async fn push_bundle(
     let q_dir = quote(&host_dir).map_err(ssh_err(session.host(), "upload artifacts"))?;
     // Cheap path first: the host's stamp says its copy was fully verified
     // and no file changed since.
-    let probe = format!("cd {q_dir} 2>/dev/null && {}; true", stamp::remote_probe(manifest));
-    let out = session.run(&Command::shell(probe).privileged()).await.map_err(ssh_err(session.host(), "upload artifacts"))?;
+    let probe = format!(
+        "cd {q_dir} 2>/dev/null && {}; true",
+        stamp::remote_probe(manifest)
+    );
+    let out = session
+        .run(&Command::shell(probe).privileged())
+        .await
+        .map_err(ssh_err(session.host(), "upload artifacts"))?;
     let (recorded, current) = stamp::parse_probe(manifest, &out.stdout_str());
-    let remote_paths: Vec<String> = manifest.files.keys().map(|name| format!("{host_dir}/{name}")).collect();
+    let remote_paths: Vec<String> = manifest
+        .files
+        .keys()
+        .map(|name| format!("{host_dir}/{name}"))
+        .collect();
     let remote = if recorded == current {
-        manifest.files.iter().zip(&remote_paths).map(|((_, f), p)| (p.clone(), f.sha256.clone())).collect()
+        manifest
+            .files
+            .iter()
+            .zip(&remote_paths)
+            .map(|((_, f), p)| (p.clone(), f.sha256.clone()))
+            .collect()
     } else {
         let refs: Vec<&str> = remote_paths.iter().map(String::as_str).collect();
         super::remote_sha256(session, &refs).await?
@@ -78,11 +93,21 @@ pub async fn push_bundle(
     }
     if !dry_run && recorded != current {
         // Every file now matches its sha256: record that with the stats.
-        let write = format!("cd {q_dir} && {{ echo {}; stat -c '%n %s %Y' -- {}; }} > {STAMP}.tmp && mv {STAMP}.tmp {STAMP}",
+        let write = format!(
+            "cd {q_dir} && {{ echo {}; stat -c '%n %s %Y' -- {}; }} > {STAMP}.tmp && mv {STAMP}.tmp {STAMP}",
             stamp::manifest_digest(manifest),
-            manifest.files.keys().map(|n| quote(n).unwrap_or_default()).collect::<Vec<_>>().join(" "),
-            STAMP = stamp::STAMP);
-        session.run(&Command::shell(write).privileged()).await.map_err(ssh_err(session.host(), "upload artifacts"))?;
+            manifest
+                .files
+                .keys()
+                .map(|n| quote(n).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" "),
+            STAMP = stamp::STAMP
+        );
+        session
+            .run(&Command::shell(write).privileged())
+            .await
+            .map_err(ssh_err(session.host(), "upload artifacts"))?;
     }
     // Symlinks (kube-apiserver -> hyperkube, …): one idempotent command.
     if !manifest.symlinks.is_empty() {
@@ -127,11 +152,13 @@ pub async fn import_images(
         let q = |s: &str| quote(s).map_err(ssh_err(session.host(), "import images"));
         let (qm, qa, qctr) = (q(&marker)?, q(&format!("{host_dir}/{name}"))?, q(&ctr)?);
         let check = format!("[ \"$(cat {qm} 2>/dev/null)\" = {} ]", file.sha256);
+        // containerd was just started without blocking: wait for its socket.
+        let wait = "for i in $(seq 1 150); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done";
         let script = if dry_run {
             format!("if {check}; then echo same; else echo import; fi")
         } else {
             format!(
-                "if {check}; then echo same; else \
+                "if {check}; then echo same; else {wait}; \
                  {qctr} -n k8s.io images import {qa} >/dev/null && \
                  mkdir -p {}/images && echo {} > {qm} && echo import; fi",
                 layout::STATE,
