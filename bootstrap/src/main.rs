@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod cmd_certs;
 mod cmd_init;
+mod cmd_join;
 mod cmd_kubeconfig;
 mod cmd_reset;
 mod cmd_ssh;
@@ -43,6 +44,8 @@ enum Command {
     Reset(cmd_reset::ResetArgs),
     /// Print the admin kubeconfig, or merge it into ~/.kube/config.
     Kubeconfig(cmd_kubeconfig::KubeconfigArgs),
+    /// Join a machine as a worker: create its SSH Secret and WorkerJoin.
+    Join(cmd_join::JoinArgs),
     /// Run a command on a host of the cluster over kubeup's SSH transport.
     Ssh(cmd_ssh::SshArgs),
     /// Certificates of the cluster directory.
@@ -75,7 +78,8 @@ pub enum Output {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KUBEUP_LOG").unwrap_or_else(|_| EnvFilter::new("warn,kube_client::client::builder=off"));
+    let filter = EnvFilter::try_from_env("KUBEUP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,kube_client::client::builder=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -97,6 +101,7 @@ async fn main() -> ExitCode {
         Command::Plan(args) => up::run_plan(args).await,
         Command::Reset(args) => cmd_reset::run(args).await,
         Command::Kubeconfig(args) => cmd_kubeconfig::run(args),
+        Command::Join(args) => cmd_join::run(args).await,
         Command::Ssh(args) => cmd_ssh::run(args)
             .await
             .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
