@@ -148,6 +148,15 @@ fn controller_end_to_end() {
     step_secrets_are_encrypted_at_rest(&c);
     step_second_up_changes_nothing(&c);
     step_reset_then_up_converges(&c);
+
+    // Workers, joined by the operator (issue 9).
+    step_operator_is_running(&c);
+    step_workers_join(&c);
+    step_worker_kubelet_certificate(&c);
+    step_pod_runs_on_a_worker(&c);
+    step_delete_resets_the_host(&c);
+    step_wrong_pin_fails_and_installs_nothing(&c);
+    step_kubectl_kubeup_join_waits_for_ready(&c, tmp.path());
 }
 
 fn step_bad_input_changes_nothing(c: &Cluster, tmp: &Path) {
@@ -361,4 +370,286 @@ fn step_reset_then_up_converges(c: &Cluster) {
     kubeup_ok(&["up", "-f", &c.file]);
     let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
     assert!(nodes.contains(" Ready "), "{nodes}");
+}
+
+fn host_name(c: &Cluster, i: usize) -> String {
+    c.controller.replace("-1", &format!("-{i}"))
+}
+
+/// A command on a sandbox host over OpenSSH with the sandbox's pinned keys.
+fn on_host(c: &Cluster, address: &str, script: &str) -> String {
+    let key = c.dir.join("sandbox/id_ed25519");
+    let known = c.dir.join("sandbox/known_hosts");
+    let o = run(
+        "ssh",
+        &[
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            &format!("UserKnownHostsFile={}", known.display()),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            &format!("root@{address}"),
+            script,
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "on {address}: `{script}` failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_for(what: &str, timeout_s: u64, mut check: impl FnMut() -> Option<String>) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed().as_secs() < timeout_s,
+            "timed out after {timeout_s}s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn step_operator_is_running(c: &Cluster) {
+    wait_for("the operator pod to run", 120, || {
+        let o = c.kubectl(&[
+            "-n",
+            "kubeup-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kubeup-operator",
+            "--no-headers",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.contains("Running").then_some(out)
+    });
+}
+
+fn workerjoin_phase(c: &Cluster, name: &str) -> String {
+    let o = c.kubectl(&[
+        "-n",
+        "kubeup-system",
+        "get",
+        "workerjoin",
+        name,
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn step_workers_join(c: &Cluster) {
+    c.kubectl_ok(&["apply", "-f", c.dir.join("workers").to_str().unwrap()]);
+    for i in [2, 3] {
+        let name = host_name(c, i);
+        wait_for(&format!("WorkerJoin {name} Ready"), 300, || {
+            (workerjoin_phase(c, &name) == "Ready")
+                .then_some(())
+                .map(|_| String::new())
+        });
+    }
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert_eq!(
+        nodes.lines().filter(|l| l.contains(" Ready ")).count(),
+        3,
+        "{nodes}"
+    );
+    let table = c.kubectl_ok(&["-n", "kubeup-system", "get", "workerjoins"]);
+    for col in ["ADDRESS", "PHASE", "NODE", "READY", "AGE", "198.18.0.12"] {
+        assert!(
+            table.contains(col),
+            "`kubectl get workerjoins` lacks {col}: {table}"
+        );
+    }
+}
+
+fn step_worker_kubelet_certificate(c: &Cluster) {
+    let name = host_name(c, 2);
+    let pem = on_host(
+        c,
+        "198.18.0.12",
+        "sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' /var/lib/kubelet/pki/kubelet-client-current.pem",
+    );
+    let cert = c.dir.join("worker-kubelet.crt");
+    std::fs::write(&cert, pem).unwrap();
+    let ca = c.dir.join("pki/ca.crt");
+    let o = run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "the worker's kubelet certificate is not from the cluster CA: {}",
+        describe(&o)
+    );
+    let o = run(
+        "openssl",
+        &["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()],
+    );
+    let subject = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        subject.contains(&format!("CN = system:node:{name}"))
+            && subject.contains("O = system:nodes"),
+        "{subject}"
+    );
+}
+
+fn step_pod_runs_on_a_worker(c: &Cluster) {
+    let name = host_name(c, 2);
+    let manifest = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"e2e-on-worker","namespace":"default"}},
+        "spec":{{"nodeName":"{name}","containers":[{{"name":"pause","image":"registry.k8s.io/pause:3.10.1","imagePullPolicy":"Never"}}]}}}}"#
+    );
+    let file = c.dir.join("pod.json");
+    std::fs::write(&file, manifest).unwrap();
+    c.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    wait_for("the pod on a worker to run", 120, || {
+        let o = c.kubectl(&[
+            "get",
+            "pod",
+            "e2e-on-worker",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        (String::from_utf8_lossy(&o.stdout) == "Running").then(String::new)
+    });
+    // Logs through the apiserver → kubelet path (client certificate auth).
+    c.kubectl_ok(&["logs", "e2e-on-worker"]);
+    c.kubectl_ok(&["delete", "pod", "e2e-on-worker", "--wait=false"]);
+}
+
+fn step_delete_resets_the_host(c: &Cluster) {
+    let name = host_name(c, 3);
+    c.kubectl_ok(&[
+        "-n",
+        "kubeup-system",
+        "delete",
+        "workerjoin",
+        &name,
+        "--timeout=180s",
+    ]);
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(
+        !nodes.contains(&name),
+        "the Node of a deleted WorkerJoin remains: {nodes}"
+    );
+    let left = on_host(
+        c,
+        "198.18.0.13",
+        "ls /etc/kubernetes /opt/kubeup 2>/dev/null; systemctl is-active kubelet containerd; true",
+    );
+    assert!(
+        !left.contains("kubelet-config") && !left.lines().any(|l| l == "active"),
+        "the host was not reset: {left}"
+    );
+}
+
+fn step_wrong_pin_fails_and_installs_nothing(c: &Cluster) {
+    // Host 2's key pinned for host 3's address.
+    let wrong =
+        std::fs::read_to_string(c.dir.join(format!("workers/{}.yaml", host_name(c, 2)))).unwrap();
+    let key = wrong
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .expect("a pinned key")
+        .trim_matches('"')
+        .to_string();
+    let manifest = format!(
+        "apiVersion: kubeup.dev/v1alpha1\nkind: WorkerJoin\nmetadata: {{name: wrong-pin, namespace: kubeup-system}}\n\
+         spec:\n  address: 198.18.0.13\n  sshSecretRef: {{name: {}-ssh}}\n  hostKey: {{policy: Pin, key: \"{key}\"}}\n",
+        host_name(c, 3)
+    );
+    let file = c.dir.join("wrong-pin.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    c.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    wait_for("the wrong pin to fail", 120, || {
+        (workerjoin_phase(c, "wrong-pin") == "Failed").then(String::new)
+    });
+    let err = c.kubectl_ok(&[
+        "-n",
+        "kubeup-system",
+        "get",
+        "workerjoin",
+        "wrong-pin",
+        "-o",
+        "jsonpath={.status.lastError}",
+    ]);
+    assert!(
+        err.matches("SHA256:").count() >= 2,
+        "the error does not name both fingerprints: {err}"
+    );
+    let left = on_host(c, "198.18.0.13", "ls /opt/kubeup 2>&1; true");
+    assert!(
+        left.contains("No such file"),
+        "a refused host got files: {left}"
+    );
+    c.kubectl_ok(&[
+        "-n",
+        "kubeup-system",
+        "delete",
+        "workerjoin",
+        "wrong-pin",
+        "--timeout=60s",
+    ]);
+}
+
+fn step_kubectl_kubeup_join_waits_for_ready(c: &Cluster, tmp: &Path) {
+    // kubectl's plugin convention: `kubectl-kubeup` on the PATH.
+    let plugins = tmp.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::os::unix::fs::symlink(KUBEUP, plugins.join("kubectl-kubeup")).unwrap();
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pinned =
+        std::fs::read_to_string(c.dir.join(format!("workers/{}.yaml", host_name(c, 3)))).unwrap();
+    let key = pinned
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .expect("a pinned key")
+        .trim_matches('"')
+        .to_string();
+    let o = Command::new(bundle_bin("kubectl"))
+        .args(["kubeup", "join", "root@198.18.0.13", "--key"])
+        .arg(c.dir.join("sandbox/id_ed25519"))
+        .args([
+            "--host-key",
+            &key,
+            "--name",
+            "joined-by-plugin",
+            "--wait",
+            "--timeout",
+            "300",
+        ])
+        .env("PATH", path)
+        .env("KUBECONFIG", c.dir.join("admin.kubeconfig"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl kubeup join --wait failed: {}",
+        describe(&o)
+    );
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert_eq!(
+        nodes.lines().filter(|l| l.contains(" Ready ")).count(),
+        3,
+        "{nodes}"
+    );
 }
