@@ -170,14 +170,22 @@ pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
     )
 }
 
-pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
-    let kubeconfig = format!("{K8S}/controller-manager.kubeconfig");
-    let flags = vec![
+/// What the controller-manager and scheduler share: their kubeconfig for
+/// everything, serving on loopback only, leader election.
+fn local_component_flags(name: &str) -> Vec<String> {
+    let kubeconfig = format!("{K8S}/{name}.kubeconfig");
+    vec![
         flag("kubeconfig", &kubeconfig),
         flag("authentication-kubeconfig", &kubeconfig),
         flag("authorization-kubeconfig", &kubeconfig),
         flag("bind-address", "127.0.0.1"),
         flag("leader-elect", true),
+    ]
+}
+
+pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
+    let mut flags = local_component_flags("controller-manager");
+    flags.extend([
         flag("use-service-account-credentials", true),
         flag("controllers", "*,bootstrapsigner,tokencleaner"),
         flag("client-ca-file", format!("{PKI}/ca.crt")),
@@ -195,7 +203,7 @@ pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
         flag("cluster-cidr", &c.node.pod_cidr),
         flag("node-cidr-mask-size", 24),
         flag("service-cluster-ip-range", &c.service_cidr),
-    ];
+    ]);
     file(
         Unit::KubeControllerManager,
         unit(
@@ -209,14 +217,7 @@ pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
 }
 
 pub fn kube_scheduler(c: &ControllerInput) -> HostFile {
-    let kubeconfig = format!("{K8S}/scheduler.kubeconfig");
-    let flags = vec![
-        flag("kubeconfig", &kubeconfig),
-        flag("authentication-kubeconfig", &kubeconfig),
-        flag("authorization-kubeconfig", &kubeconfig),
-        flag("bind-address", "127.0.0.1"),
-        flag("leader-elect", true),
-    ];
+    let flags = local_component_flags("scheduler");
     file(
         Unit::KubeScheduler,
         unit(
