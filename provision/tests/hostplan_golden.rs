@@ -21,7 +21,11 @@ fn node() -> NodeInput {
 }
 
 fn rendered() -> Vec<(String, HostFile)> {
-    let c = ControllerInput { node: node(), cluster_name: "demo".into(), service_cidr: "10.96.0.0/12".into() };
+    let c = ControllerInput {
+        node: node(),
+        cluster_name: "demo".into(),
+        service_cidr: "10.96.0.0/12".into(),
+    };
     let mut files = vec![
         units::containerd(&c.node),
         units::etcd(&c),
@@ -38,13 +42,19 @@ fn rendered() -> Vec<(String, HostFile)> {
     ];
     files.extend(configs::controller_kubeconfigs("demo"));
     files.extend(configs::node_kubeconfigs("demo", &c.node));
-    let mut out: Vec<(String, HostFile)> =
-        files.into_iter().map(|f| (format!("controller{}", f.path.replace('/', "_")), f)).collect();
+    let mut out: Vec<(String, HostFile)> = files
+        .into_iter()
+        .map(|f| (format!("controller{}", f.path.replace('/', "_")), f))
+        .collect();
     let mut w = node();
     w.node_name = "worker-1".into();
     w.address = "192.0.2.11".into();
     w.register_taints.clear();
-    out.extend(worker::worker_files(&w, "demo").into_iter().map(|f| (format!("worker{}", f.path.replace('/', "_")), f)));
+    out.extend(
+        worker::worker_files(&w, "demo")
+            .into_iter()
+            .map(|f| (format!("worker{}", f.path.replace('/', "_")), f)),
+    );
     out
 }
 
@@ -67,7 +77,10 @@ fn rendered_files_match_the_golden_files() {
             mismatched.push(name);
         }
     }
-    assert!(mismatched.is_empty(), "rendering changed for {mismatched:?}: review, then regenerate with UPDATE_GOLDEN=1");
+    assert!(
+        mismatched.is_empty(),
+        "rendering changed for {mismatched:?}: review, then regenerate with UPDATE_GOLDEN=1"
+    );
 }
 
 #[test]
