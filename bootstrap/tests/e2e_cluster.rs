@@ -147,6 +147,7 @@ fn controller_end_to_end() {
     step_etcd_accepts_only_etcd_ca_clients(&c);
     step_secrets_are_encrypted_at_rest(&c);
     step_second_up_changes_nothing(&c);
+    step_one_setting_restarts_only_its_units(&c);
     step_reset_then_up_converges(&c);
 
     // Workers, joined by the operator (issue 9).
@@ -446,20 +447,37 @@ fn workerjoin_phase(c: &Cluster, name: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// GitOps: `kubectl apply -k examples/gitops` (the sandbox's hosts 2 and 3)
+/// after creating the SSH Secret the kustomization refers to.
 fn step_workers_join(c: &Cluster) {
-    c.kubectl_ok(&["apply", "-f", c.dir.join("workers").to_str().unwrap()]);
-    for i in [2, 3] {
-        let name = host_name(c, i);
+    let key = c.dir.join("sandbox/id_ed25519");
+    c.kubectl_ok(&[
+        "-n",
+        "kubeup-system",
+        "create",
+        "secret",
+        "generic",
+        "sandbox-ssh",
+        "--type=kubernetes.io/ssh-auth",
+        &format!("--from-file=ssh-privatekey={}", key.display()),
+    ]);
+    let gitops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gitops");
+    c.kubectl_ok(&["apply", "-k", gitops.to_str().unwrap()]);
+    for name in ["worker-1", "worker-2"] {
         wait_for(&format!("WorkerJoin {name} Ready"), 300, || {
-            (workerjoin_phase(c, &name) == "Ready")
-                .then_some(())
-                .map(|_| String::new())
+            (workerjoin_phase(c, name) == "Ready").then(String::new)
         });
     }
-    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    let nodes = c.kubectl_ok(&[
+        "get",
+        "nodes",
+        "--no-headers",
+        "-l",
+        "kubeup.dev/pool=gitops",
+    ]);
     assert_eq!(
         nodes.lines().filter(|l| l.contains(" Ready ")).count(),
-        3,
+        2,
         "{nodes}"
     );
     let table = c.kubectl_ok(&["-n", "kubeup-system", "get", "workerjoins"]);
@@ -569,8 +587,7 @@ fn step_wrong_pin_fails_and_installs_nothing(c: &Cluster) {
         .to_string();
     let manifest = format!(
         "apiVersion: kubeup.dev/v1alpha1\nkind: WorkerJoin\nmetadata: {{name: wrong-pin, namespace: kubeup-system}}\n\
-         spec:\n  address: 198.18.0.13\n  sshSecretRef: {{name: {}-ssh}}\n  hostKey: {{policy: Pin, key: \"{key}\"}}\n",
-        host_name(c, 3)
+         spec:\n  address: 198.18.0.13\n  sshSecretRef: {{name: sandbox-ssh}}\n  hostKey: {{policy: Pin, key: \"{key}\"}}\n"
     );
     let file = c.dir.join("wrong-pin.yaml");
     std::fs::write(&file, manifest).unwrap();
@@ -652,4 +669,34 @@ fn step_kubectl_kubeup_join_waits_for_ready(c: &Cluster, tmp: &Path) {
         3,
         "{nodes}"
     );
+}
+
+/// The units listed under `did restart (N):` in up's report.
+fn restarted(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("did restart"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn step_one_setting_restarts_only_its_units(c: &Cluster) {
+    let original = std::fs::read_to_string(&c.file).unwrap();
+    assert!(original.contains("clusterDns: 10.96.0.10"), "{original}");
+    std::fs::write(
+        &c.file,
+        original.replace("clusterDns: 10.96.0.10", "clusterDns: 10.96.0.11"),
+    )
+    .unwrap();
+    let report = kubeup_ok(&["up", "-f", &c.file]);
+    assert_eq!(
+        restarted(&report),
+        ["kubelet"],
+        "a cluster DNS change restarted more than the kubelet: {report}"
+    );
+    std::fs::write(&c.file, original).unwrap();
+    let report = kubeup_ok(&["up", "-f", &c.file]);
+    assert_eq!(restarted(&report), ["kubelet"], "{report}");
 }
