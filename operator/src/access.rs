@@ -158,7 +158,7 @@ pub async fn connect(
         store
             .insert_openssh(&target.address, target.port, k)
             .map_err(|source| Error::Ssh {
-                host: host.clone(),
+                host: host.clone().into(),
                 source,
             })?;
     }
@@ -166,7 +166,7 @@ pub async fn connect(
     let session = Session::connect(&target, store.clone(), opts)
         .await
         .map_err(|source| Error::Ssh {
-            host: host.clone(),
+            host: host.clone().into(),
             source,
         })?;
     let fingerprint = session.host_key_fingerprint().await;

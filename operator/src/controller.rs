@@ -482,7 +482,9 @@ pub async fn run(
     let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
 
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
-    controller
+    // kubelet-serving CSRs of the nodes it joined, next to the joins.
+    let approver = crate::serving::run(ctx.clone(), store.clone());
+    let joins = controller
         .watches(nodes, watcher::Config::default(), move |node| {
             let name = node.name_any();
             if let Some((ns, wj)) = node
@@ -528,8 +530,8 @@ pub async fn run(
                 Ok((obj, _)) => tracing::debug!(workerjoin = %obj, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile error"),
             }
-        })
-        .await;
+        });
+    futures::future::join(joins, approver).await;
 }
 
 /// For tests: list WorkerJoins quickly.

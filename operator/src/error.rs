@@ -15,7 +15,8 @@ pub enum Error {
     },
     #[error("{host}: {source}")]
     Ssh {
-        host: String,
+        /// Boxed: keeps `Error` under clippy's `result_large_err` threshold.
+        host: Box<str>,
         #[source]
         source: SshError,
     },
@@ -150,6 +151,6 @@ mod size {
     /// `result_large_err` threshold (128 bytes).
     #[test]
     fn error_is_small_enough_to_return() {
-        assert!(std::mem::size_of::<super::Error>() <= 128);
+        assert!(std::mem::size_of::<super::Error>() < 128);
     }
 }

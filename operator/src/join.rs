@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
+use kubeup_crds::cluster::Cni;
 use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, configs, layout, worker};
+use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, layout, network, worker};
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
@@ -315,6 +316,7 @@ impl<'a> Runner<'a> {
             self.enter(Phase::Starting).await?;
             let mut files = worker::worker_files(&input, &cluster_name);
             files.push(worker::cluster_ca(&ca_pem));
+            files.extend(network::node_files(cluster.spec.networking.cni, &input));
             changes.merge(converge::write_files(session, &files, false).await?);
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
@@ -323,7 +325,7 @@ impl<'a> Runner<'a> {
                 .run(&Command::shell("sysctl -q -w net.ipv4.ip_forward=1").privileged())
                 .await
                 .map_err(|source| Error::Ssh {
-                    host: session.host().to_string(),
+                    host: session.host().into(),
                     source,
                 })?;
             let restart: BTreeSet<Unit> = changes.restart.clone();
@@ -343,7 +345,8 @@ impl<'a> Runner<'a> {
 
         // ---- WaitingForNode
         self.enter(Phase::WaitingForNode).await?;
-        let ready = self.wait_for_node(session, &node_name).await?;
+        let cni = cluster.spec.networking.cni;
+        let ready = self.wait_for_node(session, &node_name, cni).await?;
         if !ready {
             return Ok(Outcome::WaitingForNode);
         }
@@ -426,7 +429,12 @@ impl<'a> Runner<'a> {
 
     /// Wait (up to `node_wait`) for the Node: CNI config from its podCIDR,
     /// labels and taints, then Ready. `false` when not Ready yet.
-    async fn wait_for_node(&mut self, session: &Session, node_name: &str) -> Result<bool> {
+    async fn wait_for_node(
+        &mut self,
+        session: &Session,
+        node_name: &str,
+        cni: Cni,
+    ) -> Result<bool> {
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
         let started = Instant::now();
         let mut cni_written = false;
@@ -438,8 +446,15 @@ impl<'a> Runner<'a> {
             if let Some(node) = &node {
                 let view = node_view(node);
                 if !cni_written && let Some(cidr) = &view.pod_cidr {
-                    let cni = configs::cni_bridge_conflist(cidr);
-                    converge::write_files(session, std::slice::from_ref(&cni), false).await?;
+                    // flannel starts once the Node has its podCIDR (it
+                    // exits without one); `cni: none` writes nothing.
+                    let conflist: Vec<_> = network::cni_conflist(cni, cidr).into_iter().collect();
+                    converge::write_files(session, &conflist, false).await?;
+                    let units = network::units(cni);
+                    if !units.is_empty() {
+                        converge::ensure_units(session, units, &BTreeSet::new(), true, false)
+                            .await?;
+                    }
                     cni_written = true;
                 }
                 sync_node(&self.ctx.client, node, &self.owner, self.wj).await?;
@@ -465,7 +480,7 @@ async fn write(session: &Session, data: Vec<u8>, path: &str, mode: u32) -> Resul
         .await
         .map(|_| ())
         .map_err(|source| Error::Ssh {
-            host: session.host().to_string(),
+            host: session.host().into(),
             source,
         })
 }
@@ -565,7 +580,7 @@ async fn remote_certs(session: &Session, pairs: &[(&str, &str)]) -> Result<Vec<O
     let mut script = String::new();
     let q = |p: &str| {
         quote(p).map_err(|source| Error::Ssh {
-            host: session.host().to_string(),
+            host: session.host().into(),
             source,
         })
     };
@@ -580,7 +595,7 @@ async fn remote_certs(session: &Session, pairs: &[(&str, &str)]) -> Result<Vec<O
         .run(&Command::shell(script).privileged())
         .await
         .map_err(|source| Error::Ssh {
-            host: session.host().to_string(),
+            host: session.host().into(),
             source,
         })?;
     let mut parts: Vec<Option<String>> = out

@@ -18,6 +18,7 @@ pub mod lease;
 pub mod metrics;
 pub mod nodesync;
 pub mod plan;
+pub mod serving;
 pub mod status;
 
 pub use error::{Error, Result};

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub join_duration: Histogram,
     pub ssh_errors: Family<Labels, Counter>,
     pub reconcile_errors: Family<Labels, Counter>,
+    pub serving_csrs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -44,6 +45,7 @@ impl Metrics {
             join_duration: phase_histogram(),
             ssh_errors: Family::default(),
             reconcile_errors: Family::default(),
+            serving_csrs: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +84,11 @@ impl Metrics {
             "Reconcile errors by reason",
             m.reconcile_errors.clone(),
         );
+        registry.register(
+            "serving_csrs",
+            "kubelet-serving CSRs seen: approved, or the reason left unapproved",
+            m.serving_csrs.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -106,6 +113,12 @@ impl Metrics {
     pub fn reconcile_error(&self, reason: &str) {
         self.reconcile_errors
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    pub fn serving_csr(&self, result: &str) {
+        self.serving_csrs
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc();
     }
 

@@ -111,7 +111,7 @@ fn chart_lints_renders_and_matches_deploy() {
         }
     }
 
-    // Least privilege: no wildcards, CSR approval only for two signers.
+    // Least privilege: no wildcards, CSR approval only for three signers.
     let role = find(&d, "ClusterRole");
     let rules = role["rules"].as_sequence().unwrap();
     for r in rules {
@@ -135,7 +135,8 @@ fn chart_lints_renders_and_matches_deploy() {
         names,
         [
             "kubernetes.io/kube-apiserver-client-kubelet",
-            "kubernetes.io/kube-apiserver-client"
+            "kubernetes.io/kube-apiserver-client",
+            "kubernetes.io/kubelet-serving"
         ]
     );
     assert_eq!(signers["verbs"][0].as_str(), Some("approve"));

@@ -70,16 +70,12 @@ async fn csr_issue_with_the_operators_rbac_and_nothing_more() {
         );
     }
 
-    // Outside the RBAC: approving for another signer…
+    // Outside the RBAC: approving for a signer it does not approve for…
     let sa_csrs: Api<CertificateSigningRequest> = Api::all(sa.clone());
     let g = csr::generate(&kubelet).unwrap();
     let mut serving = csr::csr_object("serving-1", &kubelet, &g.csr_pem, "default.w1", "uid-1");
-    serving.spec.signer_name = "kubernetes.io/kubelet-serving".into();
-    serving.spec.usages = Some(vec![
-        "digital signature".into(),
-        "key encipherment".into(),
-        "server auth".into(),
-    ]);
+    serving.spec.signer_name = "example.com/other-signer".into();
+    serving.spec.usages = Some(vec!["digital signature".into(), "client auth".into()]);
     let mut created = sa_csrs
         .create(&PostParams::default(), &serving)
         .await
@@ -99,13 +95,17 @@ async fn csr_issue_with_the_operators_rbac_and_nothing_more() {
                 .replace_subresource("approval", "serving-1", &PostParams::default(), &created)
                 .await
         ),
-        "approving a kubelet-serving CSR must be refused"
+        "approving a CSR for another signer must be refused"
     );
-    // …reading ConfigMaps other than kube-root-ca.crt, listing CSRs,
+    // …reading ConfigMaps other than kube-root-ca.crt, deleting CSRs,
     // deleting Secrets.
     let cms: Api<ConfigMap> = Api::namespaced(sa.clone(), "default");
     assert!(forbidden(cms.list(&ListParams::default()).await));
-    assert!(forbidden(sa_csrs.list(&ListParams::default()).await));
+    assert!(forbidden(
+        sa_csrs.delete("serving-1", &Default::default()).await
+    ));
+    // Listing CSRs is allowed: the kubelet-serving ones are watched.
+    assert!(sa_csrs.list(&ListParams::default()).await.is_ok());
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), "default");
     assert!(forbidden(secrets.delete("x", &Default::default()).await));
     // What it needs is allowed: the cluster CA in its own namespace.

@@ -169,7 +169,7 @@ impl ControllerContext {
                 &[Unit::KubeApiserver],
             ),
             configs::encryption_config(&key),
-            configs::kubelet_config(&c.node),
+            configs::kubelet_config(&c.node, false),
             configs::kubelet_resolv_conf(),
             configs::kube_proxy_config(&c.node),
             configs::containerd_config(&c.node),

@@ -111,7 +111,16 @@ pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> Vec<HostFile> {
     ]
 }
 
-pub fn kubelet_config(n: &NodeInput) -> HostFile {
+/// The kubelet's configuration. `server_tls_bootstrap`: the kubelet asks
+/// for its serving certificate through a `kubernetes.io/kubelet-serving`
+/// CSR (someone must approve it: the operator does for the workers it
+/// joins) instead of a self-signed one.
+pub fn kubelet_config(n: &NodeInput, server_tls_bootstrap: bool) -> HostFile {
+    let serving = if server_tls_bootstrap {
+        "# Serving certificate through the CSR API (kubelet-serving signer).\nserverTLSBootstrap: true\n"
+    } else {
+        ""
+    };
     let content = format!(
         "# Written by kubeup.\n\
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -133,7 +142,7 @@ authentication:
 authorization: {{mode: Webhook}}
 evictionHard: {{nodefs.available: \"0%\", nodefs.inodesFree: \"0%\", imagefs.available: \"0%\"}}
 imageGCHighThresholdPercent: 100
-",
+{serving}",
         dns = n.cluster_dns,
         domain = n.cluster_domain,
     );

@@ -18,7 +18,9 @@ pub const SYSCTL_CONF: &str = "/etc/sysctl.d/99-kubeup.conf";
 /// them from the API.
 pub fn worker_files(n: &NodeInput, cluster_name: &str) -> Vec<HostFile> {
     let mut files = vec![
-        configs::kubelet_config(n),
+        // Serving certificate through the CSR API: the operator approves it
+        // when it names only this host.
+        configs::kubelet_config(n, true),
         configs::kubelet_resolv_conf(),
         configs::kube_proxy_config(n),
         configs::containerd_config(n),
@@ -99,6 +101,18 @@ mod tests {
         let text = String::from_utf8_lossy(&proxy_kc.content);
         assert!(text.contains(KUBE_PROXY_CERT) && text.contains(KUBE_PROXY_KEY));
         assert!(text.contains("https://198.18.0.10:6443"));
+    }
+
+    #[test]
+    fn the_worker_kubelet_bootstraps_its_serving_certificate() {
+        let files = worker_files(&input(), "demo");
+        let cfg = files
+            .iter()
+            .find(|f| f.path.ends_with("kubelet-config.yaml"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&cfg.content);
+        assert!(text.contains("\nserverTLSBootstrap: true\n"), "{text}");
+        assert!(text.contains("rotateCertificates: true"), "{text}");
     }
 
     #[test]
