@@ -24,6 +24,7 @@ fn units_of(name: &str) -> &'static [Unit] {
             Unit::KubeProxy,
         ],
         "etcd" => &[Unit::Etcd],
+        "flanneld" => &[Unit::Flannel],
         "containerd" | "containerd-shim-runc-v2" | "runc" => &[Unit::Containerd],
         _ => &[],
     }

@@ -8,7 +8,8 @@ use crate::ssh::{Command, Session};
 
 /// Reset the host; returns the paths removed.
 pub async fn reset_host(session: &Session) -> Result<Vec<String>, ConvergeError> {
-    let units: Vec<String> = Unit::CONTROLLER.iter().rev().map(|u| u.service()).collect();
+    let mut units: Vec<String> = Unit::CONTROLLER.iter().rev().map(|u| u.service()).collect();
+    units.insert(0, Unit::Flannel.service());
     let units = units.join(" ");
     let data_dirs = layout::DATA_DIRS.join(" ");
     let list = layout::INSTALLED_LIST;
@@ -31,7 +32,7 @@ for d in {data_dirs} /etc/cni/net.d /etc/containerd; do
 done
 if command -v iptables-save >/dev/null; then
   for t in iptables ip6tables; do
-    $t-save 2>/dev/null | grep -v -e KUBE- -e CNI- -e 'kubernetes' | $t-restore 2>/dev/null
+    $t-save 2>/dev/null | grep -v -e KUBE- -e CNI- -e FLANNEL- -e 'kubernetes' | $t-restore 2>/dev/null
   done
 fi
 for l in cni0 flannel.1 kube-ipvs0; do ip link del "$l" 2>/dev/null; done

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod configs;
 pub mod layout;
+pub mod network;
 pub mod units;
 pub mod worker;
 
@@ -21,6 +22,8 @@ pub enum Unit {
     KubeScheduler,
     Kubelet,
     KubeProxy,
+    /// flanneld, with `networking.cni: flannel` (see [`network`]).
+    Flannel,
 }
 
 impl Unit {
@@ -45,6 +48,7 @@ impl Unit {
             Unit::KubeScheduler => "kube-scheduler",
             Unit::Kubelet => "kubelet",
             Unit::KubeProxy => "kube-proxy",
+            Unit::Flannel => "flanneld",
         }
     }
 

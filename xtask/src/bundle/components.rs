@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use kubeup_provision::artifacts::{BundleFile, sha256_file};
 use sha2::{Digest, Sha256};
 
-use super::{Ctx, debian, go};
+use super::{Ctx, addons, debian, go};
 use crate::oci;
 
 /// The pause image every pod sandbox starts from; containerd's
@@ -44,6 +44,8 @@ enum Recipe {
     },
     /// The pause binary from `hack/bundle/pause`, wrapped into an OCI archive.
     Pause,
+    /// Debian's busybox-static as the smoke-test image (addons.rs).
+    TestImage,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,7 @@ enum Stamp {
     Kubernetes,
     Crictl,
     Helm,
+    Flannel,
 }
 
 pub fn all() -> Vec<Component> {
@@ -156,6 +159,23 @@ pub fn all() -> Vec<Component> {
             },
         },
         Component {
+            name: "flannel",
+            recipe: Recipe::Go {
+                dir: "flannel",
+                targets: &[GoTarget {
+                    module: "github.com/flannel-io/flannel",
+                    package: ".",
+                    out: "bin/flanneld",
+                    tags: &[],
+                    stamp: Stamp::Flannel,
+                }],
+            },
+        },
+        Component {
+            name: "testimage",
+            recipe: Recipe::TestImage,
+        },
+        Component {
             name: "kubernetes",
             recipe: Recipe::Go {
                 dir: "kubernetes",
@@ -179,6 +199,7 @@ impl Component {
             Recipe::Go { targets, .. } => targets.iter().map(|t| t.out).collect(),
             Recipe::Debian { files, .. } => files.iter().map(|(_, out)| *out).collect(),
             Recipe::Pause => vec!["images/pause.tar"],
+            Recipe::TestImage => vec![addons::TEST_IMAGE_FILE],
         }
     }
 
@@ -200,6 +221,11 @@ impl Component {
                 hash_dir(&mut h, &ctx.recipes.join("pause"))?;
                 h.update(include_str!("../oci.rs"));
             }
+            Recipe::TestImage => {
+                h.update(addons::TEST_IMAGE);
+                h.update(include_str!("addons.rs"));
+                h.update(include_str!("../oci.rs"));
+            }
         }
         Ok(hex::encode(h.finalize()))
     }
@@ -211,6 +237,7 @@ impl Component {
             Recipe::Go { dir, targets } => build_go(ctx, dir, targets, staging),
             Recipe::Debian { package, files } => build_debian(package, files, staging),
             Recipe::Pause => build_pause(ctx, staging),
+            Recipe::TestImage => addons::build_test_image(staging),
         }
     }
 }
@@ -279,6 +306,7 @@ fn stamp(stamp: &Stamp, version: &str, released: &str) -> Result<Vec<String>> {
             format!("helm.sh/helm/v3/internal/version.version={version}"),
             "helm.sh/helm/v3/internal/version.gitTreeState=clean".into(),
         ],
+        Stamp::Flannel => addons::flannel_stamp(version),
     })
 }
 
@@ -342,7 +370,12 @@ fn build_pause(ctx: &Ctx, staging: &Path) -> Result<Vec<(String, BundleFile)>> {
     Ok(vec![("images/pause.tar".into(), file)])
 }
 
-fn describe(path: &Path, version: &str, source: String, executable: bool) -> Result<BundleFile> {
+pub(super) fn describe(
+    path: &Path,
+    version: &str,
+    source: String,
+    executable: bool,
+) -> Result<BundleFile> {
     let (size, sha256) =
         sha256_file(path).with_context(|| format!("failed to hash {}", path.display()))?;
     Ok(BundleFile {

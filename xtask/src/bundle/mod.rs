@@ -4,14 +4,16 @@
 //!
 //! Layout of `${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>/`:
 //! `bin/` (hyperkube and its symlinks, etcd, etcdctl, crictl, helm,
-//! containerd, containerd-shim-runc-v2, ctr, runc), `cni/` (bridge,
-//! host-local, loopback, portmap), `images/pause.tar`, `bundle.json`.
+//! flanneld, containerd, containerd-shim-runc-v2, ctr, runc), `cni/`
+//! (bridge, host-local, loopback, portmap), `images/pause.tar`,
+//! `images/busybox.tar` (smoke tests), `bundle.json`.
 //!
 //! Each component is cached: it is rebuilt only when one of its files is
 //! missing, differs from its sha256 in `bundle.json`, or was made from an
 //! older recipe. Builds happen in a staging directory beside the bundle and
 //! are renamed into place, so an interrupted build never leaves half a file.
 
+mod addons;
 mod components;
 mod debian;
 mod go;

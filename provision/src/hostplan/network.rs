@@ -1,0 +1,212 @@
+//! The pod network kubeup installs (`networking.cni: flannel`): flannel per
+//! node as a systemd unit with the Kubernetes subnet manager (each node's
+//! subnet is its `spec.podCIDR`, so the controller-manager stays the one
+//! allocator and no second store holds network state), VXLAN between nodes,
+//! and a `bridge` + `host-local` CNI config per node from its podCIDR
+//! (flannel's own CNI meta-plugin is not packaged anywhere kubeup builds
+//! from; it would write the same bridge config).
+//!
+//! Why the subnet manager and not etcd: flannel then needs no etcd client
+//! certificate on workers, and it runs on the kubelet's own credentials (the
+//! Node authorizer lets a node read Nodes and patch its own, which is all
+//! flannel does).
+
+use kubeup_crds::cluster::Cni;
+
+use super::layout::{self, K8S};
+use super::{HostFile, NodeInput, Unit};
+
+/// flannel's network configuration (`--net-config-path`).
+pub const FLANNEL_NET_CONF: &str = "/etc/kubernetes/flannel/net-conf.json";
+/// Where flannel records the node's lease (`--subnet-file`).
+pub const FLANNEL_SUBNET_ENV: &str = "/run/flannel/subnet.env";
+/// The VXLAN device flannel creates (`reset` deletes it).
+pub const FLANNEL_DEVICE: &str = "flannel.1";
+/// Bytes VXLAN adds to a packet (outer IPv4 20 + UDP 8 + VXLAN 8 + inner
+/// Ethernet 14): pods get this much less than the host's 1500-byte MTU so
+/// their packets fit into one datagram between nodes.
+pub const VXLAN_OVERHEAD: u32 = 50;
+const HOST_MTU: u32 = 1500;
+
+/// Whether kubeup runs flannel on the nodes of a cluster with this setting.
+pub fn runs_flannel(cni: Cni) -> bool {
+    cni == Cni::Flannel
+}
+
+/// The units the pod network adds to a node.
+pub fn units(cni: Cni) -> &'static [Unit] {
+    if runs_flannel(cni) {
+        &[Unit::Flannel]
+    } else {
+        &[]
+    }
+}
+
+/// Files the pod network needs on every node, before its podCIDR is known:
+/// flannel's network configuration and its unit. Nothing with `cni: none`.
+pub fn node_files(cni: Cni, n: &NodeInput) -> Vec<HostFile> {
+    files_for(cni, &FlannelNode::of(n))
+}
+
+/// What flannel's files are rendered from.
+#[derive(Clone, Debug)]
+pub struct FlannelNode<'a> {
+    pub node_name: &'a str,
+    /// The node's address: VXLAN runs over the interface holding it.
+    pub address: &'a str,
+    pub kubernetes_version: &'a str,
+    /// The cluster's pod CIDR (`networking.podCidr`).
+    pub cluster_pod_cidr: &'a str,
+}
+
+impl<'a> FlannelNode<'a> {
+    pub fn of(n: &'a NodeInput) -> Self {
+        Self {
+            node_name: &n.node_name,
+            address: &n.address,
+            kubernetes_version: &n.kubernetes_version,
+            cluster_pod_cidr: &n.pod_cidr,
+        }
+    }
+}
+
+/// [`node_files`] for callers without a whole [`NodeInput`].
+pub fn files_for(cni: Cni, n: &FlannelNode<'_>) -> Vec<HostFile> {
+    if !runs_flannel(cni) {
+        return vec![];
+    }
+    vec![flannel_net_conf(n.cluster_pod_cidr), flannel_unit(n)]
+}
+
+/// The CNI config once the node's podCIDR is known; `None` with `cni:
+/// none` (the user's CNI writes its own).
+pub fn cni_conflist(cni: Cni, pod_cidr_of_node: &str) -> Option<HostFile> {
+    runs_flannel(cni).then(|| flannel_conflist(pod_cidr_of_node))
+}
+
+/// `Network` is the whole cluster pod CIDR: flannel routes every other
+/// node's podCIDR inside it through the VXLAN device.
+pub fn flannel_net_conf(cluster_pod_cidr: &str) -> HostFile {
+    let content = format!(
+        "{{\n  \"Network\": \"{cluster_pod_cidr}\",\n  \"EnableIPv6\": false,\n  \"Backend\": {{\"Type\": \"vxlan\"}}\n}}\n"
+    );
+    HostFile::new(FLANNEL_NET_CONF, content, 0o644, &[Unit::Flannel])
+}
+
+/// flanneld as the node: the kubelet's kubeconfig (its client certificate
+/// rotates in place), VXLAN over the node's address, masquerade for traffic
+/// leaving the pod network.
+pub fn flannel_unit(n: &FlannelNode<'_>) -> HostFile {
+    let bin = layout::bin(n.kubernetes_version, "flanneld");
+    let content = format!(
+        "# Written by kubeup; changes are overwritten by `kubeup up`.\n\
+         [Unit]\nDescription=flannel pod network (kubeup)\nAfter=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nEnvironment=NODE_NAME={node}\n\
+         ExecStart={bin} \\\n  --kube-subnet-mgr \\\n  --kubeconfig-file={K8S}/kubelet.kubeconfig \\\n  \
+         --iface={addr} \\\n  --ip-masq \\\n  --net-config-path={FLANNEL_NET_CONF} \\\n  --subnet-file={FLANNEL_SUBNET_ENV}\n\
+         Restart=always\nRestartSec=2\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        node = n.node_name,
+        addr = n.address,
+    );
+    HostFile::new(
+        format!("{}/{}", layout::SYSTEMD, Unit::Flannel.service()),
+        content,
+        0o644,
+        &[Unit::Flannel],
+    )
+}
+
+/// A bridge + host-local network for the node's podCIDR, its MTU leaving
+/// room for VXLAN: pods on one node talk over `cni0`, other nodes' pods are
+/// reached through the routes flannel installs.
+pub fn flannel_conflist(pod_cidr_of_node: &str) -> HostFile {
+    let mtu = HOST_MTU - VXLAN_OVERHEAD;
+    let content = format!(
+        r#"{{
+  "cniVersion": "0.4.0",
+  "name": "kubeup",
+  "plugins": [
+    {{
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "mtu": {mtu},
+      "ipam": {{
+        "type": "host-local",
+        "ranges": [[{{"subnet": "{pod_cidr_of_node}"}}]],
+        "routes": [{{"dst": "0.0.0.0/0"}}]
+      }}
+    }},
+    {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
+  ]
+}}
+"#
+    );
+    HostFile::new(layout::CNI_CONFLIST, content, 0o644, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> NodeInput {
+        NodeInput {
+            node_name: "worker-1".into(),
+            address: "198.18.0.11".into(),
+            kubernetes_version: "v1.34.10".into(),
+            api_server: "https://198.18.0.10:6443".into(),
+            cluster_dns: "10.96.0.10".into(),
+            cluster_domain: "cluster.local".into(),
+            pod_cidr: "10.244.0.0/16".into(),
+            pause_image: "registry.k8s.io/pause:3.10.1".into(),
+            register_taints: vec![],
+        }
+    }
+
+    #[test]
+    fn cni_none_installs_nothing() {
+        assert!(node_files(Cni::None, &input()).is_empty());
+        assert!(cni_conflist(Cni::None, "10.244.1.0/24").is_none());
+        assert!(units(Cni::None).is_empty());
+    }
+
+    #[test]
+    fn flannel_runs_as_the_node_over_vxlan() {
+        let files = node_files(Cni::Flannel, &input());
+        assert_eq!(units(Cni::Flannel), &[Unit::Flannel]);
+        let unit = files
+            .iter()
+            .find(|f| f.path == "/etc/systemd/system/flanneld.service")
+            .expect("flanneld unit");
+        let text = String::from_utf8_lossy(&unit.content);
+        for want in [
+            "Environment=NODE_NAME=worker-1\n",
+            "ExecStart=/opt/kubeup/bundle/v1.34.10/bin/flanneld \\\n",
+            "--kube-subnet-mgr",
+            "--kubeconfig-file=/etc/kubernetes/kubelet.kubeconfig",
+            "--iface=198.18.0.11",
+            "--net-config-path=/etc/kubernetes/flannel/net-conf.json",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        assert!(unit.affects.contains(&Unit::Flannel));
+        let conf = files.iter().find(|f| f.path == FLANNEL_NET_CONF).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&conf.content).unwrap();
+        assert_eq!(json["Network"], "10.244.0.0/16");
+        assert_eq!(json["Backend"]["Type"], "vxlan");
+    }
+
+    #[test]
+    fn the_conflist_is_the_node_subnet_with_room_for_vxlan() {
+        let f = cni_conflist(Cni::Flannel, "10.244.3.0/24").unwrap();
+        assert_eq!(f.path, layout::CNI_CONFLIST);
+        let json: serde_json::Value = serde_json::from_slice(&f.content).unwrap();
+        let bridge = &json["plugins"][0];
+        assert_eq!(bridge["type"], "bridge");
+        assert_eq!(bridge["mtu"], 1450);
+        assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
+    }
+}
