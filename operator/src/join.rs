@@ -5,14 +5,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use kubeup_crds::cluster::Cni;
 use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, layout, network, worker};
+use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, configs, layout, worker};
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
@@ -27,6 +26,28 @@ use crate::status;
 
 /// Days a certificate on the host must still be valid to be kept.
 const CERT_MIN_DAYS: i64 = 7;
+
+/// How long a pre-created Node may wait for its podCIDR before the kubelet
+/// starts anyway.
+const PODCIDR_WAIT: Duration = Duration::from_secs(10);
+
+/// A Node as the kubelet would register it, owned by the WorkerJoin
+/// `owner` (label and annotation; labels and taints follow by
+/// [`sync_node`]). The kubelet fills in the rest when it registers.
+pub fn new_node(name: &str, owner: &str) -> Node {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                (crate::plan::NODE_LABEL): crate::plan::owner_label_value(owner),
+            },
+            "annotations": {(crate::plan::NODE_LABEL): owner},
+        },
+    }))
+    .expect("a valid Node")
+}
 
 /// How a join pass ended (errors are handled by the caller).
 #[derive(Debug, PartialEq, Eq)]
@@ -316,7 +337,6 @@ impl<'a> Runner<'a> {
             self.enter(Phase::Starting).await?;
             let mut files = worker::worker_files(&input, &cluster_name);
             files.push(worker::cluster_ca(&ca_pem));
-            files.extend(network::node_files(cluster.spec.networking.cni, &input));
             changes.merge(converge::write_files(session, &files, false).await?);
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
@@ -328,15 +348,16 @@ impl<'a> Runner<'a> {
                     host: session.host().into(),
                     source,
                 })?;
+            // The Node before the kubelet: the controller-manager gives it
+            // a podCIDR at once, the CNI config is there when the kubelet
+            // starts, and its labels and taints hold from the first moment.
+            let units = Unit::WORKER.to_vec();
+            if let Some(cidr) = self.precreate_node(&node_name).await? {
+                let conflist = vec![configs::cni_bridge_conflist(&cidr)];
+                changes.merge(converge::write_files(session, &conflist, false).await?);
+            }
             let restart: BTreeSet<Unit> = changes.restart.clone();
-            converge::ensure_units(
-                session,
-                &Unit::WORKER,
-                &restart,
-                changes.units_changed,
-                false,
-            )
-            .await?;
+            converge::ensure_units(session, &units, &restart, changes.units_changed, false).await?;
             // Images go into containerd once it runs (the import waits for its socket).
             let imported = converge::import_images(session, manifest, false).await?;
             tracing::info!(imported = imported.len(), "images in place");
@@ -345,8 +366,7 @@ impl<'a> Runner<'a> {
 
         // ---- WaitingForNode
         self.enter(Phase::WaitingForNode).await?;
-        let cni = cluster.spec.networking.cni;
-        let ready = self.wait_for_node(session, &node_name, cni).await?;
+        let ready = self.wait_for_node(session, &node_name).await?;
         if !ready {
             return Ok(Outcome::WaitingForNode);
         }
@@ -427,14 +447,45 @@ impl<'a> Runner<'a> {
         Ok(issued)
     }
 
+    /// Create the Node (labelled and annotated as this WorkerJoin's, with
+    /// the spec's labels and taints) when it does not exist, and wait
+    /// briefly for the podCIDR the controller-manager allocates. `None`
+    /// when none came (no `--allocate-node-cidrs`): the CNI config is then
+    /// written once the Node has one.
+    async fn precreate_node(&self, node_name: &str) -> Result<Option<String>> {
+        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
+        let read = |e| Error::kube(format!("read Node {node_name}"))(e);
+        if nodes.get_opt(node_name).await.map_err(read)?.is_none() {
+            let node = new_node(node_name, &self.owner);
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => tracing::info!(node = node_name, "Node created before the kubelet"),
+                // The kubelet (or an earlier pass) was faster.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(Error::kube(format!("create Node {node_name}"))(e)),
+            }
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(node) = nodes.get_opt(node_name).await.map_err(read)? {
+                sync_node(&self.ctx.client, &node, &self.owner, self.wj).await?;
+                if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
+                    return Ok(Some(cidr));
+                }
+            }
+            if started.elapsed() > PODCIDR_WAIT {
+                tracing::info!(
+                    node = node_name,
+                    "no podCIDR yet; the CNI config follows later"
+                );
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Wait (up to `node_wait`) for the Node: CNI config from its podCIDR,
     /// labels and taints, then Ready. `false` when not Ready yet.
-    async fn wait_for_node(
-        &mut self,
-        session: &Session,
-        node_name: &str,
-        cni: Cni,
-    ) -> Result<bool> {
+    async fn wait_for_node(&mut self, session: &Session, node_name: &str) -> Result<bool> {
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
         let started = Instant::now();
         let mut cni_written = false;
@@ -446,15 +497,8 @@ impl<'a> Runner<'a> {
             if let Some(node) = &node {
                 let view = node_view(node);
                 if !cni_written && let Some(cidr) = &view.pod_cidr {
-                    // flannel starts once the Node has its podCIDR (it
-                    // exits without one); `cni: none` writes nothing.
-                    let conflist: Vec<_> = network::cni_conflist(cni, cidr).into_iter().collect();
+                    let conflist = vec![configs::cni_bridge_conflist(cidr)];
                     converge::write_files(session, &conflist, false).await?;
-                    let units = network::units(cni);
-                    if !units.is_empty() {
-                        converge::ensure_units(session, units, &BTreeSet::new(), true, false)
-                            .await?;
-                    }
                     cni_written = true;
                 }
                 sync_node(&self.ctx.client, node, &self.owner, self.wj).await?;
@@ -653,4 +697,26 @@ pub fn planned_files(input: &NodeInput, cluster_name: &str, ca_pem: &str) -> Vec
     let mut f = worker::worker_files(input, cluster_name);
     f.push(worker::cluster_ca(ca_pem));
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_precreated_node_names_its_workerjoin() {
+        let n = new_node("worker-1", "default.w1");
+        assert_eq!(n.metadata.name.as_deref(), Some("worker-1"));
+        let labels = n.metadata.labels.unwrap();
+        assert_eq!(labels[crate::plan::NODE_LABEL], "default.w1");
+        assert_eq!(labels["kubernetes.io/hostname"], "worker-1");
+        assert_eq!(
+            n.metadata.annotations.unwrap()[crate::plan::NODE_LABEL],
+            "default.w1"
+        );
+        assert!(
+            n.spec.is_none(),
+            "the controller-manager assigns the podCIDR"
+        );
+    }
 }
