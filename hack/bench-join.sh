@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmark a worker join through the operator on a fresh sandbox (bundle
+# and operator image cached): WorkerJoin applied -> Node Ready for one host,
+# next to the raw lower bound measured on the same host (files in place:
+# stop kubelet, delete the Node, start kubelet -> Node Ready); then the
+# other joins applied at once vs the one. Prints the figures and ratios.
+#   KUBEUP_BENCH_HOSTS  sandbox hosts (default 5: 1 controller, 4 workers;
+#                       the "at once" run joins hosts 3.. together)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source hack/env.sh
+cargo build --quiet --bin kubeup
+kubeup="$CARGO_TARGET_DIR/debug/kubeup"
+hosts="${KUBEUP_BENCH_HOSTS:-5}"
+dir=$(mktemp -d /tmp/kubeup-benchjoin-XXXXXX)
+trap '"$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+"$kubeup" sandbox up --hosts "$hosts" --dir "$dir" >/dev/null
+"$kubeup" up -f "$dir/cluster.yaml" >/dev/null
+kubectl() { "$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
+now() { date +%s.%N; }
+
+mapfile -t files < <(ls "$dir"/workers/*.yaml)
+# Node name of a worker file: the host's name (the WorkerJoin's metadata.name).
+wj_name() { python3 -c 'import sys,yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind")=="WorkerJoin": print(d["metadata"]["name"])' "$1"; }
+address() { python3 -c 'import sys,yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind")=="WorkerJoin": print(d["spec"]["address"])' "$1"; }
+# Wait until the Node of WorkerJoin $1 is Ready; print the Node name.
+wait_ready() {
+  local wj=$1 node=""
+  for _ in $(seq 1 1200); do
+    node=$(kubectl -n kubeup-system get workerjoin "$wj" -o jsonpath='{.status.nodeName}' 2>/dev/null || true)
+    if [[ -n $node ]] && [[ $(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; then
+      echo "$node"; return 0
+    fi
+    sleep 0.1
+  done
+  echo "timed out waiting for WorkerJoin $wj" >&2
+  kubectl -n kubeup-system get workerjoin "$wj" -o yaml >&2
+  return 1
+}
+
+# 1. One join.
+first=${files[0]}
+w1=$(wj_name "$first")
+t0=$(now); kubectl apply -f "$first" >/dev/null
+node1=$(wait_ready "$w1"); t1=$(now)
+one=$(echo "$t1 - $t0" | bc)
+
+# 2. The raw lower bound on the same host: binaries, configs and
+#    certificates in place; stop the kubelet, delete the Node, start the
+#    kubelet by hand, time to Ready (median of 3).
+ssh_w1() {
+  ssh -q -i "$dir/sandbox/id_ed25519" -o UserKnownHostsFile="$dir/sandbox/known_hosts" \
+    -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$(address "$first")" "$@"
+}
+raws=()
+for _ in 1 2 3; do
+  ssh_w1 systemctl stop kubelet
+  kubectl delete node "$node1" --wait=true >/dev/null
+  t0=$(now); ssh_w1 systemctl start kubelet
+  until [[ $(kubectl get node "$node1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do sleep 0.05; done
+  t1=$(now); raws+=("$(echo "$t1 - $t0" | bc)")
+done
+raw=$(printf '%s\n' "${raws[@]}" | sort -n | sed -n 2p)
+
+# 3. The other workers at once (each a fresh host).
+rest=("${files[@]:1}")
+if ((${#rest[@]} > 0)); then
+  t0=$(now)
+  for f in "${rest[@]}"; do kubectl apply -f "$f" >/dev/null; done
+  for f in "${rest[@]}"; do wait_ready "$(wj_name "$f")" >/dev/null; done
+  t1=$(now)
+  many=$(echo "$t1 - $t0" | bc)
+fi
+
+# kubelet-serving certificates: approved for every joined node.
+serving=$(kubectl get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.status.conditions[0].type}{" "}{end}')
+
+printf 'join, WorkerJoin applied -> Node Ready (1 host):  %.2f s   (goal <= 20 s)\n' "$one"
+printf 'raw lower bound on that host (start kubelet -> Ready, median of 3: %s): %.2f s\n' "${raws[*]}" "$raw"
+printf 'ratio join / raw: %.1fx\n' "$(echo "$one / $raw" | bc -l)"
+if [[ -n ${many:-} ]]; then
+  printf '%d joins at once -> all Ready: %.2f s   = %.2fx one join   (goal <= 1.5x)\n' \
+    "${#rest[@]}" "$many" "$(echo "$many / $one" | bc -l)"
+fi
+echo "kubelet-serving CSRs: ${serving:-none}"
+kubectl -n kubeup-system get workerjoins -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,DURATIONS:.status.phaseDurations' 2>/dev/null || true
