@@ -1,0 +1,423 @@
+//! The operator under faults, end to end on real sandbox hosts (issue 10):
+//! a dry run leaves its host untouched; a link cut mid-join, then healed,
+//! still ends Ready; the operator pod killed mid-join restarts and finishes
+//! with one Node per host; kubelet serving certificates are approved for
+//! the joined nodes; no operator log line, Event or WorkerJoin status
+//! carries the SSH private key. One sandbox (3 hosts), steps in order, a
+//! guard tearing it down even on panic.
+//!
+//! Needs root, the sandbox prerequisites, the bundle and the operator image
+//! (`cargo xtask bundle && cargo xtask image`); anything missing fails with
+//! the reason. Only one sandbox fits on a machine: while another holds the
+//! address range this test waits (up to 20 min) for it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KUBEUP: &str = env!("CARGO_BIN_EXE_kubeup");
+const NS: &str = "kubeup-system";
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {program}: {e}"))
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn kubeup(args: &[&str]) -> Output {
+    run(KUBEUP, args)
+}
+
+fn kubeup_ok(args: &[&str]) -> String {
+    let o = kubeup(args);
+    assert!(
+        o.status.success(),
+        "kubeup {args:?} failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn bundle_file(rel: &str) -> String {
+    let cache = std::env::var("KUBEUP_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
+    let path = format!("{cache}/bundle/v1.34.10/{rel}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: run `cargo xtask bundle && cargo xtask image`"
+    );
+    path
+}
+
+fn wait_for(what: &str, timeout_s: u64, mut check: impl FnMut() -> Option<String>) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed().as_secs() < timeout_s,
+            "timed out after {timeout_s}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `sandbox down` when dropped.
+struct SandboxGuard(PathBuf);
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let o = kubeup(&["sandbox", "down", "--dir", self.0.to_str().unwrap()]);
+        if !o.status.success() {
+            eprintln!("cleanup: sandbox down failed: {}", describe(&o));
+        }
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let kubeconfig = self.dir.join("admin.kubeconfig");
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&bundle_file("bin/kubectl"), &all)
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}",
+            describe(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn phase(&self, wj: &str) -> String {
+        let o = self.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "workerjoin",
+            wj,
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn wait_phase(&self, wj: &str, want: &[&str], timeout_s: u64) -> String {
+        wait_for(&format!("WorkerJoin {wj} in {want:?}"), timeout_s, || {
+            let p = self.phase(wj);
+            want.contains(&p.as_str()).then_some(p)
+        })
+    }
+
+    /// A command on a sandbox host over OpenSSH with the pinned keys.
+    fn on_host(&self, address: &str, script: &str) -> String {
+        let key = self.dir.join("sandbox/id_ed25519");
+        let known = self.dir.join("sandbox/known_hosts");
+        let o = run(
+            "ssh",
+            &[
+                "-i",
+                key.to_str().unwrap(),
+                "-o",
+                &format!("UserKnownHostsFile={}", known.display()),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                &format!("root@{address}"),
+                script,
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "on {address}: `{script}` failed: {}",
+            describe(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The sandbox's WorkerJoin manifest (Secret + WorkerJoin) for host `i`.
+    fn worker_file(&self, i: usize) -> (PathBuf, String, String) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("workers"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        let f = files[i - 2].clone();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let name = f.file_stem().unwrap().to_str().unwrap().to_string();
+        let address = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("address: "))
+            .expect("an address")
+            .trim_matches('"')
+            .to_string();
+        (f, name, address)
+    }
+}
+
+/// `sandbox up`, waiting while another sandbox holds the address range.
+fn sandbox_up(dir: &str) {
+    let started = Instant::now();
+    loop {
+        let o = kubeup(&["sandbox", "up", "--hosts", "3", "--dir", dir]);
+        if o.status.success() {
+            return;
+        }
+        let text = describe(&o);
+        let held = text.contains("held") || text.contains("in use") || text.contains("exists");
+        assert!(
+            held && started.elapsed() < Duration::from_secs(1200),
+            "sandbox up failed: {text}"
+        );
+        eprintln!("another sandbox holds the range; waiting");
+        std::thread::sleep(Duration::from_secs(15));
+    }
+}
+
+#[test]
+fn operator_under_faults() {
+    bundle_file("images/kubeup-operator.tar");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_s = dir.to_str().unwrap().to_string();
+    sandbox_up(&dir_s);
+    let _guard = SandboxGuard(dir.clone());
+    let file = dir.join("cluster.yaml");
+    kubeup_ok(&["up", "-f", file.to_str().unwrap()]);
+    let c = Cluster { dir };
+    wait_for("the operator pod to run", 180, || {
+        let o = c.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kubeup-operator",
+            "--no-headers",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.contains("Running").then_some(out)
+    });
+
+    step_dry_run_leaves_the_host_untouched(&c);
+    step_link_cut_mid_join_then_heal_completes(&c);
+    step_operator_killed_mid_join_finishes(&c);
+    step_one_node_per_host_and_serving_certificates(&c);
+    step_no_key_material_in_logs_events_status(&c);
+}
+
+/// Every file under the places a join writes, with size and mtime.
+const FILE_LIST: &str = "find /etc /opt /usr /var/lib -xdev \\( -path /var/lib/systemd -o -path /var/lib/apt \\) -prune -o -printf '%p %s %T@\\n' 2>/dev/null | sort";
+
+fn step_dry_run_leaves_the_host_untouched(c: &Cluster) {
+    let (f, name, address) = c.worker_file(2);
+    let before = c.on_host(&address, FILE_LIST);
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("dryRun: false", "dryRun: true");
+    assert!(text.contains("dryRun: true"), "{text}");
+    let dry = c.dir.join("dry-run.yaml");
+    std::fs::write(&dry, text).unwrap();
+    c.kubectl_ok(&["apply", "-f", dry.to_str().unwrap()]);
+    c.wait_phase(&name, &["DryRunComplete"], 120);
+    let planned = c.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "workerjoin",
+        &name,
+        "-o",
+        "jsonpath={.status.plannedActions}",
+    ]);
+    assert!(
+        planned.contains("kubelet"),
+        "the dry run plans nothing: {planned}"
+    );
+    let after = c.on_host(&address, FILE_LIST);
+    if before != after {
+        let b: std::collections::BTreeSet<&str> = before.lines().collect();
+        let a: std::collections::BTreeSet<&str> = after.lines().collect();
+        panic!(
+            "the dry run changed {address}: gone {:?}, new {:?}",
+            b.difference(&a).collect::<Vec<_>>(),
+            a.difference(&b).collect::<Vec<_>>()
+        );
+    }
+    c.kubectl_ok(&["-n", NS, "delete", "workerjoin", &name, "--timeout=60s"]);
+    let left = c.on_host(&address, FILE_LIST);
+    assert_eq!(
+        before, left,
+        "deleting a dry-run WorkerJoin touched the host"
+    );
+}
+
+fn step_link_cut_mid_join_then_heal_completes(c: &Cluster) {
+    let (f, name, address) = c.worker_file(2);
+    c.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+    c.wait_phase(
+        &name,
+        &["Installing", "Certificates", "Starting", "WaitingForNode"],
+        120,
+    );
+    let host = name.clone();
+    kubeup_ok(&["sandbox", "cut", &host, "--dir", c.dir.to_str().unwrap()]);
+    // The join fails (timeout) and backs off; attempts are recorded.
+    let cut_at = Instant::now();
+    let attempts = wait_for("a failed attempt while cut", 180, || {
+        let o = c.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "workerjoin",
+            &name,
+            "-o",
+            "jsonpath={.status.attempts}",
+        ]);
+        let a = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (a.parse::<u32>().unwrap_or(0) > 0 || cut_at.elapsed() > Duration::from_secs(60))
+            .then_some(a)
+    });
+    eprintln!("attempts while cut: {attempts:?}");
+    assert_ne!(c.phase(&name), "Failed", "a cut link is not permanent");
+    kubeup_ok(&["sandbox", "heal", &host, "--dir", c.dir.to_str().unwrap()]);
+    c.wait_phase(&name, &["Ready"], 420);
+    let active = c.on_host(&address, "systemctl is-active kubelet");
+    assert_eq!(active.trim(), "active");
+}
+
+fn operator_pods(c: &Cluster) -> Vec<String> {
+    c.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=kubeup-operator",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn step_operator_killed_mid_join_finishes(c: &Cluster) {
+    let (f, name, _) = c.worker_file(3);
+    c.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+    let phase = c.wait_phase(&name, &["Installing", "Certificates", "Starting"], 120);
+    let pods = operator_pods(c);
+    assert!(!pods.is_empty(), "no operator pod");
+    let mut args = vec!["-n", NS, "delete", "pod", "--grace-period=0", "--force"];
+    args.extend(pods.iter().map(String::as_str));
+    c.kubectl_ok(&args);
+    eprintln!("operator pod(s) {pods:?} killed during {phase}");
+    c.wait_phase(&name, &["Ready"], 420);
+}
+
+fn step_one_node_per_host_and_serving_certificates(c: &Cluster) {
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert_eq!(nodes.lines().count(), 3, "one Node per host: {nodes}");
+    assert_eq!(
+        nodes.lines().filter(|l| l.contains(" Ready ")).count(),
+        3,
+        "{nodes}"
+    );
+    for i in [2, 3] {
+        let (_, name, _) = c.worker_file(i);
+        let node = c.kubectl_ok(&[
+            "-n",
+            NS,
+            "get",
+            "workerjoin",
+            &name,
+            "-o",
+            "jsonpath={.status.nodeName}",
+        ]);
+        // The kubelet's serving CSR: approved by the operator and signed.
+        wait_for(&format!("the serving certificate of {node}"), 120, || {
+            let o = c.kubectl(&[
+                "get",
+                "csr",
+                "-o",
+                "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.spec.username} {.status.conditions[0].type} {.status.certificate}{\"\\n\"}{end}",
+            ]);
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            out.lines()
+                .any(|l| {
+                    let p: Vec<&str> = l.split(' ').collect();
+                    p.len() == 3
+                        && p[0] == format!("system:node:{node}")
+                        && p[1] == "Approved"
+                        && !p[2].is_empty()
+                })
+                .then_some(out)
+        });
+    }
+}
+
+fn step_no_key_material_in_logs_events_status(c: &Cluster) {
+    let key = std::fs::read_to_string(c.dir.join("sandbox/id_ed25519")).unwrap();
+    // The key's base64 body and pieces of it: every line but the first
+    // (the format header every OpenSSH key shares), and 24-char chunks of
+    // the part holding the key pair.
+    let body: Vec<&str> = key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+        .collect();
+    assert!(body.len() >= 4, "an unexpected key file");
+    let mut needles: Vec<String> = body[1..].iter().map(|s| s.to_string()).collect();
+    needles.extend(
+        body[2..]
+            .concat()
+            .as_bytes()
+            .chunks(24)
+            .filter(|c| c.len() == 24)
+            .map(|c| String::from_utf8_lossy(c).into_owned()),
+    );
+    needles.push("PRIVATE KEY".into());
+    let mut haystack = String::new();
+    for p in operator_pods(c) {
+        haystack.push_str(&c.kubectl_ok(&["-n", NS, "logs", &p, "--tail=-1"]));
+        // The killed pod's predecessor, when the kubelet kept it.
+        let prev = c.kubectl(&["-n", NS, "logs", &p, "--previous", "--tail=-1"]);
+        haystack.push_str(&String::from_utf8_lossy(&prev.stdout));
+    }
+    haystack.push_str(&c.kubectl_ok(&["get", "events", "-A", "-o", "yaml"]));
+    haystack.push_str(&c.kubectl_ok(&["get", "workerjoins", "-A", "-o", "yaml"]));
+    haystack.push_str(&c.kubectl_ok(&["get", "csr", "-o", "yaml"]));
+    assert!(haystack.len() > 1000, "too little to search: {haystack}");
+    let hits: Vec<&String> = needles.iter().filter(|n| haystack.contains(*n)).collect();
+    assert!(
+        hits.is_empty(),
+        "SSH private key material found in logs/Events/status: {} hits",
+        hits.len()
+    );
+    eprintln!(
+        "searched {} bytes of logs, Events, WorkerJoins and CSRs for {} pieces of the key: 0 hits",
+        haystack.len(),
+        needles.len()
+    );
+}
