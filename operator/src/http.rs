@@ -34,7 +34,20 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    let body = s.ctx.get().map(|c| c.metrics.render()).unwrap_or_default();
+    let body = s
+        .ctx
+        .get()
+        .map(|c| {
+            let phases: Vec<_> = c
+                .store
+                .state()
+                .iter()
+                .map(|w| w.status.as_ref().map(|st| st.phase).unwrap_or_default())
+                .collect();
+            c.metrics.observe_workerjoins(&phases);
+            c.metrics.render()
+        })
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,

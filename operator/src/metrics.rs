@@ -9,6 +9,40 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
 
+use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
+
+/// Every phase (so a phase that emptied reads 0).
+const PHASES: [Phase; 11] = [
+    Phase::Pending,
+    Phase::Connecting,
+    Phase::Preflight,
+    Phase::Installing,
+    Phase::Certificates,
+    Phase::Starting,
+    Phase::WaitingForNode,
+    Phase::Ready,
+    Phase::Failed,
+    Phase::Deleting,
+    Phase::DryRunComplete,
+];
+
+/// Count per phase, and how many have work left (not Ready, Failed or
+/// DryRunComplete).
+pub fn workerjoin_counts(phases: &[Phase]) -> (Vec<(String, i64)>, i64) {
+    let by_phase = PHASES
+        .iter()
+        .map(|p| {
+            let n = phases.iter().filter(|q| *q == p).count() as i64;
+            (format!("{p:?}"), n)
+        })
+        .collect();
+    let pending = phases
+        .iter()
+        .filter(|p| !matches!(p, Phase::Ready | Phase::Failed | Phase::DryRunComplete))
+        .count() as i64;
+    (by_phase, pending)
+}
+
 fn phase_histogram() -> Histogram {
     // 50 ms … ~7 min
     Histogram::new(exponential_buckets(0.05, 2.0, 14))
@@ -25,6 +59,8 @@ pub struct Metrics {
     pub ssh_errors: Family<Labels, Counter>,
     pub reconcile_errors: Family<Labels, Counter>,
     pub serving_csrs: Family<Labels, Counter>,
+    pub workerjoins: Family<Labels, Gauge>,
+    pub queue_depth: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,6 +82,8 @@ impl Metrics {
             ssh_errors: Family::default(),
             reconcile_errors: Family::default(),
             serving_csrs: Family::default(),
+            workerjoins: Family::default(),
+            queue_depth: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -89,6 +127,16 @@ impl Metrics {
             "kubelet-serving CSRs seen: approved, or the reason left unapproved",
             m.serving_csrs.clone(),
         );
+        registry.register(
+            "workerjoins",
+            "WorkerJoin objects by phase",
+            m.workerjoins.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "WorkerJoins with work left (joining, waiting for a retry or being deleted) beyond the joins running now",
+            m.queue_depth.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -122,6 +170,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Gauges from the WorkerJoins as the operator sees them now.
+    pub fn observe_workerjoins(&self, phases: &[Phase]) {
+        let (by_phase, pending) = workerjoin_counts(phases);
+        for (phase, n) in by_phase {
+            self.workerjoins
+                .get_or_create(&vec![("phase".to_string(), phase)])
+                .set(n);
+        }
+        let running = self.joins_in_flight.get();
+        self.queue_depth.set((pending - running).max(0));
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -133,6 +193,31 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_depth_counts_work_left_beyond_running_joins() {
+        let m = Metrics::new();
+        m.joins_in_flight.inc();
+        m.observe_workerjoins(&[
+            Phase::Ready,
+            Phase::Installing,
+            Phase::Connecting,
+            Phase::Failed,
+            Phase::Pending,
+        ]);
+        let text = m.render();
+        assert!(text.contains("kubeup_operator_queue_depth 2"), "{text}");
+        assert!(
+            text.contains("kubeup_operator_workerjoins{phase=\"Ready\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeup_operator_workerjoins{phase=\"Deleting\"} 0"),
+            "{text}"
+        );
+        m.observe_workerjoins(&[]);
+        assert!(m.render().contains("kubeup_operator_queue_depth 0"));
+    }
 
     #[test]
     fn renders_with_prefix() {
