@@ -21,6 +21,7 @@ use crate::context::{Context, FIELD_MANAGER};
 use crate::csr::{self, ClientCert};
 use crate::error::{Error, Result};
 use crate::nodesync;
+use crate::pending;
 use crate::plan::{self, NodeView, owner_ref, runs};
 use crate::status;
 
@@ -288,6 +289,8 @@ impl<'a> Runner<'a> {
         if runs(Phase::Installing, from) {
             self.enter(Phase::Installing).await?;
             changes.merge(push_bundle_blocking(session, bundle_dir, manifest, false)?);
+            // Owed restarts survive an operator restart before Starting.
+            pending::record(session, &changes.restart).await?;
             tracing::info!(uploaded = changes.uploaded.len(), "artifacts in place");
             self.status
                 .versions
@@ -314,6 +317,7 @@ impl<'a> Runner<'a> {
             if issued.contains(&"kube-proxy") {
                 changes.restart.insert(Unit::KubeProxy);
             }
+            pending::record(session, &changes.restart).await?;
             let msg = if issued.is_empty() {
                 "the certificates on the host are current".to_string()
             } else {
@@ -356,8 +360,11 @@ impl<'a> Runner<'a> {
                 let conflist = vec![configs::cni_bridge_conflist(&cidr)];
                 changes.merge(converge::write_files(session, &conflist, false).await?);
             }
+            // Restarts owed by Installing/Certificates of an earlier pass.
+            changes.restart.extend(pending::take(session).await?);
             let restart: BTreeSet<Unit> = changes.restart.clone();
             converge::ensure_units(session, &units, &restart, changes.units_changed, false).await?;
+            pending::clear(session).await?;
             // Images go into containerd once it runs (the import waits for its socket).
             let imported = converge::import_images(session, manifest, false).await?;
             tracing::info!(imported = imported.len(), "images in place");

@@ -17,6 +17,7 @@ pub mod join;
 pub mod lease;
 pub mod metrics;
 pub mod nodesync;
+pub mod pending;
 pub mod plan;
 pub mod serving;
 pub mod status;

@@ -1,0 +1,94 @@
+//! Restarts owed to a phase that finished before the operator stopped.
+//!
+//! `Installing` may replace a binary a running unit uses; the restart that
+//! needs happens in `Starting`. If the operator dies between the two, the
+//! resumed join starts at `Starting` knowing nothing of the new binary, and
+//! the unit would keep running the old one. So the units to restart are
+//! written on the host (`/var/lib/kubeup/restart-pending`) before
+//! `Installing` is done, read back by `Starting`, and removed once the
+//! units were (re)started.
+
+use std::collections::BTreeSet;
+
+use kubeup_provision::hostplan::Unit;
+use kubeup_provision::ssh::{Command, Session};
+
+use crate::error::{Error, Result};
+
+pub const PENDING: &str = "/var/lib/kubeup/restart-pending";
+
+/// Units a worker may have to restart, by name.
+const KNOWN: [Unit; 4] = [
+    Unit::Containerd,
+    Unit::Kubelet,
+    Unit::KubeProxy,
+    Unit::Flannel,
+];
+
+/// The file's text for these units (one name a line).
+pub fn render(units: &BTreeSet<Unit>) -> String {
+    units.iter().map(|u| format!("{}\n", u.name())).collect()
+}
+
+/// The units named in the file's text (unknown names ignored).
+pub fn parse(text: &str) -> BTreeSet<Unit> {
+    text.lines()
+        .filter_map(|l| KNOWN.iter().find(|u| u.name() == l.trim()).copied())
+        .collect()
+}
+
+fn ssh_err(session: &Session) -> impl FnOnce(kubeup_provision::ssh::SshError) -> Error + '_ {
+    move |source| Error::Ssh {
+        host: session.host().into(),
+        source,
+    }
+}
+
+/// Remember `units` on the host (adding to what is there).
+pub async fn record(session: &Session, units: &BTreeSet<Unit>) -> Result<()> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let mut all = take(session).await?;
+    all.extend(units.iter().copied());
+    session
+        .write_file(render(&all).as_bytes(), PENDING, 0o644, Some("root:root"))
+        .await
+        .map(|_| ())
+        .map_err(ssh_err(session))
+}
+
+/// What is owed (the file stays until [`clear`]).
+pub async fn take(session: &Session) -> Result<BTreeSet<Unit>> {
+    let out = session
+        .run(&Command::shell(format!("cat {PENDING} 2>/dev/null; true")).privileged())
+        .await
+        .map_err(ssh_err(session))?;
+    Ok(parse(&out.stdout_str()))
+}
+
+/// The owed restarts happened.
+pub async fn clear(session: &Session) -> Result<()> {
+    session
+        .run(&Command::shell(format!("rm -f {PENDING}")).privileged())
+        .await
+        .map(|_| ())
+        .map_err(ssh_err(session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_round_trip_and_unknown_names_are_ignored() {
+        let units = BTreeSet::from([Unit::Kubelet, Unit::Containerd]);
+        let text = render(&units);
+        assert_eq!(parse(&text), units);
+        assert_eq!(
+            parse("kubelet\nrm -rf /\netcd\n"),
+            BTreeSet::from([Unit::Kubelet])
+        );
+        assert!(parse("").is_empty());
+    }
+}
