@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use kubeup_crds::cluster::Cni;
 use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, configs, layout, worker};
+use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, layout, network, worker};
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
@@ -341,6 +342,7 @@ impl<'a> Runner<'a> {
             self.enter(Phase::Starting).await?;
             let mut files = worker::worker_files(&input, &cluster_name);
             files.push(worker::cluster_ca(&ca_pem));
+            files.extend(network::node_files(cluster.spec.networking.cni, &input));
             changes.merge(converge::write_files(session, &files, false).await?);
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
@@ -355,10 +357,13 @@ impl<'a> Runner<'a> {
             // The Node before the kubelet: the controller-manager gives it
             // a podCIDR at once, the CNI config is there when the kubelet
             // starts, and its labels and taints hold from the first moment.
-            let units = Unit::WORKER.to_vec();
+            let cni = cluster.spec.networking.cni;
+            let mut units = Unit::WORKER.to_vec();
             if let Some(cidr) = self.precreate_node(&node_name).await? {
-                let conflist = vec![configs::cni_bridge_conflist(&cidr)];
+                let conflist: Vec<_> = network::cni_conflist(cni, &cidr).into_iter().collect();
                 changes.merge(converge::write_files(session, &conflist, false).await?);
+                // The pod network starts with the kubelet (it needs the podCIDR).
+                units.extend_from_slice(network::units(cni));
             }
             // Restarts owed by Installing/Certificates of an earlier pass.
             changes.restart.extend(pending::take(session).await?);
@@ -373,7 +378,8 @@ impl<'a> Runner<'a> {
 
         // ---- WaitingForNode
         self.enter(Phase::WaitingForNode).await?;
-        let ready = self.wait_for_node(session, &node_name).await?;
+        let cni = cluster.spec.networking.cni;
+        let ready = self.wait_for_node(session, &node_name, cni).await?;
         if !ready {
             return Ok(Outcome::WaitingForNode);
         }
@@ -492,7 +498,12 @@ impl<'a> Runner<'a> {
 
     /// Wait (up to `node_wait`) for the Node: CNI config from its podCIDR,
     /// labels and taints, then Ready. `false` when not Ready yet.
-    async fn wait_for_node(&mut self, session: &Session, node_name: &str) -> Result<bool> {
+    async fn wait_for_node(
+        &mut self,
+        session: &Session,
+        node_name: &str,
+        cni: Cni,
+    ) -> Result<bool> {
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
         let started = Instant::now();
         let mut cni_written = false;
@@ -504,8 +515,15 @@ impl<'a> Runner<'a> {
             if let Some(node) = &node {
                 let view = node_view(node);
                 if !cni_written && let Some(cidr) = &view.pod_cidr {
-                    let conflist = vec![configs::cni_bridge_conflist(cidr)];
+                    // flannel starts once the Node has its podCIDR (it
+                    // exits without one); `cni: none` writes nothing.
+                    let conflist: Vec<_> = network::cni_conflist(cni, cidr).into_iter().collect();
                     converge::write_files(session, &conflist, false).await?;
+                    let units = network::units(cni);
+                    if !units.is_empty() {
+                        converge::ensure_units(session, units, &BTreeSet::new(), true, false)
+                            .await?;
+                    }
                     cni_written = true;
                 }
                 sync_node(&self.ctx.client, node, &self.owner, self.wj).await?;
