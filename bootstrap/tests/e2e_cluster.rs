@@ -374,7 +374,11 @@ fn step_reset_then_up_converges(c: &Cluster) {
 }
 
 fn host_name(c: &Cluster, i: usize) -> String {
-    c.controller.replace("-1", &format!("-{i}"))
+    let stem = c
+        .controller
+        .strip_suffix("-1")
+        .expect("the controller is host 1");
+    format!("{stem}-{i}")
 }
 
 /// A command on a sandbox host over OpenSSH with the sandbox's pinned keys.
@@ -556,7 +560,7 @@ fn step_delete_resets_the_host(c: &Cluster) {
         "kubeup-system",
         "delete",
         "workerjoin",
-        &name,
+        "worker-2",
         "--timeout=180s",
     ]);
     let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
