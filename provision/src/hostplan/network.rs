@@ -84,6 +84,34 @@ pub fn cni_conflist(cni: Cni, pod_cidr_of_node: &str) -> Option<HostFile> {
     runs_flannel(cni).then(|| flannel_conflist(pod_cidr_of_node))
 }
 
+/// The cluster DNS image, built by `cargo xtask bundle` (hack/bundle/coredns)
+/// and imported into every node's containerd.
+pub const COREDNS_IMAGE: &str = "kubeup.dev/coredns:v1.14.7";
+const FLANNEL_RBAC: &str = include_str!("../../../deploy/addons/flannel-rbac.yaml");
+const COREDNS: &str = include_str!("../../../deploy/addons/coredns.yaml");
+
+/// What `kubeup up` applies for the pod network and cluster DNS: with
+/// flannel, the RBAC that lets nodes watch all Nodes (flanneld runs with
+/// the kubelet's credentials); CoreDNS behind `cluster_dns` in either case
+/// (with `cni: none` it waits for the user's CNI, as with kubeadm).
+pub fn addon_manifests(cni: Cni, cluster_dns: &str, domain: &str) -> String {
+    let mut out = String::new();
+    if runs_flannel(cni) {
+        out.push_str(FLANNEL_RBAC);
+        out.push_str("---\n");
+    }
+    out.push_str(&coredns_manifest(cluster_dns, domain, COREDNS_IMAGE));
+    out
+}
+
+/// deploy/addons/coredns.yaml with its placeholders filled in.
+pub fn coredns_manifest(cluster_dns: &str, domain: &str, image: &str) -> String {
+    COREDNS
+        .replace("${CLUSTER_DNS}", cluster_dns)
+        .replace("${DOMAIN}", domain)
+        .replace("${IMAGE}", image)
+}
+
 /// `Network` is the whole cluster pod CIDR: flannel routes every other
 /// node's podCIDR inside it through the VXLAN device.
 pub fn flannel_net_conf(cluster_pod_cidr: &str) -> HostFile {
@@ -197,6 +225,22 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&conf.content).unwrap();
         assert_eq!(json["Network"], "10.244.0.0/16");
         assert_eq!(json["Backend"]["Type"], "vxlan");
+    }
+
+    #[test]
+    fn addons_fill_in_the_cluster_settings() {
+        let y = addon_manifests(Cni::Flannel, "10.96.0.10", "cluster.local");
+        assert!(y.contains("name: kubeup:flannel"));
+        assert!(y.contains("clusterIP: 10.96.0.10\n"));
+        assert!(y.contains("kubernetes cluster.local in-addr.arpa"));
+        assert!(y.contains(&format!("image: {COREDNS_IMAGE}\n")));
+        // The comment names the placeholders; no line uses one any more.
+        assert!(!y.lines().any(|l| !l.starts_with('#') && l.contains("${")));
+        let none = addon_manifests(Cni::None, "10.96.0.10", "cluster.local");
+        assert!(!none.contains("flannel"));
+        assert!(none.contains("name: coredns"));
+        // No forward: DNS never leaves the cluster.
+        assert!(!y.lines().any(|l| l.trim_start().starts_with("forward")));
     }
 
     #[test]

@@ -46,6 +46,8 @@ enum Recipe {
     Pause,
     /// Debian's busybox-static as the smoke-test image (addons.rs).
     TestImage,
+    /// CoreDNS from `hack/bundle/coredns` as an image (addons.rs).
+    CoreDns,
 }
 
 #[derive(Debug)]
@@ -176,6 +178,10 @@ pub fn all() -> Vec<Component> {
             recipe: Recipe::TestImage,
         },
         Component {
+            name: "coredns",
+            recipe: Recipe::CoreDns,
+        },
+        Component {
             name: "kubernetes",
             recipe: Recipe::Go {
                 dir: "kubernetes",
@@ -200,6 +206,7 @@ impl Component {
             Recipe::Debian { files, .. } => files.iter().map(|(_, out)| *out).collect(),
             Recipe::Pause => vec!["images/pause.tar"],
             Recipe::TestImage => vec![addons::TEST_IMAGE_FILE],
+            Recipe::CoreDns => vec![addons::COREDNS_IMAGE_FILE],
         }
     }
 
@@ -221,8 +228,15 @@ impl Component {
                 hash_dir(&mut h, &ctx.recipes.join("pause"))?;
                 h.update(include_str!("../oci.rs"));
             }
+            Recipe::CoreDns => {
+                h.update(addons::COREDNS_IMAGE);
+                hash_dir(&mut h, &ctx.recipes.join("coredns"))?;
+                h.update(include_str!("addons.rs"));
+                h.update(include_str!("../oci.rs"));
+            }
             Recipe::TestImage => {
                 h.update(addons::TEST_IMAGE);
+                hash_dir(&mut h, &ctx.recipes.join("testimage"))?;
                 h.update(include_str!("addons.rs"));
                 h.update(include_str!("../oci.rs"));
             }
@@ -237,7 +251,8 @@ impl Component {
             Recipe::Go { dir, targets } => build_go(ctx, dir, targets, staging),
             Recipe::Debian { package, files } => build_debian(package, files, staging),
             Recipe::Pause => build_pause(ctx, staging),
-            Recipe::TestImage => addons::build_test_image(staging),
+            Recipe::TestImage => addons::build_test_image(ctx, staging),
+            Recipe::CoreDns => addons::build_coredns_image(ctx, staging),
         }
     }
 }

@@ -1,0 +1,417 @@
+//! End to end, the pod network: `kubeup up` with `networking.cni: flannel`
+//! on a 3-host sandbox (1 controller, 2 workers joined by the operator),
+//! then a pod on worker A reaches a pod on worker B by pod IP over TCP, a
+//! ClusterIP Service backed by a pod on the other worker answers, and a
+//! NodePort answers on every node's address, and CoreDNS (applied by `up`)
+//! resolves `kubernetes.default.svc.cluster.local` for a pod. One sandbox for the whole
+//! test; a guard tears it down even on panic.
+//!
+//! Needs root, the sandbox prerequisites (hack/apt/sandbox.txt), the bundle
+//! (`cargo xtask bundle`: flanneld and the busybox test image) and the
+//! operator image (`cargo xtask image`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KUBEUP: &str = env!("CARGO_BIN_EXE_kubeup");
+const NS: &str = "e2e-network";
+const TEST_IMAGE: &str = "kubeup.dev/busybox:test";
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {program}: {e}"))
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn kubeup_ok(args: &[&str]) -> String {
+    let o = run(KUBEUP, args);
+    assert!(
+        o.status.success(),
+        "kubeup {args:?} failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn bundle_bin(name: &str) -> String {
+    let cache = std::env::var("KUBEUP_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
+    let path = format!("{cache}/bundle/v1.34.10/bin/{name}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: run `cargo xtask bundle`"
+    );
+    path
+}
+
+fn wait_for<T>(what: &str, timeout_s: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed().as_secs() < timeout_s,
+            "timed out after {timeout_s}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `sandbox down` when dropped.
+struct SandboxGuard(PathBuf);
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let o = run(
+            KUBEUP,
+            &["sandbox", "down", "--dir", self.0.to_str().unwrap()],
+        );
+        if !o.status.success() {
+            eprintln!("cleanup: sandbox down failed: {}", describe(&o));
+        }
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    file: String,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let kubeconfig = self.dir.join("admin.kubeconfig");
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&bundle_bin("kubectl"), &all)
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}",
+            describe(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn apply(&self, name: &str, yaml: &str) {
+        let file = self.dir.join(name);
+        std::fs::write(&file, yaml).unwrap();
+        self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    }
+
+    /// A shell script on a sandbox host over OpenSSH with its pinned keys.
+    fn on_host(&self, address: &str, script: &str) -> String {
+        let key = self.dir.join("sandbox/id_ed25519");
+        let known = self.dir.join("sandbox/known_hosts");
+        let o = run(
+            "ssh",
+            &[
+                "-i",
+                key.to_str().unwrap(),
+                "-o",
+                &format!("UserKnownHostsFile={}", known.display()),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                &format!("root@{address}"),
+                script,
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "on {address}: `{script}` failed: {}",
+            describe(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn jsonpath(&self, args: &[&str], path: &str) -> String {
+        let mut all = args.to_vec();
+        let p = format!("jsonpath={path}");
+        all.extend_from_slice(&["-o", &p]);
+        self.kubectl_ok(&all)
+    }
+}
+
+/// `kubeup sandbox up`, waiting while another test holds the address range.
+fn sandbox_up(dir: &str) {
+    let started = Instant::now();
+    loop {
+        let o = run(KUBEUP, &["sandbox", "up", "--hosts", "3", "--dir", dir]);
+        if o.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("held") && started.elapsed() < Duration::from_secs(900),
+            "kubeup sandbox up failed: {}",
+            describe(&o)
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[test]
+#[ignore = "issue 11: `up` does not install flannel on the controller yet; pod-to-pod across workers still times out with it wired in"]
+fn pod_network_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let _guard = SandboxGuard(dir.clone());
+    sandbox_up(&dir_s);
+    let c = Cluster {
+        file: dir.join("cluster.yaml").to_str().unwrap().to_string(),
+        dir,
+    };
+
+    let t = Instant::now();
+    kubeup_ok(&["up", "-f", &c.file]);
+    eprintln!("up: {:.1}s", t.elapsed().as_secs_f64());
+    step_flannel_runs_on_the_controller(&c);
+    step_workers_join(&c);
+    let pods = step_pods_on_two_workers(&c);
+    step_pod_to_pod_across_nodes(&c, &pods);
+    step_cluster_ip_service(&c, &pods);
+    step_node_port_on_every_node(&c, &pods);
+    step_cluster_dns(&c);
+}
+
+fn step_flannel_runs_on_the_controller(c: &Cluster) {
+    // flanneld was just started: give it a moment to make its device.
+    let out = wait_for("flannel.1 on the controller", 60, || {
+        let out = c.on_host(
+            "198.18.0.11",
+            "systemctl is-active flanneld; ip -d link show flannel.1 2>&1; cat /run/flannel/subnet.env 2>&1; true",
+        );
+        out.contains("vxlan id 1").then_some(out)
+    });
+    assert!(out.starts_with("active\n"), "{out}");
+    assert!(out.contains("FLANNEL_MTU=1450"), "{out}");
+    let conflist = c.on_host("198.18.0.11", "cat /etc/cni/net.d/10-kubeup.conflist");
+    assert!(conflist.contains("\"mtu\": 1450"), "{conflist}");
+}
+
+fn step_workers_join(c: &Cluster) {
+    let t = Instant::now();
+    c.kubectl_ok(&["apply", "-f", c.dir.join("workers").to_str().unwrap()]);
+    wait_for("3 Nodes Ready", 300, || {
+        let o = c.kubectl(&["get", "nodes", "--no-headers"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (out.lines().filter(|l| l.contains(" Ready ")).count() == 3).then_some(())
+    });
+    eprintln!("workers Ready: {:.1}s", t.elapsed().as_secs_f64());
+    // flannel on each node recorded its VXLAN endpoint on its Node.
+    let ips = c.jsonpath(
+        &["get", "nodes"],
+        r#"{range .items[*]}{.metadata.annotations.flannel\.alpha\.coreos\.com/public-ip}{" "}{end}"#,
+    );
+    let mut ips: Vec<&str> = ips.split_whitespace().collect();
+    ips.sort();
+    assert_eq!(ips, ["198.18.0.11", "198.18.0.12", "198.18.0.13"]);
+}
+
+struct Pods {
+    /// Worker names: the server runs on `a`, the client on `b`.
+    a: String,
+    b: String,
+    server_ip: String,
+}
+
+fn step_pods_on_two_workers(c: &Cluster) -> Pods {
+    let workers = c.jsonpath(
+        &[
+            "get",
+            "nodes",
+            "-l",
+            "!node-role.kubernetes.io/control-plane",
+        ],
+        "{.items[*].metadata.name}",
+    );
+    let workers: Vec<&str> = workers.split_whitespace().collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let (a, b) = (workers[0].to_string(), workers[1].to_string());
+    c.kubectl_ok(&["create", "namespace", NS]);
+    c.apply(
+        "network-pods.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: server, namespace: {NS}, labels: {{app: server}}}}
+spec:
+  nodeName: {a}
+  containers:
+  - name: httpd
+    image: {TEST_IMAGE}
+    imagePullPolicy: Never
+    command: [/bin/busybox, sh, -c, 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && exec httpd -f -p 8080 -h /www']
+    ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {NS}}}
+spec:
+  nodeName: {b}
+  containers:
+  - name: client
+    image: {TEST_IMAGE}
+    imagePullPolicy: Never
+    command: [/bin/busybox, sleep, "3600"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  selector: {{app: server}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-nodeport, namespace: {NS}}}
+spec:
+  type: NodePort
+  selector: {{app: server}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+        ),
+    );
+    for pod in ["server", "client"] {
+        wait_for(&format!("pod {pod} Running"), 120, || {
+            let o = c.kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]);
+            (String::from_utf8_lossy(&o.stdout) == "Running").then_some(())
+        });
+    }
+    let server_ip = c.jsonpath(&["-n", NS, "get", "pod", "server"], "{.status.podIP}");
+    let client_ip = c.jsonpath(&["-n", NS, "get", "pod", "client"], "{.status.podIP}");
+    let subnet = |ip: &str| ip.rsplit_once('.').unwrap().0.to_string();
+    assert_ne!(
+        subnet(&server_ip),
+        subnet(&client_ip),
+        "the pods should be in two nodes' podCIDRs"
+    );
+    Pods { a, b, server_ip }
+}
+
+/// `wget` from the client pod (on worker B), retried briefly while routes
+/// and endpoints settle.
+fn fetch_from_client(c: &Cluster, url: &str) -> String {
+    wait_for(&format!("{url} from the client pod"), 60, || {
+        let o = c.kubectl(&[
+            "-n", NS, "exec", "client", "--", "busybox", "wget", "-q", "-O", "-", "-T", "3", url,
+        ]);
+        let body = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.success() && body.contains("hello from server")).then_some(body)
+    })
+}
+
+fn step_pod_to_pod_across_nodes(c: &Cluster, pods: &Pods) {
+    let t = Instant::now();
+    let body = fetch_from_client(c, &format!("http://{}:8080/", pods.server_ip));
+    eprintln!(
+        "pod on {} -> pod on {} ({}): {body:?} in {:.1}s",
+        pods.b,
+        pods.a,
+        pods.server_ip,
+        t.elapsed().as_secs_f64()
+    );
+}
+
+fn step_cluster_ip_service(c: &Cluster, pods: &Pods) {
+    let ip = c.jsonpath(&["-n", NS, "get", "service", "web"], "{.spec.clusterIP}");
+    let body = fetch_from_client(c, &format!("http://{ip}/"));
+    eprintln!("ClusterIP {ip} (backend on {}): {body:?}", pods.a);
+}
+
+fn step_node_port_on_every_node(c: &Cluster, pods: &Pods) {
+    let port = c.jsonpath(
+        &["-n", NS, "get", "service", "web-nodeport"],
+        "{.spec.ports[0].nodePort}",
+    );
+    let addresses = c.jsonpath(
+        &["get", "nodes"],
+        r#"{range .items[*]}{.status.addresses[?(@.type=="InternalIP")].address}{" "}{end}"#,
+    );
+    let addresses: Vec<&str> = addresses.split_whitespace().collect();
+    assert_eq!(addresses.len(), 3, "{addresses:?}");
+    for addr in addresses {
+        let body = wait_for(&format!("NodePort {addr}:{port}"), 60, || {
+            http_get(&format!("{addr}:{port}"))
+        });
+        assert!(body.contains("hello from server"), "{addr}:{port}: {body}");
+        eprintln!("NodePort {addr}:{port} (backend on {}): ok", pods.a);
+    }
+}
+
+/// A plain HTTP/1.0 GET from the test process; `None` on any failure.
+fn http_get(addr: &str) -> Option<String> {
+    let sock = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(3)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.").then_some(out)
+}
+
+fn step_cluster_dns(c: &Cluster) {
+    let t = Instant::now();
+    wait_for("CoreDNS available", 120, || {
+        let o = c.kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "deployment",
+            "coredns",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ]);
+        (String::from_utf8_lossy(&o.stdout) == "2").then_some(())
+    });
+    let answer = wait_for("nslookup from the client pod", 60, || {
+        let o = c.kubectl(&[
+            "-n",
+            NS,
+            "exec",
+            "client",
+            "--",
+            "busybox",
+            "nslookup",
+            "kubernetes.default.svc.cluster.local",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.success() && out.contains("Address: 10.96.0.1")).then_some(out)
+    });
+    assert!(
+        answer.contains("10.96.0.10"),
+        "not asked at the cluster DNS IP: {answer}"
+    );
+    eprintln!(
+        "nslookup kubernetes.default.svc.cluster.local from a pod ({:.1}s):\n{answer}",
+        t.elapsed().as_secs_f64()
+    );
+}
