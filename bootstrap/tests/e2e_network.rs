@@ -170,7 +170,6 @@ fn sandbox_up(dir: &str) {
 }
 
 #[test]
-#[ignore = "issue 11: `up` does not install flannel on the controller yet; pod-to-pod across workers still times out with it wired in"]
 fn pod_network_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
@@ -317,13 +316,11 @@ spec:
     Pods { a, b, server_ip }
 }
 
-/// `wget` from the client pod (on worker B), retried briefly while routes
-/// and endpoints settle.
+/// An HTTP GET (`nettest get`; busybox-static's wget crashes) from the
+/// client pod on worker B, retried briefly while routes and endpoints settle.
 fn fetch_from_client(c: &Cluster, url: &str) -> String {
     wait_for(&format!("{url} from the client pod"), 60, || {
-        let o = c.kubectl(&[
-            "-n", NS, "exec", "client", "--", "busybox", "wget", "-q", "-O", "-", "-T", "3", url,
-        ]);
+        let o = c.kubectl(&["-n", NS, "exec", "client", "--", "/bin/nettest", "get", url]);
         let body = String::from_utf8_lossy(&o.stdout).into_owned();
         (o.status.success() && body.contains("hello from server")).then_some(body)
     })
@@ -331,7 +328,7 @@ fn fetch_from_client(c: &Cluster, url: &str) -> String {
 
 fn step_pod_to_pod_across_nodes(c: &Cluster, pods: &Pods) {
     let t = Instant::now();
-    let body = fetch_from_client(c, &format!("http://{}:8080/", pods.server_ip));
+    let body = fetch_from_client(c, &format!("{}:8080", pods.server_ip));
     eprintln!(
         "pod on {} -> pod on {} ({}): {body:?} in {:.1}s",
         pods.b,
@@ -343,7 +340,7 @@ fn step_pod_to_pod_across_nodes(c: &Cluster, pods: &Pods) {
 
 fn step_cluster_ip_service(c: &Cluster, pods: &Pods) {
     let ip = c.jsonpath(&["-n", NS, "get", "service", "web"], "{.spec.clusterIP}");
-    let body = fetch_from_client(c, &format!("http://{ip}/"));
+    let body = fetch_from_client(c, &format!("{ip}:80"));
     eprintln!("ClusterIP {ip} (backend on {}): {body:?}", pods.a);
 }
 

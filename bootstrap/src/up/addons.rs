@@ -71,6 +71,15 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
         .await
         .context("failed to apply the operator manifests")?;
     restart_on_new_image(client, ctx).await?;
+    let net = &ctx.loaded.cluster.spec.networking;
+    let network = kubeup_provision::hostplan::network::addon_manifests(
+        net.cni,
+        &net.cluster_dns,
+        &net.domain,
+    );
+    n += apply_yaml(client, &network)
+        .await
+        .context("failed to apply the pod network and DNS add-ons")?;
     Ok(n)
 }
 

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::Unit;
+use kubeup_provision::hostplan::{Unit, network};
 
 use crate::progress::Progress;
 use crate::{ClusterFile, Output};
@@ -121,7 +121,17 @@ pub async fn converge_controller(
         .map(|c| format!("{}: {}", c.name, c.message))
         .collect();
     phase.done(&warnings.join("; "));
-    let plan = ctx.plan(&report.hostname)?;
+    let mut plan = ctx.plan(&report.hostname)?;
+    let net = &ctx.loaded.cluster.spec.networking;
+    plan.files.extend(network::files_for(
+        net.cni,
+        &network::FlannelNode {
+            node_name: &plan.node_name,
+            address: &ctx.controller.address,
+            kubernetes_version: &ctx.manifest.kubernetes_version,
+            cluster_pod_cidr: &net.pod_cidr,
+        },
+    ));
 
     let mut changes = Changes::default();
     let phase = progress.phase(&host, "artifacts");
@@ -193,6 +203,7 @@ pub async fn converge_controller(
         &session,
         &plan.node_name,
         &ctx.loaded.cluster.spec.networking.pod_cidr,
+        ctx.loaded.cluster.spec.networking.cni,
         &restart,
     )
     .await?;

@@ -8,9 +8,10 @@ use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kubeup_crds::cluster::Cni;
 use kubeup_provision::converge::{self, Changes};
 use kubeup_provision::hostplan::Unit;
-use kubeup_provision::hostplan::configs;
+use kubeup_provision::hostplan::network;
 use kubeup_provision::ssh::{Command, Session};
 
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -72,6 +73,7 @@ pub async fn ensure_node(
     session: &Session,
     name: &str,
     pod_cidr: &str,
+    cni: Cni,
     restart: &BTreeSet<Unit>,
 ) -> Result<Changes> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -105,9 +107,14 @@ pub async fn ensure_node(
         }
         tokio::time::sleep(POLL).await;
     };
-    let cni = configs::cni_bridge_conflist(&node_cidr);
-    let mut changes = converge::write_files(session, std::slice::from_ref(&cni), false).await?;
-    let c = converge::ensure_units(session, &[Unit::Kubelet], restart, false, false).await?;
+    // The pod network (flannel and the node's CNI config) starts with the
+    // kubelet; with `cni: none` nothing is written and the Node waits for
+    // the user's CNI (NotReady), as with kubeadm.
+    let conflist: Vec<_> = network::cni_conflist(cni, &node_cidr).into_iter().collect();
+    let mut changes = converge::write_files(session, &conflist, false).await?;
+    let mut units = network::units(cni).to_vec();
+    units.push(Unit::Kubelet);
+    let c = converge::ensure_units(session, &units, restart, false, false).await?;
     changes.merge(c);
 
     // Kubelets may not label themselves node-role.kubernetes.io/*.
@@ -117,6 +124,9 @@ pub async fn ensure_node(
         .patch(name, &PatchParams::default(), &Patch::Merge(&label))
         .await?;
 
+    if !network::runs_flannel(cni) {
+        return Ok(changes);
+    }
     loop {
         let node = nodes.get(name).await?;
         let ready = node

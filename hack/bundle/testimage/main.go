@@ -4,6 +4,8 @@
 //	nettest serve ADDR           accept forever; discard what is sent
 //	nettest send ADDR BYTES      send BYTES, print "throughput MB/s"
 //	nettest connect ADDR N       N connects, print p50/p90/p99 in µs
+//	nettest get ADDR             HTTP/1.0 GET /, print the response body
+//	                             (busybox-static's wget crashes)
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -27,6 +30,8 @@ func main() {
 		send(os.Args[2], arg(3))
 	case "connect":
 		connect(os.Args[2], int(arg(3)))
+	case "get":
+		get(os.Args[2])
 	default:
 		fail("unknown command " + os.Args[1])
 	}
@@ -110,4 +115,22 @@ func connect(addr string, n int) {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	p := func(q float64) int64 { return d[int(q*float64(len(d)-1))].Microseconds() }
 	fmt.Printf("connect p50 %dµs p90 %dµs p99 %dµs (%d connects)\n", p(0.5), p(0.9), p(0.99), n)
+}
+
+func get(addr string) {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		fail(err.Error())
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr)
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		fail(err.Error())
+	}
+	_, body, ok := strings.Cut(string(resp), "\r\n\r\n")
+	if !ok || !strings.HasPrefix(string(resp), "HTTP/1.") {
+		fail("not an HTTP response: " + string(resp))
+	}
+	fmt.Print(body)
 }
