@@ -77,6 +77,7 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
         &net.cluster_dns,
         &net.domain,
     );
+    replace_dns_service_on_new_ip(client, &net.cluster_dns).await?;
     n += apply_yaml(client, &network)
         .await
         .context("failed to apply the pod network and DNS add-ons")?;
@@ -100,6 +101,32 @@ async fn restart_on_new_image(client: &Client, ctx: &ControllerContext) -> Resul
     )
     .await
     .context("failed to stamp the operator Deployment with its image digest")?;
+    Ok(())
+}
+
+/// A Service's cluster IP cannot change in place: when `clusterDns` was
+/// changed, delete the DNS Service so the add-ons recreate it at the new
+/// address (kubelets already point there after their restart).
+async fn replace_dns_service_on_new_ip(client: &Client, cluster_dns: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "kube-system");
+    let Some(svc) = api.get_opt("kube-dns").await? else {
+        return Ok(());
+    };
+    let current = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+    if current.is_empty() || current == cluster_dns {
+        return Ok(());
+    }
+    api.delete("kube-dns", &Default::default())
+        .await
+        .context("failed to delete the DNS Service to move it to the new clusterDns")?;
+    let started = Instant::now();
+    while api.get_opt("kube-dns").await?.is_some() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the DNS Service kube-system/kube-dns was not deleted within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
