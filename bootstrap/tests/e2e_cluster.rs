@@ -10,49 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const KUBEUP: &str = env!("CARGO_BIN_EXE_kubeup");
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run {program}: {e}"))
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kubeup(args: &[&str]) -> Output {
-    run(KUBEUP, args)
-}
-
-fn kubeup_ok(args: &[&str]) -> String {
-    let o = kubeup(args);
-    assert!(
-        o.status.success(),
-        "kubeup {args:?} failed: {}",
-        describe(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn bundle_bin(name: &str) -> String {
-    let cache = std::env::var("KUBEUP_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
-    let path = format!("{cache}/bundle/v1.34.10/bin/{name}");
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is missing: run `cargo xtask bundle`"
-    );
-    path
-}
+mod common;
+use common::*;
 
 struct Cluster {
     dir: PathBuf,
@@ -100,18 +59,6 @@ impl Cluster {
             describe(&o)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-/// `sandbox down` when dropped.
-struct SandboxGuard(PathBuf);
-
-impl Drop for SandboxGuard {
-    fn drop(&mut self) {
-        let o = kubeup(&["sandbox", "down", "--dir", self.0.to_str().unwrap()]);
-        if !o.status.success() {
-            eprintln!("cleanup: sandbox down failed: {}", describe(&o));
-        }
     }
 }
 
@@ -406,20 +353,6 @@ fn on_host(c: &Cluster, address: &str, script: &str) -> String {
         describe(&o)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn wait_for(what: &str, timeout_s: u64, mut check: impl FnMut() -> Option<String>) -> String {
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            started.elapsed().as_secs() < timeout_s,
-            "timed out after {timeout_s}s waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
 }
 
 fn step_operator_is_running(c: &Cluster) {

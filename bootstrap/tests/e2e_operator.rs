@@ -11,80 +11,13 @@
 //! the reason. Only one sandbox fits on a machine: while another holds the
 //! address range this test waits (up to 20 min) for it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-const KUBEUP: &str = env!("CARGO_BIN_EXE_kubeup");
+mod common;
+use common::*;
 const NS: &str = "kubeup-system";
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run {program}: {e}"))
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kubeup(args: &[&str]) -> Output {
-    run(KUBEUP, args)
-}
-
-fn kubeup_ok(args: &[&str]) -> String {
-    let o = kubeup(args);
-    assert!(
-        o.status.success(),
-        "kubeup {args:?} failed: {}",
-        describe(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn bundle_file(rel: &str) -> String {
-    let cache = std::env::var("KUBEUP_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
-    let path = format!("{cache}/bundle/v1.34.10/{rel}");
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is missing: run `cargo xtask bundle && cargo xtask image`"
-    );
-    path
-}
-
-fn wait_for(what: &str, timeout_s: u64, mut check: impl FnMut() -> Option<String>) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            started.elapsed().as_secs() < timeout_s,
-            "timed out after {timeout_s}s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// `sandbox down` when dropped.
-struct SandboxGuard(PathBuf);
-
-impl Drop for SandboxGuard {
-    fn drop(&mut self) {
-        let o = kubeup(&["sandbox", "down", "--dir", self.0.to_str().unwrap()]);
-        if !o.status.success() {
-            eprintln!("cleanup: sandbox down failed: {}", describe(&o));
-        }
-    }
-}
 
 struct Cluster {
     dir: PathBuf,

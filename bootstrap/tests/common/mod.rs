@@ -1,0 +1,84 @@
+//! Helpers shared by the end-to-end test files: running commands, the
+//! bundle's tools, polling, and a guard that removes the sandbox.
+// Each test file uses a different subset.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KUBEUP: &str = env!("CARGO_BIN_EXE_kubeup");
+
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {program}: {e}"))
+}
+
+pub fn describe(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn kubeup(args: &[&str]) -> Output {
+    run(KUBEUP, args)
+}
+
+pub fn kubeup_ok(args: &[&str]) -> String {
+    let o = kubeup(args);
+    assert!(
+        o.status.success(),
+        "kubeup {args:?} failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A file of the bundle (`bin/kubectl`, `images/…`); fails when absent.
+pub fn bundle_file(rel: &str) -> String {
+    let cache = std::env::var("KUBEUP_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
+    let path = format!("{cache}/bundle/v1.34.10/{rel}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: run `cargo xtask bundle && cargo xtask image`"
+    );
+    path
+}
+
+pub fn bundle_bin(name: &str) -> String {
+    bundle_file(&format!("bin/{name}"))
+}
+
+/// Poll `check` until it returns a value; fail after `timeout_s` seconds.
+pub fn wait_for<T>(what: &str, timeout_s: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed().as_secs() < timeout_s,
+            "timed out after {timeout_s}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `sandbox down` when dropped, so a failing step leaves nothing behind.
+pub struct SandboxGuard(pub PathBuf);
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let o = kubeup(&["sandbox", "down", "--dir", self.0.to_str().unwrap()]);
+        if !o.status.success() {
+            eprintln!("cleanup: sandbox down failed: {}", describe(&o));
+        }
+    }
+}
