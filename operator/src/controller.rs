@@ -172,18 +172,7 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         Decision::Refuse { reason, message } => {
             let changed = current.phase != Phase::Failed
                 || current.last_error.as_deref() != Some(message.as_str());
-            runner.status.observed_generation = Some(generation);
-            runner.status.phase = Phase::Failed;
-            runner.status.last_error = Some(message.clone());
-            status::set(
-                &mut runner.status,
-                status::READY,
-                ConditionStatus::False,
-                reason,
-                message.clone(),
-                generation,
-            );
-            runner.save().await?;
+            save_not_ready(&mut runner, generation, Phase::Failed, reason, &message).await?;
             if changed {
                 ctx.event(&wj, true, reason, "Validate", message).await;
             }
@@ -196,18 +185,7 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         }
         Decision::WaitForSecret { reason, message } => {
             let changed = current.last_error.as_deref() != Some(message.as_str());
-            runner.status.observed_generation = Some(generation);
-            runner.status.phase = Phase::Connecting;
-            runner.status.last_error = Some(message.clone());
-            status::set(
-                &mut runner.status,
-                status::READY,
-                ConditionStatus::False,
-                reason,
-                message.clone(),
-                generation,
-            );
-            runner.save().await?;
+            save_not_ready(&mut runner, generation, Phase::Connecting, reason, &message).await?;
             if changed {
                 ctx.event(&wj, true, reason, "ReadSecret", message).await;
             }
@@ -541,4 +519,27 @@ pub async fn list_workerjoins(client: &kube::Client) -> Result<Vec<WorkerJoin>> 
         .await
         .map(|l| l.items)
         .map_err(Error::kube("list WorkerJoins"))
+}
+
+/// Record a join that cannot go on for now: the phase it stops in, the
+/// message as `lastError`, and `Ready=False` with the reason.
+async fn save_not_ready(
+    runner: &mut Runner<'_>,
+    generation: i64,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+) -> Result<()> {
+    runner.status.observed_generation = Some(generation);
+    runner.status.phase = phase;
+    runner.status.last_error = Some(message.to_string());
+    status::set(
+        &mut runner.status,
+        status::READY,
+        ConditionStatus::False,
+        reason,
+        message.to_string(),
+        generation,
+    );
+    runner.save().await
 }
