@@ -181,17 +181,7 @@ mod tests {
     use super::*;
 
     fn input() -> NodeInput {
-        NodeInput {
-            node_name: "worker-1".into(),
-            address: "198.18.0.11".into(),
-            kubernetes_version: "v1.34.10".into(),
-            api_server: "https://198.18.0.10:6443".into(),
-            cluster_dns: "10.96.0.10".into(),
-            cluster_domain: "cluster.local".into(),
-            pod_cidr: "10.244.0.0/16".into(),
-            pause_image: "registry.k8s.io/pause:3.10.1".into(),
-            register_taints: vec![],
-        }
+        super::super::sample_worker_input()
     }
 
     #[test]
