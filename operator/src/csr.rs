@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::plan::NODE_LABEL;
 
 pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
 /// Annotation on a CSR naming the WorkerJoin (`ns/name`) and its uid: the
 /// only CSRs the operator approves are those it made for a WorkerJoin.
 pub const CSR_OWNER_ANNOTATION: &str = "kubeup.dev/workerjoin-uid";
@@ -27,7 +26,7 @@ pub const CSR_OWNER_ANNOTATION: &str = "kubeup.dev/workerjoin-uid";
 /// One client certificate to obtain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCert {
-    /// `kubelet` or `kube-proxy`: part of the CSR name.
+    /// `kubelet`: part of the CSR name.
     pub component: &'static str,
     pub signer: &'static str,
     pub common_name: String,
@@ -41,15 +40,6 @@ impl ClientCert {
             signer: KUBELET_SIGNER,
             common_name: format!("system:node:{node_name}"),
             organizations: vec!["system:nodes".into()],
-        }
-    }
-
-    pub fn kube_proxy() -> Self {
-        Self {
-            component: "kube-proxy",
-            signer: CLIENT_SIGNER,
-            common_name: "system:kube-proxy".into(),
-            organizations: vec![],
         }
     }
 
@@ -277,12 +267,10 @@ mod tests {
     }
 
     #[test]
-    fn kube_proxy_uses_the_plain_client_signer() {
-        let c = ClientCert::kube_proxy();
-        assert_eq!(c.signer, CLIENT_SIGNER);
-        assert_eq!(c.common_name, "system:kube-proxy");
+    fn csr_names_are_unique_per_attempt() {
+        let c = ClientCert::kubelet("w1");
         let n = csr_name(&c, "w1");
-        assert!(n.starts_with("kubeup-kube-proxy-w1-"), "{n}");
+        assert!(n.starts_with("kubeup-kubelet-w1-"), "{n}");
         assert_ne!(n, csr_name(&c, "w1"));
     }
 

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::nodesync;
 use crate::pending;
 use crate::plan::{self, NodeView, owner_ref, runs};
+use crate::proxytoken;
 use crate::status;
 
 /// Days a certificate on the host must still be valid to be kept.
@@ -260,7 +261,7 @@ impl<'a> Runner<'a> {
             let c = converge::write_files(session, &files, true).await?;
             planned.extend(c.written.iter().map(|p| format!("write {p}")));
             planned.push(format!(
-                "issue client certificates for {} and system:kube-proxy through the CSR API (unless current)",
+                "issue a client certificate for {} through the CSR API and a kube-proxy ServiceAccount token (unless current)",
                 input.node_name
             ));
             planned.push("start containerd, kubelet, kube-proxy".into());
@@ -320,10 +321,10 @@ impl<'a> Runner<'a> {
             }
             pending::record(session, &changes.restart).await?;
             let msg = if issued.is_empty() {
-                "the certificates on the host are current".to_string()
+                "the credentials on the host are current".to_string()
             } else {
                 format!(
-                    "issued through the CSR API for {}: {}",
+                    "issued for {}: {} (kubelet: CSR API; kube-proxy: TokenRequest API)",
                     input.node_name,
                     issued.join(", ")
                 )
@@ -387,8 +388,9 @@ impl<'a> Runner<'a> {
         Ok(Outcome::Ready)
     }
 
-    /// The kubelet's and kube-proxy's client certificates: kept while
-    /// current, else issued through the CSR API. Returns what was issued.
+    /// The kubelet's client certificate and kube-proxy's token: kept while
+    /// current, else issued (CSR API / TokenRequest API). Returns what was
+    /// issued.
     async fn certificates(
         &mut self,
         session: &Session,
@@ -396,66 +398,61 @@ impl<'a> Runner<'a> {
         ca_pem: &str,
     ) -> Result<Vec<&'static str>> {
         let kubelet = ClientCert::kubelet(node_name);
-        let proxy = ClientCert::kube_proxy();
         let current = remote_certs(
             session,
-            &[
-                (layout::KUBELET_CLIENT_PEM, layout::KUBELET_CLIENT_PEM),
-                (worker::KUBE_PROXY_CERT, worker::KUBE_PROXY_KEY),
-            ],
+            &[(layout::KUBELET_CLIENT_PEM, layout::KUBELET_CLIENT_PEM)],
         )
         .await?;
         let mut issued = vec![];
-        for (cert, pem) in [(&kubelet, &current[0]), (&proxy, &current[1])] {
-            let fresh = pem
-                .as_deref()
-                .map(|p| pki::is_current(p, ca_pem, &cert.leaf_spec(), CERT_MIN_DAYS));
-            if matches!(fresh, Some(Ok(()))) {
-                continue;
-            }
-            tracing::info!(cert = cert.component, why = ?fresh.map(|r| r.err()), "issuing through the CSR API");
+        let fresh = current[0]
+            .as_deref()
+            .map(|p| pki::is_current(p, ca_pem, &kubelet.leaf_spec(), CERT_MIN_DAYS));
+        if !matches!(fresh, Some(Ok(()))) {
+            tracing::info!(cert = kubelet.component, why = ?fresh.map(|r| r.err()), "issuing through the CSR API");
             let uid = self.wj.uid().unwrap_or_default();
             let (cert_pem, key_pem) = csr::issue(
                 &self.ctx.client,
-                cert,
+                &kubelet,
                 node_name,
                 &self.owner,
                 &uid,
                 self.ctx.settings.csr_timeout,
             )
             .await?;
-            pki::is_current(&cert_pem, ca_pem, &cert.leaf_spec(), 0).map_err(|reason| {
+            pki::is_current(&cert_pem, ca_pem, &kubelet.leaf_spec(), 0).map_err(|reason| {
                 Error::Certificate {
-                    name: cert.common_name.clone(),
+                    name: kubelet.common_name.clone(),
                     reason: format!("the signed certificate is not usable: {reason}"),
                 }
             })?;
-            if cert.component == "kubelet" {
-                let combined = format!("{cert_pem}{}", key_pem.expose_secret());
-                write(
-                    session,
-                    combined.into_bytes(),
-                    layout::KUBELET_CLIENT_PEM,
-                    0o600,
-                )
-                .await?;
-            } else {
-                write(
-                    session,
-                    key_pem.expose_secret().as_bytes().to_vec(),
-                    worker::KUBE_PROXY_KEY,
-                    0o600,
-                )
-                .await?;
-                write(
-                    session,
-                    cert_pem.into_bytes(),
-                    worker::KUBE_PROXY_CERT,
-                    0o644,
-                )
-                .await?;
-            }
-            issued.push(cert.component);
+            let combined = format!("{cert_pem}{}", key_pem.expose_secret());
+            write(
+                session,
+                combined.into_bytes(),
+                layout::KUBELET_CLIENT_PEM,
+                0o600,
+            )
+            .await?;
+            issued.push(kubelet.component);
+        }
+
+        let payload = remote_token_payload(session, worker::KUBE_PROXY_TOKEN).await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Err(why) = proxytoken::is_current(&payload, now, CERT_MIN_DAYS) {
+            tracing::info!(
+                credential = "kube-proxy",
+                why,
+                "requesting a ServiceAccount token"
+            );
+            let token = proxytoken::request(&self.ctx.client).await?;
+            write(
+                session,
+                token.expose_secret().as_bytes().to_vec(),
+                worker::KUBE_PROXY_TOKEN,
+                0o600,
+            )
+            .await?;
+            issued.push("kube-proxy");
         }
         Ok(issued)
     }
@@ -645,6 +642,24 @@ pub fn node_input(
 
 /// Certificate parts of `(cert, key)` files on the host (only when the key
 /// is there too), one round trip; never reads a key back.
+/// The payload (middle part) of the JWT in `path` on the host, or "" when
+/// there is none. Only that part is read: the stdout of a command may be
+/// logged, and the payload without its signature is no credential.
+async fn remote_token_payload(session: &Session, path: &str) -> Result<String> {
+    let q = quote(path).map_err(|source| Error::Ssh {
+        host: session.host().into(),
+        source,
+    })?;
+    let out = session
+        .run(&Command::shell(format!("[ -s {q} ] && cut -d. -f2 {q}; true")).privileged())
+        .await
+        .map_err(|source| Error::Ssh {
+            host: session.host().into(),
+            source,
+        })?;
+    Ok(out.stdout_str().trim().to_string())
+}
+
 async fn remote_certs(session: &Session, pairs: &[(&str, &str)]) -> Result<Vec<Option<String>>> {
     let mut script = String::new();
     let q = |p: &str| {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod nodesync;
 pub mod pending;
 pub mod plan;
+pub mod proxytoken;
 pub mod serving;
 pub mod status;
 

@@ -100,16 +100,31 @@ fn chart_lints_renders_and_matches_deploy() {
         dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].as_str(),
         Some("true")
     );
+    // Everything namespaced lives in the release namespace, except kube-proxy's
+    // ServiceAccount and the right to request tokens for it (kube-system).
     for doc in &d {
         let kind = doc["kind"].as_str().unwrap();
-        if !kind.starts_with("Cluster") {
-            assert_eq!(
-                doc["metadata"]["namespace"].as_str(),
-                Some("kubeup-system"),
-                "{kind}"
-            );
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let ns = doc["metadata"]["namespace"].as_str();
+        if kind.starts_with("Cluster") {
+            assert_eq!(ns, None, "{kind} {name}");
+        } else if name.contains("kube-proxy") {
+            assert_eq!(ns, Some("kube-system"), "{kind} {name}");
+        } else {
+            assert_eq!(ns, Some("kubeup-system"), "{kind} {name}");
         }
     }
+    let token_role = d
+        .iter()
+        .find(|doc| {
+            doc["kind"] == "Role" && doc["metadata"]["name"] == "kubeup-operator:kube-proxy-token"
+        })
+        .expect("the kube-proxy token Role");
+    assert_eq!(
+        serde_yaml_ng::to_string(&token_role["rules"]).unwrap(),
+        "- apiGroups:\n  - ''\n  resources:\n  - serviceaccounts/token\n  resourceNames:\n  - kube-proxy\n  verbs:\n  - create\n",
+        "tokens for kube-proxy's ServiceAccount only"
+    );
 
     // Least privilege: no wildcards, CSR approval only for three signers.
     let role = find(&d, "ClusterRole");
@@ -135,9 +150,9 @@ fn chart_lints_renders_and_matches_deploy() {
         names,
         [
             "kubernetes.io/kube-apiserver-client-kubelet",
-            "kubernetes.io/kube-apiserver-client",
             "kubernetes.io/kubelet-serving"
-        ]
+        ],
+        "never the plain kube-apiserver-client signer: approving for it mints any identity"
     );
     assert_eq!(signers["verbs"][0].as_str(), Some("approve"));
     let secrets = rules

@@ -7,10 +7,11 @@ mod common;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use kubeup_operator::csr::{self, ClientCert};
+use kubeup_operator::proxytoken;
 use kubeup_provision::pki;
 use kubeup_testsupport::apiserver::ApiServer;
 use secrecy::ExposeSecret;
@@ -43,24 +44,44 @@ async fn csr_issue_with_the_operators_rbac_and_nothing_more() {
         .expect("signed by the cluster CA with CN system:node:worker-1, O system:nodes");
     assert!(key.expose_secret().contains("PRIVATE KEY"));
 
-    // kube-proxy: signer kube-apiserver-client, system:kube-proxy.
-    let proxy = ClientCert::kube_proxy();
-    let (cert, _) = csr::issue(
-        &sa,
-        &proxy,
-        "worker-1",
-        "default.w1",
-        "uid-1",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-    pki::is_current(&cert, &ca, &proxy.leaf_spec(), 300).unwrap();
+    // kube-proxy: a token of kube-system/kube-proxy (TokenRequest), which
+    // authenticates as that ServiceAccount with the node-proxier role.
+    let token = proxytoken::request(&sa)
+        .await
+        .expect("the operator may request kube-proxy's token");
+    let as_proxy = common::client_with_token(&api, token.expose_secret()).await;
+    let nodes: Api<Node> = Api::all(as_proxy.clone());
+    nodes
+        .list(&ListParams::default())
+        .await
+        .expect("kube-proxy's token lists Nodes (system:node-proxier)");
+    let payload = token.expose_secret().split('.').nth(1).unwrap().to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    proxytoken::is_current(&payload, now, 300).expect("kube-proxy's, with about a year to live");
+    assert!(
+        forbidden(
+            Api::<Secret>::namespaced(as_proxy, "kube-system")
+                .list(&ListParams::default())
+                .await
+        ),
+        "kube-proxy's token is no more than kube-proxy"
+    );
+    // …and only for that ServiceAccount.
+    let other: Api<ServiceAccount> = Api::namespaced(sa.clone(), "kube-system");
+    let req = k8s_openapi::api::authentication::v1::TokenRequest::default();
+    assert!(
+        forbidden(
+            other
+                .create_token_request("default", &PostParams::default(), &req)
+                .await
+        ),
+        "tokens for any other ServiceAccount are refused"
+    );
 
     // No private key in the API: the CSRs carry only requests and certs.
     let admin_csrs: Api<CertificateSigningRequest> = Api::all(api.client.clone());
     let all = admin_csrs.list(&ListParams::default()).await.unwrap();
-    assert_eq!(all.items.len(), 2);
+    assert_eq!(all.items.len(), 1);
     let text = serde_json::to_string(&all.items).unwrap();
     assert!(!text.contains("PRIVATE KEY"));
     for c in &all.items {
@@ -74,7 +95,9 @@ async fn csr_issue_with_the_operators_rbac_and_nothing_more() {
     let sa_csrs: Api<CertificateSigningRequest> = Api::all(sa.clone());
     let g = csr::generate(&kubelet).unwrap();
     let mut serving = csr::csr_object("serving-1", &kubelet, &g.csr_pem, "default.w1", "uid-1");
-    serving.spec.signer_name = "example.com/other-signer".into();
+    // The plain client signer above all: approving for it would mint any
+    // identity, system:masters included.
+    serving.spec.signer_name = "kubernetes.io/kube-apiserver-client".into();
     serving.spec.usages = Some(vec!["digital signature".into(), "client auth".into()]);
     let mut created = sa_csrs
         .create(&PostParams::default(), &serving)
@@ -95,7 +118,7 @@ async fn csr_issue_with_the_operators_rbac_and_nothing_more() {
                 .replace_subresource("approval", "serving-1", &PostParams::default(), &created)
                 .await
         ),
-        "approving a CSR for another signer must be refused"
+        "approving a CSR for the plain client signer must be refused"
     );
     // …reading ConfigMaps other than kube-root-ca.crt, deleting CSRs,
     // deleting Secrets.

@@ -82,6 +82,21 @@ pub async fn operator_client(api: &ApiServer) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// A client that authenticates with a bearer token (and trusts the
+/// harness CA), nothing else.
+pub async fn client_with_token(api: &ApiServer, token: &str) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    kube::Client::try_from(config).unwrap()
+}
+
 /// kube-controller-manager with only the CSR signers and the root CA
 /// publisher: the CA key stays with it, as in a real cluster.
 pub struct ControllerManager {

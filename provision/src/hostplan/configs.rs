@@ -23,6 +23,24 @@ pub fn kubeconfig_with_files(
     )
 }
 
+/// A kubeconfig whose user is a bearer token read from `token_file`:
+/// client-go re-reads it, so a renewed token needs no restart and the
+/// kubeconfig itself holds no secret.
+pub fn kubeconfig_with_token_file(
+    cluster: &str,
+    server: &str,
+    ca_file: &str,
+    user: &str,
+    token_file: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    certificate-authority: {ca_file}\n\
+         users:\n- name: {user}\n  user:\n    tokenFile: {token_file}\n\
+         contexts:\n- name: {user}@{cluster}\n  context:\n    cluster: {cluster}\n    user: {user}\n\
+         current-context: {user}@{cluster}\n"
+    )
+}
+
 /// A kubeconfig with everything inline: for the admin on the workstation.
 pub fn kubeconfig_inline(
     cluster: &str,
@@ -79,9 +97,9 @@ pub fn controller_kubeconfigs(cluster: &str) -> Vec<HostFile> {
 }
 
 /// The kubeconfigs every node's kubelet and kube-proxy use.
-pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> Vec<HostFile> {
+pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> [HostFile; 2] {
     let ca = format!("{PKI}/ca.crt");
-    vec![
+    [
         HostFile::new(
             format!("{K8S}/kubelet.kubeconfig"),
             kubeconfig_with_files(

@@ -4,10 +4,14 @@
 
 use super::{HostFile, NodeInput, Unit, configs, units};
 
-/// Where kube-proxy's client certificate and key go (the kubeconfig from
-/// [`configs::node_kubeconfigs`] names these paths).
-pub const KUBE_PROXY_CERT: &str = "/etc/kubernetes/pki/kube-proxy.crt";
-pub const KUBE_PROXY_KEY: &str = "/etc/kubernetes/pki/kube-proxy.key";
+/// kube-proxy's credential on a worker: a token of the `kube-system/kube-proxy`
+/// ServiceAccount (bound to `system:node-proxier`), requested by the operator
+/// through the TokenRequest API. A client certificate would need the
+/// `kubernetes.io/kube-apiserver-client` signer, and whoever may approve for
+/// that signer can mint any identity (`system:masters` included).
+pub const KUBE_PROXY_TOKEN: &str = "/etc/kubernetes/pki/kube-proxy.token";
+/// The ServiceAccount behind [`KUBE_PROXY_TOKEN`].
+pub const KUBE_PROXY_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "kube-proxy");
 /// The cluster CA certificate (kubeconfigs and the kubelet's client CA).
 pub const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 /// Forwarding on at boot (the operator also sets it at once).
@@ -25,7 +29,9 @@ pub fn worker_files(n: &NodeInput, cluster_name: &str) -> Vec<HostFile> {
         configs::kube_proxy_config(n),
         configs::containerd_config(n),
     ];
-    files.extend(configs::node_kubeconfigs(cluster_name, n));
+    let [kubelet_kubeconfig, _] = configs::node_kubeconfigs(cluster_name, n);
+    files.push(kubelet_kubeconfig);
+    files.push(kube_proxy_kubeconfig(cluster_name, n));
     files.push(HostFile::new(
         SYSCTL_CONF,
         "# Written by kubeup.\nnet.ipv4.ip_forward = 1\n",
@@ -36,6 +42,23 @@ pub fn worker_files(n: &NodeInput, cluster_name: &str) -> Vec<HostFile> {
     files.push(units::kubelet(n));
     files.push(units::kube_proxy(n));
     files
+}
+
+/// kube-proxy's kubeconfig on a worker: the ServiceAccount token file.
+fn kube_proxy_kubeconfig(cluster_name: &str, n: &NodeInput) -> HostFile {
+    let (ns, name) = KUBE_PROXY_SERVICE_ACCOUNT;
+    HostFile::new(
+        "/etc/kubernetes/kube-proxy.kubeconfig",
+        configs::kubeconfig_with_token_file(
+            cluster_name,
+            &n.api_server,
+            CLUSTER_CA,
+            &format!("system:serviceaccount:{ns}:{name}"),
+            KUBE_PROXY_TOKEN,
+        ),
+        0o600,
+        &[Unit::KubeProxy],
+    )
 }
 
 /// The cluster CA certificate as a host file (from the `kube-root-ca.crt`
@@ -49,8 +72,7 @@ pub fn cluster_ca(ca_pem: &str) -> HostFile {
 pub fn worker_cert_paths() -> Vec<String> {
     vec![
         CLUSTER_CA.to_string(),
-        KUBE_PROXY_CERT.to_string(),
-        KUBE_PROXY_KEY.to_string(),
+        KUBE_PROXY_TOKEN.to_string(),
         super::layout::KUBELET_CLIENT_PEM.to_string(),
         super::layout::CNI_CONFLIST.to_string(),
     ]
@@ -89,7 +111,8 @@ mod tests {
             .find(|f| f.path.ends_with("kube-proxy.kubeconfig"))
             .unwrap();
         let text = String::from_utf8_lossy(&proxy_kc.content);
-        assert!(text.contains(KUBE_PROXY_CERT) && text.contains(KUBE_PROXY_KEY));
+        assert!(text.contains(&format!("tokenFile: {KUBE_PROXY_TOKEN}\n")), "{text}");
+        assert!(!text.contains("client-key"), "{text}");
         assert!(text.contains("https://198.18.0.10:6443"));
     }
 
