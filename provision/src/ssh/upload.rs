@@ -8,14 +8,17 @@
 //!    from stdin (1 MiB reads; never past SIZE, so the verdict line that
 //!    follows stays in stdin);
 //! 3. the client then sends one line, `commit` — only after the whole file
-//!    was sent and its streamed sha256 equals the one the skip-check used —
-//!    or `abort`;
+//!    was sent and its streamed sha256 equals the one the skip-check used
+//!    (or, when the host had no copy of that size and no hash was made
+//!    beforehand, its length is still the one announced) — or `abort`;
 //! 4. size check, `commit` seen → chmod, chown, `mv -f tmp dest`;
 //!    anything else (connection lost, short read, abort) → the trap
 //!    removes tmp and the old file stays untouched.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -105,12 +108,17 @@ fn check_remote_path(remote: &str) -> Result<()> {
     Ok(())
 }
 
-fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+/// sha256 and length of a local file; `None` when `cancel` was set before
+/// the end (the host has no copy to compare with, so the hash is moot).
+fn hash_file(path: &Path, cancel: &AtomicBool) -> std::io::Result<Option<(String, u64)>> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
@@ -118,7 +126,7 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         size += n as u64;
         hasher.update(&buf[..n]);
     }
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok(Some((hex::encode(hasher.finalize()), size)))
 }
 
 impl Session {
@@ -168,36 +176,54 @@ impl Session {
             source,
         };
 
-        // Hash locally while the host hashes its copy: the skip check costs
-        // max(local, remote) instead of their sum.
+        // The size decides first: the host hashes its copy only when it has
+        // one of the same length. Meanwhile the local file is hashed too (the
+        // skip check then costs max(local, remote), not their sum); that
+        // hash is abandoned as soon as the host answers that it has nothing
+        // comparable, so a first upload starts streaming at once and its
+        // sha256 is computed while it is sent.
+        let size = match &source {
+            Source::File(p) => std::fs::metadata(p).map_err(local_err)?.len(),
+            Source::Bytes(b) => b.len() as u64,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
         let local_hash = async {
             match &source {
                 Source::File(p) => {
-                    let p = p.clone();
-                    tokio::task::spawn_blocking(move || hash_file(&p))
+                    let (p, cancel) = (p.clone(), cancel.clone());
+                    tokio::task::spawn_blocking(move || hash_file(&p, &cancel))
                         .await
                         .map_err(std::io::Error::other)
                         .and_then(|r| r)
                 }
-                Source::Bytes(b) => Ok((hex::encode(Sha256::digest(b)), b.len() as u64)),
+                Source::Bytes(b) => Ok(Some((hex::encode(Sha256::digest(b)), size))),
             }
         };
         let state_cmd = Command::shell(format!(
-            "f={q_remote}; if [ -f \"$f\" ]; then {{ {REMOTE_SHA256} < \"$f\"; }} | cut -c1-64 && \
-             stat -c '%a %u %g %U %G' -- \"$f\"; else echo absent; fi"
+            "f={q_remote}; if [ ! -f \"$f\" ]; then echo absent; \
+             elif [ \"$(stat -c %s -- \"$f\")\" != {size} ]; then echo size-differs; \
+             else {{ {REMOTE_SHA256} < \"$f\"; }} | cut -c1-64 && \
+             stat -c '%a %u %g %U %G' -- \"$f\"; fi"
         ))
         .privileged();
-        let (local, state) = tokio::join!(local_hash, self.output(&state_cmd));
-        let (sha256, size) = local.map_err(local_err)?;
-        let state = state?;
-        let state = if state.success() {
-            RemoteState::parse(&state.stdout_str())
-        } else {
-            None
+        let remote_state = async {
+            let out = self.output(&state_cmd).await;
+            let state = match &out {
+                Ok(o) if o.success() => RemoteState::parse(&o.stdout_str()),
+                _ => None,
+            };
+            if state.is_none() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            out.map(|_| state)
         };
+        let (local, state) = tokio::join!(local_hash, remote_state);
+        let local = local.map_err(local_err)?;
+        let state = state?;
 
-        if let Some(state) = &state
-            && state.sha256 == sha256
+        if let (Some(state), Some((sha256, hashed))) = (&state, &local)
+            && *hashed == size
+            && state.sha256 == *sha256
         {
             if state.attributes_match(mode, owner) {
                 tracing::debug!(host = %self.host(), path = remote, "unchanged");
@@ -211,6 +237,9 @@ impl Session {
             tracing::info!(host = %self.host(), path = remote, mode = %format!("{mode:o}"), owner, "attributes updated");
             return Ok(UploadOutcome::AttributesUpdated);
         }
+        // What the streamed bytes must match for the host to commit: the
+        // hash the skip check used, or (none made) the size seen above.
+        let expected = local.map(|(sha256, _)| sha256);
 
         let started = Instant::now();
         self.send(
@@ -219,7 +248,7 @@ impl Session {
             &q_remote,
             q_owner.as_deref(),
             mode,
-            &sha256,
+            expected.as_deref(),
             size,
             &local_name,
         )
@@ -236,7 +265,7 @@ impl Session {
         q_remote: &str,
         q_owner: Option<&str>,
         mode: u32,
-        sha256: &str,
+        sha256: Option<&str>,
         size: u64,
         local_name: &str,
     ) -> Result<()> {
@@ -333,11 +362,8 @@ impl Session {
                         path: local_name.to_owned(),
                         source,
                     })?;
-                let verdict: &[u8] = if streamed == (sha256.to_owned(), size) {
-                    b"commit\n"
-                } else {
-                    b"abort\n"
-                };
+                let unchanged = streamed.1 == size && sha256.is_none_or(|s| s == streamed.0);
+                let verdict: &[u8] = if unchanged { b"commit\n" } else { b"abort\n" };
                 tx.data_bytes(verdict.to_vec()).await.map_err(chan_err)?;
                 tx.eof().await.map_err(chan_err)?;
                 Ok::<_, SshError>(())
