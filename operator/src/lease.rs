@@ -63,7 +63,8 @@ pub async fn try_acquire(client: &kube::Client, s: &LeaseSettings) -> Result<boo
     };
     let spec = lease.spec.clone().unwrap_or_default();
     let ours = spec.holder_identity.as_deref() == Some(s.identity.as_str());
-    if !ours && !expired(&spec, Timestamp::now()) {
+    let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+    if !ours && !released && !expired(&spec, Timestamp::now()) {
         return Ok(false);
     }
     let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -87,6 +88,9 @@ pub async fn try_acquire(client: &kube::Client, s: &LeaseSettings) -> Result<boo
 /// Block until this replica leads, then keep renewing in the background;
 /// if renewal fails for a whole lease duration the process exits.
 pub async fn lead(client: kube::Client, s: LeaseSettings) {
+    // Standbys ask often (a released Lease is taken within this); the
+    // leader renews three times per lease duration.
+    let standby_retry = (s.duration / 3).min(Duration::from_secs(2));
     let retry = s.duration / 3;
     loop {
         match try_acquire(&client, &s).await {
@@ -94,7 +98,7 @@ pub async fn lead(client: kube::Client, s: LeaseSettings) {
             Ok(false) => tracing::info!(identity = %s.identity, "another replica leads; waiting"),
             Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
         }
-        tokio::time::sleep(retry).await;
+        tokio::time::sleep(standby_retry).await;
     }
     tracing::info!(identity = %s.identity, "leading");
     tokio::spawn(async move {
@@ -115,6 +119,29 @@ pub async fn lead(client: kube::Client, s: LeaseSettings) {
             }
         }
     });
+}
+
+/// Give the Lease up (on shutdown) if this replica holds it, so that a
+/// standby takes over at its next try instead of after the lease duration.
+pub async fn release(client: &kube::Client, s: &LeaseSettings) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(LEASE_NAME).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    match api
+        .replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => tracing::info!(identity = %s.identity, "released the leader Lease"),
+        Err(e) => tracing::warn!(error = %e, "failed to release the leader Lease"),
+    }
 }
 
 #[cfg(test)]

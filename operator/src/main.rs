@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use kubeup_operator::bundle::Bundles;
 use kubeup_operator::context::Settings;
-use kubeup_operator::{controller, http};
+use kubeup_operator::{controller, http, lease};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -42,6 +42,9 @@ struct Args {
     /// several replicas can run and only one reconciles.
     #[arg(long, env = "KUBEUP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// This replica's identity in the leader Lease (the pod's name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "KUBEUP_LOG_JSON")]
     log_json: bool,
@@ -90,8 +93,27 @@ async fn main() -> anyhow::Result<()> {
         concurrency = args.concurrency,
         "kubeup-operator starting"
     );
+    let lease = args.leader_elect.then(|| lease::LeaseSettings {
+        namespace: settings.namespace.clone(),
+        identity: args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("kubeup-operator-{}", std::process::id())),
+        duration: LEASE_DURATION,
+    });
+    if let Some(lease) = &lease {
+        // A standby replica is healthy and ready; it just does not reconcile.
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::select! {
+            () = lease::lead(client.clone(), lease.clone()) => {}
+            () = shutdown_signal() => {
+                tracing::info!("stopping before leading");
+                return Ok(());
+            }
+        }
+    }
     controller::run(
-        client,
+        client.clone(),
         Bundles::new(args.bundle_root),
         settings,
         args.concurrency,
@@ -99,7 +121,24 @@ async fn main() -> anyhow::Result<()> {
         slot,
     )
     .await;
+    // Hand over at once instead of letting the next replica wait out the
+    // lease (a rolling update or a deleted pod fails over in about a second).
+    if let Some(lease) = &lease {
+        lease::release(&client, lease).await;
+    }
     Ok(())
+}
+
+/// How long a leader's Lease lasts without renewal (renewed every third of it).
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 #[cfg(test)]
