@@ -140,6 +140,24 @@ pub fn controller_certs(
         ),
     ];
     certs.push(kubelet_client(&n.node_name, days));
+    // The kubelet's serving certificate, from the cluster CA like the ones
+    // workers get through the CSR API: the apiserver verifies kubelets
+    // (--kubelet-certificate-authority), so logs/exec/metrics use verified TLS.
+    let mut kubelet_sans = vec![n.address.clone(), n.node_name.clone()];
+    kubelet_sans.dedup();
+    certs.push(pair(
+        "kubelet-serving",
+        CaKind::Cluster,
+        LeafSpec {
+            common_name: format!("system:node:{}", n.node_name),
+            organizations: vec!["system:nodes".into()],
+            sans: kubelet_sans,
+            usage: Usage::Server,
+            days,
+        },
+        PKI,
+        &[Unit::Kubelet],
+    ));
     certs
 }
 

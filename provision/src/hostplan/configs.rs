@@ -132,12 +132,17 @@ pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> [HostFile; 2] {
 /// The kubelet's configuration. `server_tls_bootstrap`: the kubelet asks
 /// for its serving certificate through a `kubernetes.io/kubelet-serving`
 /// CSR (someone must approve it: the operator does for the workers it
-/// joins) instead of a self-signed one.
+/// joins); otherwise the certificate kubeup issued (`kubelet-serving` of
+/// the controller's certificates). Never a self-signed one: the apiserver
+/// verifies kubelets against the cluster CA.
 pub fn kubelet_config(n: &NodeInput, server_tls_bootstrap: bool) -> HostFile {
     let serving = if server_tls_bootstrap {
-        "# Serving certificate through the CSR API (kubelet-serving signer).\nserverTLSBootstrap: true\n"
+        "# Serving certificate through the CSR API (kubelet-serving signer).\nserverTLSBootstrap: true\n".to_string()
     } else {
-        ""
+        format!(
+            "# Serving certificate issued by kubeup from the cluster CA.\n\
+             tlsCertFile: {PKI}/kubelet-serving.crt\ntlsPrivateKeyFile: {PKI}/kubelet-serving.key\n"
+        )
     };
     let content = format!(
         "# Written by kubeup.\n\

@@ -126,6 +126,10 @@ pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
             "kubelet-client-key",
             format!("{PKI}/apiserver-kubelet-client.key"),
         ),
+        // Kubelet serving certificates are signed by the cluster CA (kubeup
+        // issues the controller's; the operator approves the workers'
+        // kubelet-serving CSRs), so logs/exec/port-forward verify them.
+        flag("kubelet-certificate-authority", format!("{PKI}/ca.crt")),
         flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
         flag("service-cluster-ip-range", &c.service_cidr),
         flag(
