@@ -87,8 +87,20 @@ pub fn cni_conflist(cni: Cni, pod_cidr_of_node: &str) -> Option<HostFile> {
 /// The cluster DNS image, built by `cargo xtask bundle` (hack/bundle/coredns)
 /// and imported into every node's containerd.
 pub const COREDNS_IMAGE: &str = "kubeup.dev/coredns:v1.14.7";
+/// The resource-metrics API server (`kubectl top`), built by `cargo xtask
+/// bundle` (hack/bundle/metrics-server) and imported into every node's
+/// containerd.
+pub const METRICS_SERVER_IMAGE: &str = "kubeup.dev/metrics-server:v0.8.0";
+/// The Secret (kubernetes.io/tls, in kube-system) holding metrics-server's
+/// serving certificate: `tls.crt`/`tls.key`, signed by the cluster CA for
+/// [`METRICS_SERVER_DNS_NAME`]. `kubeup up` creates it.
+pub const METRICS_SERVER_TLS_SECRET: &str = "metrics-server-tls";
+/// The name the API server checks metrics-server's certificate against
+/// (the APIService's Service, `<name>.<namespace>.svc`).
+pub const METRICS_SERVER_DNS_NAME: &str = "metrics-server.kube-system.svc";
 const FLANNEL_RBAC: &str = include_str!("../../../deploy/addons/flannel-rbac.yaml");
 const COREDNS: &str = include_str!("../../../deploy/addons/coredns.yaml");
+const METRICS_SERVER: &str = include_str!("../../../deploy/addons/metrics-server.yaml");
 
 /// What `kubeup up` applies for the pod network and cluster DNS: with
 /// flannel, the RBAC that lets nodes watch all Nodes (flanneld runs with
@@ -110,6 +122,18 @@ pub fn coredns_manifest(cluster_dns: &str, domain: &str, image: &str) -> String 
         .replace("${CLUSTER_DNS}", cluster_dns)
         .replace("${DOMAIN}", domain)
         .replace("${IMAGE}", image)
+}
+
+/// deploy/addons/metrics-server.yaml with its placeholders filled in:
+/// `image` (normally [`METRICS_SERVER_IMAGE`]) and `ca_bundle_b64`, the
+/// cluster CA certificate (PEM) in base64, which the API server trusts for
+/// `v1beta1.metrics.k8s.io` (the serving certificate in the
+/// [`METRICS_SERVER_TLS_SECRET`] Secret must be signed by it). metrics-server
+/// verifies the kubelets' serving certificates against the same CA.
+pub fn metrics_server_manifest(image: &str, ca_bundle_b64: &str) -> String {
+    METRICS_SERVER
+        .replace("${IMAGE}", image)
+        .replace("${CA_BUNDLE}", ca_bundle_b64)
 }
 
 /// `Network` is the whole cluster pod CIDR: flannel routes every other
@@ -231,6 +255,73 @@ mod tests {
         assert!(none.contains("name: coredns"));
         // No forward: DNS never leaves the cluster.
         assert!(!y.lines().any(|l| l.trim_start().starts_with("forward")));
+    }
+
+    #[test]
+    fn metrics_server_is_verified_both_ways() {
+        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK");
+        // The comment names the placeholders; no line uses one any more.
+        assert!(
+            !y.lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("${"))
+        );
+        assert!(y.contains(&format!("image: {METRICS_SERVER_IMAGE}\n")));
+        assert!(y.contains("caBundle: Q0EK\n"));
+        // Verified TLS to the kubelets and from the API server, never skipped.
+        assert!(!METRICS_SERVER.contains("--kubelet-insecure-tls"));
+        assert!(!METRICS_SERVER.contains("insecureSkipTLSVerify"));
+        assert!(y.contains(
+            "--kubelet-certificate-authority=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+        ));
+        assert!(y.contains(&format!("secretName: {METRICS_SERVER_TLS_SECRET}\n")));
+        assert!(y.contains("--tls-cert-file=/etc/metrics-server/tls.crt"));
+        assert!(y.contains("--tls-private-key-file=/etc/metrics-server/tls.key"));
+        assert!(y.contains("--secure-port=4443"));
+        assert!(y.contains("imagePullPolicy: Never\n"));
+    }
+
+    #[test]
+    fn the_metrics_server_manifest_parses() {
+        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK");
+        let docs: Vec<serde_yaml_ng::Value> = y
+            .split("\n---\n")
+            .map(|doc| serde_yaml_ng::from_str(doc).expect("valid YAML"))
+            .collect();
+        let kinds: Vec<&str> = docs
+            .iter()
+            .map(|d| d["kind"].as_str().expect("a kind"))
+            .collect();
+        for want in [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "APIService",
+        ] {
+            assert!(kinds.contains(&want), "{want} missing: {kinds:?}");
+        }
+        let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+        // The API server checks the certificate for <service>.<namespace>.svc.
+        let api = &of("APIService")["spec"];
+        let svc = &api["service"];
+        let dns = format!(
+            "{}.{}.svc",
+            svc["name"].as_str().unwrap(),
+            svc["namespace"].as_str().unwrap()
+        );
+        assert_eq!(dns, METRICS_SERVER_DNS_NAME);
+        assert_eq!(api["caBundle"], "Q0EK");
+        assert!(api.get("insecureSkipTLSVerify").is_none());
+        let pod = &of("Deployment")["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"][1]["secret"]["secretName"],
+            METRICS_SERVER_TLS_SECRET
+        );
+        assert_eq!(pod["volumes"][1]["secret"]["defaultMode"], 0o440);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 4443);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! `bin/` (hyperkube and its symlinks, etcd, etcdctl, crictl, helm,
 //! flanneld, containerd, containerd-shim-runc-v2, ctr, runc), `cni/`
 //! (bridge, host-local, loopback, portmap), `images/pause.tar`,
-//! `images/busybox.tar` (smoke tests), `bundle.json`.
+//! `images/busybox.tar` (smoke tests), `images/coredns.tar`,
+//! `images/metrics-server.tar`, `bundle.json`.
 //!
 //! Each component is cached: it is rebuilt only when one of its files is
 //! missing, differs from its sha256 in `bundle.json`, or was made from an
@@ -22,9 +23,71 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kubeup_provision::artifacts::{self, BundleManifest, ManifestError};
+use kubeup_provision::artifacts::{self, BundleFile, BundleManifest, ManifestError};
 
 use components::HYPERKUBE_COMMANDS;
+
+/// One independently cached unit of the bundle: rebuilt as a whole when any
+/// of its files is missing or corrupt, or its recipe changed.
+trait Part {
+    fn name(&self) -> &'static str;
+    /// Bundle paths of the regular files it produces.
+    fn outputs(&self) -> Vec<&'static str>;
+    /// A digest of everything in this repository its files depend on.
+    fn recipe_digest(&self, ctx: &Ctx) -> Result<String>;
+    /// Build into `staging` (same layout as the bundle) and describe each
+    /// output; `recipe` is left for the caller to fill in.
+    fn build(&self, ctx: &Ctx, staging: &Path) -> Result<Vec<(String, BundleFile)>>;
+}
+
+impl Part for components::Component {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn outputs(&self) -> Vec<&'static str> {
+        components::Component::outputs(self)
+    }
+    fn recipe_digest(&self, ctx: &Ctx) -> Result<String> {
+        components::Component::recipe_digest(self, ctx)
+    }
+    fn build(&self, ctx: &Ctx, staging: &Path) -> Result<Vec<(String, BundleFile)>> {
+        components::Component::build(self, ctx, staging)
+    }
+}
+
+/// metrics-server's image (addons.rs).
+struct MetricsServer;
+
+impl Part for MetricsServer {
+    fn name(&self) -> &'static str {
+        "metrics-server"
+    }
+    fn outputs(&self) -> Vec<&'static str> {
+        vec![addons::METRICS_SERVER_IMAGE_FILE]
+    }
+    fn recipe_digest(&self, ctx: &Ctx) -> Result<String> {
+        addons::metrics_server_recipe(ctx)
+    }
+    fn build(&self, ctx: &Ctx, staging: &Path) -> Result<Vec<(String, BundleFile)>> {
+        addons::build_metrics_server_image(ctx, staging)
+    }
+}
+
+/// Every part in build order: the components of components.rs, with the
+/// metrics-server image beside the other add-on images, before the long
+/// Kubernetes build.
+fn parts() -> Vec<Box<dyn Part>> {
+    let mut parts: Vec<Box<dyn Part>> = components::all()
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn Part>)
+        .collect();
+    let at = parts
+        .iter()
+        .position(|p| p.name() == "kubernetes")
+        .unwrap_or(parts.len());
+    parts.insert(at, Box::new(MetricsServer));
+    parts
+}
 
 /// What the builders need to know.
 pub struct Ctx {
@@ -105,7 +168,7 @@ fn build(ctx: &Ctx, dir: &Path, force: bool) -> Result<()> {
         ".staging-{}",
         dir.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let components = components::all();
+    let components = parts();
     let mut summary: Vec<(&str, String, Duration)> = Vec::new();
     for component in &components {
         let t = Instant::now();
@@ -116,14 +179,14 @@ fn build(ctx: &Ctx, dir: &Path, force: bool) -> Result<()> {
             why_stale(&manifest, dir, &component.outputs(), &recipe)
         };
         let Some(reason) = stale else {
-            summary.push((component.name, "cached".into(), t.elapsed()));
+            summary.push((component.name(), "cached".into(), t.elapsed()));
             continue;
         };
-        eprintln!("bundle: building {} ({reason})", component.name);
+        eprintln!("bundle: building {} ({reason})", component.name());
         reset_dir(&staging)?;
         let built = component
             .build(ctx, &staging)
-            .with_context(|| format!("failed to build bundle component {}", component.name))?;
+            .with_context(|| format!("failed to build bundle component {}", component.name()))?;
         for (name, mut file) in built {
             file.recipe = Some(recipe.clone());
             let dest = dir.join(&name);
@@ -134,7 +197,7 @@ fn build(ctx: &Ctx, dir: &Path, force: bool) -> Result<()> {
         }
         // Saved after every component: an interrupted run keeps what it made.
         manifest.save(dir)?;
-        summary.push((component.name, "built".into(), t.elapsed()));
+        summary.push((component.name(), "built".into(), t.elapsed()));
     }
     // Entries this command does not make (`cargo xtask image` adds the
     // operator image) stay while their file is intact; a broken one is
@@ -225,7 +288,7 @@ fn print_summary(
     let bytes: u64 = manifest.files.values().map(|f| f.size).sum();
     println!("bundle {} ({})", dir.display(), manifest.kubernetes_version);
     for (name, status, took) in summary {
-        println!("  {name:<12} {status:<7} {:>7.1}s", took.as_secs_f64());
+        println!("  {name:<14} {status:<7} {:>7.1}s", took.as_secs_f64());
     }
     println!(
         "  {} files, {} symlinks, {:.0} MiB, {:.1}s total",
