@@ -195,4 +195,9 @@ pub struct WorkerJoinStatus {
     /// With `dryRun`: what a join would do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned_actions: Vec<String>,
+    /// The kubelet client CSR created for this join and not yet finished
+    /// (its private key waits on the host, never in the API): an operator
+    /// restarted meanwhile resumes this CSR instead of approving another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_csr: Option<String>,
 }

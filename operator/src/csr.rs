@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
-    CertificateSigningRequestStatus,
 };
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -146,11 +145,25 @@ pub async fn issue(
     owner_uid: &str,
     timeout: Duration,
 ) -> Result<(String, SecretString)> {
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let generated = generate(cert)?;
     let name = csr_name(cert, node_name);
-    let obj = csr_object(&name, cert, &generated.csr_pem, owner, owner_uid);
-    let mut created = api
+    create(client, &name, cert, &generated.csr_pem, owner, owner_uid).await?;
+    let pem = approve_and_wait(client, &name, cert.signer, owner, owner_uid, timeout).await?;
+    Ok((pem, generated.key_pem))
+}
+
+/// Create the CSR object (not yet approved).
+pub async fn create(
+    client: &kube::Client,
+    name: &str,
+    cert: &ClientCert,
+    csr_pem: &str,
+    owner: &str,
+    owner_uid: &str,
+) -> Result<()> {
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let obj = csr_object(name, cert, csr_pem, owner, owner_uid);
+    let created = api
         .create(&PostParams::default(), &obj)
         .await
         .map_err(Error::kube(format!(
@@ -158,32 +171,67 @@ pub async fn issue(
         )))?;
     if !is_ours(&created, owner_uid) {
         return Err(Error::Certificate {
-            name,
+            name: name.into(),
             reason: "the created CSR does not carry the WorkerJoin's uid".into(),
         });
     }
-    created.status = Some(CertificateSigningRequestStatus {
-        conditions: Some(vec![CertificateSigningRequestCondition {
-            type_: "Approved".into(),
-            status: "True".into(),
-            reason: Some("KubeupWorkerJoin".into()),
-            message: Some(format!(
-                "approved by kubeup-operator for WorkerJoin {owner}, which created it"
-            )),
-            ..Default::default()
-        }]),
-        certificate: None,
-    });
-    api.replace_subresource("approval", &name, &PostParams::default(), &created)
+    Ok(())
+}
+
+fn has_condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// Approve the CSR `name` (only if it carries this WorkerJoin's uid; a CSR
+/// already approved is not approved again) and wait for its certificate.
+pub async fn approve_and_wait(
+    client: &kube::Client,
+    name: &str,
+    signer: &str,
+    owner: &str,
+    owner_uid: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let mut csr = api
+        .get(name)
         .await
-        .map_err(Error::kube(format!(
-            "approve CertificateSigningRequest {name}"
-        )))?;
+        .map_err(Error::kube(format!("get CertificateSigningRequest {name}")))?;
+    if !is_ours(&csr, owner_uid) || csr.spec.signer_name != signer {
+        return Err(Error::Certificate {
+            name: name.into(),
+            reason: format!("not a {signer} CSR of WorkerJoin {owner}; not approving it"),
+        });
+    }
+    if !has_condition(&csr, "Approved") {
+        let mut status = csr.status.take().unwrap_or_default();
+        status
+            .conditions
+            .get_or_insert_with(Vec::new)
+            .push(CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                reason: Some("KubeupWorkerJoin".into()),
+                message: Some(format!(
+                    "approved by kubeup-operator for WorkerJoin {owner}, which created it"
+                )),
+                ..Default::default()
+            });
+        csr.status = Some(status);
+        api.replace_subresource("approval", name, &PostParams::default(), &csr)
+            .await
+            .map_err(Error::kube(format!(
+                "approve CertificateSigningRequest {name}"
+            )))?;
+    }
 
     let started = Instant::now();
     loop {
         let csr = api
-            .get(&name)
+            .get(name)
             .await
             .map_err(Error::kube(format!("get CertificateSigningRequest {name}")))?;
         let status = csr.status.unwrap_or_default();
@@ -194,7 +242,7 @@ pub async fn issue(
             .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
         {
             return Err(Error::Certificate {
-                name,
+                name: name.into(),
                 reason: format!(
                     "{}: {} {}",
                     bad.type_,
@@ -204,17 +252,15 @@ pub async fn issue(
             });
         }
         if let Some(pem) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let pem = String::from_utf8(pem.0).map_err(|_| Error::Certificate {
-                name: name.clone(),
+            return String::from_utf8(pem.0).map_err(|_| Error::Certificate {
+                name: name.into(),
                 reason: "the issued certificate is not PEM text".into(),
-            })?;
-            return Ok((pem, generated.key_pem));
+            });
         }
         if started.elapsed() > timeout {
             return Err(Error::Timeout {
                 what: format!(
-                    "CertificateSigningRequest {name} to be signed by {} (is kube-controller-manager running with --cluster-signing-*?)",
-                    cert.signer
+                    "CertificateSigningRequest {name} to be signed by {signer} (is kube-controller-manager running with --cluster-signing-*?)"
                 ),
                 secs: timeout.as_secs(),
             });

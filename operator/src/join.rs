@@ -409,31 +409,12 @@ impl<'a> Runner<'a> {
             .map(|p| pki::is_current(p, ca_pem, &kubelet.leaf_spec(), CERT_MIN_DAYS));
         if !matches!(fresh, Some(Ok(()))) {
             tracing::info!(cert = kubelet.component, why = ?fresh.map(|r| r.err()), "issuing through the CSR API");
-            let uid = self.wj.uid().unwrap_or_default();
-            let (cert_pem, key_pem) = csr::issue(
-                &self.ctx.client,
-                &kubelet,
-                node_name,
-                &self.owner,
-                &uid,
-                self.ctx.settings.csr_timeout,
-            )
-            .await?;
-            pki::is_current(&cert_pem, ca_pem, &kubelet.leaf_spec(), 0).map_err(|reason| {
-                Error::Certificate {
-                    name: kubelet.common_name.clone(),
-                    reason: format!("the signed certificate is not usable: {reason}"),
-                }
-            })?;
-            let combined = format!("{cert_pem}{}", key_pem.expose_secret());
-            write(
-                session,
-                combined.into_bytes(),
-                layout::KUBELET_CLIENT_PEM,
-                0o600,
-            )
-            .await?;
+            self.kubelet_client_cert(session, &kubelet, node_name, ca_pem)
+                .await?;
             issued.push(kubelet.component);
+        }
+        if self.status.pending_csr.take().is_some() {
+            self.save().await?;
         }
 
         let payload = remote_token_payload(session, worker::KUBE_PROXY_TOKEN).await?;
@@ -455,6 +436,98 @@ impl<'a> Runner<'a> {
             issued.push("kube-proxy");
         }
         Ok(issued)
+    }
+
+    /// The kubelet's client certificate through the CSR API, resumable:
+    /// the key is generated here and written to the host first, the CSR's
+    /// name is recorded in status before it is approved, and the key and
+    /// certificate are combined on the host. An operator that dies at any
+    /// point resumes the recorded CSR (its key is still on the host), so at
+    /// most one CSR per join is ever approved; a CSR created but not yet
+    /// recorded stays unapproved (kube-controller-manager removes it).
+    async fn kubelet_client_cert(
+        &mut self,
+        session: &Session,
+        kubelet: &ClientCert,
+        node_name: &str,
+        ca_pem: &str,
+    ) -> Result<()> {
+        let uid = self.wj.uid().unwrap_or_default();
+        let resumable = match self.status.pending_csr.clone() {
+            Some(name) if remote_exists(session, &pending_key(&name)).await? => Some(name),
+            _ => None,
+        };
+        let name = match resumable {
+            Some(name) => {
+                tracing::info!(csr = %name, "resuming the CSR of an earlier attempt");
+                name
+            }
+            None => {
+                let generated = csr::generate(kubelet)?;
+                let name = csr::csr_name(kubelet, node_name);
+                // Keys of attempts that never got as far as a recorded CSR.
+                run(
+                    session,
+                    &format!("rm -f {}/kubeup-pending-*", layout::KUBELET_PKI_DIR),
+                )
+                .await?;
+                write(
+                    session,
+                    generated.key_pem.expose_secret().as_bytes().to_vec(),
+                    &pending_key(&name),
+                    0o600,
+                )
+                .await?;
+                csr::create(
+                    &self.ctx.client,
+                    &name,
+                    kubelet,
+                    &generated.csr_pem,
+                    &self.owner,
+                    &uid,
+                )
+                .await?;
+                self.status.pending_csr = Some(name.clone());
+                self.save().await?;
+                name
+            }
+        };
+        let cert_pem = csr::approve_and_wait(
+            &self.ctx.client,
+            &name,
+            kubelet.signer,
+            &self.owner,
+            &uid,
+            self.ctx.settings.csr_timeout,
+        )
+        .await?;
+        pki::is_current(&cert_pem, ca_pem, &kubelet.leaf_spec(), 0).map_err(|reason| {
+            Error::Certificate {
+                name: kubelet.common_name.clone(),
+                reason: format!("the signed certificate is not usable: {reason}"),
+            }
+        })?;
+        let cert_path = format!("{}/kubeup-pending-{name}.crt", layout::KUBELET_PKI_DIR);
+        write(session, cert_pem.into_bytes(), &cert_path, 0o644).await?;
+        let q = |p: &str| {
+            quote(p).map_err(|source| Error::Ssh {
+                host: session.host().into(),
+                source,
+            })
+        };
+        let (crt, key, pem) = (
+            q(&cert_path)?,
+            q(&pending_key(&name))?,
+            q(layout::KUBELET_CLIENT_PEM)?,
+        );
+        // Certificate and key meet on the host only; the rename is atomic.
+        run(
+            session,
+            &format!(
+                "set -e; t=$(mktemp {pem}.XXXXXX); cat {crt} {key} > \"$t\"; chmod 600 \"$t\"; mv -f \"$t\" {pem}; rm -f {crt} {key}"
+            ),
+        )
+        .await
     }
 
     /// Create the Node (labelled and annotated as this WorkerJoin's, with
@@ -642,6 +715,37 @@ pub fn node_input(
 
 /// Certificate parts of `(cert, key)` files on the host (only when the key
 /// is there too), one round trip; never reads a key back.
+/// Where the key of the pending CSR `name` waits on the host.
+fn pending_key(csr_name: &str) -> String {
+    format!("{}/kubeup-pending-{csr_name}.key", layout::KUBELET_PKI_DIR)
+}
+
+async fn run(session: &Session, script: &str) -> Result<()> {
+    session
+        .run(&Command::shell(script).privileged())
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Ssh {
+            host: session.host().into(),
+            source,
+        })
+}
+
+async fn remote_exists(session: &Session, path: &str) -> Result<bool> {
+    let q = quote(path).map_err(|source| Error::Ssh {
+        host: session.host().into(),
+        source,
+    })?;
+    let out = session
+        .run(&Command::shell(format!("[ -s {q} ] && echo yes; true")).privileged())
+        .await
+        .map_err(|source| Error::Ssh {
+            host: session.host().into(),
+            source,
+        })?;
+    Ok(out.stdout_str().trim() == "yes")
+}
+
 /// The payload (middle part) of the JWT in `path` on the host, or "" when
 /// there is none. Only that part is read: the stdout of a command may be
 /// logged, and the payload without its signature is no credential.

@@ -18,6 +18,8 @@ pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// The kubelet's current client certificate and key (one PEM). The kubelet
 /// rotates it in place, so it is where `--cert-dir` expects it.
 pub const KUBELET_CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+/// The kubelet's certificate directory.
+pub const KUBELET_PKI_DIR: &str = "/var/lib/kubelet/pki";
 pub const ETCD_DATA: &str = "/var/lib/etcd";
 /// Directories removed whole by `reset` (data kubeup's components made).
 pub const DATA_DIRS: [&str; 8] = [
