@@ -3,8 +3,11 @@
 //! then a pod on worker A reaches a pod on worker B by pod IP over TCP, a
 //! ClusterIP Service backed by a pod on the other worker answers, and a
 //! NodePort answers on every node's address, and CoreDNS (applied by `up`)
-//! resolves `kubernetes.default.svc.cluster.local` for a pod. One sandbox for the whole
-//! test; a guard tears it down even on panic.
+//! resolves `kubernetes.default.svc.cluster.local` for a pod; `kubectl logs`
+//! over verified kubelet TLS; `kubectl top nodes` (metrics-server); and on a
+//! fourth host a single-node `cni: none` cluster whose Node waits for a CNI
+//! with nothing of flannel installed. One sandbox for the whole test; a
+//! guard tears it down even on panic.
 //!
 //! Needs root, the sandbox prerequisites (hack/apt/sandbox.txt), the bundle
 //! (`cargo xtask bundle`: flanneld and the busybox test image) and the
@@ -15,6 +18,8 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
+
+use serde::Deserialize;
 
 mod common;
 use common::*;
@@ -89,7 +94,7 @@ impl Cluster {
 fn sandbox_up(dir: &str) {
     let started = Instant::now();
     loop {
-        let o = run(KUBEUP, &["sandbox", "up", "--hosts", "3", "--dir", dir]);
+        let o = run(KUBEUP, &["sandbox", "up", "--hosts", "4", "--dir", dir]);
         if o.status.success() {
             return;
         }
@@ -125,6 +130,151 @@ fn pod_network_end_to_end() {
     step_cluster_ip_service(&c, &pods);
     step_node_port_on_every_node(&c, &pods);
     step_cluster_dns(&c);
+    step_logs_over_verified_kubelet_tls(&c);
+    step_top_nodes(&c);
+    step_cni_none_installs_no_network(&c);
+}
+
+/// The fourth sandbox host: not part of the main cluster (it gets a
+/// single-node `cni: none` cluster of its own at the end).
+const SPARE_HOST: &str = "198.18.0.14";
+
+/// The apiserver verifies kubelets against the cluster CA
+/// (--kubelet-certificate-authority): `kubectl logs` works for a pod on a
+/// worker (serving certificate from the CSR API, approved by the operator)
+/// and on the controller (issued by kubeup).
+fn step_logs_over_verified_kubelet_tls(c: &Cluster) {
+    let flags = c.on_host(
+        "198.18.0.11",
+        "cat /etc/systemd/system/kube-apiserver.service",
+    );
+    assert!(
+        flags.contains("--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt"),
+        "{flags}"
+    );
+    c.kubectl_ok(&["-n", NS, "logs", "server"]);
+    let coredns = c.jsonpath(
+        &["-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns"],
+        "{.items[0].metadata.name}",
+    );
+    c.kubectl_ok(&["-n", "kube-system", "logs", &coredns]);
+    // The operator runs on the controller (its bundle is a hostPath there).
+    let operator = c.jsonpath(
+        &[
+            "-n",
+            "kubeup-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kubeup-operator",
+        ],
+        "{.items[0].metadata.name} {.items[0].spec.nodeName}",
+    );
+    let (pod, node) = operator.split_once(' ').unwrap();
+    let ctl = c.jsonpath(
+        &[
+            "get",
+            "nodes",
+            "-l",
+            "node-role.kubernetes.io/control-plane",
+        ],
+        "{.items[0].metadata.name}",
+    );
+    assert_eq!(node, ctl, "the operator runs on the controller");
+    c.kubectl_ok(&["-n", "kubeup-system", "logs", pod, "--tail=1"]);
+}
+
+/// metrics-server (built locally, verifying kubelets against the cluster
+/// CA) answers `kubectl top nodes` with figures for every node.
+fn step_top_nodes(c: &Cluster) {
+    let args = c.jsonpath(
+        &["-n", "kube-system", "get", "deployment", "metrics-server"],
+        "{.spec.template.spec.containers[0].args}",
+    );
+    assert!(!args.contains("insecure"), "{args}");
+    let t = Instant::now();
+    let out = wait_for("kubectl top nodes", 240, || {
+        let o = c.kubectl(&["top", "nodes", "--no-headers"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let figures = out
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 5 && f[1].ends_with('m') && f[3].ends_with("Mi")
+            })
+            .count();
+        (o.status.success() && figures == 3).then_some(out)
+    });
+    eprintln!(
+        "kubectl top nodes after {:.1}s:\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// A second, single-node cluster on the spare host with `cni: none`: its
+/// Node stays NotReady (no CNI config), and nothing of flannel is on it.
+fn step_cni_none_installs_no_network(c: &Cluster) {
+    let dir2 = c.dir.parent().unwrap().join("nocni");
+    std::fs::create_dir_all(&dir2).unwrap();
+    // Relative paths in cluster.yaml (the SSH key) resolve as in the sandbox dir.
+    std::os::unix::fs::symlink(c.dir.join("sandbox"), dir2.join("sandbox")).unwrap();
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&c.file).unwrap()).unwrap();
+    let spare = std::fs::read_dir(c.dir.join("workers"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .flat_map(|text| {
+            serde_yaml_ng::Deserializer::from_str(&text)
+                .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .find(|d| d["kind"] == "WorkerJoin" && d["spec"]["address"] == SPARE_HOST)
+        .expect("the spare host's WorkerJoin");
+    doc["metadata"]["name"] = "nocni".into();
+    let ctl = &mut doc["spec"]["controllers"][0];
+    ctl["address"] = SPARE_HOST.into();
+    ctl["hostKey"] = spare["spec"]["hostKey"].clone();
+    if let Some(m) = ctl.as_mapping_mut() {
+        m.remove("name");
+    }
+    doc["spec"]["networking"]["cni"] = "none".into();
+    let file2 = dir2.join("cluster.yaml");
+    std::fs::write(&file2, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    kubeup_ok(&["init", "-f", file2.to_str().unwrap()]);
+    kubeup_ok(&["up", "-f", file2.to_str().unwrap()]);
+
+    let kubeconfig = dir2.join("admin.kubeconfig");
+    let kubectl2 = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&bundle_bin("kubectl"), &all)
+    };
+    // Give the kubelet time to report; Ready must not come.
+    std::thread::sleep(Duration::from_secs(10));
+    let o = kubectl2(&[
+        "get",
+        "nodes",
+        "-o",
+        r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}"#,
+    ]);
+    let nodes = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(nodes.lines().count(), 1, "{nodes}");
+    assert!(
+        nodes.starts_with("False "),
+        "the Node must wait for a CNI: {nodes}"
+    );
+    assert!(nodes.to_lowercase().contains("cni"), "{nodes}");
+    let found = c.on_host(
+        SPARE_HOST,
+        "ls /etc/cni/net.d/ /run/flannel /etc/kube-flannel /etc/systemd/system/flanneld.service 2>/dev/null; \
+         systemctl is-active flanneld 2>/dev/null; ip link show flannel.1 2>/dev/null; true",
+    );
+    assert!(
+        !found.contains("flannel") && !found.contains("conflist") && !found.starts_with("active"),
+        "cni: none installed network pieces: {found}"
+    );
+    eprintln!("cni: none: Node {}", nodes.trim());
 }
 
 fn step_flannel_runs_on_the_controller(c: &Cluster) {
@@ -144,7 +294,14 @@ fn step_flannel_runs_on_the_controller(c: &Cluster) {
 
 fn step_workers_join(c: &Cluster) {
     let t = Instant::now();
-    c.kubectl_ok(&["apply", "-f", c.dir.join("workers").to_str().unwrap()]);
+    // Every worker but the spare host (it gets a cluster of its own later).
+    for e in std::fs::read_dir(c.dir.join("workers")).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.contains(&format!("address: {SPARE_HOST}\n")) {
+            c.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+        }
+    }
     wait_for("3 Nodes Ready", 300, || {
         let o = c.kubectl(&["get", "nodes", "--no-headers"]);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -81,6 +81,7 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     n += apply_yaml(client, &network)
         .await
         .context("failed to apply the pod network and DNS add-ons")?;
+    n += super::metrics::apply(client, ctx).await?;
     Ok(n)
 }
 

@@ -7,6 +7,7 @@
 
 mod addons;
 mod context;
+mod metrics;
 mod node;
 
 use std::process::ExitCode;

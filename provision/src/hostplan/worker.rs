@@ -111,7 +111,10 @@ mod tests {
             .find(|f| f.path.ends_with("kube-proxy.kubeconfig"))
             .unwrap();
         let text = String::from_utf8_lossy(&proxy_kc.content);
-        assert!(text.contains(&format!("tokenFile: {KUBE_PROXY_TOKEN}\n")), "{text}");
+        assert!(
+            text.contains(&format!("tokenFile: {KUBE_PROXY_TOKEN}\n")),
+            "{text}"
+        );
         assert!(!text.contains("client-key"), "{text}");
         assert!(text.contains("https://198.18.0.10:6443"));
     }
