@@ -240,7 +240,8 @@ fn step_cni_none_installs_no_network(c: &Cluster) {
     doc["spec"]["networking"]["cni"] = "none".into();
     let file2 = dir2.join("cluster.yaml");
     std::fs::write(&file2, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
-    kubeup_ok(&["init", "-f", file2.to_str().unwrap()]);
+    // `init` completes the directory: keeps cluster.yaml, creates pki/.
+    kubeup_ok(&["init", dir2.to_str().unwrap()]);
     kubeup_ok(&["up", "-f", file2.to_str().unwrap()]);
 
     let kubeconfig = dir2.join("admin.kubeconfig");
