@@ -5,7 +5,30 @@
 /// Rendered chart, CRDs excluded (`up` applies those from the types).
 const MANIFESTS: &str = include_str!("../../deploy/kubeup-operator.yaml");
 
-/// The manifests for a Kubernetes version (the bundle path is versioned).
-pub fn render(_kubernetes_version: &str) -> String {
-    MANIFESTS.to_string()
+/// What `helm template --set hostNetwork=true` adds to the pod spec.
+const HOST_NETWORK: &str = "      # SSH goes out from the controller's own network (no pod network yet).\n      hostNetwork: true\n      dnsPolicy: Default\n";
+const AFTER: &str = "      serviceAccountName: kubeup-operator\n";
+
+/// The manifests for a cluster. `host_network` (with `cni: none`, where no
+/// pod network exists) is the chart's `hostNetwork=true`.
+pub fn render(host_network: bool) -> String {
+    if host_network {
+        MANIFESTS.replacen(AFTER, &format!("{AFTER}{HOST_NETWORK}"), 1)
+    } else {
+        MANIFESTS.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_network_is_one_insertion_in_the_pod_spec() {
+        assert!(MANIFESTS.contains(AFTER));
+        assert!(!render(false).contains("hostNetwork"));
+        let on = render(true);
+        assert_eq!(on.matches("hostNetwork: true").count(), 1);
+        assert_eq!(on.len(), MANIFESTS.len() + HOST_NETWORK.len());
+    }
 }

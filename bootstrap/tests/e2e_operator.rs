@@ -3,8 +3,10 @@
 //! still ends Ready; the operator pod killed mid-join restarts and finishes
 //! with one Node per host; kubelet serving certificates are approved for
 //! the joined nodes; no operator log line, Event or WorkerJoin status
-//! carries the SSH private key. One sandbox (3 hosts), steps in order, a
-//! guard tearing it down even on panic.
+//! carries the SSH private key; with two replicas, the leader killed while a
+//! join waits in Certificates (the CSR signer stopped) → the standby takes
+//! over and finishes it with exactly one approved CSR. One sandbox (4
+//! hosts), steps in order, a guard tearing it down even on panic.
 //!
 //! Needs root, the sandbox prerequisites, the bundle and the operator image
 //! (`cargo xtask bundle && cargo xtask image`); anything missing fails with
@@ -115,7 +117,7 @@ impl Cluster {
 fn sandbox_up(dir: &str) {
     let started = Instant::now();
     loop {
-        let o = kubeup(&["sandbox", "up", "--hosts", "3", "--dir", dir]);
+        let o = kubeup(&["sandbox", "up", "--hosts", "4", "--dir", dir]);
         if o.status.success() {
             return;
         }
@@ -159,6 +161,7 @@ fn operator_under_faults() {
     step_link_cut_mid_join_then_heal_completes(&c);
     step_operator_killed_mid_join_finishes(&c);
     step_one_node_per_host_and_serving_certificates(&c);
+    step_leader_killed_during_certificates_standby_finishes(&c);
     step_no_key_material_in_logs_events_status(&c);
 }
 
@@ -272,7 +275,11 @@ fn step_operator_killed_mid_join_finishes(c: &Cluster) {
 
 fn step_one_node_per_host_and_serving_certificates(c: &Cluster) {
     let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-    assert_eq!(nodes.lines().count(), 3, "one Node per host: {nodes}");
+    assert_eq!(
+        nodes.lines().count(),
+        3,
+        "one Node per host (the fourth joins later): {nodes}"
+    );
     assert_eq!(
         nodes.lines().filter(|l| l.contains(" Ready ")).count(),
         3,
@@ -309,6 +316,140 @@ fn step_one_node_per_host_and_serving_certificates(c: &Cluster) {
                 .then_some(out)
         });
     }
+}
+
+const CONTROLLER: &str = "198.18.0.11";
+
+fn lease_holder(c: &Cluster) -> String {
+    c.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "lease",
+        "kubeup-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+fn step_leader_killed_during_certificates_standby_finishes(c: &Cluster) {
+    c.kubectl_ok(&[
+        "-n",
+        NS,
+        "scale",
+        "deployment",
+        "kubeup-operator",
+        "--replicas=2",
+    ]);
+    wait_for("two operator replicas ready", 180, || {
+        let ready = c.kubectl_ok(&[
+            "-n",
+            NS,
+            "get",
+            "deployment",
+            "kubeup-operator",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]);
+        (ready == "2").then_some(())
+    });
+    let pods = operator_pods(c);
+    let leader = lease_holder(c);
+    assert!(
+        pods.contains(&leader),
+        "the Lease names a pod: {leader} vs {pods:?}"
+    );
+    let standby: Vec<&String> = pods.iter().filter(|p| **p != leader).collect();
+    assert_eq!(standby.len(), 1, "{pods:?}");
+    let standby = standby[0].clone();
+    let standby_log = c.kubectl_ok(&["-n", NS, "logs", &standby]);
+    assert!(
+        standby_log.contains("another replica leads") && !standby_log.contains(": leading"),
+        "the standby must not reconcile: {standby_log}"
+    );
+
+    // Without the CSR signer the join waits in Certificates with its CSR
+    // created, recorded and approved but not signed.
+    c.on_host(CONTROLLER, "systemctl stop kube-controller-manager");
+    let (f, name, _) = c.worker_file(4);
+    c.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+    let pending = wait_for("a recorded pending CSR", 180, || {
+        let o = c.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "workerjoin",
+            &name,
+            "-o",
+            "jsonpath={.status.phase} {.status.pendingCsr}",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.strip_prefix("Certificates ")
+            .filter(|csr| !csr.is_empty())
+            .map(str::to_string)
+    });
+    // The leader dies there; the signer comes back.
+    c.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "pod",
+        &leader,
+        "--grace-period=0",
+        "--force",
+    ]);
+    c.on_host(CONTROLLER, "systemctl start kube-controller-manager");
+    c.wait_phase(&name, &["Ready"], 420);
+    assert_eq!(lease_holder(c), standby, "the standby took over");
+
+    // Exactly one kubelet client CSR of this WorkerJoin was approved: the
+    // recorded one, resumed by the new leader.
+    let uid = c.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "workerjoin",
+        &name,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let csrs = c.kubectl_ok(&[
+        "get",
+        "csr",
+        "-o",
+        r#"jsonpath={range .items[?(@.spec.signerName=="kubernetes.io/kube-apiserver-client-kubelet")]}{.metadata.name} {.metadata.annotations.kubeup\.dev/workerjoin-uid} {.status.conditions[*].type}{"\n"}{end}"#,
+    ]);
+    let ours: Vec<&str> = csrs
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(uid.as_str()))
+        .collect();
+    let approved: Vec<&str> = ours
+        .iter()
+        .copied()
+        .filter(|l| l.contains("Approved"))
+        .collect();
+    assert_eq!(approved.len(), 1, "one approved CSR for {name}: {ours:?}");
+    assert!(
+        approved[0].starts_with(&format!("{pending} ")),
+        "the recorded CSR {pending}: {approved:?}"
+    );
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert_eq!(
+        nodes.lines().filter(|l| l.contains(" Ready ")).count(),
+        4,
+        "{nodes}"
+    );
+    eprintln!(
+        "leader {leader} killed during Certificates ({pending}); {standby} finished the join"
+    );
+    c.kubectl_ok(&[
+        "-n",
+        NS,
+        "scale",
+        "deployment",
+        "kubeup-operator",
+        "--replicas=1",
+    ]);
 }
 
 fn step_no_key_material_in_logs_events_status(c: &Cluster) {

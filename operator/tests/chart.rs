@@ -68,7 +68,27 @@ fn chart_lints_renders_and_matches_deploy() {
     let d = docs(&rendered);
     let dep = find(&d, "Deployment");
     let pod = &dep["spec"]["template"]["spec"];
-    assert_eq!(pod["hostNetwork"], Value::Bool(true));
+    // Pod network by default (two replicas fit on one controller); with
+    // hostNetwork=true (what `kubeup up` renders for `cni: none`) exactly
+    // these lines are added to the pod spec.
+    assert_eq!(pod["hostNetwork"], Value::Null);
+    let host_net = helm(&[
+        "template",
+        "kubeup",
+        chart,
+        "--namespace",
+        "kubeup-system",
+        "--skip-crds",
+        "--set",
+        "hostNetwork=true",
+    ]);
+    let after = "      serviceAccountName: kubeup-operator\n";
+    let inserted = "      # SSH goes out from the controller's own network (no pod network yet).\n      hostNetwork: true\n      dnsPolicy: Default\n";
+    assert_eq!(
+        host_net,
+        rendered.replacen(after, &format!("{after}{inserted}"), 1),
+        "bootstrap/src/operator_manifests.rs inserts the same lines"
+    );
     assert_eq!(
         pod["nodeSelector"]["node-role.kubernetes.io/control-plane"],
         Value::String(String::new())

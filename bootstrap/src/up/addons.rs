@@ -66,12 +66,13 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     .context("failed to apply the Cluster object")?;
     n += 1;
 
-    let operator = crate::operator_manifests::render(&ctx.manifest.kubernetes_version);
+    let net = &ctx.loaded.cluster.spec.networking;
+    let host_network = !kubeup_provision::hostplan::network::runs_flannel(net.cni);
+    let operator = crate::operator_manifests::render(host_network);
     n += apply_yaml(client, &operator)
         .await
         .context("failed to apply the operator manifests")?;
     restart_on_new_image(client, ctx).await?;
-    let net = &ctx.loaded.cluster.spec.networking;
     let network = kubeup_provision::hostplan::network::addon_manifests(
         net.cni,
         &net.cluster_dns,
