@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     // One TLS provider for the process (ring, as kube is built with).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     if args.log_json {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -129,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Targets match by prefix: `kube=warn` would also silence `kubeup_operator`.
+const DEFAULT_LOG_FILTER: &str = "info,kube_client=warn,kube_runtime=warn";
+
 /// How long a leader's Lease lasts without renewal (renewed every third of it).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
@@ -144,6 +147,38 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_filter_keeps_the_operators_info_lines() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let seen = seen.clone();
+            move || Capture(seen.clone())
+        };
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new(DEFAULT_LOG_FILTER))
+            .with(tracing_subscriber::fmt::layer().with_writer(writer));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "kubeup_operator::join", "kept");
+            tracing::info!(target: "kube_runtime::controller", "dropped");
+            tracing::warn!(target: "kube_client::client", "kept too");
+        });
+        let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("kept") && text.contains("kept too"), "{text}");
+        assert!(!text.contains("dropped"), "{text}");
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn cli_is_consistent() {
