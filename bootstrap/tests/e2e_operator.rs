@@ -362,9 +362,16 @@ fn step_leader_killed_during_certificates_standby_finishes(c: &Cluster) {
     let standby: Vec<&String> = pods.iter().filter(|p| **p != leader).collect();
     assert_eq!(standby.len(), 1, "{pods:?}");
     let standby = standby[0].clone();
-    let standby_log = c.kubectl_ok(&["-n", NS, "logs", &standby]);
+    let standby_log = wait_for(
+        "the standby to report that another replica leads",
+        60,
+        || {
+            let log = c.kubectl_ok(&["-n", NS, "logs", &standby]);
+            log.contains("another replica leads").then_some(log)
+        },
+    );
     assert!(
-        standby_log.contains("another replica leads") && !standby_log.contains(": leading"),
+        !standby_log.contains(": leading"),
         "the standby must not reconcile: {standby_log}"
     );
 
@@ -450,6 +457,10 @@ fn step_leader_killed_during_certificates_standby_finishes(c: &Cluster) {
         "kubeup-operator",
         "--replicas=1",
     ]);
+    // The scaled-down pod goes away; its logs are not needed later.
+    wait_for("one operator pod again", 120, || {
+        (operator_pods(c).len() == 1).then_some(())
+    });
 }
 
 fn step_no_key_material_in_logs_events_status(c: &Cluster) {
