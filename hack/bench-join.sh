@@ -3,15 +3,18 @@
 # and operator image cached): WorkerJoin applied -> Node Ready for one host,
 # next to the raw lower bound measured on the same host (files in place:
 # stop kubelet, delete the Node, start kubelet -> Node Ready); then the
-# other joins applied at once vs the one. Prints the figures and ratios.
-#   KUBEUP_BENCH_HOSTS  sandbox hosts (default 5: 1 controller, 4 workers;
-#                       the "at once" run joins hosts 3.. together)
+# other joins applied at once vs the one; one more join with 5 Nodes in the
+# cluster vs the first with 1 (scale-out must stay flat); then the operator's
+# RSS and CPU with 100 WorkerJoins that point at ports where nothing listens
+# (they back off). Prints the figures and ratios.
+#   KUBEUP_BENCH_HOSTS  sandbox hosts (default 6: 1 controller, 5 workers;
+#                       hosts 3-5 join at once, host 6 joins last)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/env.sh
 cargo build --quiet --bin kubeup
 kubeup="$CARGO_TARGET_DIR/debug/kubeup"
-hosts="${KUBEUP_BENCH_HOSTS:-5}"
+hosts="${KUBEUP_BENCH_HOSTS:-6}"
 dir=$(mktemp -d /tmp/kubeup-benchjoin-XXXXXX)
 trap '"$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 "$kubeup" sandbox up --hosts "$hosts" --dir "$dir" >/dev/null
@@ -42,7 +45,10 @@ wait_ready() {
   return 1
 }
 
-# 1. One join.
+# The operator running (its pod starts right after `up`).
+kubectl -n kubeup-system wait deployment/kubeup-operator --for=condition=Available --timeout=180s >/dev/null
+
+# 1. One join (1 Node in the cluster: the controller).
 first=${files[0]}
 w1=$(wj_name "$first")
 t0=$(now); kubectl apply -f "$first" >/dev/null
@@ -66,8 +72,8 @@ for _ in 1 2 3; do
 done
 raw=$(printf '%s\n' "${raws[@]}" | sort -n | sed -n 2p)
 
-# 3. The other workers at once (each a fresh host).
-rest=("${files[@]:1}")
+# 3. Three more workers at once (each a fresh host).
+rest=("${files[@]:1:3}")
 if ((${#rest[@]} > 0)); then
   t0=$(now)
   for f in "${rest[@]}"; do kubectl apply -f "$f" >/dev/null; done
@@ -75,6 +81,59 @@ if ((${#rest[@]} > 0)); then
   t1=$(now)
   many=$(echo "$t1 - $t0" | bc)
 fi
+
+# 4. One more join with every earlier Node in the cluster.
+if ((${#files[@]} > 4)); then
+  last=${files[4]}
+  existing=$(kubectl get nodes --no-headers | wc -l)
+  t0=$(now); kubectl apply -f "$last" >/dev/null
+  wait_ready "$(wj_name "$last")" >/dev/null; t1=$(now)
+  later=$(echo "$t1 - $t0" | bc)
+fi
+
+# 5. The operator with 100 WorkerJoins that back off (SSH ports on the first
+#    worker where nothing listens), next to it idle: RSS and CPU time.
+ssh_ctl() {
+  ssh -q -i "$dir/sandbox/id_ed25519" -o UserKnownHostsFile="$dir/sandbox/known_hosts" \
+    -o StrictHostKeyChecking=yes -o BatchMode=yes "root@198.18.0.11" "$@"
+}
+# RSS (KiB) and CPU seconds of the operator over 30 s.
+usage() {
+  ssh_ctl 'p=$(pgrep -x kubeup-operator | head -1); hz=$(getconf CLK_TCK)
+    cpu() { awk -v hz="$hz" "{print (\$14+\$15)/hz}" /proc/$p/stat; }
+    a=$(cpu); sleep 30; b=$(cpu)
+    echo "$(awk "/VmRSS/{print \$2}" /proc/$p/status) $(awk -v a="$a" -v b="$b" "BEGIN{print b-a}")"'
+}
+read -r idle_rss idle_cpu < <(usage)
+secret=$(python3 -c 'import sys,yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind")=="WorkerJoin": print(d["spec"]["sshSecretRef"]["name"])' "$first")
+w1_addr=$(address "$first")
+{
+  for i in $(seq 1 100); do
+    cat <<YAML
+---
+apiVersion: kubeup.dev/v1alpha1
+kind: WorkerJoin
+metadata: {name: bench-absent-$i, namespace: kubeup-system}
+spec:
+  address: $w1_addr
+  port: $((20000 + i))
+  user: root
+  sshSecretRef: {name: $secret}
+  hostKey: {policy: AcceptNew}
+YAML
+  done
+} > "$dir/absent.yaml"
+kubectl apply -f "$dir/absent.yaml" >/dev/null
+# Every one tried at least once, then measure while they back off.
+for _ in $(seq 1 120); do
+  tried=$(kubectl -n kubeup-system get workerjoins -o jsonpath='{range .items[*]}{.status.attempts}{"\n"}{end}' | awk '$1>0' | wc -l)
+  ((tried >= 100)) && break
+  sleep 1
+done
+read -r busy_rss busy_cpu < <(usage)
+kubectl delete -f "$dir/absent.yaml" --wait=false >/dev/null
 
 # kubelet-serving certificates: approved for every joined node.
 serving=$(kubectl get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.status.conditions[0].type}{" "}{end}')
@@ -86,5 +145,14 @@ if [[ -n ${many:-} ]]; then
   printf '%d joins at once -> all Ready: %.2f s   = %.2fx one join   (goal <= 1.5x)\n' \
     "${#rest[@]}" "$many" "$(echo "$many / $one" | bc -l)"
 fi
+if [[ -n ${later:-} ]]; then
+  printf 'join with %d Nodes in the cluster: %.2f s vs %.2f s with 1   = %.2fx   (goal <= 1.1x)\n' \
+    "$existing" "$later" "$one" "$(echo "$later / $one" | bc -l)"
+  printf 'ratio that join / raw: %.1fx\n' "$(echo "$later / $raw" | bc -l)"
+fi
+printf 'operator, idle with %d joined Nodes: RSS %d MiB, CPU %.2f s per 30 s\n' \
+  "$(kubectl get nodes --no-headers | wc -l)" "$((idle_rss / 1024))" "$idle_cpu"
+printf 'operator, + 100 WorkerJoins backing off (%d tried): RSS %d MiB (goal <= 50 MiB), CPU %.2f s per 30 s (%.1f%% of a core)\n' \
+  "$tried" "$((busy_rss / 1024))" "$busy_cpu" "$(echo "$busy_cpu / 30 * 100" | bc -l)"
 echo "kubelet-serving CSRs: ${serving:-none}"
 kubectl -n kubeup-system get workerjoins -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,DURATIONS:.status.phaseDurations' 2>/dev/null || true

@@ -9,12 +9,18 @@ use kubeup_provision::artifacts::{self, BundleFile, BundleManifest};
 
 use crate::error::{Error, Result};
 
-/// Files a worker never needs (control plane, tooling, the operator image).
-const NOT_FOR_WORKERS: [&str; 4] = [
+/// Files a worker never needs: the control plane, tooling, and the images
+/// of what runs only on the controller (the operator and the cluster
+/// add-ons, which are pinned there: without a registry, an image must be
+/// on every node a pod may land on, and these hundreds of MB would
+/// otherwise be pushed and imported on every join).
+const NOT_FOR_WORKERS: [&str; 6] = [
     "bin/etcd",
     "bin/etcdctl",
     "bin/helm",
     "images/kubeup-operator.tar",
+    "images/coredns.tar",
+    "images/metrics-server.tar",
 ];
 
 /// The manifest restricted to what a worker runs.

@@ -85,13 +85,17 @@ fn jitter() -> f64 {
     f64::from(u16::from_le_bytes(b)) / 65536.0
 }
 
-/// The address claims of other WorkerJoins, for the duplicate check.
+/// The claims of other WorkerJoins on the same SSH endpoint (address and
+/// port: machines behind one NAT address differ by port), for the
+/// duplicate check.
 fn claims(ctx: &Context, wj: &WorkerJoin) -> Vec<(String, String)> {
     let me = wj.uid();
     ctx.store
         .state()
         .iter()
-        .filter(|o| o.uid() != me && o.spec.address == wj.spec.address)
+        .filter(|o| {
+            o.uid() != me && o.spec.address == wj.spec.address && o.spec.port == wj.spec.port
+        })
         .map(|o| {
             (
                 created(o),

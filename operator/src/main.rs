@@ -1,5 +1,6 @@
 //! `kubeup-operator`: the in-cluster controller for `WorkerJoin` objects.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -63,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: a pod's log is a file.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stdout().is_terminal())
+            .init();
     }
     let client = kube::Client::try_default()
         .await

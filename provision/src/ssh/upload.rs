@@ -27,9 +27,12 @@ use super::command::{Command, Output, quote};
 use super::error::{Result, SshError};
 use super::session::{Session, kill, read_channel};
 
-/// Bytes read from disk and handed to the channel at a time: large, so the
-/// channel always has a full window's worth queued.
-const CHUNK: usize = 1 << 20;
+/// Bytes read from disk and handed to the channel at a time, and how many
+/// such chunks may wait: together a little more than an SSH window (2 MiB),
+/// so the channel never starves, while memory stays bounded — the operator
+/// runs many uploads at once and must stay small.
+const CHUNK: usize = 256 << 10;
+const QUEUED_CHUNKS: usize = 12;
 
 /// The host's sha256 of stdin: OpenSSL uses the CPU's SHA extensions and is
 /// about 4x faster than coreutils' `sha256sum` on hundreds of MB (it decides
@@ -301,7 +304,7 @@ impl Session {
             source: Box::new(source),
         };
 
-        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
         let reader = match source {
             Source::File(path) => {
                 tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
