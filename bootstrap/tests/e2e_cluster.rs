@@ -369,6 +369,37 @@ fn step_operator_is_running(c: &Cluster) {
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         out.contains("Running").then_some(out)
     });
+    // The controller's certificates, published by `up`, watched by the
+    // operator: the Cluster says they are valid and which expires first.
+    let cond = wait_for("the Cluster's CertificatesValid condition", 120, || {
+        let o = c.kubectl(&[
+            "get",
+            "clusters",
+            "-o",
+            r#"jsonpath={.items[0].status.conditions[?(@.type=="CertificatesValid")].status} {.items[0].status.conditions[?(@.type=="CertificatesValid")].message}"#,
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.starts_with("True ").then_some(out)
+    });
+    assert!(cond.contains("the first to expire is"), "{cond}");
+    let published = c.kubectl(&[
+        "-n",
+        "kubeup-system",
+        "get",
+        "configmap",
+        "kubeup-certificates",
+        "-o",
+        "yaml",
+    ]);
+    let text = String::from_utf8_lossy(&published.stdout);
+    assert!(
+        text.contains("apiserver.crt") && text.contains("kubelet-serving.crt"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "only public certificates are published"
+    );
 }
 
 fn workerjoin_phase(c: &Cluster, name: &str) -> String {

@@ -466,6 +466,8 @@ pub async fn run(
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     // kubelet-serving CSRs of the nodes it joined, next to the joins.
     let approver = crate::serving::run(ctx.clone(), store.clone());
+    // The controller's certificate expiry, beside the joins.
+    let expiry = tokio::spawn(crate::certexpiry::run(ctx.clone()));
     let joins = controller
         .watches(nodes, watcher::Config::default(), move |node| {
             let name = node.name_any();
@@ -514,6 +516,7 @@ pub async fn run(
             }
         });
     futures::future::join(joins, approver).await;
+    expiry.abort();
 }
 
 /// For tests: list WorkerJoins quickly.

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod bundle;
+pub mod certexpiry;
 pub mod cleanup;
 pub mod context;
 pub mod controller;

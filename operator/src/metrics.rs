@@ -61,6 +61,7 @@ pub struct Metrics {
     pub serving_csrs: Family<Labels, Counter>,
     pub workerjoins: Family<Labels, Gauge>,
     pub queue_depth: Gauge,
+    pub certificate_expiry: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -84,6 +85,7 @@ impl Metrics {
             serving_csrs: Family::default(),
             workerjoins: Family::default(),
             queue_depth: Gauge::default(),
+            certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,6 +138,11 @@ impl Metrics {
             "queue_depth",
             "WorkerJoins with work left (joining, waiting for a retry or being deleted) beyond the joins running now",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until each controller certificate expires (negative: expired), from ConfigMap kubeup-certificates",
+            m.certificate_expiry.clone(),
         );
         Self { registry, ..m }
     }

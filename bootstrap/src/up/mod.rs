@@ -6,6 +6,7 @@
 //! uploads, writes, issues and restarts nothing, and says so.
 
 mod addons;
+mod certinfo;
 mod context;
 mod metrics;
 mod node;
@@ -215,7 +216,8 @@ pub async fn converge_controller(
     let applied = addons::apply(&client, &ctx)
         .await
         .context("failed to apply the cluster add-ons")?;
-    phase.done(&format!("{applied} objects"));
+    certinfo::publish(&client, &session, &plan.certs, &ctx.cas).await?;
+    phase.done(&format!("{} objects", applied + 1));
 
     progress.info(
         &host,

@@ -35,7 +35,7 @@ impl CaSet {
 
 /// Read the certificate part of each planned file (never the key) in one
 /// round trip.
-async fn remote_certs(
+pub async fn remote_certs(
     session: &Session,
     plans: &[CertPlan],
 ) -> Result<Vec<Option<String>>, ConvergeError> {

@@ -12,7 +12,7 @@ mod stamp;
 mod units;
 
 pub use bundle::{import_images, push_bundle};
-pub use certs::{CaSet, ensure_certs};
+pub use certs::{CaSet, ensure_certs, remote_certs};
 pub use files::{record_installed, remote_sha256, write_files};
 pub use preflight::{Check, PreflightReport, Role, preflight};
 pub use reset::reset_host;

@@ -84,6 +84,19 @@ pub fn inspect_pem(name: &str, pem: &str) -> Result<CertInfo, String> {
     })
 }
 
+/// A certificate's notAfter: Unix seconds and RFC 3339 text.
+pub fn not_after_unix(pem: &str) -> Result<(i64, String), String> {
+    with_cert(pem, |cert| {
+        let t = cert.validity().not_after;
+        (
+            t.timestamp(),
+            t.to_datetime()
+                .format(&::time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        )
+    })
+}
+
 fn with_cert<T>(pem: &str, f: impl FnOnce(&X509Certificate<'_>) -> T) -> Result<T, String> {
     let (_, pem) =
         parse_x509_pem(pem.as_bytes()).map_err(|e| format!("not a PEM certificate ({e})"))?;

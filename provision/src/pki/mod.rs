@@ -19,7 +19,7 @@ mod inspect;
 
 pub use authority::{CaKind, CertificateAuthority, IssuedCert, LeafSpec, Usage};
 pub use files::{InitItem, InitOutcome, InitReport, init, write_private, write_public};
-pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current};
+pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current, not_after_unix};
 
 use std::path::PathBuf;
 
