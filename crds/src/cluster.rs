@@ -40,6 +40,11 @@ pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.10";
     ),
     printcolumn(name = "CNI", type_ = "string", json_path = ".spec.networking.cni"),
     printcolumn(
+        name = "Certificates",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"CertificatesValid\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
