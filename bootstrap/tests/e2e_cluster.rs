@@ -21,20 +21,11 @@ struct Cluster {
 
 impl Cluster {
     fn kubectl(&self, args: &[&str]) -> Output {
-        let kubeconfig = self.dir.join("admin.kubeconfig");
-        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(&bundle_bin("kubectl"), &all)
+        kubectl(&self.dir, args)
     }
 
     fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed: {}",
-            describe(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        kubectl_ok(&self.dir, args)
     }
 
     /// Run a shell script on the controller through `kubeup ssh`.
@@ -330,29 +321,7 @@ fn host_name(c: &Cluster, i: usize) -> String {
 
 /// A command on a sandbox host over OpenSSH with the sandbox's pinned keys.
 fn on_host(c: &Cluster, address: &str, script: &str) -> String {
-    let key = c.dir.join("sandbox/id_ed25519");
-    let known = c.dir.join("sandbox/known_hosts");
-    let o = run(
-        "ssh",
-        &[
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            &format!("UserKnownHostsFile={}", known.display()),
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            &format!("root@{address}"),
-            script,
-        ],
-    );
-    assert!(
-        o.status.success(),
-        "on {address}: `{script}` failed: {}",
-        describe(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    common::on_host(&c.dir, address, script)
 }
 
 fn step_operator_is_running(c: &Cluster) {

@@ -33,20 +33,11 @@ struct Cluster {
 
 impl Cluster {
     fn kubectl(&self, args: &[&str]) -> Output {
-        let kubeconfig = self.dir.join("admin.kubeconfig");
-        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(&bundle_bin("kubectl"), &all)
+        kubectl(&self.dir, args)
     }
 
     fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed: {}",
-            describe(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        kubectl_ok(&self.dir, args)
     }
 
     fn apply(&self, name: &str, yaml: &str) {
@@ -57,29 +48,7 @@ impl Cluster {
 
     /// A shell script on a sandbox host over OpenSSH with its pinned keys.
     fn on_host(&self, address: &str, script: &str) -> String {
-        let key = self.dir.join("sandbox/id_ed25519");
-        let known = self.dir.join("sandbox/known_hosts");
-        let o = run(
-            "ssh",
-            &[
-                "-i",
-                key.to_str().unwrap(),
-                "-o",
-                &format!("UserKnownHostsFile={}", known.display()),
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                &format!("root@{address}"),
-                script,
-            ],
-        );
-        assert!(
-            o.status.success(),
-            "on {address}: `{script}` failed: {}",
-            describe(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        on_host(&self.dir, address, script)
     }
 
     fn jsonpath(&self, args: &[&str], path: &str) -> String {

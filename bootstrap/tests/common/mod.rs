@@ -82,3 +82,53 @@ impl Drop for SandboxGuard {
         }
     }
 }
+
+/// The bundle's kubectl against the cluster whose directory is `dir`
+/// (its `admin.kubeconfig`).
+pub fn kubectl(dir: &Path, args: &[&str]) -> Output {
+    let kubeconfig = dir.join("admin.kubeconfig");
+    let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(&bundle_bin("kubectl"), &all)
+}
+
+/// [`kubectl`] that must succeed; its stdout.
+pub fn kubectl_ok(dir: &Path, args: &[&str]) -> String {
+    let o = kubectl(dir, args);
+    assert!(
+        o.status.success(),
+        "kubectl {args:?} failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A shell script on a sandbox host (as root) over OpenSSH with the
+/// sandbox's key and pinned host keys (`dir/sandbox/`); must succeed.
+pub fn on_host(dir: &Path, address: &str, script: &str) -> String {
+    let key = dir.join("sandbox/id_ed25519");
+    let known = dir.join("sandbox/known_hosts");
+    let o = run(
+        "ssh",
+        &[
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            &format!("UserKnownHostsFile={}", known.display()),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            &format!("root@{address}"),
+            script,
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "on {address}: `{script}` failed: {}",
+        describe(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
