@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::{Changes, ConvergeError, ssh_err};
@@ -49,17 +50,22 @@ pub async fn write_files(
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let remote = remote_sha256(session, &paths).await?;
     let mut changes = Changes::default();
-    for f in files {
-        let sum = hex::encode(Sha256::digest(&f.content));
-        if remote.get(&f.path) == Some(&sum) {
-            continue;
+    let stale: Vec<&HostFile> = files
+        .iter()
+        .filter(|f| remote.get(&f.path) != Some(&hex::encode(Sha256::digest(&f.content))))
+        .collect();
+    if !dry_run {
+        // Independent small files: several channels at once, not one
+        // round trip after another. (The futures are collected first: a
+        // closure inside the stream's type makes the caller's future
+        // non-`Send` for the operator's spawned reconciles.)
+        let pending: Vec<_> = stale.iter().map(|f| write_one(session, f)).collect();
+        let mut writes = futures::stream::iter(pending).buffer_unordered(WRITE_CHANNELS);
+        while let Some(r) = writes.next().await {
+            r?;
         }
-        if !dry_run {
-            session
-                .write_file(&f.content, &f.path, f.mode, Some("root:root"))
-                .await
-                .map_err(ssh_err(session.host(), "write files"))?;
-        }
+    }
+    for f in stale {
         changes.written.push(f.path.clone());
         changes.restart.extend(f.affects.iter().copied());
         if f.path.starts_with(layout::SYSTEMD) {
@@ -68,6 +74,18 @@ pub async fn write_files(
     }
     Ok(changes)
 }
+
+async fn write_one(session: &Session, f: &HostFile) -> Result<(), ConvergeError> {
+    session
+        .write_file(&f.content, &f.path, f.mode, Some("root:root"))
+        .await
+        .map(|_| ())
+        .map_err(ssh_err(session.host(), "write files"))
+}
+
+/// Files written at once: each an SSH channel of the one connection, well
+/// under OpenSSH's default MaxSessions (10).
+const WRITE_CHANNELS: usize = 6;
 
 /// Keep the list of every path kubeup put on the host: `reset` removes
 /// exactly these (plus the data directories), nothing else.
