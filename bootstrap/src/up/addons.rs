@@ -3,12 +3,14 @@
 //! itself), and the operator from the chart's manifests. Server-side apply,
 //! one field manager, so re-applying changes nothing.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, ResourceExt};
 
 use super::ControllerContext;
@@ -160,7 +162,10 @@ async fn wait_established(client: &Client) -> Result<()> {
 
 /// Server-side apply of a multi-document YAML of any kinds.
 pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
-    let mut discovery: Option<Discovery> = None;
+    // Kinds resolved one group-version at a time: a full discovery would
+    // also ask aggregated APIs (metrics.k8s.io), which stall while their
+    // server starts.
+    let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
     let mut count = 0;
     for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
         let value = serde_yaml_ng::Value::deserialize(doc)?;
@@ -177,18 +182,17 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
             .api_version
             .split_once('/')
             .unwrap_or(("", tm.api_version.as_str()));
-        let gvk = kube::core::GroupVersionKind::gvk(group, version, &tm.kind);
-        // Resolve the kind; refresh discovery once if a just-created CRD's kind is unknown.
-        let found = match discovery.as_ref().and_then(|d| d.resolve_gvk(&gvk)) {
-            Some(f) => f,
+        let gvk = GroupVersionKind::gvk(group, version, &tm.kind);
+        let found = match kinds.get(&gvk) {
+            Some(f) => f.clone(),
             None => {
-                discovery = Some(Discovery::new(client.clone()).run().await?);
-                discovery
-                    .as_ref()
-                    .and_then(|d| d.resolve_gvk(&gvk))
+                let f = kube::discovery::pinned_kind(client, &gvk)
+                    .await
                     .with_context(|| {
                         format!("the cluster does not serve {}/{}", tm.api_version, tm.kind)
-                    })?
+                    })?;
+                kinds.insert(gvk.clone(), f.clone());
+                f
             }
         };
         let (ar, caps): (ApiResource, ApiCapabilities) = found;
