@@ -248,13 +248,14 @@ fn step_cni_none_installs_no_network(c: &Cluster) {
 }
 
 fn step_flannel_runs_on_the_controller(c: &Cluster) {
-    // flanneld was just started: give it a moment to make its device.
-    let out = wait_for("flannel.1 on the controller", 60, || {
+    // flanneld was just started: give it a moment to make its device and
+    // then write its subnet file (in that order).
+    let out = wait_for("flannel.1 and subnet.env on the controller", 60, || {
         let out = c.on_host(
             "198.18.0.11",
             "systemctl is-active flanneld; ip -d link show flannel.1 2>&1; cat /run/flannel/subnet.env 2>&1; true",
         );
-        out.contains("vxlan id 1").then_some(out)
+        (out.contains("vxlan id 1") && out.contains("FLANNEL_MTU=")).then_some(out)
     });
     assert!(out.starts_with("active\n"), "{out}");
     assert!(out.contains("FLANNEL_MTU=1450"), "{out}");
