@@ -325,19 +325,7 @@ fn on_host(c: &Cluster, address: &str, script: &str) -> String {
 }
 
 fn step_operator_is_running(c: &Cluster) {
-    wait_for("the operator pod to run", 120, || {
-        let o = c.kubectl(&[
-            "-n",
-            "kubeup-system",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=kubeup-operator",
-            "--no-headers",
-        ]);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        out.contains("Running").then_some(out)
-    });
+    wait_for_operator(&c.dir, 120);
     // The controller's certificates, published by `up`, watched by the
     // operator: the Cluster says they are valid and which expires first.
     let cond = wait_for("the Cluster's CertificatesValid condition", 120, || {

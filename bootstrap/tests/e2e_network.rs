@@ -59,31 +59,13 @@ impl Cluster {
     }
 }
 
-/// `kubeup sandbox up`, waiting while another test holds the address range.
-fn sandbox_up(dir: &str) {
-    let started = Instant::now();
-    loop {
-        let o = run(KUBEUP, &["sandbox", "up", "--hosts", "4", "--dir", dir]);
-        if o.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("held") && started.elapsed() < Duration::from_secs(900),
-            "kubeup sandbox up failed: {}",
-            describe(&o)
-        );
-        std::thread::sleep(Duration::from_secs(5));
-    }
-}
-
 #[test]
 fn pod_network_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let dir_s = dir.to_str().unwrap().to_string();
     let _guard = SandboxGuard(dir.clone());
-    sandbox_up(&dir_s);
+    sandbox_up(&dir_s, 4);
     let c = Cluster {
         file: dir.join("cluster.yaml").to_str().unwrap().to_string(),
         dir,

@@ -80,49 +80,18 @@ impl Cluster {
     }
 }
 
-/// `sandbox up`, waiting while another sandbox holds the address range.
-fn sandbox_up(dir: &str) {
-    let started = Instant::now();
-    loop {
-        let o = kubeup(&["sandbox", "up", "--hosts", "4", "--dir", dir]);
-        if o.status.success() {
-            return;
-        }
-        let text = describe(&o);
-        let held = text.contains("held") || text.contains("in use") || text.contains("exists");
-        assert!(
-            held && started.elapsed() < Duration::from_secs(1200),
-            "sandbox up failed: {text}"
-        );
-        eprintln!("another sandbox holds the range; waiting");
-        std::thread::sleep(Duration::from_secs(15));
-    }
-}
-
 #[test]
 fn operator_under_faults() {
     bundle_file("images/kubeup-operator.tar");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let dir_s = dir.to_str().unwrap().to_string();
-    sandbox_up(&dir_s);
+    sandbox_up(&dir_s, 4);
     let _guard = SandboxGuard(dir.clone());
     let file = dir.join("cluster.yaml");
     kubeup_ok(&["up", "-f", file.to_str().unwrap()]);
     let c = Cluster { dir };
-    wait_for("the operator pod to run", 180, || {
-        let o = c.kubectl(&[
-            "-n",
-            NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=kubeup-operator",
-            "--no-headers",
-        ]);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        out.contains("Running").then_some(out)
-    });
+    wait_for_operator(&c.dir, 180);
 
     step_dry_run_leaves_the_host_untouched(&c);
     step_link_cut_mid_join_then_heal_completes(&c);

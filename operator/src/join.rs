@@ -12,9 +12,9 @@ use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, layout, network, worker};
+use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, certs, layout, network, worker};
 use kubeup_provision::pki;
-use kubeup_provision::ssh::{Command, Session, quote};
+use kubeup_provision::ssh::{Command, Session, SshError, quote};
 use secrecy::ExposeSecret;
 
 use crate::access;
@@ -348,13 +348,7 @@ impl<'a> Runner<'a> {
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
             converge::record_installed(session, &installed, false).await?;
-            session
-                .run(&Command::shell("sysctl -q -w net.ipv4.ip_forward=1").privileged())
-                .await
-                .map_err(|source| Error::Ssh {
-                    host: session.host().into(),
-                    source,
-                })?;
+            run(session, "sysctl -q -w net.ipv4.ip_forward=1").await?;
             // The Node before the kubelet: the controller-manager gives it
             // a podCIDR at once, the CNI config is there when the kubelet
             // starts, and its labels and taints hold from the first moment.
@@ -398,11 +392,10 @@ impl<'a> Runner<'a> {
         ca_pem: &str,
     ) -> Result<Vec<&'static str>> {
         let kubelet = ClientCert::kubelet(node_name);
-        let current = remote_certs(
-            session,
-            &[(layout::KUBELET_CLIENT_PEM, layout::KUBELET_CLIENT_PEM)],
-        )
-        .await?;
+        // Where the kubelet's client certificate lives (the lifetime in the
+        // plan does not matter for reading it).
+        let on_host = certs::kubelet_client(node_name, 365);
+        let current = converge::remote_certs(session, std::slice::from_ref(&on_host)).await?;
         let mut issued = vec![];
         let fresh = current[0]
             .as_deref()
@@ -509,12 +502,7 @@ impl<'a> Runner<'a> {
         })?;
         let cert_path = format!("{}/kubeup-pending-{name}.crt", layout::KUBELET_PKI_DIR);
         write(session, cert_pem.into_bytes(), &cert_path, 0o644).await?;
-        let q = |p: &str| {
-            quote(p).map_err(|source| Error::Ssh {
-                host: session.host().into(),
-                source,
-            })
-        };
+        let q = |p: &str| quote(p).map_err(ssh_err(session));
         let (crt, key, pem) = (
             q(&cert_path)?,
             q(&pending_key(&name))?,
@@ -618,10 +606,7 @@ async fn write(session: &Session, data: Vec<u8>, path: &str, mode: u32) -> Resul
         .write_file(&data, path, mode, Some("root:root"))
         .await
         .map(|_| ())
-        .map_err(|source| Error::Ssh {
-            host: session.host().into(),
-            source,
-        })
+        .map_err(ssh_err(session))
 }
 
 /// Run `push_bundle` on this thread: its future (a `join_all` over
@@ -720,80 +705,42 @@ fn pending_key(csr_name: &str) -> String {
     format!("{}/kubeup-pending-{csr_name}.key", layout::KUBELET_PKI_DIR)
 }
 
-async fn run(session: &Session, script: &str) -> Result<()> {
-    session
+/// Wrap an SSH error with the host it happened on.
+fn ssh_err(session: &Session) -> impl Fn(SshError) -> Error + '_ {
+    move |source| Error::Ssh {
+        host: session.host().into(),
+        source,
+    }
+}
+
+/// A privileged shell script on the host; its stdout.
+async fn shell(session: &Session, script: &str) -> Result<String> {
+    let out = session
         .run(&Command::shell(script).privileged())
         .await
-        .map(|_| ())
-        .map_err(|source| Error::Ssh {
-            host: session.host().into(),
-            source,
-        })
+        .map_err(ssh_err(session))?;
+    Ok(out.stdout_str())
+}
+
+async fn run(session: &Session, script: &str) -> Result<()> {
+    shell(session, script).await.map(|_| ())
 }
 
 async fn remote_exists(session: &Session, path: &str) -> Result<bool> {
-    let q = quote(path).map_err(|source| Error::Ssh {
-        host: session.host().into(),
-        source,
-    })?;
-    let out = session
-        .run(&Command::shell(format!("[ -s {q} ] && echo yes; true")).privileged())
-        .await
-        .map_err(|source| Error::Ssh {
-            host: session.host().into(),
-            source,
-        })?;
-    Ok(out.stdout_str().trim() == "yes")
+    let q = quote(path).map_err(ssh_err(session))?;
+    Ok(shell(session, &format!("[ -s {q} ] && echo yes; true"))
+        .await?
+        .trim()
+        == "yes")
 }
 
 /// The payload (middle part) of the JWT in `path` on the host, or "" when
 /// there is none. Only that part is read: the stdout of a command may be
 /// logged, and the payload without its signature is no credential.
 async fn remote_token_payload(session: &Session, path: &str) -> Result<String> {
-    let q = quote(path).map_err(|source| Error::Ssh {
-        host: session.host().into(),
-        source,
-    })?;
-    let out = session
-        .run(&Command::shell(format!("[ -s {q} ] && cut -d. -f2 {q}; true")).privileged())
-        .await
-        .map_err(|source| Error::Ssh {
-            host: session.host().into(),
-            source,
-        })?;
-    Ok(out.stdout_str().trim().to_string())
-}
-
-async fn remote_certs(session: &Session, pairs: &[(&str, &str)]) -> Result<Vec<Option<String>>> {
-    let mut script = String::new();
-    let q = |p: &str| {
-        quote(p).map_err(|source| Error::Ssh {
-            host: session.host().into(),
-            source,
-        })
-    };
-    for (cert, key) in pairs {
-        script.push_str(&format!(
-            "echo '>>>'; [ -s {} ] && sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' {} 2>/dev/null; true\n",
-            q(key)?,
-            q(cert)?
-        ));
-    }
-    let out = session
-        .run(&Command::shell(script).privileged())
-        .await
-        .map_err(|source| Error::Ssh {
-            host: session.host().into(),
-            source,
-        })?;
-    let mut parts: Vec<Option<String>> = out
-        .stdout_str()
-        .split(">>>\n")
-        .skip(1)
-        .map(|s| s.contains("BEGIN CERTIFICATE").then(|| s.to_string()))
-        .collect();
-    parts.resize(pairs.len(), None);
-    Ok(parts)
+    let q = quote(path).map_err(ssh_err(session))?;
+    let out = shell(session, &format!("[ -s {q} ] && cut -d. -f2 {q}; true")).await?;
+    Ok(out.trim().to_string())
 }
 
 pub fn node_view(node: &Node) -> NodeView {

@@ -18,15 +18,6 @@ use kubeup_operator::context::{Context, Settings};
 use kubeup_provision::pki::{CaKind, CertificateAuthority, LeafSpec};
 use kubeup_testsupport::apiserver::ApiServer;
 
-const CLUSTER: &str = r#"
-apiVersion: kubeup.dev/v1alpha1
-kind: Cluster
-metadata: {name: test}
-spec:
-  kubernetesVersion: v1.34.10
-  controllers: [{address: 127.0.0.1}]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_certificates_become_a_condition_and_a_metric() {
     let api = ApiServer::start().await.expect("apiserver harness");
@@ -35,7 +26,7 @@ async fn published_certificates_become_a_condition_and_a_metric() {
     clusters
         .create(
             &PostParams::default(),
-            &serde_yaml_ng::from_str(CLUSTER).unwrap(),
+            &serde_yaml_ng::from_str(common::CLUSTER).unwrap(),
         )
         .await
         .unwrap();

@@ -23,15 +23,6 @@ use kubeup_operator::controller;
 use kubeup_testsupport::apiserver::ApiServer;
 use kubeup_testsupport::sshd::{Sshd, keygen};
 
-const CLUSTER: &str = r#"
-apiVersion: kubeup.dev/v1alpha1
-kind: Cluster
-metadata: {name: test}
-spec:
-  kubernetesVersion: v1.34.10
-  controllers: [{address: 127.0.0.1}]
-"#;
-
 fn workerjoin(name: &str, port: u16) -> WorkerJoin {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "kubeup.dev/v1alpha1",
@@ -80,7 +71,7 @@ async fn wait_for(
 async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_change() {
     let api = ApiServer::start().await.expect("apiserver harness");
     common::install(&api);
-    common::kubectl(&api, &["apply", "-f", "-"], Some(CLUSTER));
+    common::kubectl(&api, &["apply", "-f", "-"], Some(common::CLUSTER));
     let kcm = common::ControllerManager::start(&api);
     let mut sshd = Sshd::start().expect("sshd harness (needs root and openssh-server)");
     let keys = tempfile::tempdir().unwrap();

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use kubeup_provision::hostplan::{ControllerInput, HostFile, NodeInput, configs, units, worker};
+use kubeup_crds::cluster::Cni;
+use kubeup_provision::hostplan::{
+    ControllerInput, HostFile, NodeInput, configs, network, units, worker,
+};
 
 fn node() -> NodeInput {
     NodeInput {
@@ -37,7 +40,7 @@ fn rendered() -> Vec<(String, HostFile)> {
         configs::kubelet_config(&c.node, false),
         configs::kube_proxy_config(&c.node),
         configs::containerd_config(&c.node),
-        configs::cni_bridge_conflist("10.244.1.0/24"),
+        network::cni_conflist(Cni::Flannel, "10.244.1.0/24").unwrap(),
         configs::encryption_config("c2VjcmV0LWtleS1ub3QtcmVhbC0zMi1ieXRlcy0hISE="),
     ];
     files.extend(configs::controller_kubeconfigs("demo"));

@@ -132,3 +132,44 @@ pub fn on_host(dir: &Path, address: &str, script: &str) -> String {
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `kubeup sandbox up --hosts N --dir DIR`, waiting (up to 20 min) while
+/// another sandbox holds the address range: only one fits on a machine.
+pub fn sandbox_up(dir: &str, hosts: u32) {
+    let started = Instant::now();
+    let hosts = hosts.to_string();
+    loop {
+        let o = kubeup(&["sandbox", "up", "--hosts", &hosts, "--dir", dir]);
+        if o.status.success() {
+            return;
+        }
+        let text = describe(&o);
+        let held = text.contains("held") || text.contains("in use") || text.contains("exists");
+        assert!(
+            held && started.elapsed() < Duration::from_secs(1200),
+            "sandbox up failed: {text}"
+        );
+        eprintln!("another sandbox holds the range; waiting");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+/// Wait until the operator's pod runs in the cluster of `dir`.
+pub fn wait_for_operator(dir: &Path, timeout_s: u64) {
+    wait_for("the operator pod to run", timeout_s, || {
+        let o = kubectl(
+            dir,
+            &[
+                "-n",
+                "kubeup-system",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=kubeup-operator",
+                "--no-headers",
+            ],
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.contains("Running").then_some(())
+    });
+}

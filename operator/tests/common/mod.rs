@@ -65,6 +65,16 @@ pub fn install(api: &ApiServer) {
     kubectl(api, &["apply", "-f", deploy.to_str().unwrap()], None);
 }
 
+/// A minimal Cluster object (one controller on loopback).
+pub const CLUSTER: &str = r#"
+apiVersion: kubeup.dev/v1alpha1
+kind: Cluster
+metadata: {name: test}
+spec:
+  kubernetesVersion: v1.34.10
+  controllers: [{address: 127.0.0.1}]
+"#;
+
 /// A client that acts as the operator's ServiceAccount (impersonation by
 /// the admin), so every request is checked against the chart's RBAC.
 pub async fn operator_client(api: &ApiServer) -> kube::Client {

@@ -241,34 +241,6 @@ version = 2
     )
 }
 
-/// A bridge + host-local network for the node's podCIDR: pods on one node
-/// talk to each other; cross-node routes come from the pod network add-on.
-pub fn cni_bridge_conflist(pod_cidr_of_node: &str) -> HostFile {
-    let content = format!(
-        r#"{{
-  "cniVersion": "0.4.0",
-  "name": "kubeup",
-  "plugins": [
-    {{
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {{
-        "type": "host-local",
-        "ranges": [[{{"subnet": "{pod_cidr_of_node}"}}]],
-        "routes": [{{"dst": "0.0.0.0/0"}}]
-      }}
-    }},
-    {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
-  ]
-}}
-"#
-    );
-    HostFile::new(layout::CNI_CONFLIST, content, 0o644, &[])
-}
-
 /// Secrets encrypted at rest with the key from `kubeup init`.
 pub fn encryption_config(key_b64: &str) -> HostFile {
     let content = format!(
