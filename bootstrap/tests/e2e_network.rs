@@ -261,11 +261,15 @@ fn step_workers_join(c: &Cluster) {
         (out.lines().filter(|l| l.contains(" Ready ")).count() == 3).then_some(())
     });
     eprintln!("workers Ready: {:.1}s", t.elapsed().as_secs_f64());
-    // flannel on each node recorded its VXLAN endpoint on its Node.
-    let ips = c.jsonpath(
-        &["get", "nodes"],
-        r#"{range .items[*]}{.metadata.annotations.flannel\.alpha\.coreos\.com/public-ip}{" "}{end}"#,
-    );
+    // flannel on each node records its VXLAN endpoint on its Node (a Node
+    // is Ready from its CNI config, so flanneld may still be starting).
+    let ips = wait_for("flannel's public-ip on every Node", 60, || {
+        let ips = c.jsonpath(
+            &["get", "nodes"],
+            r#"{range .items[*]}{.metadata.annotations.flannel\.alpha\.coreos\.com/public-ip}{" "}{end}"#,
+        );
+        (ips.split_whitespace().count() == 3).then_some(ips)
+    });
     let mut ips: Vec<&str> = ips.split_whitespace().collect();
     ips.sort();
     assert_eq!(ips, ["198.18.0.11", "198.18.0.12", "198.18.0.13"]);
