@@ -14,20 +14,38 @@ use crate::error::{Error, Result};
 /// add-ons, which are pinned there: without a registry, an image must be
 /// on every node a pod may land on, and these hundreds of MB would
 /// otherwise be pushed and imported on every join).
-const NOT_FOR_WORKERS: [&str; 6] = [
+const NOT_FOR_WORKERS: [&str; 7] = [
     "bin/etcd",
     "bin/etcdctl",
     "bin/helm",
+    "bin/crictl",
     "images/kubeup-operator.tar",
     "images/coredns.tar",
     "images/metrics-server.tar",
 ];
 
-/// The manifest restricted to what a worker runs.
+/// The worker-only build of hyperkube (kubelet and kube-proxy, about half
+/// its size), and the commands a worker runs from it.
+const KUBENODE: &str = "kubenode";
+const KUBENODE_COMMANDS: [&str; 2] = ["kubelet", "kube-proxy"];
+
+/// The manifest restricted to what a worker runs. With `bin/kubenode` in
+/// the bundle the worker's kubelet and kube-proxy are links to it and
+/// hyperkube stays on the controller; a bundle without it (an older build,
+/// a mirror) ships hyperkube as before.
 pub fn worker_manifest(full: &BundleManifest) -> BundleManifest {
     let mut m = full.clone();
     m.files
         .retain(|name, _| !NOT_FOR_WORKERS.contains(&name.as_str()));
+    if m.files.contains_key(&format!("bin/{KUBENODE}")) {
+        m.files.remove("bin/hyperkube");
+        m.symlinks = KUBENODE_COMMANDS
+            .iter()
+            .map(|cmd| (format!("bin/{cmd}"), KUBENODE.to_string()))
+            .collect();
+    } else {
+        m.files.remove(&format!("bin/{KUBENODE}"));
+    }
     m
 }
 
@@ -175,6 +193,43 @@ mod tests {
         assert!(!w.files.contains_key("bin/etcd"));
         assert!(w.files.contains_key("bin/hyperkube"));
         assert_eq!(pause_image(&w), "registry.k8s.io/pause:3.10.1");
+    }
+
+    #[test]
+    fn a_worker_gets_kubenode_instead_of_hyperkube_when_the_bundle_has_it() {
+        let mut full = BundleManifest::new("v1.34.10");
+        let file = |size| BundleFile {
+            version: "v1.34.10".into(),
+            sha256: "0".repeat(64),
+            size,
+            source: "test".into(),
+            executable: true,
+            image: None,
+            recipe: None,
+        };
+        for (name, size) in [
+            ("bin/hyperkube", 135),
+            ("bin/kubenode", 70),
+            ("bin/crictl", 28),
+            ("bin/containerd", 48),
+        ] {
+            full.files.insert(name.into(), file(size));
+        }
+        for cmd in ["kube-apiserver", "kubelet", "kube-proxy", "kubectl"] {
+            full.symlinks
+                .insert(format!("bin/{cmd}"), "hyperkube".into());
+        }
+        let w = worker_manifest(&full);
+        let files: Vec<&str> = w.files.keys().map(String::as_str).collect();
+        assert_eq!(files, ["bin/containerd", "bin/kubenode"]);
+        assert_eq!(w.resolve("bin/kubelet").unwrap().0, "bin/kubenode");
+        assert_eq!(w.resolve("bin/kube-proxy").unwrap().0, "bin/kubenode");
+        assert!(w.resolve("bin/kube-apiserver").is_none());
+
+        // An older bundle without kubenode: hyperkube and its links stay.
+        full.files.remove("bin/kubenode");
+        let w = worker_manifest(&full);
+        assert_eq!(w.resolve("bin/kubelet").unwrap().0, "bin/hyperkube");
     }
 
     #[test]

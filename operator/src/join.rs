@@ -4,8 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use kubeup_crds::cluster::Cni;
 use kubeup_crds::conditions::ConditionStatus;
@@ -365,16 +367,21 @@ impl<'a> Runner<'a> {
             let restart: BTreeSet<Unit> = changes.restart.clone();
             converge::ensure_units(session, &units, &restart, changes.units_changed, false).await?;
             pending::clear(session).await?;
-            // Images go into containerd once it runs (the import waits for its socket).
-            let imported = converge::import_images(session, manifest, false).await?;
-            tracing::info!(imported = imported.len(), "images in place");
             self.done(Phase::Starting);
         }
 
         // ---- WaitingForNode
         self.enter(Phase::WaitingForNode).await?;
         let cni = cluster.spec.networking.cni;
-        let ready = self.wait_for_node(session, &node_name, cni).await?;
+        // The images (pause, …) go into containerd while the kubelet
+        // registers and turns Ready, which needs none of them; the import
+        // waits for containerd's socket and is skipped once done.
+        let import = async {
+            let imported = converge::import_images(session, manifest, false).await?;
+            tracing::info!(imported = imported.len(), "images in place");
+            Ok(())
+        };
+        let ((), ready) = tokio::try_join!(import, self.wait_for_node(session, &node_name, cni))?;
         if !ready {
             return Ok(Outcome::WaitingForNode);
         }
@@ -562,41 +569,48 @@ impl<'a> Runner<'a> {
         node_name: &str,
         cni: Cni,
     ) -> Result<bool> {
+        // A watch on this one Node: Ready is seen the moment the kubelet
+        // reports it, not at the next poll.
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
-        let started = Instant::now();
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+        let mut events = std::pin::pin!(watcher(nodes, cfg).default_backoff());
+        let deadline = tokio::time::Instant::now() + self.ctx.settings.node_wait;
         let mut cni_written = false;
         loop {
-            let node = nodes
-                .get_opt(node_name)
-                .await
-                .map_err(Error::kube(format!("read Node {node_name}")))?;
-            if let Some(node) = &node {
-                let view = node_view(node);
-                if !cni_written && let Some(cidr) = &view.pod_cidr {
-                    // flannel starts once the Node has its podCIDR (it
-                    // exits without one); `cni: none` writes nothing.
-                    let conflist: Vec<_> = network::cni_conflist(cni, cidr).into_iter().collect();
-                    converge::write_files(session, &conflist, false).await?;
-                    let units = network::units(cni);
-                    if !units.is_empty() {
-                        converge::ensure_units(session, units, &BTreeSet::new(), true, false)
-                            .await?;
-                    }
-                    cni_written = true;
+            let node = match tokio::time::timeout_at(deadline, events.next()).await {
+                Err(_) | Ok(None) => {
+                    self.save().await?;
+                    return Ok(false);
                 }
-                sync_node(&self.ctx.client, node, &self.owner, self.wj).await?;
-                status::apply_node_conditions(&mut self.status, Some(&view), self.generation);
-                if view.ready && cni_written {
-                    return Ok(true);
+                Ok(Some(Err(e))) => {
+                    // The watcher backs off and resumes by itself.
+                    tracing::warn!(error = %e, node = node_name, "watching the Node");
+                    continue;
                 }
-            } else {
-                status::apply_node_conditions(&mut self.status, None, self.generation);
+                Ok(Some(Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)))) => node,
+                Ok(Some(Ok(watcher::Event::Delete(_)))) => {
+                    status::apply_node_conditions(&mut self.status, None, self.generation);
+                    continue;
+                }
+                Ok(Some(Ok(watcher::Event::Init | watcher::Event::InitDone))) => continue,
+            };
+            let view = node_view(&node);
+            if !cni_written && let Some(cidr) = &view.pod_cidr {
+                // flannel starts once the Node has its podCIDR (it
+                // exits without one); `cni: none` writes nothing.
+                let conflist: Vec<_> = network::cni_conflist(cni, cidr).into_iter().collect();
+                converge::write_files(session, &conflist, false).await?;
+                let units = network::units(cni);
+                if !units.is_empty() {
+                    converge::ensure_units(session, units, &BTreeSet::new(), true, false).await?;
+                }
+                cni_written = true;
             }
-            if started.elapsed() > self.ctx.settings.node_wait {
-                self.save().await?;
-                return Ok(false);
+            sync_node(&self.ctx.client, &node, &self.owner, self.wj).await?;
+            status::apply_node_conditions(&mut self.status, Some(&view), self.generation);
+            if view.ready && cni_written {
+                return Ok(true);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 }
@@ -632,7 +646,7 @@ fn describe(phase: Phase) -> String {
         Phase::Installing => "uploading binaries and images (skipped where checksums match)",
         Phase::Certificates => "issuing client certificates through the CSR API",
         Phase::Starting => "writing configuration, starting containerd, kubelet, kube-proxy",
-        Phase::WaitingForNode => "waiting for the Node to register and become Ready",
+        Phase::WaitingForNode => "importing images while the Node registers and becomes Ready",
         Phase::Ready => "the Node is Ready",
         Phase::Failed => "the join failed and waits for a change",
         Phase::Deleting => "draining the Node and resetting the machine",

@@ -133,6 +133,32 @@ fn multi_call_binary_names_its_components() {
     assert!(text.contains(DEFAULT_KUBERNETES_VERSION), "{text}");
 }
 
+#[test]
+fn kubenode_is_the_node_half_and_much_smaller() {
+    let (dir, manifest) = bundle();
+    let out = Command::new(dir.join("bin/kubenode")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("usage: kubenode") && text.contains("kubelet") && text.contains("kube-proxy"),
+        "{text}"
+    );
+    assert!(!text.contains("kube-apiserver"), "{text}");
+    for cmd in ["kubelet", "kube-proxy"] {
+        let text = output(Command::new(dir.join("bin/kubenode")).args([cmd, "--version"]));
+        assert!(text.contains(DEFAULT_KUBERNETES_VERSION), "{cmd}: {text}");
+    }
+    // What every worker join uploads instead of hyperkube.
+    let (node, full) = (
+        manifest.files["bin/kubenode"].size,
+        manifest.files["bin/hyperkube"].size,
+    );
+    assert!(
+        node * 10 < full * 7,
+        "kubenode {node} B vs hyperkube {full} B"
+    );
+}
+
 /// A containerd started by the test, killed by PID when dropped (also when
 /// the test panics), with everything under a temp dir.
 struct Containerd {

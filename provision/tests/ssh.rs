@@ -146,12 +146,16 @@ async fn key_auth_ed25519_ecdsa_rsa_and_commands() {
         .unwrap();
     assert_eq!(out.stdout_str(), "a b|$HOME|it's|`id`|");
 
-    // Many commands, concurrently, over one connection.
+    // Many commands, concurrently, over one connection: more than sshd's
+    // MaxSessions (10, OpenSSH's default) allows open at once, and each one
+    // lasts long enough to overlap the others.
     let s = Arc::new(s);
-    let tasks: Vec<_> = (0..20)
+    let tasks: Vec<_> = (0..30)
         .map(|i| {
             let s = s.clone();
-            tokio::spawn(async move { s.run(&Command::new("echo").arg(i.to_string())).await })
+            tokio::spawn(
+                async move { s.run(&Command::shell(format!("sleep 0.1; echo {i}"))).await },
+            )
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {

@@ -247,7 +247,7 @@ impl Sshd {
              UsePAM no\n\
              StrictModes no\n\
              AllowTcpForwarding yes\n\
-             MaxSessions 100\n\
+             MaxSessions 10\n\
              MaxStartups 100:30:200\n\
              LogLevel VERBOSE\n\
              Subsystem sftp internal-sftp\n",

@@ -23,6 +23,8 @@ fn units_of(name: &str) -> &'static [Unit] {
             Unit::Kubelet,
             Unit::KubeProxy,
         ],
+        // hyperkube's worker-only build (kubelet and kube-proxy).
+        "kubenode" => &[Unit::Kubelet, Unit::KubeProxy],
         "etcd" => &[Unit::Etcd],
         "flanneld" => &[Unit::Flannel],
         "containerd" | "containerd-shim-runc-v2" | "runc" => &[Unit::Containerd],

@@ -93,6 +93,10 @@ pub struct SshOptions {
     pub keepalive_interval: Duration,
     /// …and give the connection up after this many unanswered ones.
     pub keepalive_max: usize,
+    /// Channels open at once on one connection. OpenSSH's `MaxSessions`
+    /// defaults to 10; staying under it leaves room for channels sshd has
+    /// not finished closing.
+    pub max_channels: usize,
     /// Attempts to re-establish a dropped connection before giving up.
     pub reconnect_attempts: u32,
     /// First backoff between attempts; doubles up to `reconnect_backoff_max`.
@@ -108,6 +112,7 @@ impl Default for SshOptions {
             command_timeout: Duration::from_secs(600),
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
+            max_channels: 8,
             reconnect_attempts: 4,
             reconnect_backoff: Duration::from_millis(250),
             reconnect_backoff_max: Duration::from_secs(8),
@@ -182,7 +187,12 @@ pub struct Session {
     label: String,
     conn: Mutex<Option<Arc<Conn>>>,
     sudo: OnceCell<SudoMode>,
+    /// Permits for [`SshOptions::max_channels`] open channels.
+    channels: tokio::sync::Semaphore,
 }
+
+/// Times a refused channel open is retried (sshd's `MaxSessions`).
+const CHANNEL_OPEN_RETRIES: u32 = 5;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,6 +217,7 @@ impl Session {
             label: target.label(),
             conn: Mutex::new(Some(Arc::new(conn))),
             sudo: OnceCell::new(),
+            channels: tokio::sync::Semaphore::new(opts.max_channels.max(1)),
         })
     }
 
@@ -283,36 +294,53 @@ impl Session {
         }
     }
 
-    /// A new session channel; reconnects once if the connection turns out
-    /// to be dead. Commands themselves are never re-sent: they may not be
-    /// idempotent.
-    pub(crate) async fn open_channel(&self, doing: &str) -> Result<russh::Channel<client::Msg>> {
-        let conn = self.connection().await?;
-        match conn.handle.channel_open_session().await {
-            Ok(ch) => Ok(ch),
-            Err(e) if conn.handle.is_closed() || matches!(e, russh::Error::SendError) => {
-                tracing::debug!(host = %self.label, error = %e, "connection dropped; reconnecting");
-                {
-                    let mut guard = self.conn.lock().await;
-                    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                        *guard = None;
+    /// A new session channel, with the permit that counts it against
+    /// [`SshOptions::max_channels`] (hold it as long as the channel).
+    /// Reconnects once if the connection turns out to be dead. Commands
+    /// themselves are never re-sent: they may not be idempotent.
+    pub(crate) async fn open_channel(
+        &self,
+        doing: &str,
+    ) -> Result<(
+        russh::Channel<client::Msg>,
+        tokio::sync::SemaphorePermit<'_>,
+    )> {
+        let permit = self.channels.acquire().await.expect("never closed");
+        let channel_err = |source| SshError::Channel {
+            host: self.label.clone(),
+            doing: doing.to_owned(),
+            source: Box::new(source),
+        };
+        let mut conn = self.connection().await?;
+        let mut refused = 0;
+        loop {
+            match conn.handle.channel_open_session().await {
+                Ok(ch) => return Ok((ch, permit)),
+                Err(e) if conn.handle.is_closed() || matches!(e, russh::Error::SendError) => {
+                    tracing::debug!(host = %self.label, error = %e, "connection dropped; reconnecting");
+                    {
+                        let mut guard = self.conn.lock().await;
+                        if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                            *guard = None;
+                        }
                     }
+                    conn = self.connection().await?;
+                    let ch = conn
+                        .handle
+                        .channel_open_session()
+                        .await
+                        .map_err(channel_err)?;
+                    return Ok((ch, permit));
                 }
-                let conn = self.connection().await?;
-                conn.handle
-                    .channel_open_session()
-                    .await
-                    .map_err(|source| SshError::Channel {
-                        host: self.label.clone(),
-                        doing: doing.to_owned(),
-                        source: Box::new(source),
-                    })
+                // sshd refuses a session over its MaxSessions; channels we
+                // closed a moment ago may still count there. Wait for them.
+                Err(russh::Error::ChannelOpenFailure(reason)) if refused < CHANNEL_OPEN_RETRIES => {
+                    refused += 1;
+                    tracing::debug!(host = %self.label, ?reason, refused, "channel refused; retrying");
+                    tokio::time::sleep(Duration::from_millis(50) * refused).await;
+                }
+                Err(source) => return Err(channel_err(source)),
             }
-            Err(source) => Err(SshError::Channel {
-                host: self.label.clone(),
-                doing: doing.to_owned(),
-                source: Box::new(source),
-            }),
         }
     }
 
@@ -442,7 +470,7 @@ impl Session {
         timeout: Option<Duration>,
     ) -> Result<Output> {
         let shown = truncate(shown, 300);
-        let channel = self.open_channel(&format!("running `{shown}`")).await?;
+        let (channel, _permit) = self.open_channel(&format!("running `{shown}`")).await?;
         let (mut rx, tx) = channel.split();
         let timeout = timeout.unwrap_or(self.opts.command_timeout);
         tracing::debug!(host = %self.label, command = %shown, "run");

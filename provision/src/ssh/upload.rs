@@ -296,7 +296,7 @@ impl Session {
         );
         let display = format!("upload {local_name} to {remote}");
         let (line, prefix) = self.wrap_privileged(&script).await?;
-        let channel = self.open_channel(&display).await?;
+        let (channel, _permit) = self.open_channel(&display).await?;
         let (mut rx, tx) = channel.split();
         let chan_err = |source| SshError::Channel {
             host: self.host().to_owned(),

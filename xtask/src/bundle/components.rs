@@ -14,7 +14,9 @@ use crate::oci;
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
 const PAUSE_VERSION: &str = "3.10.1";
 
-/// Names under `bin/` that are symlinks to the multi-call `hyperkube`.
+/// Names under `bin/` that are symlinks to the multi-call `hyperkube`
+/// (`bin/kubenode`, its worker-only build, has no links here: the operator
+/// points a worker's kubelet and kube-proxy at it).
 pub const HYPERKUBE_COMMANDS: [&str; 6] = [
     "kube-apiserver",
     "kube-controller-manager",
@@ -185,14 +187,25 @@ pub fn all() -> Vec<Component> {
             name: "kubernetes",
             recipe: Recipe::Go {
                 dir: "kubernetes",
-                targets: &[GoTarget {
-                    module: "k8s.io/kubernetes",
-                    package: ".",
-                    out: "bin/hyperkube",
-                    // Leaves out the in-tree cloud providers kubeup never uses.
-                    tags: &["providerless"],
-                    stamp: Stamp::Kubernetes,
-                }],
+                targets: &[
+                    GoTarget {
+                        module: "k8s.io/kubernetes",
+                        package: ".",
+                        out: "bin/hyperkube",
+                        // Leaves out the in-tree cloud providers kubeup never uses.
+                        tags: &["providerless"],
+                        stamp: Stamp::Kubernetes,
+                    },
+                    // What a worker runs, from the same packages (the Go
+                    // cache makes this one a link, not a second build).
+                    GoTarget {
+                        module: "k8s.io/kubernetes",
+                        package: ".",
+                        out: "bin/kubenode",
+                        tags: &["providerless", "nodeonly"],
+                        stamp: Stamp::Kubernetes,
+                    },
+                ],
             },
         },
     ]

@@ -3,7 +3,8 @@
 //! reachable everywhere kubeup is developed and tested.
 //!
 //! Layout of `${KUBEUP_CACHE:-~/.cache/kubeup}/bundle/<version>/`:
-//! `bin/` (hyperkube and its symlinks, etcd, etcdctl, crictl, helm,
+//! `bin/` (hyperkube and its symlinks, kubenode (kubelet and kube-proxy
+//! alone, for workers), etcd, etcdctl, crictl, helm,
 //! flanneld, containerd, containerd-shim-runc-v2, ctr, runc), `cni/`
 //! (bridge, host-local, loopback, portmap), `images/pause.tar`,
 //! `images/busybox.tar` (smoke tests), `images/coredns.tar`,
