@@ -2,8 +2,9 @@
 //! here, fresh for each join; the CA key never leaves kube-controller-manager;
 //! the private key goes only to the host, never into the API.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
@@ -16,6 +17,7 @@ use secrecy::SecretString;
 
 use crate::error::{Error, Result};
 use crate::plan::NODE_LABEL;
+use crate::watchone;
 
 pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// Annotation on a CSR naming the WorkerJoin (`ns/name`) and its uid: the
@@ -228,12 +230,15 @@ pub async fn approve_and_wait(
             )))?;
     }
 
-    let started = Instant::now();
-    loop {
-        let csr = api
-            .get(name)
-            .await
-            .map_err(Error::kube(format!("get CertificateSigningRequest {name}")))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes = std::pin::pin!(watchone::changes(api, name, deadline));
+    while let Some(csr) = changes.next().await {
+        let Some(csr) = csr else {
+            return Err(Error::Certificate {
+                name: name.into(),
+                reason: "it was deleted before its certificate was issued".into(),
+            });
+        };
         let status = csr.status.unwrap_or_default();
         if let Some(bad) = status
             .conditions
@@ -257,16 +262,13 @@ pub async fn approve_and_wait(
                 reason: "the issued certificate is not PEM text".into(),
             });
         }
-        if started.elapsed() > timeout {
-            return Err(Error::Timeout {
-                what: format!(
-                    "CertificateSigningRequest {name} to be signed by {signer} (is kube-controller-manager running with --cluster-signing-*?)"
-                ),
-                secs: timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Err(Error::Timeout {
+        what: format!(
+            "CertificateSigningRequest {name} to be signed by {signer} (is kube-controller-manager running with --cluster-signing-*?)"
+        ),
+        secs: timeout.as_secs(),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use kubeup_crds::cluster::Cni;
 use kubeup_crds::conditions::ConditionStatus;
@@ -28,6 +27,7 @@ use crate::pending;
 use crate::plan::{self, NodeView, owner_ref, runs};
 use crate::proxytoken;
 use crate::status;
+use crate::watchone;
 
 /// Days a certificate on the host must still be valid to be kept.
 const CERT_MIN_DAYS: i64 = 7;
@@ -569,30 +569,14 @@ impl<'a> Runner<'a> {
         node_name: &str,
         cni: Cni,
     ) -> Result<bool> {
-        // A watch on this one Node: Ready is seen the moment the kubelet
-        // reports it, not at the next poll.
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
-        let mut events = std::pin::pin!(watcher(nodes, cfg).default_backoff());
         let deadline = tokio::time::Instant::now() + self.ctx.settings.node_wait;
+        let mut changes = std::pin::pin!(watchone::changes(nodes, node_name, deadline));
         let mut cni_written = false;
-        loop {
-            let node = match tokio::time::timeout_at(deadline, events.next()).await {
-                Err(_) | Ok(None) => {
-                    self.save().await?;
-                    return Ok(false);
-                }
-                Ok(Some(Err(e))) => {
-                    // The watcher backs off and resumes by itself.
-                    tracing::warn!(error = %e, node = node_name, "watching the Node");
-                    continue;
-                }
-                Ok(Some(Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)))) => node,
-                Ok(Some(Ok(watcher::Event::Delete(_)))) => {
-                    status::apply_node_conditions(&mut self.status, None, self.generation);
-                    continue;
-                }
-                Ok(Some(Ok(watcher::Event::Init | watcher::Event::InitDone))) => continue,
+        while let Some(node) = changes.next().await {
+            let Some(node) = node else {
+                status::apply_node_conditions(&mut self.status, None, self.generation);
+                continue;
             };
             let view = node_view(&node);
             if !cni_written && let Some(cidr) = &view.pod_cidr {
@@ -612,6 +596,8 @@ impl<'a> Runner<'a> {
                 return Ok(true);
             }
         }
+        self.save().await?;
+        Ok(false)
     }
 }
 

@@ -23,5 +23,6 @@ pub mod plan;
 pub mod proxytoken;
 pub mod serving;
 pub mod status;
+pub mod watchone;
 
 pub use error::{Error, Result};
