@@ -346,24 +346,31 @@ impl<'a> Runner<'a> {
             let mut files = worker::worker_files(&input, &cluster_name);
             files.push(worker::cluster_ca(&ca_pem));
             files.extend(network::node_files(cluster.spec.networking.cni, &input));
-            changes.merge(converge::write_files(session, &files, false).await?);
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
-            converge::record_installed(session, &installed, false).await?;
-            run(session, "sysctl -q -w net.ipv4.ip_forward=1").await?;
-            // The Node before the kubelet: the controller-manager gives it
-            // a podCIDR at once, the CNI config is there when the kubelet
-            // starts, and its labels and taints hold from the first moment.
+            // Independent steps at once, each a round trip or more: the
+            // files, the list `reset` works from, forwarding, the restarts
+            // owed by Installing/Certificates of an earlier pass, and the
+            // Node before the kubelet (the controller-manager gives it a
+            // podCIDR at once, the CNI config is there when the kubelet
+            // starts, and its labels and taints hold from the first moment).
+            let (written, _, (), cidr, owed) = tokio::try_join!(
+                async { Ok::<_, Error>(converge::write_files(session, &files, false).await?) },
+                async { Ok(converge::record_installed(session, &installed, false).await?) },
+                run(session, "sysctl -q -w net.ipv4.ip_forward=1"),
+                self.precreate_node(&node_name),
+                pending::take(session),
+            )?;
+            changes.merge(written);
+            changes.restart.extend(owed);
             let cni = cluster.spec.networking.cni;
             let mut units = Unit::WORKER.to_vec();
-            if let Some(cidr) = self.precreate_node(&node_name).await? {
+            if let Some(cidr) = cidr {
                 let conflist: Vec<_> = network::cni_conflist(cni, &cidr).into_iter().collect();
                 changes.merge(converge::write_files(session, &conflist, false).await?);
                 // The pod network starts with the kubelet (it needs the podCIDR).
                 units.extend_from_slice(network::units(cni));
             }
-            // Restarts owed by Installing/Certificates of an earlier pass.
-            changes.restart.extend(pending::take(session).await?);
             let restart: BTreeSet<Unit> = changes.restart.clone();
             converge::ensure_units(session, &units, &restart, changes.units_changed, false).await?;
             pending::clear(session).await?;
@@ -542,23 +549,20 @@ impl<'a> Runner<'a> {
                 Err(e) => return Err(Error::kube(format!("create Node {node_name}"))(e)),
             }
         }
-        let started = Instant::now();
-        loop {
-            if let Some(node) = nodes.get_opt(node_name).await.map_err(read)? {
-                sync_node(&self.ctx.client, &node, &self.owner, self.wj).await?;
-                if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
-                    return Ok(Some(cidr));
-                }
+        let deadline = tokio::time::Instant::now() + PODCIDR_WAIT;
+        let mut changes = std::pin::pin!(watchone::changes(nodes, node_name, deadline));
+        while let Some(node) = changes.next().await {
+            let Some(node) = node else { continue };
+            sync_node(&self.ctx.client, &node, &self.owner, self.wj).await?;
+            if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
+                return Ok(Some(cidr));
             }
-            if started.elapsed() > PODCIDR_WAIT {
-                tracing::info!(
-                    node = node_name,
-                    "no podCIDR yet; the CNI config follows later"
-                );
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        tracing::info!(
+            node = node_name,
+            "no podCIDR yet; the CNI config follows later"
+        );
+        Ok(None)
     }
 
     /// Wait (up to `node_wait`) for the Node: CNI config from its podCIDR,

@@ -824,3 +824,65 @@ async fn reconnects_after_a_drop() {
         "backed off at least once"
     );
 }
+
+/// `converge::write_files` (one script on stdin for all changed files)
+/// through sudo with and without a password: contents byte for byte, modes,
+/// root ownership, only changed files rewritten, no temp file left, and the
+/// content of a key never in a log line.
+#[tokio::test]
+async fn converge_writes_files_in_one_round_trip_through_sudo() {
+    use kubeup_provision::converge::write_files;
+    use kubeup_provision::hostplan::HostFile;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    sudo_users();
+    let f = fixture();
+    for (user, password) in [(NOPW_USER, None), (PW_USER, Some(SUDO_PASSWORD))] {
+        f.sshd.authorize(user, &f.root_key.public).unwrap();
+        let mut t = f.target(user, &f.root_key);
+        t.sudo_password = password.map(Secret::new);
+        let s = connect(&t).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let at = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
+        let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let key = "-----BEGIN PRIVATE KEY-----\nkubeup-test-key-material-4c1d\n";
+        let mut files = vec![
+            HostFile::new(at("a/b/config.yaml"), "x: 1\nKUBEUP_EOF\n", 0o644, &[]),
+            HostFile::new(at("a/key.pem"), key, 0o600, &[]),
+            HostFile::new(at("blob"), binary.clone(), 0o755, &[]),
+            HostFile::new(at("empty"), "", 0o644, &[]),
+        ];
+        let changes = write_files(&s, &files, false).await.unwrap();
+        assert_eq!(changes.written.len(), 4, "{user}");
+        assert_eq!(
+            std::fs::read(at("a/b/config.yaml")).unwrap(),
+            b"x: 1\nKUBEUP_EOF\n"
+        );
+        assert_eq!(std::fs::read_to_string(at("a/key.pem")).unwrap(), key);
+        assert_eq!(std::fs::read(at("blob")).unwrap(), binary);
+        assert_eq!(std::fs::read(at("empty")).unwrap(), b"");
+        for (p, mode) in [("a/key.pem", 0o600), ("blob", 0o755), ("empty", 0o644)] {
+            let meta = std::fs::metadata(at(p)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{p}");
+            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{p} owned by root");
+        }
+        // Unchanged: nothing written. One changed: only it.
+        let changes = write_files(&s, &files, false).await.unwrap();
+        assert!(changes.written.is_empty(), "{:?}", changes.written);
+        files[0].content = b"x: 2\n".to_vec();
+        let changes = write_files(&s, &files, false).await.unwrap();
+        assert_eq!(changes.written, vec![at("a/b/config.yaml")]);
+        assert_eq!(std::fs::read(at("a/b/config.yaml")).unwrap(), b"x: 2\n");
+        let leftovers: Vec<String> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.contains(".kubeup-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+    let logs = captured_logs();
+    assert!(logs.contains("files written"), "logs are captured");
+    assert!(
+        !logs.contains("kubeup-test-key-material"),
+        "key content in a log line"
+    );
+}

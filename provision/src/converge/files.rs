@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::{Changes, ConvergeError, ssh_err};
@@ -54,16 +53,8 @@ pub async fn write_files(
         .iter()
         .filter(|f| remote.get(&f.path) != Some(&hex::encode(Sha256::digest(&f.content))))
         .collect();
-    if !dry_run {
-        // Independent small files: several channels at once, not one
-        // round trip after another. (The futures are collected first: a
-        // closure inside the stream's type makes the caller's future
-        // non-`Send` for the operator's spawned reconciles.)
-        let pending: Vec<_> = stale.iter().map(|f| write_one(session, f)).collect();
-        let mut writes = futures::stream::iter(pending).buffer_unordered(WRITE_CHANNELS);
-        while let Some(r) = writes.next().await {
-            r?;
-        }
+    if !dry_run && !stale.is_empty() {
+        write_batch(session, &stale).await?;
     }
     for f in stale {
         changes.written.push(f.path.clone());
@@ -75,17 +66,59 @@ pub async fn write_files(
     Ok(changes)
 }
 
-async fn write_one(session: &Session, f: &HostFile) -> Result<(), ConvergeError> {
-    session
-        .write_file(&f.content, &f.path, f.mode, Some("root:root"))
+/// Write `files` in one round trip: a script on stdin (never on a command
+/// line: contents may be keys) writes each to a temp file beside it, checks
+/// its sha256 (a script cut short never commits a truncated file), sets
+/// mode and owner and renames it into place, so a reader sees the old file
+/// or the new one, never a part.
+async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), ConvergeError> {
+    use base64::Engine;
+    let mut script = String::from(
+        "set -eu\n\
+         w() {\n\
+         \x20 d=$(dirname -- \"$1\"); mkdir -p -- \"$d\"\n\
+         \x20 t=$(mktemp -- \"$d/.$(basename -- \"$1\").kubeup-XXXXXX\")\n\
+         \x20 trap 'rm -f -- \"$t\"' EXIT\n\
+         \x20 base64 -d > \"$t\"\n\
+         \x20 echo \"$3  $t\" | sha256sum -c --quiet --status || { echo \"$1: content damaged in transit\" >&2; exit 3; }\n\
+         \x20 chmod -- \"$2\" \"$t\"; chown -- root:root \"$t\"; mv -f -- \"$t\" \"$1\"\n\
+         \x20 trap - EXIT\n\
+         }\n",
+    );
+    for f in files {
+        if !f.path.starts_with('/') || f.path.ends_with('/') {
+            return Err(ConvergeError::Host {
+                host: session.host().to_owned(),
+                step: "write files",
+                message: format!("{}: not an absolute file path", f.path),
+            });
+        }
+        let path = quote(&f.path).map_err(ssh_err(session.host(), "write files"))?;
+        let sum = hex::encode(Sha256::digest(&f.content));
+        let data = base64::engine::general_purpose::STANDARD.encode(&f.content);
+        script.push_str(&format!("w {path} {:o} {sum} <<'KUBEUP_EOF'\n", f.mode));
+        // base64 lines never spell the delimiter.
+        for line in data.as_bytes().chunks(76) {
+            script.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            script.push('\n');
+        }
+        script.push_str("KUBEUP_EOF\n");
+    }
+    script.push_str("echo done\n");
+    let out = session
+        .run(&Command::new("sh").arg("-s").stdin(script).privileged())
         .await
-        .map(|_| ())
-        .map_err(ssh_err(session.host(), "write files"))
+        .map_err(ssh_err(session.host(), "write files"))?;
+    if out.stdout_str().trim() != "done" {
+        return Err(ConvergeError::Host {
+            host: session.host().to_owned(),
+            step: "write files",
+            message: format!("writing {} files ended early", files.len()),
+        });
+    }
+    tracing::info!(host = %session.host(), files = files.len(), "files written");
+    Ok(())
 }
-
-/// Files written at once: each an SSH channel of the one connection, well
-/// under OpenSSH's default MaxSessions (10).
-const WRITE_CHANNELS: usize = 6;
 
 /// Keep the list of every path kubeup put on the host: `reset` removes
 /// exactly these (plus the data directories), nothing else.
