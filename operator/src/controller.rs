@@ -48,6 +48,9 @@ async fn reconcile_inner(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Actio
     let span = info_span!("reconcile", workerjoin = %format!("{ns}/{}", wj.name_any()), host = %wj.spec.address);
     async move {
         let api: Api<WorkerJoin> = Api::namespaced(ctx.client.clone(), &ns);
+        if wj.metadata.deletion_timestamp.is_some() && !still_there(&api, &wj).await? {
+            return Ok(Action::await_change());
+        }
         finalizer(&api, FINALIZER, wj, |event| async {
             match event {
                 FinalizerEvent::Apply(wj) => apply(wj, ctx.clone()).await,
@@ -63,6 +66,24 @@ async fn reconcile_inner(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Actio
     }
     .instrument(span)
     .await
+}
+
+/// Whether the WorkerJoin being deleted, as the cache shows it, is still
+/// the one in the API. The cache can lag behind our own finalizer removal:
+/// the object is then gone, or made again under the same name (a re-apply,
+/// GitOps), and cleaning up again would reset a host that a new WorkerJoin
+/// may already be joining.
+pub async fn still_there(api: &Api<WorkerJoin>, cached: &WorkerJoin) -> Result<bool> {
+    let name = cached.name_any();
+    let fresh = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("read WorkerJoin {name}")))?;
+    let same = fresh.as_ref().is_some_and(|f| f.uid() == cached.uid());
+    if !same {
+        tracing::info!(workerjoin = %name, "already deleted; nothing to clean up");
+    }
+    Ok(same)
 }
 
 /// Errors that escaped `apply`/`cleanup` (status could not be written, the

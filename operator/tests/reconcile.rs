@@ -245,6 +245,34 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         }
     })
     .await;
+
+    // 6. A deletion seen from a cache that lags: the old object is gone and
+    // one of the same name was made again. Only the object in the API counts
+    // (cleaning up for the old one would reset the new one's host).
+    let first = wjs
+        .create(&PostParams::default(), &workerjoin("c-again", sshd.port()))
+        .await
+        .unwrap();
+    assert!(controller::still_there(&wjs, &first).await.unwrap());
+    wjs.delete("c-again", &Default::default()).await.unwrap();
+    common::eventually("c-again gone", Duration::from_secs(60), || {
+        let wjs = wjs.clone();
+        async move {
+            match wjs.get_opt("c-again").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(!controller::still_there(&wjs, &first).await.unwrap());
+    let second = wjs
+        .create(&PostParams::default(), &workerjoin("c-again", sshd.port()))
+        .await
+        .unwrap();
+    assert!(!controller::still_there(&wjs, &first).await.unwrap());
+    assert!(controller::still_there(&wjs, &second).await.unwrap());
+
     operator.abort();
     drop(kcm);
 }
