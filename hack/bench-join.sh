@@ -76,6 +76,16 @@ operator_off() {
 operator_on() {
   kubectl -n kubeup-system scale deployment/kubeup-operator --replicas="$replicas" >/dev/null
   kubectl -n kubeup-system rollout status deployment/kubeup-operator --timeout=180s >/dev/null
+  # Running is not leading: wait until a running pod holds the Lease.
+  local pods holder
+  for _ in $(seq 1 300); do
+    pods=$(kubectl -n kubeup-system get pod -l app.kubernetes.io/name=kubeup-operator \
+      --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}')
+    holder=$(kubectl -n kubeup-system get lease kubeup-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+    [[ -n $holder && " $pods " == *" $holder "* ]] && return 0
+    sleep 0.1
+  done
+  echo "no operator took the Lease" >&2; return 1
 }
 operator_off
 raws=()
