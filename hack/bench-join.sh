@@ -32,16 +32,23 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
 address() { python3 -c 'import sys,yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d.get("kind")=="WorkerJoin": print(d["spec"]["address"])' "$1"; }
+# Wait until Node $1 exists and is Ready: watches (kubectl wait), so the
+# moment is seen as it happens, the same way for joins and raw bounds.
+node_ready() {
+  kubectl wait --for=create "node/$1" --timeout=120s >/dev/null &&
+    kubectl wait --for=condition=Ready "node/$1" --timeout=120s >/dev/null
+}
 # Wait until the Node of WorkerJoin $1 is Ready; print the Node name.
 wait_ready() {
   local wj=$1 node=""
-  for _ in $(seq 1 1200); do
+  for _ in $(seq 1 600); do
     node=$(kubectl -n kubeup-system get workerjoin "$wj" -o jsonpath='{.status.nodeName}' 2>/dev/null || true)
-    if [[ -n $node ]] && [[ $(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; then
-      echo "$node"; return 0
-    fi
-    sleep 0.1
+    [[ -n $node ]] && break
+    sleep 0.05
   done
+  if [[ -n $node ]] && node_ready "$node"; then
+    echo "$node"; return 0
+  fi
   echo "timed out waiting for WorkerJoin $wj" >&2
   kubectl -n kubeup-system get workerjoin "$wj" -o yaml >&2
   return 1
@@ -93,7 +100,7 @@ for _ in 1 2 3; do
   ssh_w1 systemctl stop kubelet
   kubectl delete node "$node1" --wait=true >/dev/null
   t0=$(now); ssh_w1 systemctl start kubelet
-  until [[ $(kubectl get node "$node1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do sleep 0.05; done
+  node_ready "$node1"
   t1=$(now); raws+=("$(echo "$t1 - $t0" | bc)")
 done
 raw=$(printf '%s\n' "${raws[@]}" | sort -n | sed -n 2p)
@@ -153,9 +160,7 @@ if ((${#rest[@]} > 0)); then
   t0=$(now)
   for f in "${rest[@]}"; do ssh_to "$(address "$f")" systemctl start kubelet & done
   wait
-  for n in "${rest_nodes[@]}"; do
-    until [[ $(kubectl get node "$n" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do sleep 0.05; done
-  done
+  for n in "${rest_nodes[@]}"; do node_ready "$n"; done
   t1=$(now)
   raw_many=$(echo "$t1 - $t0" | bc)
   operator_on
