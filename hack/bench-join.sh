@@ -38,7 +38,7 @@ node_ready() {
   kubectl wait --for=create "node/$1" --timeout=120s >/dev/null &&
     kubectl wait --for=condition=Ready "node/$1" --timeout=120s >/dev/null
 }
-# Wait until the Node of WorkerJoin $1 is Ready; print the Node name.
+# Wait until the Node of WorkerJoin $1 is Ready.
 wait_ready() {
   local wj=$1 node=""
   for _ in $(seq 1 600); do
@@ -46,12 +46,20 @@ wait_ready() {
     [[ -n $node ]] && break
     sleep 0.05
   done
-  if [[ -n $node ]] && node_ready "$node"; then
-    echo "$node"; return 0
-  fi
+  if [[ -n $node ]] && node_ready "$node"; then return 0; fi
   echo "timed out waiting for WorkerJoin $wj" >&2
   kubectl -n kubeup-system get workerjoin "$wj" -o yaml >&2
   return 1
+}
+
+# Seconds from applying the worker files "$@" to every one's Node Ready.
+join_time() {
+  local t0 t1 f
+  t0=$(now)
+  for f in "$@"; do kubectl apply -f "$f" >/dev/null; done
+  for f in "$@"; do wait_ready "$(wj_name "$f")"; done
+  t1=$(now)
+  echo "$t1 - $t0" | bc
 }
 
 # The operator running (its pod starts right after `up`).
@@ -60,9 +68,8 @@ kubectl -n kubeup-system wait deployment/kubeup-operator --for=condition=Availab
 # 1. One join (1 Node in the cluster: the controller).
 first=${files[0]}
 w1=$(wj_name "$first")
-t0=$(now); kubectl apply -f "$first" >/dev/null
-node1=$(wait_ready "$w1"); t1=$(now)
-one=$(echo "$t1 - $t0" | bc)
+one=$(join_time "$first")
+node1=$(kubectl -n kubeup-system get workerjoin "$w1" -o jsonpath='{.status.nodeName}')
 
 # 2. The raw lower bound on the same host: binaries, configs and
 #    certificates in place; stop the kubelet, delete the Node, start the
@@ -120,18 +127,12 @@ seed_again() {
   ssh_to "$addr" 'mkdir -p /opt/kubeup && rm -rf /opt/kubeup/bundle && mv /root/seeded-bundle /opt/kubeup/bundle'
 }
 seed_again "$first"
-t0=$(now); kubectl apply -f "$first" >/dev/null
-wait_ready "$w1" >/dev/null; t1=$(now)
-seeded=$(echo "$t1 - $t0" | bc)
+seeded=$(join_time "$first")
 
 # 3. Three more workers at once (each a fresh host).
 rest=("${files[@]:1:3}")
 if ((${#rest[@]} > 0)); then
-  t0=$(now)
-  for f in "${rest[@]}"; do kubectl apply -f "$f" >/dev/null; done
-  for f in "${rest[@]}"; do wait_ready "$(wj_name "$f")" >/dev/null; done
-  t1=$(now)
-  many=$(echo "$t1 - $t0" | bc)
+  many=$(join_time "${rest[@]}")
 fi
 
 # 3b. Those three again at once, pre-seeded as in 2b: the operator's own
@@ -139,11 +140,7 @@ fi
 if ((${#rest[@]} > 0)); then
   for f in "${rest[@]}"; do seed_again "$f" & done
   wait
-  t0=$(now)
-  for f in "${rest[@]}"; do kubectl apply -f "$f" >/dev/null; done
-  for f in "${rest[@]}"; do wait_ready "$(wj_name "$f")" >/dev/null; done
-  t1=$(now)
-  many_seeded=$(echo "$t1 - $t0" | bc)
+  many_seeded=$(join_time "${rest[@]}")
 fi
 
 # 3c. The machine's own share of that: the raw lower bound of 2, on those
@@ -170,9 +167,7 @@ fi
 if ((${#files[@]} > 4)); then
   last=${files[4]}
   existing=$(kubectl get nodes --no-headers | wc -l)
-  t0=$(now); kubectl apply -f "$last" >/dev/null
-  wait_ready "$(wj_name "$last")" >/dev/null; t1=$(now)
-  later=$(echo "$t1 - $t0" | bc)
+  later=$(join_time "$last")
 fi
 
 # 5. The operator with 100 WorkerJoins that back off (SSH ports on the first

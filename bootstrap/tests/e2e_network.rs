@@ -111,14 +111,7 @@ fn step_logs_over_verified_kubelet_tls(c: &Cluster) {
     c.kubectl_ok(&["-n", "kube-system", "logs", &coredns]);
     // The operator runs on the controller (its bundle is a hostPath there).
     let operator = c.jsonpath(
-        &[
-            "-n",
-            "kubeup-system",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=kubeup-operator",
-        ],
+        &OPERATOR_PODS,
         "{.items[0].metadata.name} {.items[0].spec.nodeName}",
     );
     let (pod, node) = operator.split_once(' ').unwrap();

@@ -181,16 +181,16 @@ fn step_link_cut_mid_join_then_heal_completes(c: &Cluster) {
 }
 
 fn operator_pods(c: &Cluster) -> Vec<String> {
-    c.kubectl_ok(&[
-        "-n",
-        NS,
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=kubeup-operator",
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
-    ])
+    c.kubectl_ok(
+        &[
+            &OPERATOR_PODS[..],
+            &[
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+            ],
+        ]
+        .concat(),
+    )
     .lines()
     .map(str::to_string)
     .collect()

@@ -157,18 +157,12 @@ pub async fn connect(
     {
         store
             .insert_openssh(&target.address, target.port, k)
-            .map_err(|source| Error::Ssh {
-                host: host.clone().into(),
-                source,
-            })?;
+            .map_err(Error::ssh(host.clone()))?;
     }
     let store = Arc::new(store);
     let session = Session::connect(&target, store.clone(), opts)
         .await
-        .map_err(|source| Error::Ssh {
-            host: host.clone().into(),
-            source,
-        })?;
+        .map_err(Error::ssh(host.clone()))?;
     let fingerprint = session.host_key_fingerprint().await;
     let recorded_key = match wj.spec.host_key.policy {
         HostKeyPolicy::AcceptNew => store.recorded(&target.address, target.port),

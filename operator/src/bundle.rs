@@ -43,8 +43,6 @@ pub fn worker_manifest(full: &BundleManifest) -> BundleManifest {
             .iter()
             .map(|cmd| (format!("bin/{cmd}"), KUBENODE.to_string()))
             .collect();
-    } else {
-        m.files.remove(&format!("bin/{KUBENODE}"));
     }
     m
 }

@@ -102,6 +102,12 @@ impl Error {
         }
     }
 
+    /// Wrap an SSH error with the host it happened on.
+    pub fn ssh(host: impl Into<Box<str>>) -> impl FnOnce(SshError) -> Error {
+        let host = host.into();
+        move |source| Error::Ssh { host, source }
+    }
+
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
         move |source| Error::Kube { action, source }

@@ -15,7 +15,7 @@ use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
 use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, certs, layout, network, worker};
 use kubeup_provision::pki;
-use kubeup_provision::ssh::{Command, Session, SshError, quote};
+use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
 
 use crate::access;
@@ -516,7 +516,7 @@ impl<'a> Runner<'a> {
         })?;
         let cert_path = format!("{}/kubeup-pending-{name}.crt", layout::KUBELET_PKI_DIR);
         write(session, cert_pem.into_bytes(), &cert_path, 0o644).await?;
-        let q = |p: &str| quote(p).map_err(ssh_err(session));
+        let q = |p: &str| quote(p).map_err(Error::ssh(session.host()));
         let (crt, key, pem) = (
             q(&cert_path)?,
             q(&pending_key(&name))?,
@@ -590,7 +590,9 @@ impl<'a> Runner<'a> {
                 converge::write_files(session, &conflist, false).await?;
                 let units = network::units(cni);
                 if !units.is_empty() {
-                    converge::ensure_units(session, units, &BTreeSet::new(), true, false).await?;
+                    // Their unit files were written and loaded in Starting:
+                    // only start what is not running.
+                    converge::ensure_units(session, units, &BTreeSet::new(), false, false).await?;
                 }
                 cni_written = true;
             }
@@ -610,7 +612,7 @@ async fn write(session: &Session, data: Vec<u8>, path: &str, mode: u32) -> Resul
         .write_file(&data, path, mode, Some("root:root"))
         .await
         .map(|_| ())
-        .map_err(ssh_err(session))
+        .map_err(Error::ssh(session.host()))
 }
 
 /// Run `push_bundle` on this thread: its future (a `join_all` over
@@ -709,20 +711,12 @@ fn pending_key(csr_name: &str) -> String {
     format!("{}/kubeup-pending-{csr_name}.key", layout::KUBELET_PKI_DIR)
 }
 
-/// Wrap an SSH error with the host it happened on.
-fn ssh_err(session: &Session) -> impl Fn(SshError) -> Error + '_ {
-    move |source| Error::Ssh {
-        host: session.host().into(),
-        source,
-    }
-}
-
 /// A privileged shell script on the host; its stdout.
 async fn shell(session: &Session, script: &str) -> Result<String> {
     let out = session
         .run(&Command::shell(script).privileged())
         .await
-        .map_err(ssh_err(session))?;
+        .map_err(Error::ssh(session.host()))?;
     Ok(out.stdout_str())
 }
 
@@ -731,7 +725,7 @@ async fn run(session: &Session, script: &str) -> Result<()> {
 }
 
 async fn remote_exists(session: &Session, path: &str) -> Result<bool> {
-    let q = quote(path).map_err(ssh_err(session))?;
+    let q = quote(path).map_err(Error::ssh(session.host()))?;
     Ok(shell(session, &format!("[ -s {q} ] && echo yes; true"))
         .await?
         .trim()
@@ -742,7 +736,7 @@ async fn remote_exists(session: &Session, path: &str) -> Result<bool> {
 /// there is none. Only that part is read: the stdout of a command may be
 /// logged, and the payload without its signature is no credential.
 async fn remote_token_payload(session: &Session, path: &str) -> Result<String> {
-    let q = quote(path).map_err(ssh_err(session))?;
+    let q = quote(path).map_err(Error::ssh(session.host()))?;
     let out = shell(session, &format!("[ -s {q} ] && cut -d. -f2 {q}; true")).await?;
     Ok(out.trim().to_string())
 }

@@ -37,13 +37,6 @@ pub fn parse(text: &str) -> BTreeSet<Unit> {
         .collect()
 }
 
-fn ssh_err(session: &Session) -> impl FnOnce(kubeup_provision::ssh::SshError) -> Error + '_ {
-    move |source| Error::Ssh {
-        host: session.host().into(),
-        source,
-    }
-}
-
 /// Remember `units` on the host (adding to what is there).
 pub async fn record(session: &Session, units: &BTreeSet<Unit>) -> Result<()> {
     if units.is_empty() {
@@ -55,7 +48,7 @@ pub async fn record(session: &Session, units: &BTreeSet<Unit>) -> Result<()> {
         .write_file(render(&all).as_bytes(), PENDING, 0o644, Some("root:root"))
         .await
         .map(|_| ())
-        .map_err(ssh_err(session))
+        .map_err(Error::ssh(session.host()))
 }
 
 /// What is owed (the file stays until [`clear`]).
@@ -63,7 +56,7 @@ pub async fn take(session: &Session) -> Result<BTreeSet<Unit>> {
     let out = session
         .run(&Command::shell(format!("cat {PENDING} 2>/dev/null; true")).privileged())
         .await
-        .map_err(ssh_err(session))?;
+        .map_err(Error::ssh(session.host()))?;
     Ok(parse(&out.stdout_str()))
 }
 
@@ -73,7 +66,7 @@ pub async fn clear(session: &Session) -> Result<()> {
         .run(&Command::shell(format!("rm -f {PENDING}")).privileged())
         .await
         .map(|_| ())
-        .map_err(ssh_err(session))
+        .map_err(Error::ssh(session.host()))
 }
 
 #[cfg(test)]

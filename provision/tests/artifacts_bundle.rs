@@ -117,12 +117,17 @@ fn every_binary_prints_its_version() {
     }
 }
 
+/// What a multi-call binary run without a component prints (it must fail).
+fn usage(binary: &Path) -> String {
+    let out = Command::new(binary).output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn multi_call_binary_names_its_components() {
     let (dir, _) = bundle();
-    let out = Command::new(dir.join("bin/hyperkube")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let text = usage(&dir.join("bin/hyperkube"));
     assert!(
         text.contains("kubelet") && text.contains("kube-apiserver"),
         "{text}"
@@ -136,9 +141,7 @@ fn multi_call_binary_names_its_components() {
 #[test]
 fn kubenode_is_the_node_half_and_much_smaller() {
     let (dir, manifest) = bundle();
-    let out = Command::new(dir.join("bin/kubenode")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let text = usage(&dir.join("bin/kubenode"));
     assert!(
         text.contains("usage: kubenode") && text.contains("kubelet") && text.contains("kube-proxy"),
         "{text}"

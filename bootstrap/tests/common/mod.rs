@@ -154,21 +154,20 @@ pub fn sandbox_up(dir: &str, hosts: u32) {
     }
 }
 
+/// `kubectl` arguments that get the operator's pods.
+pub const OPERATOR_PODS: [&str; 6] = [
+    "-n",
+    "kubeup-system",
+    "get",
+    "pods",
+    "-l",
+    "app.kubernetes.io/name=kubeup-operator",
+];
+
 /// Wait until the operator's pod runs in the cluster of `dir`.
 pub fn wait_for_operator(dir: &Path, timeout_s: u64) {
     wait_for("the operator pod to run", timeout_s, || {
-        let o = kubectl(
-            dir,
-            &[
-                "-n",
-                "kubeup-system",
-                "get",
-                "pods",
-                "-l",
-                "app.kubernetes.io/name=kubeup-operator",
-                "--no-headers",
-            ],
-        );
+        let o = kubectl(dir, &[&OPERATOR_PODS[..], &["--no-headers"]].concat());
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         out.contains("Running").then_some(())
     });

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Changes, ConvergeError, ssh_err};
 use crate::hostplan::{HostFile, Unit, layout};
-use crate::ssh::{Command, Session, quote};
+use crate::ssh::{Command, Session, check_remote_path, quote};
 
 /// sha256 of each existing path on the host (absent paths are missing from
 /// the map), in one round trip.
@@ -86,13 +86,7 @@ async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), Conve
          }\n",
     );
     for f in files {
-        if !f.path.starts_with('/') || f.path.ends_with('/') {
-            return Err(ConvergeError::Host {
-                host: session.host().to_owned(),
-                step: "write files",
-                message: format!("{}: not an absolute file path", f.path),
-            });
-        }
+        check_remote_path(&f.path).map_err(ssh_err(session.host(), "write files"))?;
         let path = quote(&f.path).map_err(ssh_err(session.host(), "write files"))?;
         let sum = hex::encode(Sha256::digest(&f.content));
         let data = base64::engine::general_purpose::STANDARD.encode(&f.content);

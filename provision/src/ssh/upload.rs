@@ -102,7 +102,8 @@ impl RemoteState {
     }
 }
 
-fn check_remote_path(remote: &str) -> Result<()> {
+/// A remote path kubeup writes must name a file by its absolute path.
+pub fn check_remote_path(remote: &str) -> Result<()> {
     if !remote.starts_with('/') || remote.ends_with('/') || remote.contains('\0') {
         return Err(SshError::InvalidArgument {
             reason: format!("remote path {remote:?} must be an absolute file path"),
