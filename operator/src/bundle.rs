@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kubeup_provision::artifacts::{self, BundleFile, BundleManifest};
+use kubeup_provision::artifacts::{self, BundleFile, BundleManifest, CompressedCache};
 
 use crate::error::{Error, Result};
 
@@ -55,6 +55,7 @@ pub type Bundle = Arc<(PathBuf, BundleManifest)>;
 pub struct Bundles {
     root: PathBuf,
     cache: Arc<Mutex<HashMap<String, Bundle>>>,
+    compressed: Option<CompressedCache>,
 }
 
 impl Bundles {
@@ -62,7 +63,52 @@ impl Bundles {
         Self {
             root: root.into(),
             cache: Arc::default(),
+            compressed: None,
         }
+    }
+
+    /// Send files compressed (to hosts with zstd), from copies kept here.
+    pub fn with_compressed(mut self, cache: CompressedCache) -> Self {
+        self.compressed = Some(cache);
+        self
+    }
+
+    pub fn compressed(&self) -> Option<&CompressedCache> {
+        self.compressed.as_ref()
+    }
+
+    /// Make the compressed copies of every worker file of every bundle
+    /// under the root now, one file at a time (a single core), so the first
+    /// join does not wait for them. Failures are left for the join to meet.
+    pub async fn prewarm(&self) {
+        let Some(compressed) = &self.compressed else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let versions: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut made = 0;
+        for version in versions {
+            let Ok(bundle) = self.get(&version).await else {
+                continue;
+            };
+            let (dir, manifest) = (&bundle.0, &bundle.1);
+            for (name, file) in &manifest.files {
+                if CompressedCache::worth_it(file)
+                    && compressed.get(&dir.join(name), file).await.is_ok()
+                {
+                    made += 1;
+                }
+            }
+        }
+        tracing::info!(files = made, elapsed = ?started.elapsed(), "compressed copies for transfer ready");
     }
 
     /// The worker's view of the bundle for `version`.

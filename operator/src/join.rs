@@ -252,12 +252,13 @@ impl<'a> Runner<'a> {
 
         let bundle = self.ctx.bundles.get(&version).await?;
         let (bundle_dir, manifest) = (&bundle.0, &bundle.1);
+        let compressed = self.ctx.bundles.compressed();
         let input = node_input(&cluster, &self.wj.spec, &node_name, manifest);
         let cluster_name = cluster.name_any();
 
         if dry_run {
             let mut planned = vec![];
-            let c = push_bundle_blocking(session, bundle_dir, manifest, true)?;
+            let c = push_bundle_blocking(session, bundle_dir, manifest, compressed, true)?;
             planned.extend(c.uploaded.iter().map(|p| format!("upload {p}")));
             let files = worker::worker_files(&input, &cluster_name);
             let c = converge::write_files(session, &files, true).await?;
@@ -292,7 +293,9 @@ impl<'a> Runner<'a> {
         // ---- Installing
         if runs(Phase::Installing, from) {
             self.enter(Phase::Installing).await?;
-            changes.merge(push_bundle_blocking(session, bundle_dir, manifest, false)?);
+            changes.merge(push_bundle_blocking(
+                session, bundle_dir, manifest, compressed, false,
+            )?);
             // Owed restarts survive an operator restart before Starting.
             pending::record(session, &changes.restart).await?;
             tracing::info!(uploaded = changes.uploaded.len(), "artifacts in place");
@@ -622,11 +625,13 @@ fn push_bundle_blocking(
     session: &Session,
     dir: &std::path::Path,
     manifest: &kubeup_provision::artifacts::BundleManifest,
+    compressed: Option<&kubeup_provision::artifacts::CompressedCache>,
     dry_run: bool,
 ) -> Result<Changes> {
     tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current()
-            .block_on(converge::push_bundle(session, dir, manifest, dry_run))
+        tokio::runtime::Handle::current().block_on(converge::push_bundle(
+            session, dir, manifest, compressed, dry_run,
+        ))
     })
     .map_err(Error::from)
 }

@@ -11,6 +11,7 @@ use clap::Parser;
 use kubeup_operator::bundle::Bundles;
 use kubeup_operator::context::Settings;
 use kubeup_operator::{controller, http, lease};
+use kubeup_provision::artifacts::CompressedCache;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -30,6 +31,14 @@ struct Args {
     /// hostPath of the controller's /opt/kubeup/bundle).
     #[arg(long, env = "KUBEUP_BUNDLE_ROOT", default_value = "/opt/kubeup/bundle")]
     bundle_root: std::path::PathBuf,
+    /// Where compressed copies of bundle files are kept for transfer (an
+    /// emptyDir); empty: send files as they are.
+    #[arg(
+        long,
+        env = "KUBEUP_TRANSFER_CACHE",
+        default_value = "/var/cache/kubeup"
+    )]
+    transfer_cache: std::path::PathBuf,
     /// The operator's namespace (where it reads kube-root-ca.crt).
     #[arg(long, env = "POD_NAMESPACE", default_value = "kubeup-system")]
     namespace: String,
@@ -98,6 +107,13 @@ async fn main() -> anyhow::Result<()> {
         concurrency = args.concurrency,
         "kubeup-operator starting"
     );
+    let mut bundles = Bundles::new(args.bundle_root);
+    if !args.transfer_cache.as_os_str().is_empty() {
+        bundles = bundles.with_compressed(CompressedCache::new(args.transfer_cache));
+        // In the background (standbys too, so a failover finds them made).
+        let bundles = bundles.clone();
+        tokio::spawn(async move { bundles.prewarm().await });
+    }
     let lease = args.leader_elect.then(|| lease::LeaseSettings {
         namespace: settings.namespace.clone(),
         identity: args
@@ -119,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     }
     controller::run(
         client.clone(),
-        Bundles::new(args.bundle_root),
+        bundles,
         settings,
         args.concurrency,
         ready,

@@ -886,3 +886,199 @@ async fn converge_writes_files_in_one_round_trip_through_sudo() {
         "key content in a log line"
     );
 }
+
+/// Bytes that compress like a binary does (repeated structure, not noise).
+fn compressible(size: usize) -> Vec<u8> {
+    (0..size as u32)
+        .map(|i| ((i / 7) % 251) as u8 ^ ((i % 13) as u8))
+        .collect()
+}
+
+#[tokio::test]
+async fn compressed_upload_through_sudo_and_a_damaged_stream() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    sudo_users();
+    let f = fixture();
+    f.sshd.authorize(PW_USER, &f.root_key.public).unwrap();
+    let mut t = f.target(PW_USER, &f.root_key);
+    t.sudo_password = Some(Secret::new(SUDO_PASSWORD));
+    let s = connect(&t).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let data = compressible(3 << 20);
+    let plain = local.path().join("blob");
+    std::fs::write(&plain, &data).unwrap();
+    let (size, sha) = kubeup_provision::artifacts::sha256_file(&plain).unwrap();
+    let file = kubeup_provision::artifacts::BundleFile {
+        version: "test".into(),
+        sha256: sha.to_string(),
+        size,
+        source: "test".into(),
+        executable: true,
+        image: None,
+        recipe: None,
+    };
+    let cache = kubeup_provision::artifacts::CompressedCache::new(local.path().join("zst"));
+    let packed = cache.get(&plain, &file).await.unwrap();
+    assert!(std::fs::metadata(&packed).unwrap().len() * 10 < size);
+
+    let remote = tempfile::tempdir().unwrap();
+    let dest = remote.path().join("bin/kubelet");
+    let dest_s = dest.to_str().unwrap();
+    let size = data.len() as u64;
+    let up =
+        |mode| s.upload_compressed(&packed, "zstd", size, &sha, dest_s, mode, Some("root:root"));
+    assert_eq!(
+        up(0o755).await.unwrap(),
+        UploadOutcome::Uploaded { bytes: size }
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let meta = std::fs::metadata(&dest).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "owned by root");
+    assert_eq!(up(0o755).await.unwrap(), UploadOutcome::Unchanged);
+    assert_eq!(up(0o700).await.unwrap(), UploadOutcome::AttributesUpdated);
+
+    // A damaged copy (one byte flipped mid-frame) fails on the host's
+    // checksum and the file already there stays as it was.
+    let mut bad = std::fs::read(&packed).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    let bad_path = local.path().join("bad.zst");
+    std::fs::write(&bad_path, bad).unwrap();
+    let old = remote.path().join("bin/containerd");
+    std::fs::write(&old, b"old binary").unwrap();
+    let err = s
+        .upload_compressed(
+            &bad_path,
+            "zstd",
+            size,
+            &sha,
+            old.to_str().unwrap(),
+            0o755,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bin/containerd"), "{err}");
+    assert_eq!(std::fs::read(&old).unwrap(), b"old binary");
+    // A host without the decoder: refused, nothing replaced.
+    let err = s
+        .upload_compressed(
+            &packed,
+            "kubeup-no-such-decoder",
+            size,
+            &sha,
+            old.to_str().unwrap(),
+            0o755,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert_eq!(std::fs::read(&old).unwrap(), b"old binary");
+    let leftovers: Vec<String> = walk(remote.path())
+        .into_iter()
+        .filter(|p| p.contains(".kubeup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A bundle of one big compressible binary and one small file, under a
+/// version name no real bundle has (push_bundle writes to
+/// /opt/kubeup/bundle/<version> on the host, here this machine).
+struct TestBundle {
+    dir: TempDir,
+    manifest: kubeup_provision::artifacts::BundleManifest,
+}
+
+impl TestBundle {
+    fn new(tag: &str) -> TestBundle {
+        use kubeup_provision::artifacts::{BundleFile, BundleManifest, sha256_file};
+        let dir = tempfile::tempdir().unwrap();
+        let version = format!("v0.0.0-kubeup-test-{tag}-{}", std::process::id());
+        let mut manifest = BundleManifest::new(version);
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        for (name, data) in [
+            ("bin/kubenode", compressible(4 << 20)),
+            ("bin/tiny", b"#!/bin/sh\necho tiny\n".to_vec()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &data).unwrap();
+            let (size, sha256) = sha256_file(&path).unwrap();
+            manifest.files.insert(
+                name.into(),
+                BundleFile {
+                    version: "test".into(),
+                    sha256: sha256.to_string(),
+                    size,
+                    source: "test".into(),
+                    executable: true,
+                    image: None,
+                    recipe: None,
+                },
+            );
+        }
+        TestBundle { dir, manifest }
+    }
+
+    fn host_dir(&self) -> std::path::PathBuf {
+        Path::new("/opt/kubeup/bundle").join(&self.manifest.kubernetes_version)
+    }
+
+    fn assert_on_host(&self) {
+        for name in self.manifest.files.keys() {
+            assert_eq!(
+                std::fs::read(self.host_dir().join(name)).unwrap(),
+                std::fs::read(self.dir.path().join(name)).unwrap(),
+                "{name}"
+            );
+        }
+    }
+}
+
+impl Drop for TestBundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.host_dir());
+    }
+}
+
+#[tokio::test]
+async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
+    use kubeup_provision::artifacts::CompressedCache;
+    use kubeup_provision::converge::push_bundle;
+
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+
+    // This machine has zstd: the big file goes as its zstd copy (made in the
+    // cache), the small one as it is.
+    let b = TestBundle::new("zstd");
+    let cache = CompressedCache::new(cache_dir.path().join("zstd"));
+    let c = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), false)
+        .await
+        .unwrap();
+    assert_eq!(c.uploaded.len(), 2, "{:?}", c.uploaded);
+    b.assert_on_host();
+    let copies: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().flatten().collect();
+    assert_eq!(copies.len(), 1, "one compressed copy: {copies:?}");
+    let again = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), false)
+        .await
+        .unwrap();
+    assert!(again.uploaded.is_empty(), "{:?}", again.uploaded);
+
+    // A host without the decoder gets plain files; no copy is made.
+    let b = TestBundle::new("plain");
+    let cache =
+        CompressedCache::new(cache_dir.path().join("none")).with_decoder("kubeup-no-such-decoder");
+    let c = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), false)
+        .await
+        .unwrap();
+    assert_eq!(c.uploaded.len(), 2, "{:?}", c.uploaded);
+    b.assert_on_host();
+    assert!(
+        !cache.dir().exists(),
+        "nothing compressed for a host without zstd"
+    );
+}

@@ -37,6 +37,8 @@ pub const PACKAGES: &[&str] = &[
     "iputils-ping",
     "netbase",
     "less",
+    // Bundle files travel zstd-compressed to hosts that have it.
+    "zstd",
 ];
 
 /// Makes each cgroup v1 hierarchy writable early in boot: nspawn mounts

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use base64::Engine;
 use kubeup_crds::cluster::ControllerHost;
-use kubeup_provision::artifacts::{self, BundleManifest, RemoteArtifacts};
+use kubeup_provision::artifacts::{self, BundleManifest, CompressedCache, RemoteArtifacts};
 use kubeup_provision::config::{self, LoadedCluster};
 use kubeup_provision::converge::CaSet;
 use kubeup_provision::hostplan::certs::{CertPlan, controller_certs};
@@ -29,6 +29,8 @@ pub struct ControllerContext {
     pub bundle_dir: PathBuf,
     pub manifest: BundleManifest,
     pub cas: CaSet,
+    /// zstd copies of the bundle's files, sent to hosts that have zstd.
+    pub compressed: CompressedCache,
 }
 
 /// The rendered plan for the controller.
@@ -55,6 +57,7 @@ impl ControllerContext {
             bundle_dir,
             manifest,
             cas,
+            compressed: CompressedCache::new(artifacts::cache_root().join("compressed")),
         })
     }
 

@@ -137,7 +137,14 @@ pub async fn converge_controller(
 
     let mut changes = Changes::default();
     let phase = progress.phase(&host, "artifacts");
-    let c = converge::push_bundle(&session, &ctx.bundle_dir, &ctx.manifest, dry_run).await?;
+    let c = converge::push_bundle(
+        &session,
+        &ctx.bundle_dir,
+        &ctx.manifest,
+        Some(&ctx.compressed),
+        dry_run,
+    )
+    .await?;
     phase.done(&format!("{} to upload", c.uploaded.len()));
     changes.merge(c);
 

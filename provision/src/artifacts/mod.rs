@@ -7,12 +7,14 @@
 //! Either way a file is trusted only after its checksum matched, so a host
 //! never gets a byte kubeup did not verify.
 
+mod compressed;
 mod digest;
 mod fetch;
 mod manifest;
 
 use std::path::PathBuf;
 
+pub use compressed::CompressedCache;
 pub use digest::{Sha256Hex, sha256_file};
 pub use fetch::{FetchError, RemoteArtifacts};
 pub use manifest::{

@@ -6,7 +6,7 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::{Changes, ConvergeError, ssh_err, stamp};
-use crate::artifacts::BundleManifest;
+use crate::artifacts::{BundleManifest, CompressedCache};
 use crate::hostplan::{Unit, layout};
 use crate::ssh::{Command, Session, quote};
 
@@ -32,27 +32,52 @@ fn units_of(name: &str) -> &'static [Unit] {
     }
 }
 
+/// The probe's first line when the host has the decompressor.
+const HAS_DECODER: &str = "#decoder";
+
+/// Whether a compressed copy saves at least a tenth of the bytes (an
+/// archive of already compressed layers would not).
+fn packed_pays(packed: &Path, size: u64) -> bool {
+    std::fs::metadata(packed).is_ok_and(|m| m.len() * 10 < size * 9)
+}
+
 /// Upload the bundle (files whose sha256 differs on the host) to
-/// `/opt/kubeup/bundle/<version>/` and recreate its symlinks.
+/// `/opt/kubeup/bundle/<version>/` and recreate its symlinks. With a
+/// `compressed` cache, files of a MiB or more go as zstd copies to hosts
+/// that have the decompressor (plain to the others).
 pub async fn push_bundle(
     session: &Session,
     bundle_dir: &Path,
     manifest: &BundleManifest,
+    compressed: Option<&CompressedCache>,
     dry_run: bool,
 ) -> Result<Changes, ConvergeError> {
     let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
-    let q_dir = quote(&host_dir).map_err(ssh_err(session.host(), "upload artifacts"))?;
+    let q = |s: &str| quote(s).map_err(ssh_err(session.host(), "upload artifacts"));
+    let q_dir = q(&host_dir)?;
     // Cheap path first: the host's stamp says its copy was fully verified
     // and no file changed since.
+    let decoder_probe = match compressed {
+        Some(c) => format!(
+            "command -v {} >/dev/null 2>&1 && echo '{HAS_DECODER}'; ",
+            q(c.decoder())?
+        ),
+        None => String::new(),
+    };
     let probe = format!(
-        "cd {q_dir} 2>/dev/null && {}; true",
+        "{decoder_probe}cd {q_dir} 2>/dev/null && {}; true",
         stamp::remote_probe(manifest)
     );
     let out = session
         .run(&Command::shell(probe).privileged())
         .await
         .map_err(ssh_err(session.host(), "upload artifacts"))?;
-    let (recorded, current) = stamp::parse_probe(manifest, &out.stdout_str());
+    let stdout = out.stdout_str();
+    let (compressed, stdout) = match stdout.strip_prefix(&format!("{HAS_DECODER}\n")) {
+        Some(rest) => (compressed, rest),
+        None => (None, &*stdout),
+    };
+    let (recorded, current) = stamp::parse_probe(manifest, stdout);
     let remote_paths: Vec<String> = manifest
         .files
         .keys()
@@ -84,10 +109,41 @@ pub async fn push_bundle(
             .iter()
             .map(|(name, file, remote_path)| async move {
                 let mode = if file.executable { 0o755 } else { 0o644 };
-                session
-                    .upload(&bundle_dir.join(name), remote_path, mode, Some("root:root"))
-                    .await
-                    .map_err(ssh_err(session.host(), "upload artifacts"))
+                let source = bundle_dir.join(name);
+                let err = ssh_err(session.host(), "upload artifacts");
+                match compressed.filter(|_| CompressedCache::worth_it(file)) {
+                    Some(cache) => {
+                        let packed = cache.get(&source, file).await.map_err(|source| {
+                            ConvergeError::Local {
+                                step: "compress artifacts for transfer",
+                                path: bundle_dir.join(name).display().to_string(),
+                                source,
+                            }
+                        })?;
+                        if !packed_pays(&packed, file.size) {
+                            return session
+                                .upload(&source, remote_path, mode, Some("root:root"))
+                                .await
+                                .map_err(err);
+                        }
+                        session
+                            .upload_compressed(
+                                &packed,
+                                cache.decoder(),
+                                file.size,
+                                &file.sha256,
+                                remote_path,
+                                mode,
+                                Some("root:root"),
+                            )
+                            .await
+                            .map_err(err)
+                    }
+                    None => session
+                        .upload(&source, remote_path, mode, Some("root:root"))
+                        .await
+                        .map_err(err),
+                }
             });
         let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOAD_CHANNELS);
         while let Some(r) = uploads.next().await {

@@ -74,6 +74,7 @@ echo "br_netfilter=$([ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo
 echo "ip_forward_writable=$([ -w /proc/sys/net/ipv4/ip_forward ] && echo yes || echo no)"
 echo "cgroup_ro=$(awk '$3 ~ /^cgroup/ && $4 ~ /(^|,)ro(,|$)/ {print $2}' /proc/mounts | tr '\n' ' ')"
 for t in systemctl iptables ip mount sed awk sha256sum; do command -v $t >/dev/null || echo "missing_tool=$t"; done
+echo "zstd=$(command -v zstd >/dev/null && echo yes || echo no)"
 echo "time=$(date +%s)"
 echo "disk_kb=$(df -Pk /var 2>/dev/null | awk 'NR==2 {print $4}')"
 echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
@@ -181,6 +182,12 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
             ),
         );
     }
+    check(
+        "zstd",
+        get("zstd") != "no",
+        false,
+        "`zstd` is missing: binaries and images are sent uncompressed (about 3x the bytes; install zstd)".into(),
+    );
     if let Ok(remote) = get("time").parse::<i64>() {
         let skew = (remote - now).abs();
         check(
@@ -275,5 +282,18 @@ mod tests {
                 .failures()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_host_without_zstd_is_a_warning_only() {
+        let r = judge("h", &format!("{GOOD}zstd=no\n"), Role::Worker, 1000);
+        assert!(r.failures().is_empty(), "{:?}", r.failures());
+        let w = r.warnings();
+        assert!(
+            w.iter().any(|c| c.name == "zstd" && c.message.contains("uncompressed")),
+            "{w:?}"
+        );
+        let with = judge("h", &format!("{GOOD}zstd=yes\n"), Role::Worker, 1000);
+        assert!(!with.warnings().iter().any(|c| c.name == "zstd"));
     }
 }

@@ -52,6 +52,24 @@ pub enum UploadOutcome {
     Unchanged,
 }
 
+/// One file's bytes on their way to the host.
+struct Transfer<'a> {
+    source: Source<'a>,
+    remote: &'a str,
+    q_remote: &'a str,
+    q_owner: Option<&'a str>,
+    mode: u32,
+    /// What the streamed bytes must hash to for the host to commit.
+    sha256: Option<&'a str>,
+    /// Bytes sent (the compressed length when `decoder` is set).
+    stream_len: u64,
+    /// Quoted decompressor the host pipes the stream through.
+    decoder: Option<&'a str>,
+    /// Bytes the host's file must have in the end.
+    size: u64,
+    local_name: &'a str,
+}
+
 enum Source<'a> {
     File(PathBuf),
     Bytes(&'a [u8]),
@@ -203,23 +221,12 @@ impl Session {
                 Source::Bytes(b) => Ok(Some((hex::encode(Sha256::digest(b)), size))),
             }
         };
-        let state_cmd = Command::shell(format!(
-            "f={q_remote}; if [ ! -f \"$f\" ]; then echo absent; \
-             elif [ \"$(stat -c %s -- \"$f\")\" != {size} ]; then echo size-differs; \
-             else {{ {REMOTE_SHA256} < \"$f\"; }} | cut -c1-64 && \
-             stat -c '%a %u %g %U %G' -- \"$f\"; fi"
-        ))
-        .privileged();
         let remote_state = async {
-            let out = self.output(&state_cmd).await;
-            let state = match &out {
-                Ok(o) if o.success() => RemoteState::parse(&o.stdout_str()),
-                _ => None,
-            };
-            if state.is_none() {
+            let state = self.remote_state(&q_remote, size).await;
+            if !matches!(state, Ok(Some(_))) {
                 cancel.store(true, Ordering::Relaxed);
             }
-            out.map(|_| state)
+            state
         };
         let (local, state) = tokio::join!(local_hash, remote_state);
         let local = local.map_err(local_err)?;
@@ -229,52 +236,146 @@ impl Session {
             && *hashed == size
             && state.sha256 == *sha256
         {
-            if state.attributes_match(mode, owner) {
-                tracing::debug!(host = %self.host(), path = remote, "unchanged");
-                return Ok(UploadOutcome::Unchanged);
-            }
-            let mut script = format!("chmod -- {mode:o} {q_remote}");
-            if let Some(o) = &q_owner {
-                script.push_str(&format!(" && chown -- {o} {q_remote}"));
-            }
-            self.run(&Command::shell(script).privileged()).await?;
-            tracing::info!(host = %self.host(), path = remote, mode = %format!("{mode:o}"), owner, "attributes updated");
-            return Ok(UploadOutcome::AttributesUpdated);
+            return self
+                .settle_attributes(state, remote, &q_remote, mode, owner, q_owner.as_deref())
+                .await;
         }
         // What the streamed bytes must match for the host to commit: the
         // hash the skip check used, or (none made) the size seen above.
         let expected = local.map(|(sha256, _)| sha256);
 
         let started = Instant::now();
-        self.send(
+        self.send(Transfer {
             source,
             remote,
-            &q_remote,
-            q_owner.as_deref(),
+            q_remote: &q_remote,
+            q_owner: q_owner.as_deref(),
             mode,
-            expected.as_deref(),
+            sha256: expected.as_deref(),
+            stream_len: size,
+            decoder: None,
             size,
-            &local_name,
-        )
+            local_name: &local_name,
+        })
         .await?;
         tracing::info!(host = %self.host(), path = remote, bytes = size, elapsed = ?started.elapsed(), "uploaded");
         Ok(UploadOutcome::Uploaded { bytes: size })
     }
 
+    /// Upload a bundle file from its zstd copy (see
+    /// [`crate::artifacts::CompressedCache`]): the host decompresses the
+    /// stream with `decoder` (which must be there) straight into the temp
+    /// file, whose size must then be `size`; zstd's frame checksum covers
+    /// the content. Skipped, like [`Session::upload`], when the host's copy
+    /// already has `sha256`.
     #[allow(clippy::too_many_arguments)]
-    async fn send(
+    pub async fn upload_compressed(
         &self,
-        source: Source<'_>,
+        compressed: &Path,
+        decoder: &str,
+        size: u64,
+        sha256: &str,
+        remote: &str,
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<UploadOutcome> {
+        check_remote_path(remote)?;
+        let q_remote = quote(remote)?;
+        let q_owner = owner.map(quote).transpose()?;
+        let q_decoder = quote(decoder)?;
+        if let Some(state) = self.remote_state(&q_remote, size).await?
+            && state.sha256 == sha256
+        {
+            return self
+                .settle_attributes(&state, remote, &q_remote, mode, owner, q_owner.as_deref())
+                .await;
+        }
+        let local_name = compressed.display().to_string();
+        let stream_len = std::fs::metadata(compressed)
+            .map_err(|source| SshError::LocalIo {
+                path: local_name.clone(),
+                source,
+            })?
+            .len();
+        let started = Instant::now();
+        self.send(Transfer {
+            source: Source::File(compressed.to_owned()),
+            remote,
+            q_remote: &q_remote,
+            q_owner: q_owner.as_deref(),
+            mode,
+            sha256: None,
+            stream_len,
+            decoder: Some(&q_decoder),
+            size,
+            local_name: &local_name,
+        })
+        .await?;
+        tracing::info!(host = %self.host(), path = remote, bytes = size, sent = stream_len, elapsed = ?started.elapsed(), "uploaded compressed");
+        Ok(UploadOutcome::Uploaded { bytes: size })
+    }
+
+    /// The host's copy of `q_remote` when it has one of `size` bytes (its
+    /// sha256, mode and owner); `None` when absent or of another size.
+    async fn remote_state(&self, q_remote: &str, size: u64) -> Result<Option<RemoteState>> {
+        let state_cmd = Command::shell(format!(
+            "f={q_remote}; if [ ! -f \"$f\" ]; then echo absent; \
+             elif [ \"$(stat -c %s -- \"$f\")\" != {size} ]; then echo size-differs; \
+             else {{ {REMOTE_SHA256} < \"$f\"; }} | cut -c1-64 && \
+             stat -c '%a %u %g %U %G' -- \"$f\"; fi"
+        ))
+        .privileged();
+        let out = self.output(&state_cmd).await?;
+        Ok(if out.success() {
+            RemoteState::parse(&out.stdout_str())
+        } else {
+            None
+        })
+    }
+
+    /// Same content on the host: correct mode and owner where they differ.
+    async fn settle_attributes(
+        &self,
+        state: &RemoteState,
         remote: &str,
         q_remote: &str,
-        q_owner: Option<&str>,
         mode: u32,
-        sha256: Option<&str>,
-        size: u64,
-        local_name: &str,
-    ) -> Result<()> {
+        owner: Option<&str>,
+        q_owner: Option<&str>,
+    ) -> Result<UploadOutcome> {
+        if state.attributes_match(mode, owner) {
+            tracing::debug!(host = %self.host(), path = remote, "unchanged");
+            return Ok(UploadOutcome::Unchanged);
+        }
+        let mut script = format!("chmod -- {mode:o} {q_remote}");
+        if let Some(o) = q_owner {
+            script.push_str(&format!(" && chown -- {o} {q_remote}"));
+        }
+        self.run(&Command::shell(script).privileged()).await?;
+        tracing::info!(host = %self.host(), path = remote, mode = %format!("{mode:o}"), owner, "attributes updated");
+        Ok(UploadOutcome::AttributesUpdated)
+    }
+
+    async fn send(&self, t: Transfer<'_>) -> Result<()> {
+        let Transfer {
+            source,
+            remote,
+            q_remote,
+            q_owner,
+            mode,
+            sha256,
+            stream_len,
+            decoder,
+            size,
+            local_name,
+        } = t;
         let chown = q_owner
             .map(|o| format!("chown -- {o} \"$tmp\"\n"))
+            .unwrap_or_default();
+        // A decoder fails on a cut or damaged stream, and `set -e` stops
+        // the script there (the pipeline's status is the decoder's).
+        let decode = decoder
+            .map(|d| format!(" | {d} -d -c -q"))
             .unwrap_or_default();
         // Stale temp files of uploads killed hard (SIGKILL: no trap) are
         // swept when older than an hour.
@@ -286,7 +387,7 @@ impl Session {
              find \"$d\" -maxdepth 1 -name \".$b.kubeup-*\" -mmin +60 -delete 2>/dev/null || true\n\
              tmp=$(mktemp -- \"$d/.$b.kubeup-XXXXXX\")\n\
              trap 'rm -f -- \"$tmp\"' EXIT\n\
-             dd bs=1M iflag=fullblock,count_bytes count={size} status=none > \"$tmp\"\n\
+             dd bs=1M iflag=fullblock,count_bytes count={stream_len} status=none{decode} > \"$tmp\"\n\
              [ \"$(stat -c %s -- \"$tmp\")\" = {size} ] || {{ echo \"upload of $f interrupted\" >&2; exit 3; }}\n\
              IFS= read -r verdict || verdict=\n\
              [ \"$verdict\" = commit ] || {{ echo \"upload of $f aborted: the local file changed while it was sent\" >&2; exit 3; }}\n\
@@ -310,7 +411,7 @@ impl Session {
             Source::File(path) => {
                 tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
                     let file = std::fs::File::open(&path)?;
-                    let mut file = file.take(size);
+                    let mut file = file.take(stream_len);
                     let mut hasher = Sha256::new();
                     let mut sent = 0u64;
                     loop {
@@ -366,7 +467,7 @@ impl Session {
                         path: local_name.to_owned(),
                         source,
                     })?;
-                let unchanged = streamed.1 == size && sha256.is_none_or(|s| s == streamed.0);
+                let unchanged = streamed.1 == stream_len && sha256.is_none_or(|s| s == streamed.0);
                 let verdict: &[u8] = if unchanged { b"commit\n" } else { b"abort\n" };
                 tx.data_bytes(verdict.to_vec()).await.map_err(chan_err)?;
                 tx.eof().await.map_err(chan_err)?;
