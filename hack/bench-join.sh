@@ -52,12 +52,27 @@ wait_ready() {
   return 1
 }
 
-# Seconds from applying the worker files "$@" to every one's Node Ready.
+# Run "$@" once per remaining argument after --, all at once; fail if any
+# fails. Waits run side by side, so "all Ready" is seen when the last one
+# is, not a kubectl start-up later per earlier one.
+each_at_once() {
+  local cmd=() pids=() p rc=0
+  while [[ $1 != -- ]]; do cmd+=("$1"); shift; done
+  shift
+  for a in "$@"; do "${cmd[@]}" "$a" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+wait_ready_file() { wait_ready "$(wj_name "$1")"; }
+
+# Seconds from applying the worker files "$@" (one kubectl apply, as a
+# GitOps sync would) to every one's Node Ready.
 join_time() {
-  local t0 t1 f
+  local t0 t1 f args=()
+  for f in "$@"; do args+=(-f "$f"); done
   t0=$(now)
-  for f in "$@"; do kubectl apply -f "$f" >/dev/null; done
-  for f in "$@"; do wait_ready "$(wj_name "$f")"; done
+  kubectl apply "${args[@]}" >/dev/null
+  each_at_once wait_ready_file -- "$@"
   t1=$(now)
   echo "$t1 - $t0" | bc
 }
@@ -157,7 +172,7 @@ if ((${#rest[@]} > 0)); then
   t0=$(now)
   for f in "${rest[@]}"; do ssh_to "$(address "$f")" systemctl start kubelet & done
   wait
-  for n in "${rest_nodes[@]}"; do node_ready "$n"; done
+  each_at_once node_ready -- "${rest_nodes[@]}"
   t1=$(now)
   raw_many=$(echo "$t1 - $t0" | bc)
   operator_on

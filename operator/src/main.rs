@@ -31,8 +31,9 @@ struct Args {
     /// hostPath of the controller's /opt/kubeup/bundle).
     #[arg(long, env = "KUBEUP_BUNDLE_ROOT", default_value = "/opt/kubeup/bundle")]
     bundle_root: std::path::PathBuf,
-    /// Where compressed copies of bundle files are kept for transfer (an
-    /// emptyDir); empty: send files as they are.
+    /// Where compressed copies of bundle files are kept for transfer (a
+    /// hostPath on the controller, so they outlive the pod); empty: send
+    /// files as they are.
     #[arg(
         long,
         env = "KUBEUP_TRANSFER_CACHE",
@@ -108,7 +109,16 @@ async fn main() -> anyhow::Result<()> {
         "kubeup-operator starting"
     );
     let mut bundles = Bundles::new(args.bundle_root);
-    if !args.transfer_cache.as_os_str().is_empty() {
+    if args.transfer_cache.as_os_str().is_empty() {
+        tracing::info!("no transfer cache: bundle files are sent uncompressed");
+    } else if let Err(e) = tempfile::tempfile_in(&args.transfer_cache) {
+        tracing::warn!(
+            dir = %args.transfer_cache.display(),
+            error = %e,
+            "the transfer cache is not writable: bundle files are sent uncompressed \
+             (make the directory writable by this user, as `kubeup up` does)"
+        );
+    } else {
         bundles = bundles.with_compressed(CompressedCache::new(args.transfer_cache));
         // In the background (standbys too, so a failover finds them made).
         let bundles = bundles.clone();

@@ -220,6 +220,7 @@ pub async fn converge_controller(
     phase.done(&plan.node_name);
 
     let phase = progress.phase(&host, "cluster add-ons");
+    node::operator_dirs(&session).await?;
     let applied = addons::apply(&client, &ctx)
         .await
         .context("failed to apply the cluster add-ons")?;

@@ -10,8 +10,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kubeup_crds::cluster::Cni;
 use kubeup_provision::converge::{self, Changes};
-use kubeup_provision::hostplan::Unit;
 use kubeup_provision::hostplan::network;
+use kubeup_provision::hostplan::{Unit, layout};
 use kubeup_provision::ssh::{Command, Session};
 
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,6 +25,17 @@ pub async fn apply_sysctls(session: &Session, dry_run: bool) -> Result<()> {
             .run(&Command::shell("sysctl -q -w net.ipv4.ip_forward=1").privileged())
             .await?;
     }
+    Ok(())
+}
+
+/// The operator's own directory on the controller (its transfer cache,
+/// mounted as a hostPath), owned by the user it runs as.
+pub async fn operator_dirs(session: &Session) -> Result<()> {
+    let dir = layout::TRANSFER_CACHE;
+    let uid = layout::OPERATOR_UID;
+    session
+        .run(&Command::shell(format!("install -d -o {uid} -g {uid} -m 0700 {dir}")).privileged())
+        .await?;
     Ok(())
 }
 

@@ -290,7 +290,8 @@ mod tests {
         assert!(r.failures().is_empty(), "{:?}", r.failures());
         let w = r.warnings();
         assert!(
-            w.iter().any(|c| c.name == "zstd" && c.message.contains("uncompressed")),
+            w.iter()
+                .any(|c| c.name == "zstd" && c.message.contains("uncompressed")),
             "{w:?}"
         );
         let with = judge("h", &format!("{GOOD}zstd=yes\n"), Role::Worker, 1000);

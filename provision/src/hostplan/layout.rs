@@ -5,6 +5,11 @@
 pub const OPT: &str = "/opt/kubeup";
 /// kubeup's own state on the host (installed-file list, image markers).
 pub const STATE: &str = "/var/lib/kubeup";
+/// On the controller: the operator's zstd copies of bundle files (a
+/// hostPath, so they outlive the pod), owned by the operator's user.
+pub const TRANSFER_CACHE: &str = "/var/lib/kubeup/transfer";
+/// The user the operator runs as (the chart's `runAsUser`).
+pub const OPERATOR_UID: u32 = 65534;
 /// Every path kubeup wrote, one per line: what `reset` removes.
 pub const INSTALLED_LIST: &str = "/var/lib/kubeup/installed.list";
 pub const K8S: &str = "/etc/kubernetes";
