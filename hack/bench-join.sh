@@ -98,7 +98,19 @@ ssh_w1() { ssh_to "$(address "$first")" "$@"; }
 # The raw bound is measured with the operator stopped: it would otherwise
 # see the deleted Node, rejoin the host and start the kubelet itself.
 replicas=$(kubectl -n kubeup-system get deployment/kubeup-operator -o jsonpath='{.spec.replicas}')
+# The operator's log so far, kept when KUBEUP_BENCH_OPERATOR_LOG names a file
+# (before each stop: a deleted pod's log is gone).
+keep_operator_log() {
+  if [[ -n ${KUBEUP_BENCH_OPERATOR_LOG:-} ]]; then
+    kubectl -n kubeup-system logs deployment/kubeup-operator >> "$KUBEUP_BENCH_OPERATOR_LOG" 2>&1 || true
+  fi
+}
+[[ -n ${KUBEUP_BENCH_OPERATOR_LOG:-} ]] && : > "$KUBEUP_BENCH_OPERATOR_LOG"
+phases() {
+  kubectl -n kubeup-system get workerjoins -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,DURATIONS:.status.phaseDurations' 2>/dev/null || true
+}
 operator_off() {
+  keep_operator_log
   kubectl -n kubeup-system scale deployment/kubeup-operator --replicas=0 >/dev/null
   kubectl -n kubeup-system wait pod -l app.kubernetes.io/name=kubeup-operator --for=delete --timeout=120s >/dev/null 2>&1 || true
 }
@@ -148,6 +160,7 @@ seeded=$(join_time "$first")
 rest=("${files[@]:1:3}")
 if ((${#rest[@]} > 0)); then
   many=$(join_time "${rest[@]}")
+  many_phases=$(phases)
 fi
 
 # 3b. Those three again at once, pre-seeded as in 2b: the operator's own
@@ -259,7 +272,10 @@ printf 'operator, idle with %d joined Nodes: RSS %d MiB, CPU %.2f s per 30 s\n' 
 printf 'operator, + 100 WorkerJoins backing off (%d tried): RSS %d MiB (goal <= 50 MiB), CPU %.2f s per 30 s (%.1f%% of a core)\n' \
   "$tried" "$((busy_rss / 1024))" "$busy_cpu" "$(echo "$busy_cpu / 30 * 100" | bc -l)"
 echo "kubelet-serving CSRs: ${serving:-none}"
-if [[ -n ${KUBEUP_BENCH_OPERATOR_LOG:-} ]]; then
-  kubectl -n kubeup-system logs deployment/kubeup-operator > "$KUBEUP_BENCH_OPERATOR_LOG" 2>&1 || true
+keep_operator_log
+if [[ -n ${many_phases:-} ]]; then
+  echo "phases of the ${#rest[@]} fresh joins at once:"
+  echo "$many_phases"
 fi
-kubectl -n kubeup-system get workerjoins -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,DURATIONS:.status.phaseDurations' 2>/dev/null || true
+echo "phases of the last run of each:"
+phases

@@ -630,7 +630,7 @@ fn push_bundle_blocking(
 ) -> Result<Changes> {
     tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(converge::push_bundle(
-            session, dir, manifest, compressed, dry_run,
+            session, dir, manifest, compressed, None, dry_run,
         ))
     })
     .map_err(Error::from)

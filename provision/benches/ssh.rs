@@ -211,4 +211,87 @@ async fn bench() {
         c.as_secs_f64() * 1000.0 / n as f64,
         o.as_secs_f64() / c.as_secs_f64()
     );
+
+    compressed(&s, &sshd, &ssh_opts, remote_dir.path()).await;
+}
+
+/// A bundle binary (the worker's kubenode when the bundle is built, else a
+/// compressible stand-in) sent plain and as its zstd copy, next to the
+/// same bytes through `ssh … 'zstd -d'` (OpenSSH and the zstd CLI).
+async fn compressed(s: &Session, sshd: &Sshd, ssh_opts: &dyn Fn(&mut Proc), remote: &Path) {
+    use kubeup_provision::artifacts::{self, BundleFile, CompressedCache};
+    let work = tempfile::tempdir().unwrap();
+    let bundled = artifacts::default_bundle_dir("v1.34.10").join("bin/kubenode");
+    let local = if bundled.is_file() {
+        bundled
+    } else {
+        let p = work.path().join("stand-in");
+        let text: Vec<u8> = (0..80u32 << 20)
+            .map(|i| ((i / 7) % 251) as u8 ^ ((i % 13) as u8))
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (size, sha256) = artifacts::sha256_file(&local).unwrap();
+    let file = BundleFile {
+        version: String::new(),
+        sha256: sha256.to_string(),
+        size,
+        source: String::new(),
+        executable: true,
+        image: None,
+        recipe: None,
+    };
+    let cache = CompressedCache::new(work.path().join("zst"));
+    let started = Instant::now();
+    let packed = cache.get(&local, &file).await.unwrap();
+    let made = started.elapsed();
+    let packed_len = std::fs::metadata(&packed).unwrap().len();
+    let (mut plain, mut zst, mut cli) = (vec![], vec![], vec![]);
+    for round in 0..3 {
+        let dest = remote.join(format!("plain-{round}"));
+        let started = Instant::now();
+        s.upload(&local, dest.to_str().unwrap(), 0o755, None)
+            .await
+            .unwrap();
+        plain.push(started.elapsed());
+        let dest = remote.join(format!("zst-{round}"));
+        let started = Instant::now();
+        let src = kubeup_provision::ssh::CompressedSource {
+            path: &packed,
+            decoder: "zstd",
+            size,
+            sha256: &file.sha256,
+            keep_as: None,
+        };
+        s.upload_compressed(&src, dest.to_str().unwrap(), 0o755, None)
+            .await
+            .unwrap();
+        zst.push(started.elapsed());
+        assert_eq!(
+            artifacts::sha256_file(&dest).unwrap().1.to_string(),
+            file.sha256
+        );
+        let dest = remote.join(format!("cli-{round}"));
+        let mut cmd = Proc::new("ssh");
+        ssh_opts(&mut cmd);
+        cmd.args(["-p", &sshd.port().to_string(), "root@127.0.0.1"])
+            .arg(format!("zstd -d -c -q > {}", dest.display()))
+            .stdin(std::fs::File::open(&packed).unwrap());
+        let started = Instant::now();
+        assert!(cmd.status().unwrap().success(), "ssh zstd -d");
+        cli.push(started.elapsed());
+    }
+    let (p, z, c) = (best(&plain), best(&zst), best(&cli));
+    println!(
+        "{} ({} MiB, zstd copy {} MiB made in {:.2} s): plain {:.3} s, compressed {:.3} s ({:.2}x plain), ssh+zstd CLI {:.3} s",
+        local.file_name().unwrap().to_string_lossy(),
+        size >> 20,
+        packed_len >> 20,
+        made.as_secs_f64(),
+        p.as_secs_f64(),
+        z.as_secs_f64(),
+        z.as_secs_f64() / p.as_secs_f64(),
+        c.as_secs_f64(),
+    );
 }

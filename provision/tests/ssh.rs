@@ -925,9 +925,15 @@ async fn compressed_upload_through_sudo_and_a_damaged_stream() {
     let remote = tempfile::tempdir().unwrap();
     let dest = remote.path().join("bin/kubelet");
     let dest_s = dest.to_str().unwrap();
-    let size = data.len() as u64;
-    let up =
-        |mode| s.upload_compressed(&packed, "zstd", size, &sha, dest_s, mode, Some("root:root"));
+    let kept = remote.path().join(format!("transfer/{sha}.zst"));
+    let src = CompressedSource {
+        path: &packed,
+        decoder: "zstd",
+        size,
+        sha256: &sha,
+        keep_as: Some(kept.to_str().unwrap()),
+    };
+    let up = |mode| s.upload_compressed(&src, dest_s, mode, Some("root:root"));
     assert_eq!(
         up(0o755).await.unwrap(),
         UploadOutcome::Uploaded { bytes: size }
@@ -936,11 +942,20 @@ async fn compressed_upload_through_sudo_and_a_damaged_stream() {
     let meta = std::fs::metadata(&dest).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o755);
     assert_eq!((meta.uid(), meta.gid()), (0, 0), "owned by root");
+    // The stream is kept as sent, readable by the operator's user.
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        std::fs::read(&packed).unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
     assert_eq!(up(0o755).await.unwrap(), UploadOutcome::Unchanged);
     assert_eq!(up(0o700).await.unwrap(), UploadOutcome::AttributesUpdated);
 
     // A damaged copy (one byte flipped mid-frame) fails on the host's
-    // checksum and the file already there stays as it was.
+    // checksum: the file already there stays as it was, nothing is kept.
     let mut bad = std::fs::read(&packed).unwrap();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
@@ -948,31 +963,27 @@ async fn compressed_upload_through_sudo_and_a_damaged_stream() {
     std::fs::write(&bad_path, bad).unwrap();
     let old = remote.path().join("bin/containerd");
     std::fs::write(&old, b"old binary").unwrap();
+    let bad_kept = remote.path().join("transfer/bad.zst");
+    let bad_src = CompressedSource {
+        path: &bad_path,
+        keep_as: Some(bad_kept.to_str().unwrap()),
+        ..src
+    };
     let err = s
-        .upload_compressed(
-            &bad_path,
-            "zstd",
-            size,
-            &sha,
-            old.to_str().unwrap(),
-            0o755,
-            None,
-        )
+        .upload_compressed(&bad_src, old.to_str().unwrap(), 0o755, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("bin/containerd"), "{err}");
     assert_eq!(std::fs::read(&old).unwrap(), b"old binary");
+    assert!(!bad_kept.exists(), "a failed upload keeps no stream");
     // A host without the decoder: refused, nothing replaced.
+    let no_decoder = CompressedSource {
+        decoder: "kubeup-no-such-decoder",
+        keep_as: None,
+        ..src
+    };
     let err = s
-        .upload_compressed(
-            &packed,
-            "kubeup-no-such-decoder",
-            size,
-            &sha,
-            old.to_str().unwrap(),
-            0o755,
-            None,
-        )
+        .upload_compressed(&no_decoder, old.to_str().unwrap(), 0o755, None)
         .await
         .unwrap_err();
     assert!(!err.to_string().is_empty());
@@ -1053,17 +1064,43 @@ async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
     let cache_dir = tempfile::tempdir().unwrap();
 
     // This machine has zstd: the big file goes as its zstd copy (made in the
-    // cache), the small one as it is.
+    // cache), the small one as it is; the host keeps the stream (as the
+    // controller does for the operator).
     let b = TestBundle::new("zstd");
     let cache = CompressedCache::new(cache_dir.path().join("zstd"));
-    let c = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), false)
-        .await
-        .unwrap();
+    let host_keeps = tempfile::tempdir().unwrap();
+    let keep_in = host_keeps.path().to_str().unwrap();
+    let c = push_bundle(
+        &s,
+        b.dir.path(),
+        &b.manifest,
+        Some(&cache),
+        Some(keep_in),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(c.uploaded.len(), 2, "{:?}", c.uploaded);
     b.assert_on_host();
     let copies: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().flatten().collect();
     assert_eq!(copies.len(), 1, "one compressed copy: {copies:?}");
-    let again = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), false)
+    // What the host kept is what a cache there (the operator's) then uses
+    // instead of compressing again.
+    let big = &b.manifest.files["bin/kubenode"];
+    let kept = host_keeps.path().join(format!("{}.zst", big.sha256));
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        std::fs::read(copies[0].path()).unwrap()
+    );
+    let mtime = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    let operator_side = CompressedCache::new(host_keeps.path());
+    let found = operator_side
+        .get(&b.dir.path().join("bin/kubenode"), big)
+        .await
+        .unwrap();
+    assert_eq!(found, kept);
+    assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), mtime);
+    let again = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), None, false)
         .await
         .unwrap();
     assert!(again.uploaded.is_empty(), "{:?}", again.uploaded);
@@ -1072,7 +1109,7 @@ async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
     let b = TestBundle::new("plain");
     let cache =
         CompressedCache::new(cache_dir.path().join("none")).with_decoder("kubeup-no-such-decoder");
-    let c = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), false)
+    let c = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), None, false)
         .await
         .unwrap();
     assert_eq!(c.uploaded.len(), 2, "{:?}", c.uploaded);

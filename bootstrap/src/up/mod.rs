@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{Unit, network};
+use kubeup_provision::hostplan::{Unit, layout, network};
 
 use crate::progress::Progress;
 use crate::{ClusterFile, Output};
@@ -137,11 +137,14 @@ pub async fn converge_controller(
 
     let mut changes = Changes::default();
     let phase = progress.phase(&host, "artifacts");
+    // What goes compressed is kept there for the operator's later uploads.
+    node::operator_dirs(&session, dry_run).await?;
     let c = converge::push_bundle(
         &session,
         &ctx.bundle_dir,
         &ctx.manifest,
         Some(&ctx.compressed),
+        Some(layout::TRANSFER_CACHE),
         dry_run,
     )
     .await?;
@@ -220,7 +223,6 @@ pub async fn converge_controller(
     phase.done(&plan.node_name);
 
     let phase = progress.phase(&host, "cluster add-ons");
-    node::operator_dirs(&session).await?;
     let applied = addons::apply(&client, &ctx)
         .await
         .context("failed to apply the cluster add-ons")?;

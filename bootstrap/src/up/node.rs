@@ -30,7 +30,10 @@ pub async fn apply_sysctls(session: &Session, dry_run: bool) -> Result<()> {
 
 /// The operator's own directory on the controller (its transfer cache,
 /// mounted as a hostPath), owned by the user it runs as.
-pub async fn operator_dirs(session: &Session) -> Result<()> {
+pub async fn operator_dirs(session: &Session, dry_run: bool) -> Result<()> {
+    if dry_run {
+        return Ok(());
+    }
     let dir = layout::TRANSFER_CACHE;
     let uid = layout::OPERATOR_UID;
     session

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::{Changes, ConvergeError, ssh_err, stamp};
 use crate::artifacts::{BundleManifest, CompressedCache};
 use crate::hostplan::{Unit, layout};
-use crate::ssh::{Command, Session, quote};
+use crate::ssh::{Command, CompressedSource, Session, quote};
 
 /// Uploads in flight on one connection.
 const UPLOAD_CHANNELS: usize = 4;
@@ -44,12 +44,14 @@ fn packed_pays(packed: &Path, size: u64) -> bool {
 /// Upload the bundle (files whose sha256 differs on the host) to
 /// `/opt/kubeup/bundle/<version>/` and recreate its symlinks. With a
 /// `compressed` cache, files of a MiB or more go as zstd copies to hosts
-/// that have the decompressor (plain to the others).
+/// that have the decompressor (plain to the others), and with `keep_in`
+/// the host also keeps each compressed stream there as `<sha256>.zst`.
 pub async fn push_bundle(
     session: &Session,
     bundle_dir: &Path,
     manifest: &BundleManifest,
     compressed: Option<&CompressedCache>,
+    keep_in: Option<&str>,
     dry_run: bool,
 ) -> Result<Changes, ConvergeError> {
     let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
@@ -126,16 +128,16 @@ pub async fn push_bundle(
                                 .await
                                 .map_err(err);
                         }
+                        let keep_as = keep_in.map(|dir| format!("{dir}/{}.zst", file.sha256));
+                        let src = CompressedSource {
+                            path: &packed,
+                            decoder: cache.decoder(),
+                            size: file.size,
+                            sha256: &file.sha256,
+                            keep_as: keep_as.as_deref(),
+                        };
                         session
-                            .upload_compressed(
-                                &packed,
-                                cache.decoder(),
-                                file.size,
-                                &file.sha256,
-                                remote_path,
-                                mode,
-                                Some("root:root"),
-                            )
+                            .upload_compressed(&src, remote_path, mode, Some("root:root"))
                             .await
                             .map_err(err)
                     }

@@ -71,4 +71,4 @@ pub use hostkey::{
 pub use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 pub use secret::Secret;
 pub use session::{Auth, Session, SshOptions, SshTarget};
-pub use upload::{UploadOutcome, check_remote_path};
+pub use upload::{CompressedSource, UploadOutcome, check_remote_path};

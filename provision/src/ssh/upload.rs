@@ -52,6 +52,22 @@ pub enum UploadOutcome {
     Unchanged,
 }
 
+/// A file's zstd copy, as [`Session::upload_compressed`] sends it.
+#[derive(Clone, Copy, Debug)]
+pub struct CompressedSource<'a> {
+    /// The compressed copy (a zstd frame with its content checksum).
+    pub path: &'a Path,
+    /// The decompressor on the host (`zstd`).
+    pub decoder: &'a str,
+    /// Size and sha256 of the file itself (decompressed).
+    pub size: u64,
+    pub sha256: &'a str,
+    /// Also keep the compressed stream on the host at this path (the
+    /// controller keeps what `up` sent for the operator's later uploads);
+    /// best effort: a failure to keep it does not fail the upload.
+    pub keep_as: Option<&'a str>,
+}
+
 /// One file's bytes on their way to the host.
 struct Transfer<'a> {
     source: Source<'a>,
@@ -63,8 +79,9 @@ struct Transfer<'a> {
     sha256: Option<&'a str>,
     /// Bytes sent (the compressed length when `decoder` is set).
     stream_len: u64,
-    /// Quoted decompressor the host pipes the stream through.
-    decoder: Option<&'a str>,
+    /// Quoted decompressor the host pipes the stream through, and where
+    /// (quoted) to keep the compressed stream too.
+    decoder: Option<(String, Option<String>)>,
     /// Bytes the host's file must have in the end.
     size: u64,
     local_name: &'a str,
@@ -264,27 +281,27 @@ impl Session {
 
     /// Upload a bundle file from its zstd copy (see
     /// [`crate::artifacts::CompressedCache`]): the host decompresses the
-    /// stream with `decoder` (which must be there) straight into the temp
-    /// file, whose size must then be `size`; zstd's frame checksum covers
-    /// the content. Skipped, like [`Session::upload`], when the host's copy
-    /// already has `sha256`.
-    #[allow(clippy::too_many_arguments)]
+    /// stream with the decoder (which must be there) straight into the temp
+    /// file, whose size must then be the file's; zstd's frame checksum
+    /// covers the content. Skipped, like [`Session::upload`], when the
+    /// host's copy already has the file's sha256.
     pub async fn upload_compressed(
         &self,
-        compressed: &Path,
-        decoder: &str,
-        size: u64,
-        sha256: &str,
+        src: &CompressedSource<'_>,
         remote: &str,
         mode: u32,
         owner: Option<&str>,
     ) -> Result<UploadOutcome> {
         check_remote_path(remote)?;
+        if let Some(k) = src.keep_as {
+            check_remote_path(k)?;
+        }
         let q_remote = quote(remote)?;
         let q_owner = owner.map(quote).transpose()?;
-        let q_decoder = quote(decoder)?;
+        let decoder = (quote(src.decoder)?, src.keep_as.map(quote).transpose()?);
+        let (compressed, size) = (src.path, src.size);
         if let Some(state) = self.remote_state(&q_remote, size).await?
-            && state.sha256 == sha256
+            && state.sha256 == src.sha256
         {
             return self
                 .settle_attributes(&state, remote, &q_remote, mode, owner, q_owner.as_deref())
@@ -306,7 +323,7 @@ impl Session {
             mode,
             sha256: None,
             stream_len,
-            decoder: Some(&q_decoder),
+            decoder: Some(decoder),
             size,
             local_name: &local_name,
         })
@@ -374,9 +391,23 @@ impl Session {
             .unwrap_or_default();
         // A decoder fails on a cut or damaged stream, and `set -e` stops
         // the script there (the pipeline's status is the decoder's).
-        let decode = decoder
-            .map(|d| format!(" | {d} -d -c -q"))
-            .unwrap_or_default();
+        let (decode, keep_tmp, keep_commit) = match &decoder {
+            None => Default::default(),
+            Some((d, None)) => (format!(" | {d} -d -c -q"), String::new(), String::new()),
+            Some((d, Some(k))) => (
+                format!(" | tee -- \"$ktmp\" | {d} -d -c -q"),
+                format!(
+                    "k={k}; kd=$(dirname -- \"$k\"); mkdir -p -- \"$kd\"\n\
+                     find \"$kd\" -maxdepth 1 -name '.kubeup-*' -mmin +60 -delete 2>/dev/null || true\n\
+                     ktmp=$(mktemp -- \"$kd/.kubeup-XXXXXX\")\n"
+                ),
+                // Kept only when whole (tee goes on past a full disk).
+                format!(
+                    "if [ \"$(stat -c %s -- \"$ktmp\")\" = {stream_len} ]; then \
+                     chmod 0644 \"$ktmp\" && mv -f -- \"$ktmp\" \"$k\" || true; fi\n"
+                ),
+            ),
+        };
         // Stale temp files of uploads killed hard (SIGKILL: no trap) are
         // swept when older than an hour.
         let script = format!(
@@ -385,8 +416,9 @@ impl Session {
              d=$(dirname -- \"$f\"); b=$(basename -- \"$f\")\n\
              mkdir -p -- \"$d\"\n\
              find \"$d\" -maxdepth 1 -name \".$b.kubeup-*\" -mmin +60 -delete 2>/dev/null || true\n\
-             tmp=$(mktemp -- \"$d/.$b.kubeup-XXXXXX\")\n\
-             trap 'rm -f -- \"$tmp\"' EXIT\n\
+             tmp=$(mktemp -- \"$d/.$b.kubeup-XXXXXX\"); ktmp=\n\
+             trap 'rm -f -- \"$tmp\" ${{ktmp:+\"$ktmp\"}}' EXIT\n\
+             {keep_tmp}\
              dd bs=1M iflag=fullblock,count_bytes count={stream_len} status=none{decode} > \"$tmp\"\n\
              [ \"$(stat -c %s -- \"$tmp\")\" = {size} ] || {{ echo \"upload of $f interrupted\" >&2; exit 3; }}\n\
              IFS= read -r verdict || verdict=\n\
@@ -394,6 +426,7 @@ impl Session {
              chmod -- {mode:o} \"$tmp\"\n\
              {chown}\
              mv -f -- \"$tmp\" \"$f\"\n\
+             {keep_commit}\
              trap - EXIT\n"
         );
         let display = format!("upload {local_name} to {remote}");
