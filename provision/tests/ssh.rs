@@ -1058,16 +1058,70 @@ impl Drop for TestBundle {
 async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
     use kubeup_provision::artifacts::CompressedCache;
     use kubeup_provision::converge::push_bundle;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     let f = fixture();
     let s = connect(&f.root()).await.unwrap();
     let cache_dir = tempfile::tempdir().unwrap();
+    let stage_leftovers = |b: &TestBundle| -> Vec<String> {
+        walk(&b.host_dir())
+            .into_iter()
+            .filter(|p| p.contains(".kubeup-stage-"))
+            .collect()
+    };
 
-    // This machine has zstd: the big file goes as its zstd copy (made in the
-    // cache), the small one as it is; the host keeps the stream (as the
-    // controller does for the operator).
-    let b = TestBundle::new("zstd");
+    // This machine has zstd and tar: both files go in one archive, the big
+    // one as its zstd copy (made in the cache), the small one framed now.
+    let b = TestBundle::new("archive");
     let cache = CompressedCache::new(cache_dir.path().join("zstd"));
+    let c = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), None, false)
+        .await
+        .unwrap();
+    assert_eq!(c.uploaded.len(), 2, "{:?}", c.uploaded);
+    b.assert_on_host();
+    for name in b.manifest.files.keys() {
+        let meta = std::fs::metadata(b.host_dir().join(name)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{name}");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name} owned by root");
+    }
+    assert!(stage_leftovers(&b).is_empty(), "{:?}", stage_leftovers(&b));
+    let copies: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().flatten().collect();
+    assert_eq!(copies.len(), 1, "one compressed copy: {copies:?}");
+    assert!(captured_logs().contains("unpacked"), "went as an archive");
+    let again = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), None, false)
+        .await
+        .unwrap();
+    assert!(again.uploaded.is_empty(), "{:?}", again.uploaded);
+
+    // A damaged copy: the host's zstd refuses it and nothing is replaced.
+    let b = TestBundle::new("damaged");
+    std::fs::create_dir_all(b.host_dir().join("bin")).unwrap();
+    std::fs::write(b.host_dir().join("bin/tiny"), b"old").unwrap();
+    let damaged = CompressedCache::new(cache_dir.path().join("damaged"));
+    let big = &b.manifest.files["bin/kubenode"];
+    let copy = damaged
+        .get(&b.dir.path().join("bin/kubenode"), big)
+        .await
+        .unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&copy, bytes).unwrap();
+    let err = push_bundle(&s, b.dir.path(), &b.manifest, Some(&damaged), None, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("damaged"), "{err}");
+    assert_eq!(
+        std::fs::read(b.host_dir().join("bin/tiny")).unwrap(),
+        b"old"
+    );
+    assert!(!b.host_dir().join("bin/kubenode").exists());
+    assert!(stage_leftovers(&b).is_empty(), "{:?}", stage_leftovers(&b));
+
+    // A host asked to keep the streams (the controller) gets each file on
+    // its own channel and keeps what a cache there (the operator's) then
+    // uses instead of compressing again.
+    let b = TestBundle::new("keep");
     let host_keeps = tempfile::tempdir().unwrap();
     let keep_in = host_keeps.path().to_str().unwrap();
     let c = push_bundle(
@@ -1082,10 +1136,6 @@ async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
     .unwrap();
     assert_eq!(c.uploaded.len(), 2, "{:?}", c.uploaded);
     b.assert_on_host();
-    let copies: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().flatten().collect();
-    assert_eq!(copies.len(), 1, "one compressed copy: {copies:?}");
-    // What the host kept is what a cache there (the operator's) then uses
-    // instead of compressing again.
     let big = &b.manifest.files["bin/kubenode"];
     let kept = host_keeps.path().join(format!("{}.zst", big.sha256));
     assert_eq!(
@@ -1100,10 +1150,6 @@ async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
         .unwrap();
     assert_eq!(found, kept);
     assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), mtime);
-    let again = push_bundle(&s, b.dir.path(), &b.manifest, Some(&cache), None, false)
-        .await
-        .unwrap();
-    assert!(again.uploaded.is_empty(), "{:?}", again.uploaded);
 
     // A host without the decoder gets plain files; no copy is made.
     let b = TestBundle::new("plain");

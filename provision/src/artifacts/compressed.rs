@@ -91,6 +91,41 @@ impl CompressedCache {
     }
 }
 
+/// A zstd frame (with its content checksum) holding `data`.
+pub fn zstd_frame(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut encoder = zstd::Encoder::new(Vec::new(), LEVEL)?;
+    encoder.include_checksum(true)?;
+    encoder.include_contentsize(true)?;
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// A small file (under [`MIN_SIZE`], not worth a cached copy) as one zstd
+/// frame, made now from content checked against its manifest entry.
+pub fn frame_of(source: &Path, file: &BundleFile) -> io::Result<Vec<u8>> {
+    let data = std::fs::read(source)?;
+    let actual = hex::encode(Sha256::digest(&data));
+    if data.len() as u64 != file.size || actual != file.sha256 {
+        return Err(changed(
+            source,
+            format!(
+                "{} bytes with sha256 {actual}, the bundle manifest says {} bytes with {}",
+                data.len(),
+                file.size,
+                file.sha256
+            ),
+        ));
+    }
+    zstd_frame(&data)
+}
+
+fn changed(source: &Path, what: String) -> io::Error {
+    io::Error::other(format!(
+        "{} changed since the bundle was verified: {what}",
+        source.display()
+    ))
+}
+
 /// Compress `source` into `dir/<sha256>.zst` unless a complete copy is
 /// already there.
 fn compress(dir: &Path, source: &Path, file: &BundleFile) -> io::Result<PathBuf> {
@@ -105,13 +140,8 @@ fn compress(dir: &Path, source: &Path, file: &BundleFile) -> io::Result<PathBuf>
     encoder.include_checksum(true)?;
     encoder.include_contentsize(true)?;
     encoder.set_pledged_src_size(Some(file.size))?;
-    let changed = |what: String| {
-        // The temp file is removed on drop.
-        io::Error::other(format!(
-            "{} changed since the bundle was verified: {what}",
-            source.display()
-        ))
-    };
+    // On an error return the temp file is removed on drop.
+    let changed = |what: String| changed(source, what);
     let mut input = std::fs::File::open(source)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -6,9 +6,9 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::{Changes, ConvergeError, ssh_err, stamp};
-use crate::artifacts::{BundleManifest, CompressedCache};
+use crate::artifacts::{BundleManifest, CompressedCache, frame_of};
 use crate::hostplan::{Unit, layout};
-use crate::ssh::{Command, CompressedSource, Session, quote};
+use crate::ssh::{ArchiveFile, Command, CompressedSource, Segment, Session, quote};
 
 /// Uploads in flight on one connection.
 const UPLOAD_CHANNELS: usize = 4;
@@ -43,9 +43,12 @@ fn packed_pays(packed: &Path, size: u64) -> bool {
 
 /// Upload the bundle (files whose sha256 differs on the host) to
 /// `/opt/kubeup/bundle/<version>/` and recreate its symlinks. With a
-/// `compressed` cache, files of a MiB or more go as zstd copies to hosts
-/// that have the decompressor (plain to the others), and with `keep_in`
-/// the host also keeps each compressed stream there as `<sha256>.zst`.
+/// `compressed` cache, files go compressed to hosts that have the
+/// decompressor (plain to the others): several at once as one archive
+/// (see [`Session::unpack`]), or each on its own channel, files of a MiB
+/// or more as their zstd copies, when `keep_in` asks the host to keep each
+/// compressed stream there as `<sha256>.zst` (the controller, for the
+/// operator).
 pub async fn push_bundle(
     session: &Session,
     bundle_dir: &Path,
@@ -61,7 +64,7 @@ pub async fn push_bundle(
     // and no file changed since.
     let decoder_probe = match compressed {
         Some(c) => format!(
-            "command -v {} >/dev/null 2>&1 && echo '{HAS_DECODER}'; ",
+            "command -v {} >/dev/null 2>&1 && command -v tar >/dev/null 2>&1 && echo '{HAS_DECODER}'; ",
             q(c.decoder())?
         ),
         None => String::new(),
@@ -105,7 +108,34 @@ pub async fn push_bundle(
             changes.uploaded.push(remote_path.clone());
         }
     }
-    if !dry_run {
+    // Several files to a host that keeps no streams: one archive.
+    let archive = compressed.filter(|_| !dry_run && keep_in.is_none() && to_upload.len() > 1);
+    if let Some(cache) = archive {
+        let parts = to_upload.iter().map(|(name, file, _)| async move {
+            let source = bundle_dir.join(name);
+            let frames = if CompressedCache::worth_it(file) {
+                cache.get(&source, file).await.map(Segment::File)
+            } else {
+                frame_of(&source, file).map(Segment::Bytes)
+            };
+            let frames = frames.map_err(|e| ConvergeError::Local {
+                step: "compress artifacts for transfer",
+                path: source.display().to_string(),
+                source: e,
+            })?;
+            Ok::<_, ConvergeError>(ArchiveFile {
+                name: name.to_string(),
+                size: file.size,
+                mode: if file.executable { 0o755 } else { 0o644 },
+                frames,
+            })
+        });
+        let files = futures::future::try_join_all(parts).await?;
+        session
+            .unpack(&files, cache.decoder(), &host_dir)
+            .await
+            .map_err(ssh_err(session.host(), "upload artifacts"))?;
+    } else if !dry_run {
         // Several channels at once: one big file must not hold up the rest.
         let uploads = to_upload
             .iter()

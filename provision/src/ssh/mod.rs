@@ -56,6 +56,7 @@
 //! Logs: every line carries `host` (`user@host:port`); command output is
 //! logged line by line at debug level.
 
+mod archive;
 mod command;
 mod error;
 mod hostkey;
@@ -63,6 +64,7 @@ mod secret;
 mod session;
 mod upload;
 
+pub use archive::ArchiveFile;
 pub use command::{Command, Output, quote};
 pub use error::{Result, SshError};
 pub use hostkey::{
@@ -71,4 +73,4 @@ pub use hostkey::{
 pub use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 pub use secret::Secret;
 pub use session::{Auth, Session, SshOptions, SshTarget};
-pub use upload::{CompressedSource, UploadOutcome, check_remote_path};
+pub use upload::{CompressedSource, Segment, UploadOutcome, check_remote_path};

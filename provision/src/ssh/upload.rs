@@ -92,6 +92,66 @@ enum Source<'a> {
     Bytes(&'a [u8]),
 }
 
+/// A piece of a stream made of several: a local file's bytes, or bytes
+/// in memory.
+#[derive(Clone, Debug)]
+pub enum Segment {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl Segment {
+    pub fn len(&self) -> std::io::Result<u64> {
+        Ok(match self {
+            Segment::File(p) => std::fs::metadata(p)?.len(),
+            Segment::Bytes(b) => b.len() as u64,
+        })
+    }
+
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// Read `segments` in CHUNK-sized pieces into `chunks` (at most
+/// `stream_len` bytes); their sha256 and length.
+fn read_segments(
+    segments: Vec<Segment>,
+    stream_len: u64,
+    chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    for segment in segments {
+        let mut reader: Box<dyn Read> = match segment {
+            Segment::File(path) => Box::new(std::fs::File::open(&path)?),
+            Segment::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+        };
+        loop {
+            let room = (stream_len - sent).min(CHUNK as u64) as usize;
+            let mut buf = vec![0u8; room];
+            let mut filled = 0;
+            while filled < room {
+                let n = reader.read(&mut buf[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            hasher.update(&buf);
+            sent += filled as u64;
+            if chunks.blocking_send(buf).is_err() {
+                return Ok((String::new(), sent)); // the channel side gave up
+            }
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), sent))
+}
+
 /// The destination as found on the host.
 #[derive(Debug, PartialEq, Eq)]
 struct RemoteState {
@@ -430,7 +490,27 @@ impl Session {
              trap - EXIT\n"
         );
         let display = format!("upload {local_name} to {remote}");
-        let (line, prefix) = self.wrap_privileged(&script).await?;
+        let segments = match source {
+            Source::File(path) => vec![Segment::File(path)],
+            Source::Bytes(b) => vec![Segment::Bytes(b.to_vec())],
+        };
+        self.stream(segments, stream_len, sha256, &script, display, local_name)
+            .await
+    }
+
+    /// Run `script` on the host with `source` on its stdin (exactly
+    /// `stream_len` bytes), then one verdict line: `commit` when what was
+    /// read had that length (and `sha256`, if given), else `abort`.
+    pub(super) async fn stream(
+        &self,
+        segments: Vec<Segment>,
+        stream_len: u64,
+        sha256: Option<&str>,
+        script: &str,
+        display: String,
+        local_name: &str,
+    ) -> Result<()> {
+        let (line, prefix) = self.wrap_privileged(script).await?;
         let (channel, _permit) = self.open_channel(&display).await?;
         let (mut rx, tx) = channel.split();
         let chan_err = |source| SshError::Channel {
@@ -440,46 +520,8 @@ impl Session {
         };
 
         let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
-        let reader = match source {
-            Source::File(path) => {
-                tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-                    let file = std::fs::File::open(&path)?;
-                    let mut file = file.take(stream_len);
-                    let mut hasher = Sha256::new();
-                    let mut sent = 0u64;
-                    loop {
-                        let mut buf = vec![0u8; CHUNK];
-                        let mut filled = 0;
-                        while filled < CHUNK {
-                            let n = file.read(&mut buf[filled..])?;
-                            if n == 0 {
-                                break;
-                            }
-                            filled += n;
-                        }
-                        if filled == 0 {
-                            break;
-                        }
-                        buf.truncate(filled);
-                        hasher.update(&buf);
-                        sent += filled as u64;
-                        if chunks_tx.blocking_send(buf).is_err() {
-                            break; // the channel side gave up
-                        }
-                    }
-                    Ok((hex::encode(hasher.finalize()), sent))
-                })
-            }
-            Source::Bytes(b) => {
-                let data = b.to_vec();
-                tokio::task::spawn_blocking(move || {
-                    let digest = hex::encode(Sha256::digest(&data));
-                    let len = data.len() as u64;
-                    let _ = chunks_tx.blocking_send(data);
-                    Ok((digest, len))
-                })
-            }
-        };
+        let reader =
+            tokio::task::spawn_blocking(move || read_segments(segments, stream_len, chunks_tx));
 
         let work = async {
             tx.exec(true, line.as_bytes()).await.map_err(chan_err)?;
