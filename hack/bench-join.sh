@@ -8,6 +8,10 @@
 # cluster vs the first with 1 (scale-out must stay flat); then the operator's
 # RSS and CPU with 100 WorkerJoins that point at ports where nothing listens
 # (they back off). Prints the figures and ratios.
+# Ready moments come from one Node watch running all along (stamped as the
+# events arrive); a raw start is timed from the host's clock right before
+# `systemctl start kubelet` (nspawn hosts share this machine's clock), a
+# join from just before `kubectl apply`.
 #   KUBEUP_BENCH_HOSTS  sandbox hosts (default 6: 1 controller, 5 workers;
 #                       hosts 3-5 join at once, host 6 joins last)
 #   KUBEUP_BENCH_OPERATOR_LOG  file to keep the operator's log in
@@ -18,7 +22,8 @@ cargo build --quiet --bin kubeup
 kubeup="$CARGO_TARGET_DIR/debug/kubeup"
 hosts="${KUBEUP_BENCH_HOSTS:-6}"
 dir=$(mktemp -d /tmp/kubeup-benchjoin-XXXXXX)
-trap '"$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+watcher=""
+trap '[[ -n $watcher ]] && kill "$watcher" 2>/dev/null; "$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 "$kubeup" sandbox up --hosts "$hosts" --dir "$dir" >/dev/null
 "$kubeup" up -f "$dir/cluster.yaml" >/dev/null
 kubectl() { "$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
@@ -32,49 +37,66 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
 address() { python3 -c 'import sys,yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d.get("kind")=="WorkerJoin": print(d["spec"]["address"])' "$1"; }
-# Wait until Node $1 exists and is Ready: watches (kubectl wait), so the
-# moment is seen as it happens, the same way for joins and raw bounds.
-node_ready() {
-  kubectl wait --for=create "node/$1" --timeout=120s >/dev/null &&
-    kubectl wait --for=condition=Ready "node/$1" --timeout=120s >/dev/null
-}
-# Wait until the Node of WorkerJoin $1 is Ready.
-wait_ready() {
-  local wj=$1 node=""
-  for _ in $(seq 1 600); do
-    node=$(kubectl -n kubeup-system get workerjoin "$wj" -o jsonpath='{.status.nodeName}' 2>/dev/null || true)
-    [[ -n $node ]] && break
+# Every Node event, stamped as it arrives: one watch for the whole run, so
+# a Ready moment is taken when the apiserver sends it, by a process already
+# running (no kubectl start-up and no polling inside a measurement).
+events="$dir/node-events"
+: > "$events"
+kubectl get nodes --watch --output-watch-events \
+  -o jsonpath='{.type} {.object.metadata.name} {.object.status.conditions[?(@.type=="Ready")].status}{"\n"}' \
+  2>/dev/null > >(while read -r e n r; do echo "$(now) $e $n $r"; done >> "$events") &
+watcher=$!
+# When Node $1 was first seen Ready after time $2 (waits up to 120 s).
+ready_after() {
+  local t
+  for _ in $(seq 1 2400); do
+    t=$(awk -v n="$1" -v t0="$2" '$1 > t0 && $2 != "DELETED" && $3 == n && $4 == "True" {print $1; exit}' "$events")
+    [[ -n $t ]] && { echo "$t"; return 0; }
     sleep 0.05
   done
-  if [[ -n $node ]] && node_ready "$node"; then return 0; fi
-  echo "timed out waiting for WorkerJoin $wj" >&2
-  kubectl -n kubeup-system get workerjoin "$wj" -o yaml >&2
-  return 1
+  echo "Node $1 not Ready within 120 s" >&2; return 1
 }
-
-# Run "$@" once per remaining argument after --, all at once; fail if any
-# fails. Waits run side by side, so "all Ready" is seen when the last one
-# is, not a kubectl start-up later per earlier one.
-each_at_once() {
-  local cmd=() pids=() p rc=0
-  while [[ $1 != -- ]]; do cmd+=("$1"); shift; done
-  shift
-  for a in "$@"; do "${cmd[@]}" "$a" & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  return $rc
+# Seconds from time $1 until every Node "${@:2}" was Ready.
+all_ready_after() {
+  local t0=$1 last=$1 t n; shift
+  for n in "$@"; do
+    t=$(ready_after "$n" "$t0") || return 1
+    if (($(echo "$t > $last" | bc))); then last=$t; fi
+  done
+  echo "$last - $t0" | bc
 }
-wait_ready_file() { wait_ready "$(wj_name "$1")"; }
+# The Node of WorkerJoin $1, once the join is Ready.
+joined_node() {
+  if ! kubectl -n kubeup-system wait --for=jsonpath='{.status.phase}'=Ready "workerjoin/$1" --timeout=120s >/dev/null; then
+    echo "timed out waiting for WorkerJoin $1" >&2
+    kubectl -n kubeup-system get workerjoin "$1" -o yaml >&2
+    return 1
+  fi
+  kubectl -n kubeup-system get workerjoin "$1" -o jsonpath='{.status.nodeName}'
+}
+# Start the kubelet on the hosts "$@" at once; the earliest start time (the
+# hosts' clock is this machine's: nspawn shares the kernel), without the
+# SSH connection before it.
+start_kubelets() {
+  local i=0 a
+  for a in "$@"; do
+    ssh_to "$a" 'date +%s.%N; systemctl start kubelet' > "$dir/started.$i" &
+    i=$((i + 1))
+  done
+  wait
+  sort -n "$dir"/started.* | head -1
+  rm -f "$dir"/started.*
+}
 
 # Seconds from applying the worker files "$@" (one kubectl apply, as a
 # GitOps sync would) to every one's Node Ready.
 join_time() {
-  local t0 t1 f args=()
+  local t0 f args=() nodes=()
   for f in "$@"; do args+=(-f "$f"); done
   t0=$(now)
   kubectl apply "${args[@]}" >/dev/null
-  each_at_once wait_ready_file -- "$@"
-  t1=$(now)
-  echo "$t1 - $t0" | bc
+  for f in "$@"; do nodes+=("$(joined_node "$(wj_name "$f")")") || return 1; done
+  all_ready_after "$t0" "${nodes[@]}"
 }
 
 # The operator running (its pod starts right after `up`).
@@ -133,9 +155,8 @@ raws=()
 for _ in 1 2 3; do
   ssh_w1 systemctl stop kubelet
   kubectl delete node "$node1" --wait=true >/dev/null
-  t0=$(now); ssh_w1 systemctl start kubelet
-  node_ready "$node1"
-  t1=$(now); raws+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(start_kubelets "$(address "$first")")
+  raws+=("$(all_ready_after "$t0" "$node1")")
 done
 raw=$(printf '%s\n' "${raws[@]}" | sort -n | sed -n 2p)
 operator_on
@@ -182,12 +203,10 @@ if ((${#rest[@]} > 0)); then
     ssh_to "$(address "$f")" systemctl stop kubelet
   done
   kubectl delete node "${rest_nodes[@]}" --wait=true >/dev/null
-  t0=$(now)
-  for f in "${rest[@]}"; do ssh_to "$(address "$f")" systemctl start kubelet & done
-  wait
-  each_at_once node_ready -- "${rest_nodes[@]}"
-  t1=$(now)
-  raw_many=$(echo "$t1 - $t0" | bc)
+  addrs=()
+  for f in "${rest[@]}"; do addrs+=("$(address "$f")"); done
+  t0=$(start_kubelets "${addrs[@]}")
+  raw_many=$(all_ready_after "$t0" "${rest_nodes[@]}")
   operator_on
 fi
 
