@@ -23,7 +23,14 @@ kubeup="$CARGO_TARGET_DIR/debug/kubeup"
 hosts="${KUBEUP_BENCH_HOSTS:-6}"
 dir=$(mktemp -d /tmp/kubeup-benchjoin-XXXXXX)
 watcher=""
-trap '[[ -n $watcher ]] && kill "$watcher" 2>/dev/null; "$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+cleanup() {
+  [[ -n $watcher ]] && kill "$watcher" 2>/dev/null
+  "$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+# A signal ends the script through exit, so the EXIT trap runs.
+trap 'exit 130' INT TERM
 "$kubeup" sandbox up --hosts "$hosts" --dir "$dir" >/dev/null
 "$kubeup" up -f "$dir/cluster.yaml" >/dev/null
 kubectl() { "$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
@@ -78,12 +85,14 @@ joined_node() {
 # hosts' clock is this machine's: nspawn shares the kernel), without the
 # SSH connection before it.
 start_kubelets() {
-  local i=0 a
+  local i=0 a pids=() p
   for a in "$@"; do
     ssh_to "$a" 'date +%s.%N; systemctl start kubelet' > "$dir/started.$i" &
+    pids+=($!)
     i=$((i + 1))
   done
-  wait
+  # Not a bare `wait`: the Node watch runs in the background too.
+  for p in "${pids[@]}"; do wait "$p"; done
   sort -n "$dir"/started.* | head -1
   rm -f "$dir"/started.*
 }
@@ -187,8 +196,9 @@ fi
 # 3b. Those three again at once, pre-seeded as in 2b: the operator's own
 #     scaling, without three uploads sharing two cores.
 if ((${#rest[@]} > 0)); then
-  for f in "${rest[@]}"; do seed_again "$f" & done
-  wait
+  pids=()
+  for f in "${rest[@]}"; do seed_again "$f" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
   many_seeded=$(join_time "${rest[@]}")
 fi
 
