@@ -35,6 +35,29 @@ fn units_of(name: &str) -> &'static [Unit] {
 /// The probe's first line when the host has the decompressor.
 const HAS_DECODER: &str = "#decoder";
 
+/// Archive streams to one host at once.
+const ARCHIVE_STREAMS: usize = 2;
+
+/// `files` in at most `n` non-empty groups of about equal size (largest
+/// first, each into the lightest group).
+fn split_even(mut files: Vec<ArchiveFile>, n: usize) -> Vec<Vec<ArchiveFile>> {
+    files.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let mut groups: Vec<(u64, Vec<ArchiveFile>)> = (0..n.max(1)).map(|_| (0, vec![])).collect();
+    for f in files {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(total, _)| *total)
+            .expect("at least one group");
+        lightest.0 += f.size;
+        lightest.1.push(f);
+    }
+    groups
+        .into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 /// Whether a compressed copy saves at least a tenth of the bytes (an
 /// archive of already compressed layers would not).
 fn packed_pays(packed: &Path, size: u64) -> bool {
@@ -131,10 +154,18 @@ pub async fn push_bundle(
             })
         });
         let files = futures::future::try_join_all(parts).await?;
-        session
-            .unpack(&files, cache.decoder(), &host_dir)
-            .await
-            .map_err(ssh_err(session.host(), "upload artifacts"))?;
+        // Two streams: the host's decompression and the transfer of the
+        // other stream then use two cores instead of taking turns.
+        let host_dir = host_dir.as_str();
+        let unpacks = split_even(files, ARCHIVE_STREAMS)
+            .into_iter()
+            .map(|part| async move {
+                session
+                    .unpack(&part, cache.decoder(), host_dir)
+                    .await
+                    .map_err(ssh_err(session.host(), "upload artifacts"))
+            });
+        futures::future::try_join_all(unpacks).await?;
     } else if !dry_run {
         // Several channels at once: one big file must not hold up the rest.
         let uploads = to_upload
@@ -269,4 +300,35 @@ pub async fn import_images(
         }
     }
     Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_split_into_even_groups() {
+        let file = |name: &str, size| ArchiveFile {
+            name: name.into(),
+            size,
+            mode: 0o755,
+            frames: Segment::Bytes(vec![]),
+        };
+        let files = vec![
+            file("a", 86),
+            file("b", 52),
+            file("c", 48),
+            file("d", 23),
+            file("e", 2),
+        ];
+        let groups = split_even(files, 2);
+        let sizes: Vec<u64> = groups
+            .iter()
+            .map(|g| g.iter().map(|f| f.size).sum())
+            .collect();
+        assert_eq!(sizes, [109, 102]);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 5);
+        // Fewer files than streams: no empty group.
+        assert_eq!(split_even(vec![file("a", 1)], 2).len(), 1);
+    }
 }

@@ -67,8 +67,8 @@ fn segments(files: &[ArchiveFile]) -> io::Result<Vec<Segment>> {
 impl Session {
     /// Put `files` under `dest_dir` (created if needed) in one stream,
     /// decompressed on the host by `decoder` (zstd) and unpacked by tar,
-    /// root-owned with each file's mode. Nothing is replaced unless every
-    /// frame's checksum held and every file has its size.
+    /// root-owned with each file's mode. None of them is replaced unless
+    /// every frame's checksum held and every file has its size.
     pub async fn unpack(&self, files: &[ArchiveFile], decoder: &str, dest_dir: &str) -> Result<()> {
         check_remote_path(dest_dir)?;
         let local_err = |source| SshError::LocalIo {
