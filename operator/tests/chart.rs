@@ -108,6 +108,27 @@ fn chart_lints_renders_and_matches_deploy() {
         pod["volumes"][0]["hostPath"]["path"].as_str(),
         Some("/opt/kubeup/bundle")
     );
+    // The transfer cache: the controller directory `up` makes the
+    // operator's, writable, where the operator looks for it.
+    assert_eq!(
+        pod["volumes"][1]["hostPath"]["path"].as_str(),
+        Some(kubeup_provision::hostplan::layout::TRANSFER_CACHE)
+    );
+    assert_eq!(
+        c["volumeMounts"][1]["mountPath"].as_str(),
+        Some("/var/cache/kubeup")
+    );
+    assert_eq!(c["volumeMounts"][1]["readOnly"], Value::Null);
+    assert!(
+        c["args"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::String("--transfer-cache=/var/cache/kubeup".into()))
+    );
+    assert_eq!(
+        pod["securityContext"]["runAsUser"].as_u64(),
+        Some(u64::from(kubeup_provision::hostplan::layout::OPERATOR_UID))
+    );
     assert_eq!(
         c["readinessProbe"]["httpGet"]["path"].as_str(),
         Some("/readyz")

@@ -11,7 +11,7 @@
 //! verifies: a damaged copy fails the upload instead of installing garbage.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::BundleFile;
+use super::digest::copy_hashed;
 
 /// zstd's default level: 10% smaller than level 1 for ~1.7× the (one-time)
 /// compression CPU; decompression is as fast.
@@ -142,23 +143,10 @@ fn compress(dir: &Path, source: &Path, file: &BundleFile) -> io::Result<PathBuf>
     encoder.set_pledged_src_size(Some(file.size))?;
     // On an error return the temp file is removed on drop.
     let changed = |what: String| changed(source, what);
-    let mut input = std::fs::File::open(source)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        read += n as u64;
-        if read > file.size {
-            return Err(changed(format!("more than {} bytes", file.size)));
-        }
-        hasher.update(&buf[..n]);
-        encoder.write_all(&buf[..n])?;
-    }
-    let actual = hex::encode(hasher.finalize());
+    let copied = copy_hashed(&mut std::fs::File::open(source)?, &mut encoder, file.size)?;
+    let Some((read, actual)) = copied else {
+        return Err(changed(format!("more than {} bytes", file.size)));
+    };
     if read != file.size || actual != file.sha256 {
         return Err(changed(format!(
             "{read} bytes with sha256 {actual}, the bundle manifest says {} bytes with {}",

@@ -13,19 +13,33 @@ pub type Sha256Hex = String;
 
 /// Size and sha256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> io::Result<(u64, Sha256Hex)> {
-    let mut file = File::open(path)?;
+    let copied = copy_hashed(&mut File::open(path)?, &mut io::sink(), u64::MAX)?;
+    Ok(copied.expect("no limit"))
+}
+
+/// Copy `from` into `to`, hashing on the way: size and sha256 of what
+/// came, or `None` as soon as more than `limit` bytes did.
+pub fn copy_hashed(
+    from: &mut impl Read,
+    to: &mut impl io::Write,
+    limit: u64,
+) -> io::Result<Option<(u64, Sha256Hex)>> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = from.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         size += n as u64;
+        if size > limit {
+            return Ok(None);
+        }
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    Ok(Some((size, hex::encode(hasher.finalize()))))
 }
 
 #[cfg(test)]
