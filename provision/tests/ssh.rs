@@ -101,6 +101,14 @@ impl Fixture {
         t
     }
 
+    /// The user whose sudo needs a password, with that password.
+    fn sudo_with_password(&self) -> SshTarget {
+        self.sshd.authorize(PW_USER, &self.root_key.public).unwrap();
+        let mut t = self.target(PW_USER, &self.root_key);
+        t.sudo_password = Some(Secret::new(SUDO_PASSWORD));
+        t
+    }
+
     fn root(&self) -> SshTarget {
         self.target("root", &self.root_key)
     }
@@ -451,9 +459,7 @@ async fn sudo_needs_password_is_a_clear_error() {
 async fn sudo_with_password_never_logged() {
     sudo_users();
     let f = fixture();
-    f.sshd.authorize(PW_USER, &f.root_key.public).unwrap();
-    let mut t = f.target(PW_USER, &f.root_key);
-    t.sudo_password = Some(Secret::new(SUDO_PASSWORD));
+    let mut t = f.sudo_with_password();
     assert!(!format!("{t:?}").contains(SUDO_PASSWORD));
     let s = connect(&t).await.unwrap();
     let out = s
@@ -900,9 +906,7 @@ async fn compressed_upload_through_sudo_and_a_damaged_stream() {
 
     sudo_users();
     let f = fixture();
-    f.sshd.authorize(PW_USER, &f.root_key.public).unwrap();
-    let mut t = f.target(PW_USER, &f.root_key);
-    t.sudo_password = Some(Secret::new(SUDO_PASSWORD));
+    let t = f.sudo_with_password();
     let s = connect(&t).await.unwrap();
     let local = tempfile::tempdir().unwrap();
     let data = compressible(3 << 20);

@@ -6,7 +6,7 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::{Changes, ConvergeError, ssh_err, stamp};
-use crate::artifacts::{BundleManifest, CompressedCache, frame_of};
+use crate::artifacts::{BundleFile, BundleManifest, CompressedCache, frame_of};
 use crate::hostplan::{Unit, layout};
 use crate::ssh::{ArchiveFile, Command, CompressedSource, Segment, Session, quote};
 
@@ -34,6 +34,19 @@ fn units_of(name: &str) -> &'static [Unit] {
 
 /// The probe's first line when the host has the decompressor.
 const HAS_DECODER: &str = "#decoder";
+
+fn mode_of(file: &BundleFile) -> u32 {
+    if file.executable { 0o755 } else { 0o644 }
+}
+
+/// Failing to make (or read) a file's compressed copy.
+fn compress_err(source: &Path) -> impl FnOnce(std::io::Error) -> ConvergeError + '_ {
+    move |e| ConvergeError::Local {
+        step: "compress artifacts for transfer",
+        path: source.display().to_string(),
+        source: e,
+    }
+}
 
 /// Archive streams to one host at once.
 const ARCHIVE_STREAMS: usize = 2;
@@ -141,15 +154,11 @@ pub async fn push_bundle(
             } else {
                 frame_of(&source, file).map(Segment::Bytes)
             };
-            let frames = frames.map_err(|e| ConvergeError::Local {
-                step: "compress artifacts for transfer",
-                path: source.display().to_string(),
-                source: e,
-            })?;
+            let frames = frames.map_err(compress_err(&source))?;
             Ok::<_, ConvergeError>(ArchiveFile {
                 name: name.to_string(),
                 size: file.size,
-                mode: if file.executable { 0o755 } else { 0o644 },
+                mode: mode_of(file),
                 frames,
             })
         });
@@ -171,42 +180,36 @@ pub async fn push_bundle(
         let uploads = to_upload
             .iter()
             .map(|(name, file, remote_path)| async move {
-                let mode = if file.executable { 0o755 } else { 0o644 };
+                let mode = mode_of(file);
                 let source = bundle_dir.join(name);
                 let err = ssh_err(session.host(), "upload artifacts");
-                match compressed.filter(|_| CompressedCache::worth_it(file)) {
+                // The zstd copy, when the host can take it and it saves bytes.
+                let packed = match compressed.filter(|_| CompressedCache::worth_it(file)) {
                     Some(cache) => {
-                        let packed = cache.get(&source, file).await.map_err(|source| {
-                            ConvergeError::Local {
-                                step: "compress artifacts for transfer",
-                                path: bundle_dir.join(name).display().to_string(),
-                                source,
-                            }
-                        })?;
-                        if !packed_pays(&packed, file.size) {
-                            return session
-                                .upload(&source, remote_path, mode, Some("root:root"))
-                                .await
-                                .map_err(err);
-                        }
-                        let keep_as = keep_in.map(|dir| format!("{dir}/{}.zst", file.sha256));
-                        let src = CompressedSource {
-                            path: &packed,
-                            decoder: cache.decoder(),
-                            size: file.size,
-                            sha256: &file.sha256,
-                            keep_as: keep_as.as_deref(),
-                        };
-                        session
-                            .upload_compressed(&src, remote_path, mode, Some("root:root"))
-                            .await
-                            .map_err(err)
+                        let packed = cache.get(&source, file).await;
+                        let packed = packed.map_err(compress_err(&source))?;
+                        packed_pays(&packed, file.size).then_some((cache, packed))
                     }
-                    None => session
+                    None => None,
+                };
+                let Some((cache, packed)) = packed else {
+                    return session
                         .upload(&source, remote_path, mode, Some("root:root"))
                         .await
-                        .map_err(err),
-                }
+                        .map_err(err);
+                };
+                let keep_as = keep_in.map(|dir| format!("{dir}/{}.zst", file.sha256));
+                let src = CompressedSource {
+                    path: &packed,
+                    decoder: cache.decoder(),
+                    size: file.size,
+                    sha256: &file.sha256,
+                    keep_as: keep_as.as_deref(),
+                };
+                session
+                    .upload_compressed(&src, remote_path, mode, Some("root:root"))
+                    .await
+                    .map_err(err)
             });
         let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOAD_CHANNELS);
         while let Some(r) = uploads.next().await {
