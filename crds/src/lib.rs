@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod conditions;
 pub mod host;
+pub mod validation;
 pub mod workerjoin;
 
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};

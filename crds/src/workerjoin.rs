@@ -51,6 +51,10 @@ use crate::host::{
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.address == oldSelf.address").message("spec.address is immutable: delete this WorkerJoin and create a new one"))]
+#[x_kube(validation = Rule::new("!self.address.matches('^[0-9.]+$') || self.address.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$')").message("spec.address: an IPv4 address must be in canonical dotted-decimal form (four numbers 0-255, no leading zeros)"))]
+#[x_kube(validation = Rule::new("!has(self.labels) || self.labels.all(k, size(k) <= 316 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("spec.labels: every key must be a qualified name ([prefix/]name, as for Kubernetes labels)"))]
+#[x_kube(validation = Rule::new("!has(self.labels) || self.labels.all(k, !k.startsWith('kubeup.dev/') && (!k.matches('^([^/]*[.])?(kubernetes[.]io|k8s[.]io)/') || k in ['node.kubernetes.io/instance-type', 'topology.kubernetes.io/region', 'topology.kubernetes.io/zone', 'node-role.kubernetes.io/worker']))").message("spec.labels: kubeup.dev/, kubernetes.io/ and k8s.io/ label keys are reserved (allowed: node.kubernetes.io/instance-type, topology.kubernetes.io/region, topology.kubernetes.io/zone, node-role.kubernetes.io/worker)"))]
+#[x_kube(validation = Rule::new("!has(self.taints) || self.taints.all(t, !t.key.matches('^(kubeup[.]dev|([^/]*[.])?(kubernetes[.]io|k8s[.]io))/'))").message("spec.taints: kubeup.dev/, kubernetes.io/ and k8s.io/ taint keys are reserved"))]
 pub struct WorkerJoinSpec {
     /// IPv4 address or DNS name the operator connects to over SSH; also
     /// the node's InternalIP when it is an address.
@@ -77,11 +81,15 @@ pub struct WorkerJoinSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
     pub node_name: Option<String>,
-    /// Labels set on the Node and kept in sync.
+    /// Labels set on the Node and kept in sync (at most 64; Kubernetes
+    /// label syntax; `kubeup.dev/`, `kubernetes.io/` and `k8s.io/` keys are
+    /// reserved except a few well-known worker labels).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}))]
     pub labels: BTreeMap<String, String>,
-    /// Taints set on the Node and kept in sync.
+    /// Taints set on the Node and kept in sync (at most 32).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub taints: Vec<NodeTaint>,
     /// Connect, verify the host key and run preflight only; report in status
     /// what a join would do and change nothing on the machine.
@@ -89,14 +97,20 @@ pub struct WorkerJoinSpec {
     pub dry_run: bool,
 }
 
+/// `[prefix/]name` as Kubernetes label and taint keys.
+pub const QUALIFIED_NAME_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/// A Kubernetes label value (may be empty).
+pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+
 /// A taint for the Node, as in `core/v1 Taint`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeTaint {
-    /// Taint key.
-    #[schemars(length(min = 1, max = 316))]
+    /// Taint key (a qualified name).
+    #[schemars(length(min = 1, max = 316), pattern(QUALIFIED_NAME_PATTERN))]
     pub key: String,
-    /// Taint value.
+    /// Taint value (label-value syntax).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), pattern(LABEL_VALUE_PATTERN))]
     pub value: Option<String>,
     /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
     pub effect: TaintEffect,
@@ -200,4 +214,8 @@ pub struct WorkerJoinStatus {
     /// restarted meanwhile resumes this CSR instead of approving another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_csr: Option<String>,
+    /// sha256 of the public key of `pendingCsr`, made by the operator with
+    /// the key on the host: a CSR carrying any other key is never approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_csr_key_sha256: Option<String>,
 }

@@ -29,6 +29,28 @@ pub struct Settings {
     pub node_wait: Duration,
     pub drain_timeout: Duration,
     pub ssh: SshOptions,
+    /// Namespaces whose WorkerJoins (and SSH Secrets) the operator serves;
+    /// empty: its own only. A WorkerJoin elsewhere is refused: its author
+    /// could otherwise name Secrets the operator may not read for them.
+    pub namespaces: Vec<String>,
+    /// Tests only (no flag sets it): WorkerJoins may name loopback, where
+    /// the test harness's sshd listens.
+    pub allow_loopback: bool,
+}
+
+impl Settings {
+    /// The namespaces served: the configured ones, else the operator's own.
+    pub fn served_namespaces(&self) -> Vec<String> {
+        if self.namespaces.is_empty() {
+            vec![self.namespace.clone()]
+        } else {
+            self.namespaces.clone()
+        }
+    }
+
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.served_namespaces().iter().any(|n| n == namespace)
+    }
 }
 
 impl Default for Settings {
@@ -43,6 +65,8 @@ impl Default for Settings {
                 reconnect_attempts: 2,
                 ..SshOptions::default()
             },
+            namespaces: vec![],
+            allow_loopback: false,
         }
     }
 }
@@ -64,6 +88,10 @@ pub struct Context {
     pub settings: Settings,
     pub store: Store<WorkerJoin>,
     memory: Mutex<HashMap<String, Memory>>,
+    /// The operator's own user name as the apiserver authenticates it
+    /// (asked once): the only `spec.username` of a kubelet client CSR it
+    /// approves.
+    identity: tokio::sync::OnceCell<String>,
 }
 
 impl Context {
@@ -85,13 +113,22 @@ impl Context {
             settings,
             store,
             memory: Mutex::default(),
+            identity: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Who the apiserver says this operator is (a SelfSubjectReview).
+    pub async fn username(&self) -> crate::Result<String> {
+        self.identity
+            .get_or_try_init(|| crate::csr::whoami(&self.client))
+            .await
+            .cloned()
     }
 
     pub fn memory(&self, key: &str) -> Memory {
         self.memory
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
             .cloned()
             .unwrap_or_default()
@@ -100,12 +137,15 @@ impl Context {
     pub fn set_memory(&self, key: &str, m: Memory) {
         self.memory
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.to_string(), m);
     }
 
     pub fn forget(&self, key: &str) {
-        self.memory.lock().expect("not poisoned").remove(key);
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 
     /// Publish an Event on the WorkerJoin; failures to publish are logged,
@@ -118,10 +158,8 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let mut note = note;
-        if note.len() > 1000 {
-            note.truncate(1000);
-        }
+        // Events hold at most 1 kB of note; cut on a character boundary.
+        let note = kubeup_crds::validation::shorten_to(&note, 1000);
         let ev = Event {
             type_: if warning {
                 EventType::Warning

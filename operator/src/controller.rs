@@ -2,6 +2,7 @@
 //! validate → plan (pure, [`crate::plan`]) → act ([`crate::join`],
 //! [`crate::cleanup`]) → status by server-side apply.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,9 @@ use crate::cleanup;
 use crate::context::{Context, Memory};
 use crate::error::{Error, Result};
 use crate::join::{self, Outcome, Runner};
+use crate::nodeclaim::{self, created};
 use crate::plan::{self, Decision, FINALIZER, NODE_LABEL, Observed, owner_ref, parse_owner};
+use crate::specguard::{self, ClusterFacts};
 use crate::status;
 
 /// Steady-state resync of a joined node.
@@ -48,6 +51,9 @@ async fn reconcile_inner(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Actio
     let span = info_span!("reconcile", workerjoin = %format!("{ns}/{}", wj.name_any()), host = %wj.spec.address);
     async move {
         let api: Api<WorkerJoin> = Api::namespaced(ctx.client.clone(), &ns);
+        if !ctx.settings.serves(&ns) {
+            return refuse_namespace(&ctx, &wj).await;
+        }
         if wj.metadata.deletion_timestamp.is_some() && !still_there(&api, &wj).await? {
             return Ok(Action::await_change());
         }
@@ -66,6 +72,37 @@ async fn reconcile_inner(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Actio
     }
     .instrument(span)
     .await
+}
+
+/// A WorkerJoin outside the served namespaces: refused with a condition,
+/// no finalizer, nothing read (its Secret would be in a namespace whose
+/// Secrets the operator may not, and must not, read for its author).
+async fn refuse_namespace(ctx: &Context, wj: &WorkerJoin) -> Result<Action> {
+    if wj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = wj.namespace().unwrap_or_default();
+    let message = format!(
+        "namespace {ns} is not served by this operator (it serves {}); create the WorkerJoin and its Secret there, or add {ns} to the chart's watchNamespaces",
+        ctx.settings.served_namespaces().join(", ")
+    );
+    let mut runner = Runner::new(ctx, wj);
+    let generation = runner.generation;
+    let current = wj.status.clone().unwrap_or_default();
+    if current.last_error.as_deref() == Some(message.as_str()) && current.phase == Phase::Failed {
+        return Ok(Action::await_change());
+    }
+    save_not_ready(
+        &mut runner,
+        generation,
+        Phase::Failed,
+        "NamespaceNotServed",
+        &message,
+    )
+    .await?;
+    ctx.event(wj, true, "NamespaceNotServed", "Validate", message)
+        .await;
+    Ok(Action::await_change())
 }
 
 /// Whether the WorkerJoin being deleted, as the cache shows it, is still
@@ -109,29 +146,43 @@ fn jitter() -> f64 {
 /// The claims of other WorkerJoins on the same SSH endpoint (address and
 /// port: machines behind one NAT address differ by port), for the
 /// duplicate check.
-fn claims(ctx: &Context, wj: &WorkerJoin) -> Vec<(String, String)> {
+/// Addresses are compared as the machines they name: an IP and a DNS name
+/// that resolves to it are one machine.
+async fn claims(ctx: &Context, wj: &WorkerJoin, mine: &[IpAddr]) -> Vec<(String, String)> {
     let me = wj.uid();
-    ctx.store
+    let others: Vec<_> = ctx
+        .store
         .state()
-        .iter()
-        .filter(|o| {
-            o.uid() != me && o.spec.address == wj.spec.address && o.spec.port == wj.spec.port
-        })
-        .map(|o| {
-            (
-                created(o),
+        .into_iter()
+        .filter(|o| o.uid() != me && o.spec.port == wj.spec.port)
+        .collect();
+    let mut out = vec![];
+    for o in others {
+        let same = o.spec.address.eq_ignore_ascii_case(&wj.spec.address) || {
+            let theirs = resolve(&o.spec.address, o.spec.port).await;
+            theirs.iter().any(|ip| mine.contains(ip))
+        };
+        if same {
+            out.push((
+                created(&o),
                 format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-            )
-        })
-        .collect()
+            ));
+        }
+    }
+    out
 }
 
-fn created(o: &WorkerJoin) -> String {
-    o.metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default()
+/// The IPs an address names: itself when it is one, else what it resolves
+/// to now (nothing when it does not resolve within two seconds).
+async fn resolve(address: &str, port: u16) -> Vec<IpAddr> {
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return vec![ip];
+    }
+    let lookup = tokio::net::lookup_host((address, port));
+    match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+        _ => vec![],
+    }
 }
 
 async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
@@ -150,13 +201,20 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             .map_err(Error::kube(format!("read Node {n}")))?,
         None => None,
     };
+    let cluster = join::read_cluster(&ctx.client).await?;
+    let facts = ClusterFacts::from_cluster(&cluster, ctx.settings.allow_loopback);
+    let mine = resolve(&wj.spec.address, wj.spec.port).await;
+    let spec_problems = spec_problems(&wj, &facts, &mine);
+    let node_conflict = node_name
+        .as_deref()
+        .and_then(|n| nodeclaim::check(&ctx, &wj, n, node.as_ref()));
     let me = (created(&wj), format!("{ns}/{}", wj.name_any()));
-    let conflict = plan::conflicting_owner((&me.0, &me.1), &claims(&ctx, &wj));
+    let conflict = plan::conflicting_owner((&me.0, &me.1), &claims(&ctx, &wj, &mine).await);
     let mut mem = ctx.memory(&key);
     // A refused duplicate is not blocked: it may own the machine once the
     // other WorkerJoin is gone.
     let refused_duplicate = kubeup_crds::conditions::find(&current.conditions, status::READY)
-        .is_some_and(|c| c.reason == "DuplicateAddress");
+        .is_some_and(|c| c.reason == "DuplicateAddress" || c.reason == "NodeNameTaken");
     let blocked = current.phase == Phase::Failed
         && current.observed_generation == Some(generation)
         && current.last_error.is_some()
@@ -183,7 +241,9 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         spec: &wj.spec,
         status: &current,
         secret,
+        spec_problems,
         conflict,
+        node_conflict,
         node: node.as_ref().map(join::node_view),
         blocked,
         backoff_left,
@@ -202,11 +262,13 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
                 ctx.event(&wj, true, reason, "Validate", message).await;
             }
             // A duplicate may become the owner when the other goes away.
-            Ok(if reason == "DuplicateAddress" {
-                Action::requeue(Duration::from_secs(60))
-            } else {
-                Action::await_change()
-            })
+            Ok(
+                if reason == "DuplicateAddress" || reason == "NodeNameTaken" {
+                    Action::requeue(Duration::from_secs(60))
+                } else {
+                    Action::await_change()
+                },
+            )
         }
         Decision::WaitForSecret { reason, message } => {
             let changed = current.last_error.as_deref() != Some(message.as_str());
@@ -220,7 +282,10 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         Decision::Blocked => Ok(Action::await_change()),
         Decision::Backoff(left) => Ok(Action::requeue(left)),
         Decision::InSync => {
-            let node = node.expect("InSync has a Node");
+            // decide() says InSync only with a Node; without one, look again.
+            let Some(node) = node else {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            };
             join::sync_node(&ctx.client, &node, &key, &wj).await?;
             let view = join::node_view(&node);
             status::apply_node_conditions(&mut runner.status, Some(&view), generation);
@@ -292,6 +357,20 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             }
         }
     }
+}
+
+/// Problems of the spec against the cluster, including what a DNS-name
+/// address resolves to now.
+fn spec_problems(wj: &WorkerJoin, facts: &ClusterFacts, resolved: &[IpAddr]) -> Vec<String> {
+    let mut out = specguard::problems(&wj.spec, facts);
+    if wj.spec.address.parse::<IpAddr>().is_err() {
+        out.extend(resolved.iter().filter_map(|ip| {
+            facts
+                .forbidden_ip(*ip)
+                .map(|why| format!("spec.address: {} resolves to {ip}: {why}", wj.spec.address))
+        }));
+    }
+    out
 }
 
 /// Record a failed attempt: attempts, lastError, conditions, an Event;
@@ -480,54 +559,40 @@ pub async fn run(
     // Metadata only: Node status and Secret data are never cached here.
     let node_store = store.clone();
     let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
-    // Secrets → the WorkerJoins in their namespace that reference them.
-    let secret_store = store.clone();
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
-
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     // kubelet-serving CSRs of the nodes it joined, next to the joins.
     let approver = crate::serving::run(ctx.clone(), store.clone());
     // The controller's certificate expiry, beside the joins.
     let expiry = tokio::spawn(crate::certexpiry::run(ctx.clone()));
+    let mut controller = controller.watches(nodes, watcher::Config::default(), move |node| {
+        let name = node.name_any();
+        if let Some((ns, wj)) = node
+            .annotations()
+            .get(NODE_LABEL)
+            .and_then(|v| parse_owner(v.as_str()))
+        {
+            return vec![ObjectRef::new(&wj).within(&ns)];
+        }
+        node_store
+            .state()
+            .iter()
+            .filter(|w| {
+                w.spec.node_name.as_deref() == Some(name.as_str())
+                    || w.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+            })
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect::<Vec<_>>()
+    });
+    // Secrets → the WorkerJoins in their namespace that reference them;
+    // watched in the served namespaces only (the RBAC grants no more).
+    for ns in ctx.settings.served_namespaces() {
+        let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &ns);
+        let secret_store = store.clone();
+        controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
+            referencing(&secret_store, &secret)
+        });
+    }
     let joins = controller
-        .watches(nodes, watcher::Config::default(), move |node| {
-            let name = node.name_any();
-            if let Some((ns, wj)) = node
-                .annotations()
-                .get(NODE_LABEL)
-                .and_then(|v| parse_owner(v.as_str()))
-            {
-                return vec![ObjectRef::new(&wj).within(&ns)];
-            }
-            node_store
-                .state()
-                .iter()
-                .filter(|w| {
-                    w.spec.node_name.as_deref() == Some(name.as_str())
-                        || w.status.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(name.as_str())
-                })
-                .map(|w| ObjectRef::from_obj(w.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            let ns = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            secret_store
-                .state()
-                .iter()
-                .filter(|w| {
-                    w.namespace().as_deref() == Some(ns.as_str())
-                        && (w.spec.ssh_secret_ref.name == name
-                            || w.spec
-                                .bastion
-                                .as_ref()
-                                .and_then(|b| b.secret_ref.as_ref())
-                                .is_some_and(|r| r.name == name))
-                })
-                .map(|w| ObjectRef::from_obj(w.as_ref()))
-                .collect::<Vec<_>>()
-        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -538,6 +603,29 @@ pub async fn run(
         });
     futures::future::join(joins, approver).await;
     expiry.abort();
+}
+
+/// The WorkerJoins that name this Secret (SSH key or bastion key).
+fn referencing(
+    store: &kube::runtime::reflector::Store<WorkerJoin>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<WorkerJoin>> {
+    let ns = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|w| {
+            w.namespace().as_deref() == Some(ns.as_str())
+                && (w.spec.ssh_secret_ref.name == name
+                    || w.spec
+                        .bastion
+                        .as_ref()
+                        .and_then(|b| b.secret_ref.as_ref())
+                        .is_some_and(|r| r.name == name))
+        })
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
 }
 
 /// For tests: list WorkerJoins quickly.

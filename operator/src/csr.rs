@@ -55,6 +55,9 @@ impl ClientCert {
 pub struct Generated {
     pub key_pem: SecretString,
     pub csr_pem: String,
+    /// sha256 (hex) of the public key: recorded in status, and the only key
+    /// a CSR approved for this join may carry.
+    pub public_key_sha256: String,
 }
 
 impl std::fmt::Debug for Generated {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Generated {
         f.debug_struct("Generated")
             .field("key_pem", &"***")
             .field("csr_pem", &self.csr_pem)
+            .field("public_key_sha256", &self.public_key_sha256)
             .finish()
     }
 }
@@ -84,7 +88,114 @@ pub fn generate(cert: &ClientCert) -> Result<Generated> {
     Ok(Generated {
         key_pem: SecretString::from(key.serialize_pem()),
         csr_pem: csr.pem().map_err(err)?,
+        public_key_sha256: key_sha256(&key),
     })
+}
+
+/// sha256 (hex) of a public key's bytes.
+pub fn key_sha256(key: &impl rcgen::PublicKeyData) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.der_bytes()))
+}
+
+/// Who the apiserver authenticates this client as (a SelfSubjectReview:
+/// what the apiserver puts in `spec.username` of the CSRs it creates).
+pub async fn whoami(client: &kube::Client) -> Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(Error::kube(
+            "ask the apiserver who the operator is (SelfSubjectReview)",
+        ))?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Error::Certificate {
+            name: "kubelet client".into(),
+            reason: "the apiserver did not say who the operator is".into(),
+        })
+}
+
+/// What a kubelet client CSR must be, in every part the apiserver or the
+/// signed request vouches for, before the operator approves it.
+#[derive(Clone, Debug)]
+pub struct Expected<'a> {
+    pub cert: &'a ClientCert,
+    /// The operator's own user name: CSRs made by anyone else are never
+    /// approved, whatever their annotations say.
+    pub username: &'a str,
+    /// sha256 of the public key the operator made for this join.
+    pub public_key_sha256: &'a str,
+}
+
+/// Why this CSR is not the one the operator made for this join, if it is
+/// not: requester, signer, subject, usages and public key are checked.
+pub fn mismatch(csr: &CertificateSigningRequest, want: &Expected<'_>) -> Option<String> {
+    let spec = &csr.spec;
+    let requester = spec.username.as_deref().unwrap_or("");
+    if requester != want.username {
+        return Some(format!(
+            "requested by {requester:?}, not by the operator ({:?})",
+            want.username
+        ));
+    }
+    if spec.signer_name != want.cert.signer {
+        return Some(format!(
+            "signer {} is not {}",
+            spec.signer_name, want.cert.signer
+        ));
+    }
+    let mut usages = spec.usages.clone().unwrap_or_default();
+    usages.sort();
+    if usages != ["client auth", "digital signature"] {
+        return Some(format!(
+            "usages {usages:?} are not exactly [\"digital signature\", \"client auth\"]"
+        ));
+    }
+    let parsed = match std::str::from_utf8(&spec.request.0)
+        .ok()
+        .and_then(|pem| rcgen::CertificateSigningRequestParams::from_pem(pem).ok())
+    {
+        Some(p) => p,
+        None => return Some("the request is not a valid PKCS#10 request".into()),
+    };
+    let mut cn = None;
+    let mut orgs = vec![];
+    for (t, v) in parsed.params.distinguished_name.iter() {
+        let text = match v {
+            rcgen::DnValue::Utf8String(s) => s.clone(),
+            rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+            other => format!("{other:?}"),
+        };
+        match t {
+            DnType::CommonName => cn = Some(text),
+            DnType::OrganizationName => orgs.push(text),
+            _ => {}
+        }
+    }
+    if cn.as_deref() != Some(want.cert.common_name.as_str()) || orgs != want.cert.organizations {
+        return Some(format!(
+            "subject CN={:?} O={orgs:?} is not CN={:?} O={:?}",
+            cn.unwrap_or_default(),
+            want.cert.common_name,
+            want.cert.organizations
+        ));
+    }
+    if !parsed.params.subject_alt_names.is_empty() {
+        return Some("a kubelet client certificate carries no subject alternative names".into());
+    }
+    let got = key_sha256(&parsed.public_key);
+    if got != want.public_key_sha256 {
+        return Some(format!(
+            "its public key (sha256 {got}) is not the one the operator made for this join ({})",
+            want.public_key_sha256
+        ));
+    }
+    None
 }
 
 /// The CSR object: labelled with the WorkerJoin, annotated with its uid.
@@ -121,7 +232,9 @@ pub fn csr_object(
 /// A name unique per attempt: `kubeup-<component>-<node>-<8 hex>`.
 pub fn csr_name(cert: &ClientCert, node_name: &str) -> String {
     let mut r = [0u8; 4];
-    getrandom::fill(&mut r).expect("the OS random source works");
+    // Uniqueness only: a failed random source leaves zeros, and the
+    // apiserver refuses a duplicate name (409) rather than reuse one.
+    let _ = getrandom::fill(&mut r);
     let mut node: String = node_name.chars().take(200).collect();
     node.retain(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     format!("kubeup-{}-{node}-{}", cert.component, hex::encode(r))
@@ -148,9 +261,15 @@ pub async fn issue(
     timeout: Duration,
 ) -> Result<(String, SecretString)> {
     let generated = generate(cert)?;
+    let username = whoami(client).await?;
     let name = csr_name(cert, node_name);
     create(client, &name, cert, &generated.csr_pem, owner, owner_uid).await?;
-    let pem = approve_and_wait(client, &name, cert.signer, owner, owner_uid, timeout).await?;
+    let want = Expected {
+        cert,
+        username: &username,
+        public_key_sha256: &generated.public_key_sha256,
+    };
+    let pem = approve_and_wait(client, &name, &want, owner, owner_uid, timeout).await?;
     Ok((pem, generated.key_pem))
 }
 
@@ -192,20 +311,27 @@ fn has_condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
 pub async fn approve_and_wait(
     client: &kube::Client,
     name: &str,
-    signer: &str,
+    want: &Expected<'_>,
     owner: &str,
     owner_uid: &str,
     timeout: Duration,
 ) -> Result<String> {
+    let signer = want.cert.signer;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let mut csr = api
         .get(name)
         .await
         .map_err(Error::kube(format!("get CertificateSigningRequest {name}")))?;
-    if !is_ours(&csr, owner_uid) || csr.spec.signer_name != signer {
-        return Err(Error::Certificate {
+    if !is_ours(&csr, owner_uid) {
+        return Err(Error::CsrRefused {
             name: name.into(),
-            reason: format!("not a {signer} CSR of WorkerJoin {owner}; not approving it"),
+            reason: format!("it does not carry WorkerJoin {owner}'s uid"),
+        });
+    }
+    if let Some(reason) = mismatch(&csr, want) {
+        return Err(Error::CsrRefused {
+            name: name.into(),
+            reason,
         });
     }
     if !has_condition(&csr, "Approved") {

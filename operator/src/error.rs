@@ -42,6 +42,10 @@ pub enum Error {
     Bundle { dir: String, reason: String },
     #[error("certificate {name}: {reason}")]
     Certificate { name: String, reason: String },
+    #[error("CertificateSigningRequest {name} is not approved: {reason}")]
+    CsrRefused { name: String, reason: String },
+    #[error("{0}")]
+    NodeNameTaken(String),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("drain of node {node}: {reason}")]
@@ -66,6 +70,8 @@ impl Error {
             Error::NoCluster => "ClusterNotFound".into(),
             Error::Bundle { .. } => "BundleUnavailable".into(),
             Error::Certificate { .. } => "CertificateFailed".into(),
+            Error::CsrRefused { .. } => "CsrRefused".into(),
+            Error::NodeNameTaken(_) => "NodeNameTaken".into(),
             Error::Timeout { .. } => "Timeout".into(),
             Error::Drain { .. } => "DrainFailed".into(),
             Error::Finalizer(_) => "FinalizerFailed".into(),
@@ -88,7 +94,7 @@ impl Error {
         match self {
             Error::Ssh { source, .. } => source.is_permanent(),
             Error::Converge(e) => e.is_permanent(),
-            Error::InvalidSpec(_) => true,
+            Error::InvalidSpec(_) | Error::NodeNameTaken(_) => true,
             _ => false,
         }
     }

@@ -22,10 +22,12 @@ use crate::access;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::csr::{self, ClientCert};
 use crate::error::{Error, Result};
+use crate::nodeclaim;
 use crate::nodesync;
 use crate::pending;
 use crate::plan::{self, NodeView, owner_ref, runs};
 use crate::proxytoken;
+use crate::specguard;
 use crate::status;
 use crate::watchone;
 
@@ -242,8 +244,11 @@ impl<'a> Runner<'a> {
                     format!("passed with warnings: {}", warnings.join("; "))
                 },
             );
-            self.status.node_name =
-                plan::node_name(&self.wj.spec, &self.status, Some(&report.hostname));
+            let named = plan::node_name(&self.wj.spec, &self.status, Some(&report.hostname));
+            if let Some(name) = &named {
+                self.claim_node_name(name, &cluster).await?;
+            }
+            self.status.node_name = named;
             self.done(Phase::Preflight);
         }
         let node_name = plan::node_name(&self.wj.spec, &self.status, None).ok_or_else(|| {
@@ -317,6 +322,8 @@ impl<'a> Runner<'a> {
         let ca_pem = cluster_ca(&self.ctx.client, &self.ctx.settings.namespace).await?;
         if runs(Phase::Certificates, from) {
             self.enter(Phase::Certificates).await?;
+            // The name is checked again right before its identity is issued.
+            self.claim_node_name(&node_name, &cluster).await?;
             let issued = self.certificates(session, &node_name, &ca_pem).await?;
             if issued.contains(&"kubelet") {
                 changes.restart.insert(Unit::Kubelet);
@@ -424,6 +431,7 @@ impl<'a> Runner<'a> {
             issued.push(kubelet.component);
         }
         if self.status.pending_csr.take().is_some() {
+            self.status.pending_csr_key_sha256 = None;
             self.save().await?;
         }
 
@@ -463,14 +471,21 @@ impl<'a> Runner<'a> {
         ca_pem: &str,
     ) -> Result<()> {
         let uid = self.wj.uid().unwrap_or_default();
-        let resumable = match self.status.pending_csr.clone() {
-            Some(name) if remote_exists(session, &pending_key(&name)).await? => Some(name),
+        // Only a CSR whose key fingerprint was recorded with it resumes; an
+        // older status without one starts afresh.
+        let resumable = match (
+            self.status.pending_csr.clone(),
+            self.status.pending_csr_key_sha256.clone(),
+        ) {
+            (Some(name), Some(key)) if remote_exists(session, &pending_key(&name)).await? => {
+                Some((name, key))
+            }
             _ => None,
         };
-        let name = match resumable {
-            Some(name) => {
-                tracing::info!(csr = %name, "resuming the CSR of an earlier attempt");
-                name
+        let (name, key_sha256) = match resumable {
+            Some(pending) => {
+                tracing::info!(csr = %pending.0, "resuming the CSR of an earlier attempt");
+                pending
             }
             None => {
                 let generated = csr::generate(kubelet)?;
@@ -498,19 +513,38 @@ impl<'a> Runner<'a> {
                 )
                 .await?;
                 self.status.pending_csr = Some(name.clone());
+                self.status.pending_csr_key_sha256 = Some(generated.public_key_sha256.clone());
                 self.save().await?;
-                name
+                (name, generated.public_key_sha256)
             }
         };
-        let cert_pem = csr::approve_and_wait(
+        let username = self.ctx.username().await?;
+        let want = csr::Expected {
+            cert: kubelet,
+            username: &username,
+            public_key_sha256: &key_sha256,
+        };
+        let signed = csr::approve_and_wait(
             &self.ctx.client,
             &name,
-            kubelet.signer,
+            &want,
             &self.owner,
             &uid,
             self.ctx.settings.csr_timeout,
         )
-        .await?;
+        .await;
+        let cert_pem = match signed {
+            Ok(pem) => pem,
+            Err(e @ Error::CsrRefused { .. }) => {
+                // Never this one again: the next attempt makes a new key
+                // and CSR.
+                self.status.pending_csr = None;
+                self.status.pending_csr_key_sha256 = None;
+                self.save().await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         pki::is_current(&cert_pem, ca_pem, &kubelet.leaf_spec(), 0).map_err(|reason| {
             Error::Certificate {
                 name: kubelet.common_name.clone(),
@@ -535,6 +569,20 @@ impl<'a> Runner<'a> {
         .await
     }
 
+    /// Refuse a node name that is not valid, names the apiserver, or is
+    /// another's (a Node or an earlier WorkerJoin): before it is recorded,
+    /// and before any certificate for it.
+    async fn claim_node_name(&self, name: &str, cluster: &Cluster) -> Result<()> {
+        let facts =
+            specguard::ClusterFacts::from_cluster(cluster, self.ctx.settings.allow_loopback);
+        specguard::node_name(name, &facts).map_err(|why| {
+            Error::InvalidSpec(format!(
+                "node name {name:?} (spec.nodeName, else the host's hostname): {why}; set spec.nodeName"
+            ))
+        })?;
+        nodeclaim::ensure(self.ctx, self.wj, name).await
+    }
+
     /// Create the Node (labelled and annotated as this WorkerJoin's, with
     /// the spec's labels and taints) when it does not exist, and wait
     /// briefly for the podCIDR the controller-manager allocates. `None`
@@ -547,7 +595,8 @@ impl<'a> Runner<'a> {
             let node = new_node(node_name, &self.owner);
             match nodes.create(&PostParams::default(), &node).await {
                 Ok(_) => tracing::info!(node = node_name, "Node created before the kubelet"),
-                // The kubelet (or an earlier pass) was faster.
+                // Someone was faster: it must be ours (an earlier pass), which
+                // sync_node checks below before it changes anything.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(Error::kube(format!("create Node {node_name}"))(e)),
             }
@@ -769,6 +818,13 @@ pub async fn sync_node(
     owner: &str,
     wj: &WorkerJoin,
 ) -> Result<()> {
+    // Ownership recorded on a Node is never overwritten or taken over.
+    if nodeclaim::recorded_owner(node) != Some(owner) {
+        return Err(Error::NodeNameTaken(format!(
+            "Node {} is not recorded as WorkerJoin {owner}'s; its labels and taints are left alone",
+            node.name_any()
+        )));
+    }
     let Some(patch) = nodesync::node_patch(node, owner, &wj.spec.labels, &wj.spec.taints) else {
         return Ok(());
     };

@@ -17,11 +17,13 @@ pub mod http;
 pub mod join;
 pub mod lease;
 pub mod metrics;
+pub mod nodeclaim;
 pub mod nodesync;
 pub mod pending;
 pub mod plan;
 pub mod proxytoken;
 pub mod serving;
+pub mod specguard;
 pub mod status;
 pub mod watchone;
 

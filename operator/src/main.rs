@@ -43,6 +43,16 @@ struct Args {
     /// The operator's namespace (where it reads kube-root-ca.crt).
     #[arg(long, env = "POD_NAMESPACE", default_value = "kubeup-system")]
     namespace: String,
+    /// Namespaces whose WorkerJoins and SSH Secrets are served (comma
+    /// separated); empty: only the operator's own. The chart's RBAC grants
+    /// Secret access in exactly these.
+    #[arg(
+        long,
+        env = "KUBEUP_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    watch_namespaces: Vec<String>,
     /// Seconds to wait for a CSR to be signed.
     #[arg(long, env = "KUBEUP_CSR_TIMEOUT", default_value_t = 60)]
     csr_timeout: u64,
@@ -87,6 +97,11 @@ async fn main() -> anyhow::Result<()> {
 
     let settings = Settings {
         namespace: args.namespace,
+        namespaces: args
+            .watch_namespaces
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
         csr_timeout: Duration::from_secs(args.csr_timeout),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         ..Settings::default()

@@ -44,8 +44,12 @@ pub struct Observed<'a> {
     pub spec: &'a WorkerJoinSpec,
     pub status: &'a WorkerJoinStatus,
     pub secret: SecretState,
+    /// Problems of the spec against the cluster ([`crate::specguard`]).
+    pub spec_problems: Vec<String>,
     /// An earlier WorkerJoin (`ns/name`) that claims the same address.
     pub conflict: Option<String>,
+    /// Why the node name is not this WorkerJoin's to use ([`crate::nodeclaim`]).
+    pub node_conflict: Option<String>,
     pub node: Option<NodeView>,
     /// A permanent failure is recorded for this generation and nothing it
     /// depends on (the Secret) changed since.
@@ -109,6 +113,18 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         return Decision::Refuse {
             reason: "InvalidSpec",
             message,
+        };
+    }
+    if !o.spec_problems.is_empty() {
+        return Decision::Refuse {
+            reason: "InvalidSpec",
+            message: o.spec_problems.join("; "),
+        };
+    }
+    if let Some(message) = &o.node_conflict {
+        return Decision::Refuse {
+            reason: "NodeNameTaken",
+            message: message.clone(),
         };
     }
     if let Some(other) = &o.conflict {
@@ -239,7 +255,7 @@ pub fn owner_label_value(owner: &str) -> String {
     } else {
         use sha2::Digest;
         let h = hex::encode(sha2::Sha256::digest(owner.as_bytes()));
-        format!("h-{}", &h[..40])
+        format!("h-{}", h.get(..40).unwrap_or(&h))
     }
 }
 
@@ -287,7 +303,9 @@ mod tests {
             spec,
             status,
             secret: SecretState::Usable,
+            spec_problems: vec![],
             conflict: None,
+            node_conflict: None,
             node: None,
             blocked: false,
             backoff_left: None,

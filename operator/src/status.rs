@@ -37,10 +37,8 @@ pub fn set(
     message: impl Into<String>,
     generation: i64,
 ) {
-    let mut message: String = message.into();
-    if message.len() > 32_000 {
-        message.truncate(32_000);
-    }
+    // A condition message holds 32 kB; cut on a character boundary.
+    let message = kubeup_crds::validation::shorten_to(&message.into(), 32_000);
     set_condition(
         &mut status.conditions,
         Condition {

@@ -27,7 +27,7 @@ fn workerjoin(name: &str, port: u16) -> WorkerJoin {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "kubeup.dev/v1alpha1",
         "kind": "WorkerJoin",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": common::NAMESPACE},
         "spec": {
             "address": "127.0.0.1",
             "port": port,
@@ -40,32 +40,7 @@ fn workerjoin(name: &str, port: u16) -> WorkerJoin {
     .unwrap()
 }
 
-fn condition<'a>(wj: &'a WorkerJoin, t: &str) -> Option<&'a conditions::Condition> {
-    wj.status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, t))
-}
-
-async fn wait_for(
-    api: &Api<WorkerJoin>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&WorkerJoin) -> bool,
-) -> WorkerJoin {
-    common::eventually(what, Duration::from_secs(60), || {
-        let api = api.clone();
-        let pred = &pred;
-        async move {
-            let wj = api.get(name).await.map_err(|e| e.to_string())?;
-            if pred(&wj) {
-                Ok(wj)
-            } else {
-                Err(serde_json::to_string_pretty(&wj.status).unwrap())
-            }
-        }
-    })
-    .await
-}
+use common::{condition, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_change() {
@@ -83,6 +58,8 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     controller::check_crds(&sa).await.expect("CRDs served");
     let settings = Settings {
         namespace: common::NAMESPACE.into(),
+        // The test sshd listens on loopback.
+        allow_loopback: true,
         ..Settings::default()
     };
     let bundle_root = kubeup_provision::artifacts::cache_root().join("bundle");
@@ -95,7 +72,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         Arc::new(std::sync::OnceLock::new()),
     ));
 
-    let wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), "default");
+    let wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), common::NAMESPACE);
     // 1. No Secret yet: a condition, not a crash loop; the finalizer is on.
     wjs.create(&PostParams::default(), &workerjoin("a-first", sshd.port()))
         .await
@@ -124,12 +101,12 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         condition(&dup, "Ready")
             .unwrap()
             .message
-            .contains("default/a-first")
+            .contains("kubeup-system/a-first")
     );
 
     // 3. The Secret appears: the join recovers by itself (the Secret watch),
     // verifies and records the host key, runs preflight, plans.
-    let secrets: Api<Secret> = Api::namespaced(api.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(api.client.clone(), common::NAMESPACE);
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "worker-ssh"},
@@ -201,7 +178,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     assert_eq!(st.observed_generation, Some(2));
 
     // Events were published, and no key material anywhere.
-    let events: Api<Event> = Api::namespaced(api.client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(api.client.clone(), common::NAMESPACE);
     let evs = events.list(&ListParams::default()).await.unwrap();
     let reasons: Vec<String> = evs.items.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(reasons.iter().any(|r| r == "SecretNotFound"), "{reasons:?}");

@@ -13,3 +13,12 @@ app.kubernetes.io/name: kubeup-operator
 {{- define "kubeup.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{/* The namespaces served, comma separated: watchNamespaces, else the release namespace. */}}
+{{- define "kubeup.servedNamespaces" -}}
+{{- if .Values.watchNamespaces -}}
+{{- join "," .Values.watchNamespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}

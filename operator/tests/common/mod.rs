@@ -65,14 +65,16 @@ pub fn install(api: &ApiServer) {
     kubectl(api, &["apply", "-f", deploy.to_str().unwrap()], None);
 }
 
-/// A minimal Cluster object (one controller on loopback).
+/// A minimal Cluster object (one controller on loopback, at another
+/// address than the test sshd's 127.0.0.1: a WorkerJoin may not name a
+/// controller).
 pub const CLUSTER: &str = r#"
 apiVersion: kubeup.dev/v1alpha1
 kind: Cluster
 metadata: {name: test}
 spec:
   kubernetesVersion: v1.34.10
-  controllers: [{address: 127.0.0.1}]
+  controllers: [{address: 127.0.0.2}]
 "#;
 
 /// A client that acts as the operator's ServiceAccount (impersonation by
@@ -176,4 +178,36 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// A condition of a WorkerJoin's status.
+pub fn condition<'a>(
+    wj: &'a kubeup_crds::WorkerJoin,
+    t: &str,
+) -> Option<&'a kubeup_crds::conditions::Condition> {
+    wj.status
+        .as_ref()
+        .and_then(|s| kubeup_crds::conditions::find(&s.conditions, t))
+}
+
+/// Wait (60 s) until the WorkerJoin `name` satisfies `pred`.
+pub async fn wait_for(
+    api: &kube::Api<kubeup_crds::WorkerJoin>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&kubeup_crds::WorkerJoin) -> bool,
+) -> kubeup_crds::WorkerJoin {
+    eventually(what, Duration::from_secs(60), || {
+        let api = api.clone();
+        let pred = &pred;
+        async move {
+            let wj = api.get(name).await.map_err(|e| e.to_string())?;
+            if pred(&wj) {
+                Ok(wj)
+            } else {
+                Err(serde_json::to_string_pretty(&wj.status).unwrap_or_default())
+            }
+        }
+    })
+    .await
 }
