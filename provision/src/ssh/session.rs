@@ -14,10 +14,11 @@ use russh::keys::{
 use russh::{ChannelMsg, ChannelWriteHalf, Sig};
 use tokio::sync::{Mutex, OnceCell};
 
-use super::command::{Command, Output, truncate};
+use super::command::{Command, Output};
 use super::error::{Result, SshError};
 use super::hostkey::{HostKeyStore, Verifier, fingerprint};
 use super::secret::Secret;
+use crate::text::truncate_chars;
 
 /// How to authenticate.
 #[derive(Clone, Debug)]
@@ -469,7 +470,7 @@ impl Session {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<Output> {
-        let shown = truncate(shown, 300);
+        let shown = truncate_chars(shown, 300);
         let (channel, _permit) = self.open_channel(&format!("running `{shown}`")).await?;
         let (mut rx, tx) = channel.split();
         let timeout = timeout.unwrap_or(self.opts.command_timeout);
