@@ -999,6 +999,108 @@ async fn compressed_upload_through_sudo_and_a_damaged_stream() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A valid zstd frame of other bytes of the same size passes zstd's own
+/// checksum: only the host's sha256 check against the manifest stops it,
+/// for a single compressed upload and for an archive alike.
+#[tokio::test]
+async fn a_valid_frame_of_other_bytes_is_refused_on_the_host() {
+    use kubeup_provision::artifacts::{sha256_file, zstd_frame};
+
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let good = compressible(2 << 20);
+    let mut other = good.clone();
+    other[12345] ^= 0xff;
+    let good_path = local.path().join("good");
+    std::fs::write(&good_path, &good).unwrap();
+    let (size, sha) = sha256_file(&good_path).unwrap();
+    let sha = sha.to_string();
+    let other_zst = zstd_frame(&other).unwrap();
+    let other_path = local.path().join("other.zst");
+    std::fs::write(&other_path, &other_zst).unwrap();
+
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(remote.path().join("bin")).unwrap();
+    let dest = remote.path().join("bin/kubelet");
+    std::fs::write(&dest, b"old kubelet").unwrap();
+    let src = CompressedSource {
+        path: &other_path,
+        decoder: "zstd",
+        size,
+        sha256: &sha,
+        keep_as: None,
+    };
+    let err = s
+        .upload_compressed(&src, dest.to_str().unwrap(), 0o755, None)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("bin/kubelet") && msg.contains(&sha), "{msg}");
+    assert!(msg.contains(s.host()), "{msg}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old kubelet");
+
+    // The same in an archive: nothing of it is moved into place.
+    let tiny = b"#!/bin/sh\necho tiny\n".to_vec();
+    let tiny_path = local.path().join("tiny");
+    std::fs::write(&tiny_path, &tiny).unwrap();
+    let (_, tiny_sha) = sha256_file(&tiny_path).unwrap();
+    let archive = |frames: Vec<u8>| {
+        vec![
+            ArchiveFile {
+                name: "bin/kubelet".into(),
+                size,
+                mode: 0o755,
+                sha256: sha.clone(),
+                frames: Segment::Bytes(frames),
+            },
+            ArchiveFile {
+                name: "bin/tiny".into(),
+                size: tiny.len() as u64,
+                mode: 0o755,
+                sha256: tiny_sha.to_string(),
+                frames: Segment::Bytes(zstd_frame(&tiny).unwrap()),
+            },
+        ]
+    };
+    let dest_dir = remote.path().to_str().unwrap();
+    let err = s
+        .unpack(&archive(other_zst), "zstd", dest_dir)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bin/kubelet") && !msg.contains("bin/tiny "),
+        "{msg}"
+    );
+    assert!(msg.contains(s.host()), "{msg}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old kubelet");
+    assert!(!remote.path().join("bin/tiny").exists(), "nothing moved");
+    let leftovers: Vec<String> = walk(remote.path())
+        .into_iter()
+        .filter(|p| p.contains(".kubeup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging removed: {leftovers:?}");
+
+    // The honest copies go through both ways.
+    s.unpack(&archive(zstd_frame(&good).unwrap()), "zstd", dest_dir)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), good);
+    assert_eq!(std::fs::read(remote.path().join("bin/tiny")).unwrap(), tiny);
+    let good_zst = local.path().join("good.zst");
+    std::fs::write(&good_zst, zstd_frame(&good).unwrap()).unwrap();
+    let dest2 = remote.path().join("bin/kubelet2");
+    let src = CompressedSource {
+        path: &good_zst,
+        ..src
+    };
+    s.upload_compressed(&src, dest2.to_str().unwrap(), 0o755, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest2).unwrap(), good);
+}
+
 /// A bundle of one big compressible binary and one small file, under a
 /// version name no real bundle has (push_bundle writes to
 /// /opt/kubeup/bundle/<version> on the host, here this machine).
