@@ -364,6 +364,37 @@ async fn accept_new_records_then_refuses_a_changed_key() {
     assert!(err.to_string().contains("status.hostKey"), "{err}");
 }
 
+/// A known_hosts line that names the host but whose key cannot be read is
+/// not "never seen": accept-new must not record a new key over it.
+#[tokio::test]
+async fn an_unparsable_known_hosts_line_for_the_host_stops_accept_new() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let port = f.sshd.port();
+    let text = format!(
+        "# kept by kubeup\nother.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n[127.0.0.1]:{port} ssh-ed25519 AAAA-damaged-key\n"
+    );
+    std::fs::write(&known_hosts, &text).unwrap();
+    let store: Arc<dyn HostKeyStore> = Arc::new(KnownHostsFile::new(&known_hosts));
+    let mut t = f.root();
+    t.host_key = HostKeyTrust::default();
+    let err = Session::connect(&t, store, &opts()).await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "host_key_store", "{msg}");
+    assert!(err.is_permanent(), "{msg}");
+    assert!(
+        msg.contains(&format!("{}:3", known_hosts.display())),
+        "names file and line: {msg}"
+    );
+    assert!(msg.contains("fix or remove"), "{msg}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        text,
+        "nothing recorded"
+    );
+}
+
 #[tokio::test]
 async fn agent_auth() {
     let f = fixture();
