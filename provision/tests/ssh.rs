@@ -539,7 +539,7 @@ async fn sudo_with_password_never_logged() {
 async fn bastion_is_the_only_way_in() {
     logs();
     ensure_user(BASTION_USER, None, None).unwrap();
-    let bastion = Sshd::start().unwrap();
+    let mut bastion = Sshd::start().unwrap();
     let target = Sshd::builder().listen("127.0.0.2").start().unwrap();
     let _fw = PortOnlyForUser::new("127.0.0.2", target.port(), BASTION_USER).unwrap();
     let keys = tempfile::tempdir().unwrap();
@@ -594,6 +594,22 @@ async fn bastion_is_the_only_way_in() {
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 
+    assert_eq!(
+        s.bastion_host_key_fingerprint().await.as_deref(),
+        Some(bastion.host_key_fingerprint("ed25519").as_str())
+    );
+
+    // The operator's store keeps the two keys apart: each readable back
+    // under its own address, and a seeded one is what is checked.
+    let mem = Arc::new(MemoryHostKeyStore::new());
+    let s2 = Session::connect(&via, mem.clone(), &opts()).await.unwrap();
+    let bastion_key = mem.recorded("127.0.0.1", bastion.port()).unwrap();
+    let target_key = mem.recorded("127.0.0.2", target.port()).unwrap();
+    assert_ne!(bastion_key, target_key);
+    assert_eq!(Some(bastion_key), s2.bastion_host_key_openssh().await);
+    assert_eq!(Some(target_key), s2.host_key_openssh().await);
+    drop(s2);
+
     // A wrong bastion pin stops before the target is ever reached.
     let mut bad = via.clone();
     bad.bastion.as_mut().unwrap().host_key = pin(&target.host_key("ed25519"));
@@ -606,6 +622,24 @@ async fn bastion_is_the_only_way_in() {
             .contains(&format!("127.0.0.1:{}", bastion.port())),
         "{err}"
     );
+
+    // accept-new: a changed bastion key is refused like a target's, with
+    // both fingerprints, and nothing new is recorded.
+    let old_fp = bastion.host_key_fingerprint("ed25519");
+    drop(s);
+    bastion.restart_with_new_host_keys().unwrap();
+    let new_fp = bastion.host_key_fingerprint("ed25519");
+    let err = Session::connect(&via, store.clone(), &opts())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "host_key_mismatch", "{msg}");
+    assert!(msg.contains(&old_fp) && msg.contains(&new_fp), "{msg}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{}", bastion.port())),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), text);
 }
 
 fn write_pattern(path: &Path, size: usize, seed: u8) {
