@@ -1166,6 +1166,49 @@ async fn a_valid_frame_of_other_bytes_is_refused_on_the_host() {
     assert_eq!(std::fs::read(&dest2).unwrap(), good);
 }
 
+/// A process that ends when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A kubelet kubeup did not install (here: `sleep` copied to a temp
+/// directory as `kubelet` and run from there) stops preflight. Read-only on
+/// this machine; the process ends with the test.
+#[tokio::test]
+async fn preflight_refuses_a_kubelet_kubeup_did_not_install() {
+    use kubeup_provision::converge::{Role, preflight};
+
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("kubelet");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let child = KillOnDrop(
+        std::process::Command::new(&fake)
+            .arg("300")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let report = preflight(&s, Role::Worker).await.unwrap();
+    let text = report.error_text().unwrap_or_default();
+    assert!(
+        text.contains("host already runs kubelet not installed by kubeup (process"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(" {pid}")),
+        "our fake is named: {text}"
+    );
+    assert!(text.contains("remove it or reset the host"), "{text}");
+    drop(child);
+}
+
 /// A bundle of one big compressible binary and one small file, under a
 /// version name no real bundle has (push_bundle writes to
 /// /opt/kubeup/bundle/<version> on the host, here this machine).
