@@ -11,6 +11,9 @@
 //! not exist yet, or held nothing but listed files, when the list was
 //! recorded; a claim, once made, is kept. A directory the user had before
 //! is never claimed, so a file the user put next to kubeup's survives.
+//! A list written before claims existed (files only) claims the data
+//! directories of the units it lists: kubeup installed those components,
+//! so their data is its own.
 
 use super::{ConvergeError, ssh_err};
 use crate::hostplan::{Unit, layout};
@@ -75,8 +78,9 @@ fn removed_whole() -> Vec<&'static str> {
 /// A read-only script printing `DIR/` for each of `candidates` kubeup may
 /// claim: claimed before, absent, or holding nothing but the listed files
 /// (fed on stdin, one a line; kubeup's temp files of writes in flight do
-/// not count). Every path is under `root` ("" on a real host; tests use a
-/// temporary directory).
+/// not count), or a data directory when the host's list predates claims.
+/// Every path is under `root` ("" on a real host; tests use a temporary
+/// directory).
 pub(crate) fn claim_script(
     root: &str,
     candidates: &[&str],
@@ -92,16 +96,21 @@ R={root}
 listed=$(mktemp); trap 'rm -f -- "$listed"' EXIT
 sed "s|^|$R|" > "$listed"
 prev=$(grep '/$' "$R"{list} 2>/dev/null || true)
+legacy=no
+if [ -s "$R"{list} ] && [ -z "$prev" ]; then legacy=yes; fi
 for d in {dirs}; do
   p="$R$d"
+  case " {whole} " in *" $d "*) data=yes;; *) data=no;; esac
   if printf '%s\n' "$prev" | grep -qxF -- "$d/"; then echo "$d/"
   elif [ ! -e "$p" ] && [ ! -L "$p" ]; then echo "$d/"
+  elif [ "$legacy" = yes ] && [ "$data" = yes ]; then echo "$d/"
   elif [ -d "$p" ] && [ ! -L "$p" ] && [ -z "$(find "$p" ! -type d ! -name '.*.kubeup-*' | grep -vxF -f "$listed")" ]; then echo "$d/"
   fi
 done
 "#,
         root = quote(root)?,
         list = layout::INSTALLED_LIST,
+        whole = removed_whole().join(" "),
     ))
 }
 
@@ -360,5 +369,25 @@ mod tests {
             !removed.contains(&"/etc/cni/net.d".to_string()),
             "{removed:?}"
         );
+
+        // A list from before claims: the data of the units it lists is
+        // kubeup's; a shared directory with the user's file still is not.
+        put("/var/lib/etcd/member/db", "etcd");
+        put("/etc/cni/net.d/10-kubeup.conflist", "kubeup");
+        put("/etc/systemd/system/etcd.service", "kubeup");
+        put(
+            layout::INSTALLED_LIST,
+            "/etc/cni/net.d/10-kubeup.conflist\n/etc/systemd/system/etcd.service\n",
+        );
+        let legacy = [
+            "/etc/cni/net.d/10-kubeup.conflist".to_string(),
+            "/etc/systemd/system/etcd.service".to_string(),
+        ];
+        super::super::files::record_installed_at(&s, root, &legacy, false)
+            .await
+            .unwrap();
+        let list = std::fs::read_to_string(at(layout::INSTALLED_LIST)).unwrap();
+        assert!(list.lines().any(|l| l == "/var/lib/etcd/"), "{list}");
+        assert!(!list.lines().any(|l| l == "/etc/cni/net.d/"), "{list}");
     }
 }
