@@ -8,3 +8,4 @@ pub mod hostplan;
 pub mod init;
 pub mod pki;
 pub mod ssh;
+pub mod text;

@@ -364,6 +364,37 @@ async fn accept_new_records_then_refuses_a_changed_key() {
     assert!(err.to_string().contains("status.hostKey"), "{err}");
 }
 
+/// A known_hosts line that names the host but whose key cannot be read is
+/// not "never seen": accept-new must not record a new key over it.
+#[tokio::test]
+async fn an_unparsable_known_hosts_line_for_the_host_stops_accept_new() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let port = f.sshd.port();
+    let text = format!(
+        "# kept by kubeup\nother.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n[127.0.0.1]:{port} ssh-ed25519 AAAA-damaged-key\n"
+    );
+    std::fs::write(&known_hosts, &text).unwrap();
+    let store: Arc<dyn HostKeyStore> = Arc::new(KnownHostsFile::new(&known_hosts));
+    let mut t = f.root();
+    t.host_key = HostKeyTrust::default();
+    let err = Session::connect(&t, store, &opts()).await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "host_key_store", "{msg}");
+    assert!(err.is_permanent(), "{msg}");
+    assert!(
+        msg.contains(&format!("{}:3", known_hosts.display())),
+        "names file and line: {msg}"
+    );
+    assert!(msg.contains("fix or remove"), "{msg}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        text,
+        "nothing recorded"
+    );
+}
+
 #[tokio::test]
 async fn agent_auth() {
     let f = fixture();
@@ -508,7 +539,7 @@ async fn sudo_with_password_never_logged() {
 async fn bastion_is_the_only_way_in() {
     logs();
     ensure_user(BASTION_USER, None, None).unwrap();
-    let bastion = Sshd::start().unwrap();
+    let mut bastion = Sshd::start().unwrap();
     let target = Sshd::builder().listen("127.0.0.2").start().unwrap();
     let _fw = PortOnlyForUser::new("127.0.0.2", target.port(), BASTION_USER).unwrap();
     let keys = tempfile::tempdir().unwrap();
@@ -563,6 +594,22 @@ async fn bastion_is_the_only_way_in() {
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 
+    assert_eq!(
+        s.bastion_host_key_fingerprint().await.as_deref(),
+        Some(bastion.host_key_fingerprint("ed25519").as_str())
+    );
+
+    // The operator's store keeps the two keys apart: each readable back
+    // under its own address, and a seeded one is what is checked.
+    let mem = Arc::new(MemoryHostKeyStore::new());
+    let s2 = Session::connect(&via, mem.clone(), &opts()).await.unwrap();
+    let bastion_key = mem.recorded("127.0.0.1", bastion.port()).unwrap();
+    let target_key = mem.recorded("127.0.0.2", target.port()).unwrap();
+    assert_ne!(bastion_key, target_key);
+    assert_eq!(Some(bastion_key), s2.bastion_host_key_openssh().await);
+    assert_eq!(Some(target_key), s2.host_key_openssh().await);
+    drop(s2);
+
     // A wrong bastion pin stops before the target is ever reached.
     let mut bad = via.clone();
     bad.bastion.as_mut().unwrap().host_key = pin(&target.host_key("ed25519"));
@@ -575,6 +622,24 @@ async fn bastion_is_the_only_way_in() {
             .contains(&format!("127.0.0.1:{}", bastion.port())),
         "{err}"
     );
+
+    // accept-new: a changed bastion key is refused like a target's, with
+    // both fingerprints, and nothing new is recorded.
+    let old_fp = bastion.host_key_fingerprint("ed25519");
+    drop(s);
+    bastion.restart_with_new_host_keys().unwrap();
+    let new_fp = bastion.host_key_fingerprint("ed25519");
+    let err = Session::connect(&via, store.clone(), &opts())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.category(), "host_key_mismatch", "{msg}");
+    assert!(msg.contains(&old_fp) && msg.contains(&new_fp), "{msg}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{}", bastion.port())),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), text);
 }
 
 fn write_pattern(path: &Path, size: usize, seed: u8) {
@@ -997,6 +1062,151 @@ async fn compressed_upload_through_sudo_and_a_damaged_stream() {
         .filter(|p| p.contains(".kubeup-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A valid zstd frame of other bytes of the same size passes zstd's own
+/// checksum: only the host's sha256 check against the manifest stops it,
+/// for a single compressed upload and for an archive alike.
+#[tokio::test]
+async fn a_valid_frame_of_other_bytes_is_refused_on_the_host() {
+    use kubeup_provision::artifacts::{sha256_file, zstd_frame};
+
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let good = compressible(2 << 20);
+    let mut other = good.clone();
+    other[12345] ^= 0xff;
+    let good_path = local.path().join("good");
+    std::fs::write(&good_path, &good).unwrap();
+    let (size, sha) = sha256_file(&good_path).unwrap();
+    let sha = sha.to_string();
+    let other_zst = zstd_frame(&other).unwrap();
+    let other_path = local.path().join("other.zst");
+    std::fs::write(&other_path, &other_zst).unwrap();
+
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(remote.path().join("bin")).unwrap();
+    let dest = remote.path().join("bin/kubelet");
+    std::fs::write(&dest, b"old kubelet").unwrap();
+    let src = CompressedSource {
+        path: &other_path,
+        decoder: "zstd",
+        size,
+        sha256: &sha,
+        keep_as: None,
+    };
+    let err = s
+        .upload_compressed(&src, dest.to_str().unwrap(), 0o755, None)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("bin/kubelet") && msg.contains(&sha), "{msg}");
+    assert!(msg.contains(s.host()), "{msg}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old kubelet");
+
+    // The same in an archive: nothing of it is moved into place.
+    let tiny = b"#!/bin/sh\necho tiny\n".to_vec();
+    let tiny_path = local.path().join("tiny");
+    std::fs::write(&tiny_path, &tiny).unwrap();
+    let (_, tiny_sha) = sha256_file(&tiny_path).unwrap();
+    let archive = |frames: Vec<u8>| {
+        vec![
+            ArchiveFile {
+                name: "bin/kubelet".into(),
+                size,
+                mode: 0o755,
+                sha256: sha.clone(),
+                frames: Segment::Bytes(frames),
+            },
+            ArchiveFile {
+                name: "bin/tiny".into(),
+                size: tiny.len() as u64,
+                mode: 0o755,
+                sha256: tiny_sha.to_string(),
+                frames: Segment::Bytes(zstd_frame(&tiny).unwrap()),
+            },
+        ]
+    };
+    let dest_dir = remote.path().to_str().unwrap();
+    let err = s
+        .unpack(&archive(other_zst), "zstd", dest_dir)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bin/kubelet") && !msg.contains("bin/tiny "),
+        "{msg}"
+    );
+    assert!(msg.contains(s.host()), "{msg}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old kubelet");
+    assert!(!remote.path().join("bin/tiny").exists(), "nothing moved");
+    let leftovers: Vec<String> = walk(remote.path())
+        .into_iter()
+        .filter(|p| p.contains(".kubeup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging removed: {leftovers:?}");
+
+    // The honest copies go through both ways.
+    s.unpack(&archive(zstd_frame(&good).unwrap()), "zstd", dest_dir)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), good);
+    assert_eq!(std::fs::read(remote.path().join("bin/tiny")).unwrap(), tiny);
+    let good_zst = local.path().join("good.zst");
+    std::fs::write(&good_zst, zstd_frame(&good).unwrap()).unwrap();
+    let dest2 = remote.path().join("bin/kubelet2");
+    let src = CompressedSource {
+        path: &good_zst,
+        ..src
+    };
+    s.upload_compressed(&src, dest2.to_str().unwrap(), 0o755, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest2).unwrap(), good);
+}
+
+/// A process that ends when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A kubelet kubeup did not install (here: `sleep` copied to a temp
+/// directory as `kubelet` and run from there) stops preflight. Read-only on
+/// this machine; the process ends with the test.
+#[tokio::test]
+async fn preflight_refuses_a_kubelet_kubeup_did_not_install() {
+    use kubeup_provision::converge::{Role, preflight};
+
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("kubelet");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let child = KillOnDrop(
+        std::process::Command::new(&fake)
+            .arg("300")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let report = preflight(&s, Role::Worker).await.unwrap();
+    let text = report.error_text().unwrap_or_default();
+    assert!(
+        text.contains("host already runs kubelet not installed by kubeup (process"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(" {pid}")),
+        "our fake is named: {text}"
+    );
+    assert!(text.contains("remove it or reset the host"), "{text}");
+    drop(child);
 }
 
 /// A bundle of one big compressible binary and one small file, under a

@@ -159,6 +159,7 @@ pub async fn push_bundle(
                 name: name.to_string(),
                 size: file.size,
                 mode: mode_of(file),
+                sha256: file.sha256.clone(),
                 frames,
             })
         });
@@ -315,6 +316,7 @@ mod tests {
             name: name.into(),
             size,
             mode: 0o755,
+            sha256: String::new(),
             frames: Segment::Bytes(vec![]),
         };
         let files = vec![

@@ -114,18 +114,66 @@ async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), Conve
     Ok(())
 }
 
-/// Keep the list of every path kubeup put on the host: `reset` removes
-/// exactly these (plus the data directories), nothing else.
+/// Keep the list of every path kubeup put on the host, and of the
+/// directories it claims (see [`super::reset`]): `reset` removes exactly
+/// these, nothing else. Claims are decided on the host (read-only) before
+/// the list is written; a claim, once recorded, is kept.
 pub async fn record_installed(
     session: &Session,
     paths: &[String],
     dry_run: bool,
 ) -> Result<bool, ConvergeError> {
-    let mut all: Vec<&str> = paths.iter().map(String::as_str).collect();
-    all.sort_unstable();
-    all.dedup();
-    let content = all.join("\n") + "\n";
-    let file = HostFile::new(layout::INSTALLED_LIST, content, 0o644, &[] as &[Unit]);
+    record_installed_at(session, "", paths, dry_run).await
+}
+
+/// [`record_installed`] for a host whose paths all lie under `root` (""
+/// for a real host; a temporary directory in tests).
+pub(crate) async fn record_installed_at(
+    session: &Session,
+    root: &str,
+    paths: &[String],
+    dry_run: bool,
+) -> Result<bool, ConvergeError> {
+    let mut files: Vec<&str> = paths.iter().map(String::as_str).collect();
+    files.sort_unstable();
+    files.dedup();
+    let claimed = claimed_dirs(session, root, &files).await?;
+    let content = installed_list(&files, &claimed);
+    let list = format!("{root}{}", layout::INSTALLED_LIST);
+    let file = HostFile::new(list, content, 0o644, &[] as &[Unit]);
     let changes = write_files(session, std::slice::from_ref(&file), dry_run).await?;
     Ok(!changes.written.is_empty())
+}
+
+/// The directories (`DIR/`) kubeup claims on the host for these files.
+async fn claimed_dirs(
+    session: &Session,
+    root: &str,
+    files: &[&str],
+) -> Result<Vec<String>, ConvergeError> {
+    let candidates = super::reset::claim_candidates(files);
+    if candidates.is_empty() {
+        return Ok(vec![]);
+    }
+    let script = super::reset::claim_script(root, &candidates)
+        .map_err(ssh_err(session.host(), "record installed files"))?;
+    let listed = files.join("\n") + "\n";
+    let out = session
+        .run(&Command::shell(script).stdin(listed).privileged())
+        .await
+        .map_err(ssh_err(session.host(), "record installed files"))?;
+    // Only what was asked for: the host's answer names no other path.
+    Ok(out
+        .stdout_str()
+        .lines()
+        .filter(|l| candidates.iter().any(|c| l.strip_suffix('/') == Some(c)))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The list's text: files, then claimed directories, one a line.
+fn installed_list(files: &[&str], claimed: &[String]) -> String {
+    let mut lines: Vec<&str> = files.to_vec();
+    lines.extend(claimed.iter().map(String::as_str));
+    lines.join("\n") + "\n"
 }

@@ -3,6 +3,7 @@
 //! once, each with what to do.
 
 use super::{ConvergeError, ssh_err};
+use crate::hostplan::layout;
 use crate::ssh::{Command, Session};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +82,39 @@ echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
 if command -v ss >/dev/null; then ss -Hltnp 2>/dev/null | awk '{print "listen=" $4 " " $6}'; else echo "no_ss=1"; fi
 "#;
 
+/// Node components that must not be running unless kubeup installed them:
+/// a second kubelet or containerd would fight over the same sockets, ports
+/// and cgroups, and `reset` would later stop something that is not ours.
+const EXCLUSIVE: [&str; 2] = ["kubelet", "containerd"];
+
+/// `foreign=NAME WHAT` for each of [`EXCLUSIVE`] that runs but is not
+/// kubeup's: a process of that name whose executable is not under
+/// kubeup's bundle directory, or an active unit of that name that the
+/// installed list does not name.
+fn foreign_components_script() -> String {
+    format!(
+        r#"for p in {names}; do
+  foreign=
+  for pid in $(pgrep -x "$p" 2>/dev/null); do
+    case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in {opt}/*) ;; *) foreign="${{foreign:-process}} $pid";; esac
+  done
+  if [ -z "$foreign" ] && systemctl is-active --quiet "$p.service" 2>/dev/null \
+     && ! grep -qxF "{systemd}/$p.service" {list} 2>/dev/null; then foreign="unit $p.service"; fi
+  [ -z "$foreign" ] || echo "foreign=$p $foreign"
+done
+"#,
+        names = EXCLUSIVE.join(" "),
+        opt = layout::OPT,
+        systemd = layout::SYSTEMD,
+        list = layout::INSTALLED_LIST,
+    )
+}
+
 /// Gather facts on the host and judge them for `role`.
 pub async fn preflight(session: &Session, role: Role) -> Result<PreflightReport, ConvergeError> {
+    let script = format!("{FACTS}{}", foreign_components_script());
     let out = session
-        .run(&Command::shell(FACTS).privileged())
+        .run(&Command::shell(script).privileged())
         .await
         .map_err(ssh_err(session.host(), "preflight"))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -239,6 +269,17 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
             "`ss` is missing, ports not checked (install iproute2)".into(),
         );
     }
+    for line in all("foreign") {
+        let (name, what) = line.split_once(' ').unwrap_or((&line, ""));
+        check(
+            "existing components",
+            false,
+            true,
+            format!(
+                "host already runs {name} not installed by kubeup ({what}); remove it or reset the host"
+            ),
+        );
+    }
     PreflightReport {
         host: host.to_string(),
         checks,
@@ -281,6 +322,31 @@ mod tests {
             judge("h", &rerun, Role::Controller, 1000)
                 .failures()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_kubelet_or_containerd_kubeup_did_not_install_is_refused() {
+        let facts = format!(
+            "{GOOD}foreign=kubelet process 4242\nforeign=containerd unit containerd.service\n"
+        );
+        let r = judge("h", &facts, Role::Worker, 1000);
+        let text = r.error_text().unwrap_or_default();
+        for name in ["kubelet", "containerd"] {
+            let want = format!("host already runs {name} not installed by kubeup");
+            assert!(text.contains(&want), "{text}");
+        }
+        assert!(text.contains("remove it or reset the host"), "{text}");
+        assert!(text.contains("process 4242"), "{text}");
+    }
+
+    #[test]
+    fn the_foreign_component_probe_trusts_only_kubeup_paths() {
+        let script = foreign_components_script();
+        assert!(script.contains("/opt/kubeup/*) ;;"), "{script}");
+        assert!(
+            script.contains("/etc/systemd/system/$p.service\" /var/lib/kubeup/installed.list"),
+            "{script}"
         );
     }
 

@@ -10,12 +10,17 @@
 //! between them are small frames made on the fly; zstd decompresses
 //! concatenated frames as one stream, so the copies made once serve every
 //! host and every combination of files.
+//!
+//! zstd's frame checksum (xxHash) only catches accidents: a valid frame of
+//! other bytes passes it. So before anything is moved into place the host
+//! hashes every unpacked file and compares it with the manifest's sha256.
 
 use std::io;
 
 use super::command::quote;
 use super::error::{Result, SshError};
 use super::session::Session;
+use super::upload::REMOTE_SHA256_FILES;
 use super::upload::{Segment, check_remote_path};
 use crate::artifacts::zstd_frame;
 
@@ -26,6 +31,8 @@ pub struct ArchiveFile {
     pub name: String,
     pub size: u64,
     pub mode: u32,
+    /// The sha256 (hex) the unpacked file must have: the manifest's.
+    pub sha256: String,
     /// Its content as one or more zstd frames with content checksums.
     pub frames: Segment,
 }
@@ -64,11 +71,54 @@ fn segments(files: &[ArchiveFile]) -> io::Result<Vec<Segment>> {
     Ok(out)
 }
 
+/// A name the sha256 lists on the host can carry: one line, no backslash
+/// (`sha256sum` escapes those), no leading dash, relative.
+fn check_archive_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.starts_with('-')
+        || name.starts_with('/')
+        || name.contains(['\n', '\r', '\\']);
+    if bad {
+        return Err(SshError::InvalidArgument {
+            reason: format!(
+                "archive member {name:?} must be a relative path without newlines or backslashes"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The staging check of every file's sha256: `hex ./name` lines expected,
+/// the host's own hashes in the same form, and on a difference the names
+/// of the files that differ (or are missing) in the error. Runs in the
+/// staging directory; `set -e` ends the script on the `exit`.
+fn sha256_check(files: &[ArchiveFile]) -> Result<String> {
+    let mut want = String::new();
+    let mut paths = Vec::with_capacity(files.len());
+    for f in files {
+        let path = quote(&format!("./{}", f.name))?;
+        want.push_str(&format!(" {} {path}", quote(&f.sha256)?));
+        paths.push(path);
+    }
+    let paths = paths.join(" ");
+    Ok(format!(
+        "printf '%s %s\\n'{want} > .kubeup-sha256-want\n\
+         {REMOTE_SHA256_FILES}\n\
+         h256 {paths} 2>/dev/null \
+         | sed 's/^\\([0-9a-f]\\{{64\\}}\\) [ *]/\\1 /' > .kubeup-sha256-got || true\n\
+         if ! cmp -s .kubeup-sha256-want .kubeup-sha256-got; then\n\
+         \x20 bad=$(grep -vxF -f .kubeup-sha256-got .kubeup-sha256-want | cut -c68- | tr '\\n' ' ')\n\
+         \x20 echo \"archive for $d refused: sha256 on this host differs from the manifest's for: ${{bad:-(unreadable sums)}}; nothing was moved into place\" >&2; exit 3\n\
+         fi\n"
+    ))
+}
+
 impl Session {
     /// Put `files` under `dest_dir` (created if needed) in one stream,
     /// decompressed on the host by `decoder` (zstd) and unpacked by tar,
     /// root-owned with each file's mode. None of them is replaced unless
-    /// every frame's checksum held and every file has its size.
+    /// every frame's checksum held and every file has its size and its
+    /// sha256 (checked on the host, in the staging directory).
     pub async fn unpack(&self, files: &[ArchiveFile], decoder: &str, dest_dir: &str) -> Result<()> {
         check_remote_path(dest_dir)?;
         let local_err = |source| SshError::LocalIo {
@@ -82,6 +132,7 @@ impl Session {
         }
         let mut names = Vec::with_capacity(files.len());
         for f in files {
+            check_archive_name(&f.name)?;
             check_remote_path(&format!("{dest_dir}/{}", f.name))?;
             names.push(quote(&f.name)?);
         }
@@ -117,6 +168,7 @@ impl Session {
         }
         let q_dest = quote(dest_dir)?;
         let q_decoder = quote(decoder)?;
+        let sha256_check = sha256_check(files)?;
         let script = format!(
             "set -eu\n\
              d={q_dest}\n\
@@ -130,8 +182,9 @@ impl Session {
              [ -f \"$st/.kubeup-decoded\" ] || {{ echo \"archive for $d damaged or cut short\" >&2; exit 3; }}\n\
              cd \"$st\"\n\
              [ \"$(stat -c %s -- {names} | tr '\\n' ' ')\" = '{sizes} ' ] || {{ echo \"archive for $d incomplete\" >&2; exit 3; }}\n\
+             {sha256_check}\
              IFS= read -r verdict || verdict=\n\
-             [ \"$verdict\" = commit ] || {{ echo \"archive for $d aborted: a local file changed while it was sent\" >&2; exit 3; }}\n\
+             case \"$verdict\" in \"commit \"*) ;; *) echo \"archive for $d aborted: a local file changed while it was sent\" >&2; exit 3;; esac\n\
              {moves}",
             names = names.join(" "),
             sizes = sizes.join(" "),

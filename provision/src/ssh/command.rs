@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::error::{Result, SshError};
+use crate::text::{tail_chars, truncate_chars};
 
 /// Quote one word for the remote POSIX shell.
 pub fn quote(word: &str) -> Result<String> {
@@ -12,7 +13,7 @@ pub fn quote(word: &str) -> Result<String> {
         .map_err(|_| SshError::InvalidArgument {
             reason: format!(
                 "{:?} contains a NUL byte and cannot be passed to a shell",
-                truncate(word, 60)
+                truncate_chars(word, 60)
             ),
         })
 }
@@ -105,19 +106,8 @@ impl Command {
 
     /// Short form for logs and errors.
     pub fn display(&self) -> String {
-        truncate(&self.script, 300)
+        truncate_chars(&self.script, 300)
     }
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// What a command produced.
@@ -148,15 +138,7 @@ impl Output {
     pub fn stderr_tail(&self) -> String {
         const STDERR_TAIL: usize = 2048;
         let s = String::from_utf8_lossy(&self.stderr);
-        let s = s.trim_end();
-        if s.len() <= STDERR_TAIL {
-            return s.to_owned();
-        }
-        let mut start = s.len() - STDERR_TAIL;
-        while !s.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("…{}", &s[start..])
+        tail_chars(s.trim_end(), STDERR_TAIL)
     }
 
     /// `exit status N` / `signal NAME`.
@@ -193,6 +175,28 @@ mod tests {
             ..Default::default()
         };
         let t = o.stderr_tail();
-        assert!(t.ends_with("last line") && t.len() < 2100, "{t}");
+        assert!(t.ends_with("last line") && t.len() <= 2048, "{t}");
+    }
+
+    #[test]
+    fn display_cuts_multibyte_text_on_a_char_boundary() {
+        // 296 ASCII bytes then "é" (2 bytes) straddles the 297 bytes left
+        // before the 3-byte "…"; a byte slice there would panic.
+        let script = format!("{}é🦀🦀", "x".repeat(296));
+        let shown = Command::shell(script).display();
+        assert!(shown.ends_with('…') && shown.len() <= 300, "{shown}");
+        let emoji = format!("{}🦀🦀", "x".repeat(295));
+        let shown = Command::shell(emoji).display();
+        assert!(shown.ends_with("x…") && shown.len() <= 300, "{shown}");
+    }
+
+    #[test]
+    fn tail_starts_on_a_char_boundary() {
+        let o = Output {
+            stderr: format!("{}last", "é".repeat(3000)).into_bytes(),
+            ..Default::default()
+        };
+        let t = o.stderr_tail();
+        assert!(t.starts_with('…') && t.ends_with("last") && t.len() <= 2048);
     }
 }

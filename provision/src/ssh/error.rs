@@ -215,7 +215,14 @@ impl SshError {
                 | SshError::SudoPasswordRejected { .. }
                 | SshError::SudoFailed { .. }
                 | SshError::InvalidArgument { .. }
-        )
+        ) || self.is_unreadable_store()
+    }
+
+    /// A host key store whose entry for the host cannot be read (a damaged
+    /// known_hosts line): only an edit of that store helps.
+    fn is_unreadable_store(&self) -> bool {
+        matches!(self, SshError::HostKeyStore { source, .. }
+            if source.kind() == std::io::ErrorKind::InvalidData)
     }
 
     /// True for a host-key problem (mismatch, bad pin, certificate).

@@ -76,7 +76,7 @@ impl KnownHostsFile {
         };
         let name = known_hosts_name(host, port);
         let (mut keys, mut revoked) = (vec![], vec![]);
-        for line in text.lines() {
+        for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -95,15 +95,12 @@ impl KnownHostsFile {
             if !hosts_match(first, &name) {
                 continue;
             }
-            let (Some(alg), Some(b64)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            // A line we cannot parse must not make every host unreachable,
-            // and must not be silently "trusted" either: skip it.
-            let Ok(key) = PublicKey::from_openssh(&format!("{alg} {b64}")) else {
-                tracing::warn!(path = %self.path.display(), "skipping unparsable known_hosts line");
-                continue;
-            };
+            // A line for this host that we cannot read is an error, not
+            // "never seen": skipping it would let accept-new record
+            // whatever key the host presents now. (Lines for other hosts
+            // were skipped above: they do not make this one unreachable.)
+            let key = parse_key(fields.next(), fields.next())
+                .map_err(|reason| self.unreadable_line(index + 1, &name, &reason))?;
             if is_revoked {
                 revoked.push(key);
             } else {
@@ -111,6 +108,27 @@ impl KnownHostsFile {
             }
         }
         Ok((keys, revoked))
+    }
+}
+
+/// The key of a known_hosts line from its algorithm and base64 fields.
+fn parse_key(alg: Option<&str>, b64: Option<&str>) -> std::result::Result<PublicKey, String> {
+    let (Some(alg), Some(b64)) = (alg, b64) else {
+        return Err("it has no key".into());
+    };
+    PublicKey::from_openssh(&format!("{alg} {b64}")).map_err(|e| e.to_string())
+}
+
+impl KnownHostsFile {
+    fn unreadable_line(&self, line: usize, name: &str, reason: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{path}:{line} is an entry for {name} whose key cannot be read ({reason}): \
+                 fix or remove that line (ssh-keygen -R '{name}' -f {path}) and connect again",
+                path = self.path.display()
+            ),
+        )
     }
 }
 
@@ -489,6 +507,41 @@ mod tests {
         )
         .unwrap();
         assert!(store.known_keys("h", 2200).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_line_for_the_host_is_an_error_naming_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KnownHostsFile::new(dir.path().join("known_hosts"));
+        std::fs::write(
+            store.path(),
+            format!("other {ED}\n[h]:2200 ssh-ed25519 AAAA-not-base64\nh2 ssh-ed25519\n"),
+        )
+        .unwrap();
+        let err = store.known_keys("h", 2200).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let msg = err.to_string();
+        let at = format!("{}:2 ", store.path().display());
+        assert!(msg.contains(&at) && msg.contains("[h]:2200"), "{msg}");
+        assert!(msg.contains("fix or remove that line"), "{msg}");
+        // A line with no key at all, too.
+        let err = store.known_keys("h2", 22).unwrap_err();
+        assert!(err.to_string().contains(":3 "), "{err}");
+        // Other hosts are not affected by a broken line that is not theirs.
+        assert_eq!(store.known_keys("other", 22).unwrap().len(), 1);
+        assert!(store.known_keys("h3", 22).unwrap().is_empty());
+        // accept-new does not record over it.
+        let v = Verifier {
+            host: "h".into(),
+            port: 2200,
+            trust: HostKeyTrust::default(),
+            store: std::sync::Arc::new(store.clone()),
+        };
+        let err = v
+            .verify(&PublicKey::from_openssh(ED2).unwrap())
+            .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(!std::fs::read_to_string(store.path()).unwrap().contains(ED2));
     }
 
     #[test]

@@ -36,7 +36,12 @@
 //!   [`Command`] quotes every argument.
 //! - [`Session::upload`] / [`Session::write_file`]`(…, remote, mode, owner)
 //!   -> Result<UploadOutcome>`: streamed, atomic, skipped on equal sha256.
-//! - [`Session::host_key_fingerprint`], [`Session::host_key_openssh`].
+//! - [`Session::host_key_fingerprint`], [`Session::host_key_openssh`], and
+//!   [`Session::bastion_host_key_fingerprint`] /
+//!   [`Session::bastion_host_key_openssh`] for the bastion's key. The
+//!   bastion's key goes through the same [`HostKeyTrust`] engine as the
+//!   target's (its own `host_key`), recorded in the same store under its
+//!   own `host:port`, so a caller seeds and reads back each separately.
 //!
 //! Host keys ([`HostKeyTrust`]): `Pin` accepts exactly the pinned key
 //! (OpenSSH public key line or `SHA256:` fingerprint); `AcceptNew` accepts a

@@ -14,10 +14,11 @@ use russh::keys::{
 use russh::{ChannelMsg, ChannelWriteHalf, Sig};
 use tokio::sync::{Mutex, OnceCell};
 
-use super::command::{Command, Output, truncate};
+use super::command::{Command, Output};
 use super::error::{Result, SshError};
 use super::hostkey::{HostKeyStore, Verifier, fingerprint};
 use super::secret::Secret;
+use crate::text::truncate_chars;
 
 /// How to authenticate.
 #[derive(Clone, Debug)]
@@ -166,8 +167,9 @@ impl client::Handler for Client {
 struct Conn {
     handle: client::Handle<Client>,
     host_key: PublicKey,
-    // Kept alive for as long as the tunnelled connection is used.
-    _bastion: Option<Arc<Conn>>,
+    // Kept alive for as long as the tunnelled connection is used; its
+    // verified host key is reported apart from the target's.
+    bastion: Option<Arc<Conn>>,
 }
 
 /// How privileged commands are run, decided once per session.
@@ -250,6 +252,25 @@ impl Session {
                 .to_openssh()
                 .ok()
         })
+    }
+
+    /// `SHA256:…` of the bastion's host key verified on the current
+    /// connection; `None` without a bastion (or a connection).
+    pub async fn bastion_host_key_fingerprint(&self) -> Option<String> {
+        let conn = self.conn.lock().await;
+        let bastion = conn.as_ref()?.bastion.as_ref()?;
+        Some(fingerprint(&bastion.host_key))
+    }
+
+    /// The bastion's verified host key as an OpenSSH public key line, for a
+    /// caller that records it apart from the target's (the operator's
+    /// status); `None` without a bastion (or a connection).
+    pub async fn bastion_host_key_openssh(&self) -> Option<String> {
+        let conn = self.conn.lock().await;
+        let bastion = conn.as_ref()?.bastion.as_ref()?;
+        PublicKey::new(bastion.host_key.key_data().clone(), "")
+            .to_openssh()
+            .ok()
     }
 
     /// Close the connection (a later command reconnects).
@@ -469,7 +490,7 @@ impl Session {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<Output> {
-        let shown = truncate(shown, 300);
+        let shown = truncate_chars(shown, 300);
         let (channel, _permit) = self.open_channel(&format!("running `{shown}`")).await?;
         let (mut rx, tx) = channel.split();
         let timeout = timeout.unwrap_or(self.opts.command_timeout);
@@ -647,7 +668,7 @@ fn establish<'a>(
         Ok(Conn {
             handle,
             host_key,
-            _bastion: bastion,
+            bastion,
         })
     })
 }

@@ -7,13 +7,18 @@
 //! 2. `dd … count_bytes count=SIZE > tmp` reads exactly the file's bytes
 //!    from stdin (1 MiB reads; never past SIZE, so the verdict line that
 //!    follows stays in stdin);
-//! 3. the client then sends one line, `commit` — only after the whole file
-//!    was sent and its streamed sha256 equals the one the skip-check used
-//!    (or, when the host had no copy of that size and no hash was made
-//!    beforehand, its length is still the one announced) — or `abort`;
-//! 4. size check, `commit` seen → chmod, chown, `mv -f tmp dest`;
-//!    anything else (connection lost, short read, abort) → the trap
-//!    removes tmp and the old file stays untouched.
+//! 3. the client then sends one line, `commit SHA256` — only after the
+//!    whole file was sent and its streamed sha256 equals the one the
+//!    skip-check used (or, when the host had no copy of that size and no
+//!    hash was made beforehand, its length is still the one announced) —
+//!    or `abort`;
+//! 4. size check, `commit` seen, then the host hashes tmp itself and
+//!    compares: with the sha256 on the verdict line for a plain upload,
+//!    with the manifest's for a compressed one (the zstd frame checksum is
+//!    not cryptographic: a valid frame of other bytes passes it) → chmod,
+//!    chown, `mv -f tmp dest`; anything else (connection lost, short read,
+//!    abort, other bytes) → the trap removes tmp and the old file stays
+//!    untouched.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,6 +45,11 @@ const QUEUED_CHUNKS: usize = 12;
 /// there is no openssl.
 const REMOTE_SHA256: &str =
     "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi";
+
+/// A shell function `h256 FILE…`: the host's sha256 of each file (`hex
+/// *name` or `hex  name` lines, in order), by the same fastest-first choice.
+pub(super) const REMOTE_SHA256_FILES: &str = "h256() { if command -v openssl >/dev/null 2>&1; \
+     then openssl dgst -sha256 -r \"$@\"; else sha256sum \"$@\"; fi; }";
 
 /// What an upload did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +85,12 @@ struct Transfer<'a> {
     q_remote: &'a str,
     q_owner: Option<&'a str>,
     mode: u32,
-    /// What the streamed bytes must hash to for the host to commit.
+    /// What the streamed bytes must hash to for the client to commit.
     sha256: Option<&'a str>,
+    /// What the file must hash to on the host: the manifest's sha256 for a
+    /// compressed stream; `None` takes the one on the verdict line (the
+    /// streamed bytes are the file's).
+    file_sha256: Option<&'a str>,
     /// Bytes sent (the compressed length when `decoder` is set).
     stream_len: u64,
     /// Quoted decompressor the host pipes the stream through, and where
@@ -329,6 +343,7 @@ impl Session {
             q_owner: q_owner.as_deref(),
             mode,
             sha256: expected.as_deref(),
+            file_sha256: None,
             stream_len: size,
             decoder: None,
             size,
@@ -342,9 +357,10 @@ impl Session {
     /// Upload a bundle file from its zstd copy (see
     /// [`crate::artifacts::CompressedCache`]): the host decompresses the
     /// stream with the decoder (which must be there) straight into the temp
-    /// file, whose size must then be the file's; zstd's frame checksum
-    /// covers the content. Skipped, like [`Session::upload`], when the
-    /// host's copy already has the file's sha256.
+    /// file, whose size and sha256 must then be the file's (zstd's frame
+    /// checksum alone would pass a valid frame of other bytes). Skipped,
+    /// like [`Session::upload`], when the host's copy already has the
+    /// file's sha256.
     pub async fn upload_compressed(
         &self,
         src: &CompressedSource<'_>,
@@ -382,6 +398,7 @@ impl Session {
             q_owner: q_owner.as_deref(),
             mode,
             sha256: None,
+            file_sha256: Some(src.sha256),
             stream_len,
             decoder: Some(decoder),
             size,
@@ -441,11 +458,16 @@ impl Session {
             q_owner,
             mode,
             sha256,
+            file_sha256,
             stream_len,
             decoder,
             size,
             local_name,
         } = t;
+        let want = match file_sha256 {
+            Some(sum) => quote(sum)?,
+            None => "\"${verdict#commit }\"".to_owned(),
+        };
         let chown = q_owner
             .map(|o| format!("chown -- {o} \"$tmp\"\n"))
             .unwrap_or_default();
@@ -482,7 +504,10 @@ impl Session {
              dd bs=1M iflag=fullblock,count_bytes count={stream_len} status=none{decode} > \"$tmp\"\n\
              [ \"$(stat -c %s -- \"$tmp\")\" = {size} ] || {{ echo \"upload of $f interrupted\" >&2; exit 3; }}\n\
              IFS= read -r verdict || verdict=\n\
-             [ \"$verdict\" = commit ] || {{ echo \"upload of $f aborted: the local file changed while it was sent\" >&2; exit 3; }}\n\
+             case \"$verdict\" in \"commit \"*) ;; *) echo \"upload of $f aborted: the local file changed while it was sent\" >&2; exit 3;; esac\n\
+             want={want}\n\
+             got=$({{ {REMOTE_SHA256}; }} < \"$tmp\" | cut -c1-64)\n\
+             [ \"$got\" = \"$want\" ] || {{ echo \"upload of $f refused: what arrived has sha256 $got on this host, expected $want; nothing was replaced\" >&2; exit 3; }}\n\
              chmod -- {mode:o} \"$tmp\"\n\
              {chown}\
              mv -f -- \"$tmp\" \"$f\"\n\
@@ -499,8 +524,9 @@ impl Session {
     }
 
     /// Run `script` on the host with `source` on its stdin (exactly
-    /// `stream_len` bytes), then one verdict line: `commit` when what was
-    /// read had that length (and `sha256`, if given), else `abort`.
+    /// `stream_len` bytes), then one verdict line: `commit SHA256` (the
+    /// streamed bytes' sha256) when what was read had that length (and
+    /// `sha256`, if given), else `abort`.
     pub(super) async fn stream(
         &self,
         segments: Vec<Segment>,
@@ -543,8 +569,14 @@ impl Session {
                         source,
                     })?;
                 let unchanged = streamed.1 == stream_len && sha256.is_none_or(|s| s == streamed.0);
-                let verdict: &[u8] = if unchanged { b"commit\n" } else { b"abort\n" };
-                tx.data_bytes(verdict.to_vec()).await.map_err(chan_err)?;
+                let verdict = if unchanged {
+                    format!("commit {}\n", streamed.0)
+                } else {
+                    "abort\n".to_owned()
+                };
+                tx.data_bytes(verdict.into_bytes())
+                    .await
+                    .map_err(chan_err)?;
                 tx.eof().await.map_err(chan_err)?;
                 Ok::<_, SshError>(())
             };
