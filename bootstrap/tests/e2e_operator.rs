@@ -99,6 +99,63 @@ fn operator_under_faults() {
     step_one_node_per_host_and_serving_certificates(&c);
     step_leader_killed_during_certificates_standby_finishes(&c);
     step_no_key_material_in_logs_events_status(&c);
+    step_delete_while_cut_off_keeps_the_finalizer_until_reset(&c);
+}
+
+/// Deleting the WorkerJoin of a host that cannot be reached: the Node is
+/// drained but stays (the kubelet still runs there with valid credentials),
+/// the finalizer stays, and status says why. Once the host is back it is
+/// reset first, then its Node deleted, then the WorkerJoin released.
+fn step_delete_while_cut_off_keeps_the_finalizer_until_reset(c: &Cluster) {
+    let (_, name, address) = c.worker_file(2);
+    let node = c.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "workerjoin",
+        &name,
+        "-o",
+        "jsonpath={.status.nodeName}",
+    ]);
+    assert!(!node.is_empty());
+    let dir = c.dir.to_str().unwrap();
+    kubeup_ok(&["sandbox", "cut", &name, "--dir", dir]);
+    c.kubectl_ok(&["-n", NS, "delete", "workerjoin", &name, "--wait=false"]);
+    let error = wait_for("the failed host reset recorded", 240, || {
+        let e = c.kubectl_ok(&[
+            "-n",
+            NS,
+            "get",
+            "workerjoin",
+            &name,
+            "-o",
+            "jsonpath={.status.lastError}",
+        ]);
+        e.contains("finalizer stays").then_some(e)
+    });
+    eprintln!("while cut off: {error}");
+    // Still there after the failed attempt (an Ok from the cleanup used to
+    // release the finalizer), and the Node with it, cordoned.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(c.phase(&name), "Deleting");
+    let cordoned = c.kubectl_ok(&["get", "node", &node, "-o", "jsonpath={.spec.unschedulable}"]);
+    assert_eq!(
+        cordoned, "true",
+        "the Node stays, cordoned, until the host is reset"
+    );
+    kubeup_ok(&["sandbox", "heal", &name, "--dir", dir]);
+    wait_for("the WorkerJoin released after the reset", 300, || {
+        let o = c.kubectl(&["-n", NS, "get", "workerjoin", &name]);
+        (!o.status.success()).then_some(())
+    });
+    let gone = c.kubectl(&["get", "node", &node]);
+    assert!(!gone.status.success(), "the Node is deleted");
+    let kubelet = c.on_host(&address, "systemctl is-active kubelet; true");
+    assert_ne!(
+        kubelet.trim(),
+        "active",
+        "the kubelet was stopped on the host"
+    );
 }
 
 /// Every file under the places a join writes, with size and mtime.

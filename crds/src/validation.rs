@@ -149,9 +149,9 @@ pub fn looks_numeric(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
-/// At most `max` bytes of `s`, cut on a character boundary, with `…` when
-/// cut: safe for any text, however it was encoded.
-pub fn shorten_to(s: &str, max: usize) -> String {
+/// At most `max` bytes of `s` (for quoting input in an error), cut on a
+/// character boundary, with `…` when cut.
+fn shorten_to(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

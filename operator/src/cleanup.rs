@@ -57,9 +57,9 @@ pub fn evictable(pod: &Pod) -> bool {
     !mirror && !daemonset && !finished && pod.metadata.deletion_timestamp.is_none()
 }
 
-/// Cordon and drain `node`, then delete it. Only a Node this WorkerJoin
-/// owns (annotation) is touched.
-pub async fn drain_and_delete(ctx: &Context, node_name: &str, owner: &str) -> Result<bool> {
+/// Cordon and drain `node`; `false` (nothing done) when there is no such
+/// Node or it is not this WorkerJoin's (annotation).
+pub async fn drain(ctx: &Context, node_name: &str, owner: &str) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let Some(node) = nodes
         .get_opt(node_name)
@@ -135,6 +135,23 @@ pub async fn drain_and_delete(ctx: &Context, node_name: &str, owner: &str) -> Re
             });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(true)
+}
+
+/// Delete the Node when it is still this WorkerJoin's (re-read: it may have
+/// changed while the host was reset).
+pub async fn delete_node(ctx: &Context, node_name: &str, owner: &str) -> Result<bool> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let Some(node) = nodes
+        .get_opt(node_name)
+        .await
+        .map_err(Error::kube(format!("read Node {node_name}")))?
+    else {
+        return Ok(false);
+    };
+    if crate::nodeclaim::recorded_owner(&node) != Some(owner) {
+        return Ok(false);
     }
     match nodes.delete(node_name, &Default::default()).await {
         Ok(_) => Ok(true),

@@ -159,7 +159,7 @@ impl Context {
         note: String,
     ) {
         // Events hold at most 1 kB of note; cut on a character boundary.
-        let note = kubeup_crds::validation::shorten_to(&note, 1000);
+        let note = kubeup_provision::text::truncate_chars(&note, 1000);
         let ev = Event {
             type_: if warning {
                 EventType::Warning

@@ -428,6 +428,11 @@ async fn failed(
     }
 }
 
+/// Delete: drain the Node, reset the host (its kubelet stops before its
+/// Node goes, or it would register the Node again), then delete the Node.
+/// Any failure keeps the finalizer (the error goes back to `finalizer()`,
+/// which removes it only on success) with the reason in status and an
+/// Event; the skip-host-cleanup annotation is the one way out.
 async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     let ns = wj.namespace().unwrap_or_default();
     let key = owner_ref(&ns, &wj.name_any());
@@ -437,29 +442,17 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     }
     let result = async {
         let node_name = plan::node_name(&wj.spec, &runner.status, None);
-        if let Some(n) = &node_name
-            && cleanup::drain_and_delete(&ctx, n, &key).await?
-        {
-            ctx.event(
-                &wj,
-                false,
-                "NodeDeleted",
-                "Delete",
-                format!("Node {n} drained and deleted"),
-            )
-            .await;
-        }
+        let owned = match &node_name {
+            Some(n) => cleanup::drain(&ctx, n, &key).await?,
+            None => false,
+        };
         if cleanup::skip_host_cleanup(&wj) {
             ctx.event(
                 &wj,
                 true,
                 "HostCleanupSkipped",
                 "Delete",
-                format!(
-                    "{}=true: {} was not reset; kubeup's units and files may remain there",
-                    plan::SKIP_HOST_CLEANUP,
-                    wj.spec.address
-                ),
+                skipped_note(&wj, node_name.as_deref()),
             )
             .await;
         } else if cleanup::touched_host(&wj) {
@@ -477,6 +470,18 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             )
             .await;
         }
+        if let Some(n) = node_name.as_deref().filter(|_| owned)
+            && cleanup::delete_node(&ctx, n, &key).await?
+        {
+            ctx.event(
+                &wj,
+                false,
+                "NodeDeleted",
+                "Delete",
+                format!("Node {n} drained and deleted"),
+            )
+            .await;
+        }
         Ok::<_, Error>(())
     }
     .await;
@@ -487,7 +492,7 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         }
         Err(e) => {
             let message = format!(
-                "{e}; the finalizer stays until this succeeds. If the machine is gone for good, \
+                "{e}; the finalizer stays until this succeeds (the Node, cordoned, stays until the host is reset). If the machine is gone for good, \
                  annotate the WorkerJoin with {}=true to release it without host cleanup",
                 plan::SKIP_HOST_CLEANUP
             );
@@ -506,12 +511,21 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             if let Some(c) = e.ssh_category() {
                 ctx.metrics.ssh_error(c);
             }
-            Ok(Action::requeue(plan::backoff(
-                runner.status.attempts,
-                jitter(),
-            )))
+            // An error, not a requeue: an Ok from the cleanup would release
+            // the finalizer. error_policy backs off.
+            Err(e)
         }
     }
+}
+
+/// What stays valid on a host released without cleanup.
+fn skipped_note(wj: &WorkerJoin, node: Option<&str>) -> String {
+    let node = node.unwrap_or("(never named)");
+    format!(
+        "{}=true: {} was not reset. Its kubelet client certificate (system:node:{node}, valid up to a year from issue) and kube-proxy's ServiceAccount token stay valid until they expire: deleting the Node does not revoke them. If the machine may come back, reset it (kubeup reset) or wipe /etc/kubernetes and /var/lib/kubelet on it",
+        plan::SKIP_HOST_CLEANUP,
+        wj.spec.address
+    )
 }
 
 /// Verify the CRDs are served (the operator does not install them).

@@ -28,6 +28,7 @@ use rcgen::{DnType, DnValue, SanType};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::specguard::ClusterFacts;
 
 pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// Usages a kubelet serving certificate may ask for.
@@ -230,6 +231,21 @@ pub fn decide(req: &ServingRequest, joined: &[Joined]) -> Decision {
     }
 }
 
+/// Why a serving certificate with these names would be more than a
+/// kubelet's, if it would: an apiserver name or address, a controller's,
+/// the service or pod network, loopback, link-local, unspecified. Checked
+/// on top of [`decide`]: the WorkerJoin's own address or node name could
+/// otherwise carry such a name into a certificate the cluster CA signs.
+pub fn reserved_names(req: &ServingRequest, facts: &ClusterFacts) -> Option<String> {
+    let mut why: Vec<String> = req
+        .ips
+        .iter()
+        .filter_map(|ip| facts.forbidden_ip(*ip))
+        .collect();
+    why.extend(req.dns_names.iter().filter_map(|n| facts.forbidden_name(n)));
+    (!why.is_empty()).then(|| format!("never approved: {}", why.join("; ")))
+}
+
 /// The nodes the operator joined: WorkerJoins past their certificates (the
 /// kubelet is being started or runs), not being deleted.
 pub fn joined(wjs: &[Arc<WorkerJoin>]) -> Vec<Joined> {
@@ -302,10 +318,8 @@ impl Approver {
             Some(w) => w.object_ref(&()),
             None => csr.object_ref(&()),
         };
-        let mut note = note;
-        if note.len() > 1000 {
-            note.truncate(1000);
-        }
+        // Events hold at most 1 kB of note; cut on a character boundary.
+        let note = kubeup_provision::text::truncate_chars(&note, 1000);
         let ev = Event {
             type_: EventType::Warning,
             reason: reason.into(),
@@ -333,7 +347,20 @@ pub async fn reconcile(csr: Arc<CertificateSigningRequest>, a: Arc<Approver>) ->
         }
     };
     let joined = joined(&a.workerjoins.state());
-    match decide(&req, &joined) {
+    let cluster = crate::join::read_cluster(&a.ctx.client).await?;
+    let facts = ClusterFacts::from_cluster(&cluster, a.ctx.settings.allow_loopback);
+    let decision = match decide(&req, &joined) {
+        Decision::Approve { owner } => match reserved_names(&req, &facts) {
+            Some(message) => Decision::Leave {
+                reason: "ReservedName",
+                message,
+                owner: Some(owner),
+            },
+            None => Decision::Approve { owner },
+        },
+        leave => leave,
+    };
+    match decision {
         Decision::Approve { owner } => {
             let mut approved = (*csr).clone();
             approved.status = Some(CertificateSigningRequestStatus {
@@ -582,5 +609,38 @@ mod tests {
         let names: Vec<&str> = j.iter().map(|j| j.node_name.as_str()).collect();
         assert_eq!(names, ["n-a", "n-d"]);
         assert_eq!(j[0].owner, "default/a");
+    }
+
+    #[test]
+    fn apiserver_names_and_cluster_addresses_are_never_approved() {
+        let facts = ClusterFacts {
+            controllers: vec!["198.18.0.10".into()],
+            service_cidr: "10.96.0.0/12".parse().ok(),
+            pod_cidr: "10.244.0.0/16".parse().ok(),
+            domain: "cluster.local".into(),
+            allow_loopback: false,
+        };
+        assert_eq!(reserved_names(&good(), &facts), None);
+        for ip in [
+            "127.0.0.1",
+            "10.96.0.1",
+            "10.244.1.5",
+            "198.18.0.10",
+            "169.254.1.1",
+            "0.0.0.0",
+        ] {
+            let mut r = good();
+            r.ips.push(ip.parse().unwrap());
+            assert!(reserved_names(&r, &facts).is_some(), "{ip}");
+        }
+        for name in [
+            "kubernetes",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+        ] {
+            let mut r = good();
+            r.dns_names.push(name.into());
+            assert!(reserved_names(&r, &facts).is_some(), "{name}");
+        }
     }
 }

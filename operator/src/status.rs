@@ -38,7 +38,7 @@ pub fn set(
     generation: i64,
 ) {
     // A condition message holds 32 kB; cut on a character boundary.
-    let message = kubeup_crds::validation::shorten_to(&message.into(), 32_000);
+    let message = kubeup_provision::text::truncate_chars(&message.into(), 32_000);
     set_condition(
         &mut status.conditions,
         Condition {
