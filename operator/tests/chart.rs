@@ -147,7 +147,7 @@ fn chart_lints_renders_and_matches_deploy() {
         let kind = doc["kind"].as_str().unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap();
         let ns = doc["metadata"]["namespace"].as_str();
-        if kind.starts_with("Cluster") {
+        if kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmissionPolicy") {
             assert_eq!(ns, None, "{kind} {name}");
         } else if name.contains("kube-proxy") {
             assert_eq!(ns, Some("kube-system"), "{kind} {name}");
@@ -196,20 +196,75 @@ fn chart_lints_renders_and_matches_deploy() {
         "never the plain kube-apiserver-client signer: approving for it mints any identity"
     );
     assert_eq!(signers["verbs"][0].as_str(), Some("approve"));
-    let secrets = rules
-        .iter()
-        .find(|r| r["resources"][0].as_str() == Some("secrets"))
-        .unwrap();
-    let verbs: Vec<&str> = secrets["verbs"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    // Secrets: never cluster-wide; read (never written) in the served
+    // namespaces only, by default the release namespace.
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["resources"][0].as_str() != Some("secrets")),
+        "no Secret access through the ClusterRole"
+    );
+    let secret_roles = |docs: &[Value]| -> Vec<(String, String)> {
+        docs.iter()
+            .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "kubeup-operator-secrets")
+            .map(|d| {
+                (
+                    d["metadata"]["namespace"].as_str().unwrap().to_string(),
+                    serde_yaml_ng::to_string(&d["rules"]).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let read_only =
+        "- apiGroups:\n  - ''\n  resources:\n  - secrets\n  verbs:\n  - get\n  - list\n  - watch\n";
     assert_eq!(
-        verbs,
-        ["get", "list", "watch"],
-        "secrets are read, never written"
+        secret_roles(&d),
+        [("kubeup-system".to_string(), read_only.to_string())]
+    );
+    assert_eq!(
+        c["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|a| a.as_str() == Some("--watch-namespaces=kubeup-system"))
+            .count(),
+        1
+    );
+    let more = helm(&[
+        "template",
+        "kubeup",
+        chart,
+        "--namespace",
+        "kubeup-system",
+        "--skip-crds",
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+    ]);
+    let more = docs(&more);
+    let namespaces: Vec<String> = secret_roles(&more).into_iter().map(|(ns, _)| ns).collect();
+    assert_eq!(namespaces, ["team-a", "team-b"]);
+    let args =
+        find(&more, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert!(
+        args.as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str() == Some("--watch-namespaces=team-a,team-b")),
+        "{args:?}"
+    );
+    // The admission policy narrowing the operator's token is shipped.
+    let vap = find(&d, "ValidatingAdmissionPolicy");
+    assert_eq!(
+        vap["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .map(str::trim),
+        Some(
+            "request.userInfo.username == \"system:serviceaccount:kubeup-system:kubeup-operator\""
+        )
+    );
+    assert_eq!(
+        find(&d, "ValidatingAdmissionPolicyBinding")["spec"]["validationActions"][0].as_str(),
+        Some("Deny")
     );
 }
 
