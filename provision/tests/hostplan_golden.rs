@@ -250,6 +250,13 @@ fn the_audit_policy_logs_sensitive_resources_at_metadata_and_drops_noise() {
         "",
     );
     none(
+        "system:apiserver",
+        &["system:masters"],
+        "update",
+        Some(("coordination.k8s.io", "leases")),
+        "",
+    );
+    none(
         "system:kube-scheduler",
         &[],
         "get",

@@ -316,7 +316,7 @@ rules:
   - group: coordination.k8s.io
     resources: [leases]
 - level: None
-  users: [\"system:kube-controller-manager\", \"system:kube-scheduler\"]
+  users: [\"system:apiserver\", \"system:kube-controller-manager\", \"system:kube-scheduler\"]
   verbs: [get, list, watch, update]
   resources:
   - group: coordination.k8s.io
