@@ -92,6 +92,7 @@ fn template(args: &InitArgs) -> Cluster {
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),
+        kubelet: Default::default(),
     };
     Cluster::new(&args.name, spec)
 }

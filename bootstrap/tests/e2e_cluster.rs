@@ -84,6 +84,7 @@ fn controller_end_to_end() {
     step_up_brings_up_a_ready_controller(&c);
     step_etcd_accepts_only_etcd_ca_clients(&c);
     step_secrets_are_encrypted_at_rest(&c);
+    step_audit_log_records_secrets_without_their_data(&c);
     step_second_up_changes_nothing(&c);
     step_one_setting_restarts_only_its_units(&c);
     step_reset_then_up_converges(&c);
@@ -96,6 +97,8 @@ fn controller_end_to_end() {
     step_delete_resets_the_host(&c);
     step_wrong_pin_fails_and_installs_nothing(&c);
     step_kubectl_kubeup_join_waits_for_ready(&c, tmp.path());
+    // Last: it takes the everyday admin's rights away for a moment.
+    step_admin_is_revocable_and_super_admin_is_break_glass(&c);
 }
 
 fn step_bad_input_changes_nothing(c: &Cluster, tmp: &Path) {
@@ -148,6 +151,27 @@ fn step_bad_input_changes_nothing(c: &Cluster, tmp: &Path) {
     let err = describe(&o);
     assert!(
         !o.status.success() && err.contains("spec.networking.serviceCidr"),
+        "{err}"
+    );
+    // A value that would add an argument to a unit file: refused before any SSH.
+    let injected: String = text
+        .lines()
+        .map(|l| match l.split_once("name: kube-") {
+            Some((indent, _)) => {
+                format!(
+                    "{indent}name: \"{} --etcd-servers=http://evil.example:2379\"",
+                    c.controller
+                )
+            }
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(bad_dir.join("cluster.yaml"), injected).unwrap();
+    let o = kubeup(&["up", "-f", bad_dir.join("cluster.yaml").to_str().unwrap()]);
+    let err = describe(&o);
+    assert!(
+        !o.status.success() && err.contains("spec.controllers[0].name"),
         "{err}"
     );
     let listing = c.on_controller_ok("ls /opt/kubeup /etc/kubernetes 2>&1; true");
@@ -254,10 +278,82 @@ fn step_secrets_are_encrypted_at_rest(c: &Cluster) {
          get /registry/secrets/default/e2e-at-rest --print-value-only | head -c 200 | tr -c '[:print:]' '.'",
     );
     assert!(
-        raw.contains("k8s:enc:aescbc:v1:key1"),
-        "the Secret is not encrypted in etcd: {raw}"
+        raw.contains("k8s:enc:secretbox:v1:key1"),
+        "the Secret is not encrypted with secretbox in etcd: {raw}"
     );
     assert!(!raw.contains("plain-text-canary"), "{raw}");
+}
+
+/// kube-apiserver's audit log: the Secret created above is there at
+/// Metadata level, its value is not.
+fn step_audit_log_records_secrets_without_their_data(c: &Cluster) {
+    c.kubectl_ok(&["get", "secret", "e2e-at-rest", "-o", "name"]);
+    let log = "/var/log/kubernetes/audit.log";
+    let mode = c.on_controller_ok("stat -c %a /var/log/kubernetes");
+    assert_eq!(mode.trim(), "700", "audit log directory mode");
+    // Entries are written when requests complete: give the last one a moment.
+    let line = wait_for("the audit entry of the Secret", 30, || {
+        let o = c.on_controller_ok(&format!(
+            "grep '\"resource\":\"secrets\"' {log} | grep '\"name\":\"e2e-at-rest\"' | tail -n 1"
+        ));
+        (!o.trim().is_empty()).then_some(o)
+    });
+    assert!(line.contains("\"level\":\"Metadata\""), "{line}");
+    assert!(
+        !line.contains("requestObject") && !line.contains("responseObject"),
+        "{line}"
+    );
+    // The value, plain or base64 (as a Secret's data travels).
+    let leaked = c.on_controller_ok(&format!(
+        "if grep -q -e plain-text-canary -e cGxhaW4tdGV4dC1jYW5hcnk {log}*; then echo leaked; else echo clean; fi"
+    ));
+    assert_eq!(
+        leaked.trim(),
+        "clean",
+        "the audit log holds the Secret's value"
+    );
+}
+
+/// admin.kubeconfig is in kubeup:cluster-admins (cluster-admin through a
+/// binding), not system:masters; deleting the binding revokes it, and `up`
+/// (with the break-glass super-admin.kubeconfig) puts it back.
+fn step_admin_is_revocable_and_super_admin_is_break_glass(c: &Cluster) {
+    let whoami = c.kubectl_ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}"]);
+    assert!(whoami.contains("kubeup:cluster-admins"), "{whoami}");
+    assert!(!whoami.contains("system:masters"), "{whoami}");
+    let super_admin = c.dir.join("super-admin.kubeconfig");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&super_admin).unwrap().permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o600, "super-admin.kubeconfig mode");
+    let as_super = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", super_admin.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&bundle_bin("kubectl"), &all)
+    };
+    let o = as_super(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("system:masters"),
+        "{}",
+        describe(&o)
+    );
+
+    let o = as_super(&["delete", "clusterrolebinding", "kubeup:cluster-admins"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let denied = wait_for("the admin to lose its rights", 30, || {
+        let o = c.kubectl(&["get", "nodes"]);
+        (!o.status.success()).then(|| describe(&o))
+    });
+    assert!(
+        denied.contains("Forbidden") || denied.contains("forbidden"),
+        "{denied}"
+    );
+    let o = as_super(&["get", "nodes"]);
+    assert!(o.status.success(), "break-glass: {}", describe(&o));
+
+    // Restore: `up` applies the binding with the break-glass credential.
+    kubeup_ok(&["up", "-f", &c.file]);
+    c.kubectl_ok(&["get", "nodes"]);
 }
 
 fn unit_starts(c: &Cluster) -> String {

@@ -70,6 +70,9 @@ pub struct ClusterSpec {
     /// Lifetimes of issued certificates.
     #[serde(default)]
     pub certificates: CertificateLifetimes,
+    /// Settings of every node's kubelet (the controller's and the workers').
+    #[serde(default)]
+    pub kubelet: KubeletSettings,
 }
 
 fn default_version() -> String {
@@ -212,6 +215,18 @@ fn default_ca_days() -> u32 {
 }
 fn default_leaf_days() -> u32 {
     365
+}
+
+/// Settings of every node's kubelet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeletSettings {
+    /// For test machines with little disk only: no disk-pressure eviction
+    /// and no image garbage collection. Off (the default), kubelets keep
+    /// their upstream eviction thresholds and image GC, as production
+    /// nodes need.
+    #[serde(default)]
+    pub relaxed_eviction: bool,
 }
 
 /// Observed state of the cluster.

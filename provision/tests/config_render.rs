@@ -19,6 +19,7 @@ fn rendered_yaml_is_commented_and_round_trips() {
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),
+        kubelet: Default::default(),
     };
     let cluster = Cluster::new("demo", spec);
     let text = render_cluster_yaml(&cluster);

@@ -248,3 +248,192 @@ fn every_problem_is_reported_at_once() {
     let problems = problems_for(&yaml);
     assert!(problems.len() >= 2, "{problems:#?}");
 }
+
+// Everything below ends up in a systemd unit, a config file, a kubeconfig,
+// known_hosts or a path on disk: no value may add a line, an argument or a
+// path component.
+
+#[test]
+fn controller_name_cannot_add_an_argument_or_a_line() {
+    for bad in [
+        "\"ctl-1 --etcd-servers=http://evil:2379\"",
+        "\"ctl-1\\nExecStartPre=/bin/sh -c id\"",
+        "\"ctl-1'\"",
+        "\"Ctl_1\"",
+        "\"\"",
+        "\"--ctl\"",
+    ] {
+        assert_rejected(
+            "      user: root",
+            &format!("      user: root\n      name: {bad}"),
+            "spec.controllers[0].name",
+        );
+    }
+}
+
+#[test]
+fn a_dns_subdomain_is_a_valid_controller_name() {
+    let yaml = GOOD.replacen(
+        "      user: root",
+        "      user: root\n      name: ctl-1.lab",
+        1,
+    );
+    assert_eq!(problems_for(&yaml), Vec::<String>::new());
+}
+
+#[test]
+fn address_cannot_add_an_argument_or_a_line() {
+    for bad in [
+        "\"198.18.0.11 --x\"",
+        "\"198.18.0.11\\n--x\"",
+        "\"host;id\"",
+        "\"$(id)\"",
+    ] {
+        assert_rejected("198.18.0.11", bad, "spec.controllers[0].address");
+    }
+}
+
+#[test]
+fn ssh_user_is_a_plain_user_name() {
+    for bad in [
+        "\"root; id\"",
+        "\"root\\nx\"",
+        "\"-oProxyCommand=id\"",
+        "\"a b\"",
+        "\"$USER\"",
+    ] {
+        assert_rejected(
+            "user: root",
+            &format!("user: {bad}"),
+            "spec.controllers[0].user",
+        );
+    }
+    let yaml = GOOD.replacen("user: root", "user: deploy_user-1", 1);
+    assert_eq!(problems_for(&yaml), Vec::<String>::new());
+}
+
+#[test]
+fn bastion_fields_are_checked_too() {
+    assert_rejected(
+        "      user: root",
+        "      user: root\n      bastion:\n        address: jump.example\n        user: \"x y\"",
+        "spec.controllers[0].bastion.user",
+    );
+}
+
+#[test]
+fn cidrs_and_dns_ip_must_be_written_canonically() {
+    for (field, bad) in [
+        ("podCidr", "\"10.244.0.0/16 --x\""),
+        ("podCidr", "\"10.244.0.0/16\\n\""),
+        ("serviceCidr", "\" 10.96.0.0/12\""),
+        ("clusterDns", "\"10.96.0.10 --x\""),
+        ("clusterDns", "\"10.96.0.10\\n\""),
+    ] {
+        assert_rejected(
+            "  controllers:",
+            &format!("  networking:\n    {field}: {bad}\n  controllers:"),
+            &format!("spec.networking.{field}"),
+        );
+    }
+}
+
+#[test]
+fn domain_cannot_add_an_argument_or_a_line() {
+    for bad in [
+        "\"cluster.local --x\"",
+        "\"cluster.local\\nx\"",
+        "\"cluster.local,evil\"",
+        "\"Cluster.Local\"",
+    ] {
+        assert_rejected(
+            "  controllers:",
+            &format!("  networking:\n    domain: {bad}\n  controllers:"),
+            "spec.networking.domain",
+        );
+    }
+}
+
+#[test]
+fn pinned_key_is_one_line() {
+    assert_rejected(
+        "policy: AcceptNew",
+        "policy: Pin\n        key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\\n@cert-authority * ssh-ed25519 AAAA\"",
+        "spec.controllers[0].hostKey.key",
+    );
+}
+
+#[test]
+fn base_url_is_one_url() {
+    assert_rejected(
+        "  controllers:",
+        "  artifacts:\n    baseUrl: \"https://mirror.example/k\\nx\"\n    sha256: {kubelet: 0000000000000000000000000000000000000000000000000000000000000000}\n  controllers:",
+        "spec.artifacts.baseUrl",
+    );
+}
+
+#[test]
+fn artifact_file_names_stay_inside_the_bundle() {
+    for bad in [
+        "\"../../etc/passwd\"",
+        "/etc/passwd",
+        "\"bin/a b\"",
+        "\"bin/../../x\"",
+    ] {
+        assert_rejected(
+            "  controllers:",
+            &format!(
+                "  artifacts:\n    baseUrl: https://mirror.example/k\n    sha256: {{{bad}: 0000000000000000000000000000000000000000000000000000000000000000}}\n  controllers:"
+            ),
+            "spec.artifacts.sha256",
+        );
+    }
+}
+
+#[test]
+fn certificate_lifetimes_are_bounded() {
+    for (yaml, field) in [
+        (
+            "caDays: 36501\n    leafDays: 365",
+            "spec.certificates.caDays",
+        ),
+        (
+            "caDays: 4294967295\n    leafDays: 365",
+            "spec.certificates.caDays",
+        ),
+        (
+            "caDays: 36500\n    leafDays: 3651",
+            "spec.certificates.leafDays",
+        ),
+        (
+            "caDays: 36500\n    leafDays: 4294967295",
+            "spec.certificates.leafDays",
+        ),
+        ("caDays: 0\n    leafDays: 0", "spec.certificates"),
+    ] {
+        assert_rejected(
+            "  controllers:",
+            &format!("  certificates:\n    {yaml}\n  controllers:"),
+            field,
+        );
+    }
+    let yaml = GOOD.replacen(
+        "  controllers:",
+        "  certificates:\n    caDays: 36500\n    leafDays: 3650\n  controllers:",
+        1,
+    );
+    assert_eq!(problems_for(&yaml), Vec::<String>::new());
+}
+
+#[test]
+fn kubelet_eviction_is_upstream_unless_relaxed() {
+    let cluster = parse(GOOD, Path::new("/")).expect("valid");
+    assert!(!cluster.spec.kubelet.relaxed_eviction);
+    let yaml = GOOD.replacen(
+        "  controllers:",
+        "  kubelet:\n    relaxedEviction: true\n  controllers:",
+        1,
+    );
+    let cluster = parse(&yaml, Path::new("/")).expect("valid");
+    assert!(cluster.spec.kubelet.relaxed_eviction);
+}

@@ -139,7 +139,7 @@ fn key_usages_match_the_purpose() {
     ])
     .1;
     assert!(
-        subject.contains("O = system:masters") && subject.contains("CN = kubernetes-admin"),
+        subject.contains("O = kubeup:cluster-admins") && subject.contains("CN = kubernetes-admin"),
         "{subject}"
     );
 
@@ -273,8 +273,125 @@ fn inspect_reports_expiry() {
     .unwrap();
     let certs = pki::inspect_dir(&dir.path().join("pki")).unwrap();
     let names: Vec<&str> = certs.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["admin", "ca", "etcd/ca", "front-proxy-ca"]);
+    assert_eq!(
+        names,
+        ["admin", "ca", "etcd/ca", "front-proxy-ca", "super-admin"]
+    );
     let admin = &certs[0];
     assert!((9..=10).contains(&admin.days_left), "{admin:?}");
     assert_eq!(admin.issuer, "CN=kubernetes");
+}
+
+#[test]
+fn a_huge_lifetime_is_an_error_not_a_panic() {
+    let Err(err) = CertificateAuthority::generate(CaKind::Cluster, u32::MAX) else {
+        panic!("a CA for u32::MAX days is refused");
+    };
+    assert_eq!(err.category(), "Lifetime", "{err}");
+    let (ca, _) = CertificateAuthority::generate(CaKind::Cluster, 36500).unwrap();
+    let Err(err) = ca.issue(&LeafSpec::client("x", &[], u32::MAX)) else {
+        panic!("a leaf for u32::MAX days is refused");
+    };
+    assert_eq!(err.category(), "Lifetime", "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let lifetimes = CertificateLifetimes {
+        ca_days: u32::MAX,
+        leaf_days: u32::MAX,
+    };
+    let Err(err) = pki::init(dir.path(), &lifetimes) else {
+        panic!("init refuses");
+    };
+    assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+fn subject(path: &Path) -> String {
+    let (ok, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+        "-in",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    text.trim().to_string()
+}
+
+#[test]
+fn init_makes_an_everyday_admin_and_a_break_glass_super_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    let pki_dir = dir.path().join("pki");
+    assert_eq!(
+        subject(&pki_dir.join("admin.crt")),
+        "subject=CN=kubernetes-admin,O=kubeup:cluster-admins"
+    );
+    assert_eq!(
+        subject(&pki_dir.join("super-admin.crt")),
+        "subject=CN=kubernetes-super-admin,O=system:masters"
+    );
+    assert_eq!(mode(&pki_dir.join("super-admin.key")), 0o600);
+    assert_eq!(mode(&pki_dir.join("admin.key")), 0o600);
+    for leaf in ["admin.crt", "super-admin.crt"] {
+        assert!(
+            verify(&pki_dir.join("ca.crt"), &pki_dir.join(leaf)),
+            "{leaf}"
+        );
+    }
+    let names: Vec<&str> = report.items.iter().map(|i| i.name).collect();
+    assert!(names.contains(&"super-admin"), "{names:?}");
+    // A second init keeps both.
+    let again = pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    assert!(again.items.iter().all(|i| i.outcome == InitOutcome::Kept));
+    assert_eq!(
+        pki::ensure_admin_credentials(dir.path(), 365).unwrap(),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn an_old_system_masters_admin_is_replaced_by_up_and_kept_by_init() {
+    let dir = tempfile::tempdir().unwrap();
+    pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    let pki_dir = dir.path().join("pki");
+    // A cluster directory of an older kubeup: admin in system:masters, no
+    // super-admin.
+    let ca = CertificateAuthority::load(&pki_dir, CaKind::Cluster).unwrap();
+    let old = ca
+        .issue(&LeafSpec::client(
+            "kubernetes-admin",
+            &["system:masters"],
+            365,
+        ))
+        .unwrap();
+    std::fs::write(pki_dir.join("admin.crt"), &old.cert_pem).unwrap();
+    std::fs::write(pki_dir.join("admin.key"), old.key_pem.expose_secret()).unwrap();
+    std::fs::remove_file(pki_dir.join("super-admin.crt")).unwrap();
+    std::fs::remove_file(pki_dir.join("super-admin.key")).unwrap();
+
+    // init keeps what exists (the old admin still works until up runs).
+    pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    assert_eq!(
+        subject(&pki_dir.join("admin.crt")),
+        "subject=CN=kubernetes-admin,O=system:masters"
+    );
+    std::fs::remove_file(pki_dir.join("super-admin.crt")).unwrap();
+    std::fs::remove_file(pki_dir.join("super-admin.key")).unwrap();
+
+    let issued = pki::ensure_admin_credentials(dir.path(), 365).unwrap();
+    assert_eq!(issued, ["super-admin", "admin"]);
+    assert_eq!(
+        subject(&pki_dir.join("admin.crt")),
+        "subject=CN=kubernetes-admin,O=kubeup:cluster-admins"
+    );
+    assert_eq!(
+        subject(&pki_dir.join("super-admin.crt")),
+        "subject=CN=kubernetes-super-admin,O=system:masters"
+    );
+    assert_eq!(mode(&pki_dir.join("admin.key")), 0o600);
+    assert_eq!(
+        pki::ensure_admin_credentials(dir.path(), 365).unwrap(),
+        Vec::<&str>::new()
+    );
 }

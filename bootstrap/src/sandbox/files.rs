@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kubeup_crds::cluster::{ClusterSpec, ControllerHost};
+use kubeup_crds::cluster::{ClusterSpec, ControllerHost, KubeletSettings};
 use kubeup_crds::{Cluster, HostKeyPolicy, HostKeyTrust, SshSecretRef, WorkerJoin, WorkerJoinSpec};
 
 use super::state::{Host, State};
@@ -98,6 +98,11 @@ pub fn cluster(st: &State) -> Result<Cluster, FilesError> {
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),
+        // Sandbox hosts share one machine's small disk: upstream thresholds
+        // would evict pods and taint Nodes with disk pressure.
+        kubelet: KubeletSettings {
+            relaxed_eviction: true,
+        },
     };
     Ok(Cluster::new("sandbox", spec))
 }

@@ -38,6 +38,18 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}
 ---
+# The everyday admin credential (admin.kubeconfig, group
+# kubeup:cluster-admins) is cluster-admin through this binding, so deleting
+# it revokes that certificate; the break-glass super-admin.kubeconfig
+# (system:masters) needs none. Applied with the break-glass credential.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubeup:cluster-admins
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "kubeup:cluster-admins"}
+---
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -218,3 +230,23 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
 }
 
 use serde::Deserialize as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_group_is_bound_to_cluster_admin() {
+        let group = kubeup_provision::pki::ADMIN_GROUP;
+        let binding = BOOTSTRAP_RBAC
+            .split("\n---\n")
+            .find(|doc| doc.contains(&format!("name: {group}\n")))
+            .expect("a ClusterRoleBinding named after the admin group");
+        assert!(binding.contains("kind: ClusterRoleBinding"), "{binding}");
+        assert!(binding.contains("name: cluster-admin}"), "{binding}");
+        assert!(
+            binding.contains(&format!("kind: Group, name: \"{group}\"")),
+            "{binding}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use kubeup_provision::hostplan::certs::{CertPlan, controller_certs};
 use kubeup_provision::hostplan::{
     ControllerInput, HostFile, NodeInput, Unit, configs, layout, units,
 };
+use kubeup_provision::pki;
 use kubeup_provision::ssh::{KnownHostsFile, Session, SshOptions};
 
 use crate::cmd_ssh;
@@ -93,6 +94,13 @@ impl ControllerContext {
             .name
             .clone()
             .unwrap_or_else(|| hostname.to_lowercase());
+        // A name from the spec was validated with the file; one from the
+        // host is checked here, before it reaches a unit file.
+        if !config::is_node_name(&node_name) {
+            anyhow::bail!(
+                "the controller's hostname {node_name:?} is not a valid Node name; set spec.controllers[0].name (lowercase letters, digits, '-' and '.')"
+            );
+        }
         let node = NodeInput {
             node_name: node_name.clone(),
             address: self.controller.address.clone(),
@@ -172,7 +180,12 @@ impl ControllerContext {
                 &[Unit::KubeApiserver],
             ),
             configs::encryption_config(&key),
-            configs::kubelet_config(&c.node, false),
+            configs::audit_policy(),
+            configs::kubelet_config(
+                &c.node,
+                false,
+                configs::Eviction::from_spec(&self.loaded.cluster.spec.kubelet),
+            ),
             configs::kubelet_resolv_conf(),
             configs::kube_proxy_config(&c.node),
             configs::containerd_config(&c.node),
@@ -195,8 +208,36 @@ impl ControllerContext {
         Ok(files)
     }
 
-    /// `DIR/admin.kubeconfig` (0600): the admin certificate inline.
-    pub fn write_admin_kubeconfig(&self) -> Result<()> {
+    /// The admin certificates on the workstation: the break-glass one made
+    /// if missing, the everyday one re-issued if it is still in
+    /// `system:masters` (a cluster directory of an older kubeup). Returns
+    /// what was issued.
+    pub fn ensure_admin_credentials(&self) -> Result<Vec<String>> {
+        let days = self.loaded.cluster.spec.certificates.leaf_days;
+        let issued = pki::ensure_admin_credentials(&self.loaded.dir, days).with_context(|| {
+            format!(
+                "failed to check the admin certificates in {}",
+                self.loaded.pki_dir().display()
+            )
+        })?;
+        Ok(issued
+            .into_iter()
+            .map(|n| format!("{n} (workstation)"))
+            .collect())
+    }
+
+    /// `DIR/admin.kubeconfig` (everyday) and `DIR/super-admin.kubeconfig`
+    /// (break-glass), 0600, each with its certificate inline.
+    pub fn write_admin_kubeconfigs(&self) -> Result<()> {
+        self.write_kubeconfig("admin", pki::ADMIN_CN, &self.loaded.admin_kubeconfig())?;
+        self.write_kubeconfig(
+            "super-admin",
+            pki::SUPER_ADMIN_CN,
+            &self.loaded.super_admin_kubeconfig(),
+        )
+    }
+
+    fn write_kubeconfig(&self, cert: &str, user: &str, path: &Path) -> Result<()> {
         let pki = self.loaded.pki_dir();
         let read = |n: &str| {
             std::fs::read_to_string(pki.join(n))
@@ -206,13 +247,12 @@ impl ControllerContext {
             self.loaded.name(),
             &self.api_server(),
             &read("ca.crt")?,
-            "kubernetes-admin",
-            &read("admin.crt")?,
-            &read("admin.key")?,
+            user,
+            &read(&format!("{cert}.crt"))?,
+            &read(&format!("{cert}.key"))?,
         );
-        let path = self.loaded.admin_kubeconfig();
         let secret = secrecy::SecretString::from(text);
-        kubeup_provision::pki::write_private(&path, &secret)
+        pki::write_private(path, &secret)
             .with_context(|| format!("failed to write {}", path.display()))?;
         Ok(())
     }

@@ -201,8 +201,12 @@ pub async fn converge_controller(
         .extend(imported.into_iter().map(|i| format!("image {i}")));
 
     let phase = progress.phase(&host, "control plane ready");
-    ctx.write_admin_kubeconfig()?;
-    let client = admin_client(&ctx.loaded.admin_kubeconfig()).await?;
+    changes.issued.extend(ctx.ensure_admin_credentials()?);
+    ctx.write_admin_kubeconfigs()?;
+    // `up` installs and repairs the cluster with the break-glass credential,
+    // as kubeadm does: the everyday admin's group has no rights until the
+    // `kubeup:cluster-admins` binding (applied below) exists.
+    let client = admin_client(&ctx.loaded.super_admin_kubeconfig()).await?;
     if let Err(e) = node::wait_ready(&client, &session).await {
         phase.fail("not ready");
         return Err(e);
@@ -232,8 +236,9 @@ pub async fn converge_controller(
     progress.info(
         &host,
         &format!(
-            "admin kubeconfig: {}",
-            ctx.loaded.admin_kubeconfig().display()
+            "admin kubeconfig: {} (break-glass: {})",
+            ctx.loaded.admin_kubeconfig().display(),
+            ctx.loaded.super_admin_kubeconfig().display()
         ),
     );
     session.close().await;

@@ -7,7 +7,7 @@ mod render;
 mod validate;
 
 pub use render::render_cluster_yaml;
-pub use validate::validate;
+pub use validate::{MAX_CA_DAYS, MAX_LEAF_DAYS, is_node_name, validate};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -99,8 +99,15 @@ impl LoadedCluster {
         self.dir.join("known_hosts")
     }
 
+    /// The everyday admin credential (`kubeup:cluster-admins`, bound to
+    /// `cluster-admin` by RBAC).
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
+    }
+
+    /// The break-glass credential (`system:masters`, bypasses RBAC).
+    pub fn super_admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("super-admin.kubeconfig")
     }
 }
 

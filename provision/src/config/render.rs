@@ -11,7 +11,7 @@ const HEADER: &str = "\
 ";
 
 /// Sections of the spec in order, each with its comment.
-const SECTIONS: [(&str, &str); 5] = [
+const SECTIONS: [(&str, &str); 6] = [
     (
         "kubernetesVersion",
         "Kubernetes version; kubeup supports v1.34.x (cgroup v1 hosts).",
@@ -28,7 +28,14 @@ const SECTIONS: [(&str, &str); 5] = [
         "artifacts",
         "Binaries and images: {} means the bundle built by `cargo xtask bundle` in\n${KUBEUP_CACHE:-~/.cache/kubeup}; or bundleDir: PATH; or baseUrl: URL with sha256: {file: sum}.",
     ),
-    ("certificates", "Certificate lifetimes in days."),
+    (
+        "certificates",
+        "Certificate lifetimes in days (leaves 1-3650, CAs 1-36500).",
+    ),
+    (
+        "kubelet",
+        "Every kubelet. relaxedEviction: true turns off disk-pressure eviction and image\nGC, for test machines with little disk only; keep it false in production.",
+    ),
 ];
 
 pub fn render_cluster_yaml(cluster: &Cluster) -> String {

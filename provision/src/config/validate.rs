@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ipnet::Ipv4Net;
-use kubeup_crds::cluster::{Artifacts, CertificateLifetimes, Networking};
+use kubeup_crds::cluster::{Artifacts, CertificateLifetimes, ControllerHost, Networking};
 use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 use kubeup_crds::{API_VERSION, Cluster};
 
@@ -114,13 +114,8 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
                 "use 1-65535, usually 22",
             ));
         }
-        if c.user.is_empty() {
-            p.push(Problem::new(
-                format!("{path}.user"),
-                "empty SSH user",
-                "use root or a user with sudo",
-            ));
-        }
+        check_user(&mut p, &format!("{path}.user"), &c.user);
+        check_controller_name(&mut p, &path, c);
         if !seen.insert((c.address.clone(), c.port)) {
             p.push(Problem::new(
                 format!("{path}.address"),
@@ -141,6 +136,7 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
         }
         if let Some(b) = &c.bastion {
             check_address(&mut p, &format!("{path}.bastion.address"), &b.address);
+            check_user(&mut p, &format!("{path}.bastion.user"), &b.user);
             check_host_key(&mut p, &format!("{path}.bastion.hostKey"), &b.host_key);
         }
     }
@@ -173,6 +169,45 @@ fn is_dns_name(s: &str) -> bool {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
+}
+
+/// A Node name as Kubernetes accepts it (a lowercase RFC 1123 subdomain).
+/// It lands in unit flags (`--name`, `--hostname-override`), certificate
+/// subjects and kubeconfigs, so nothing else may pass: no space, quote,
+/// newline or leading `-`.
+pub fn is_node_name(s: &str) -> bool {
+    is_dns_name(s) && !s.chars().any(|c| c.is_ascii_uppercase())
+}
+
+fn check_controller_name(p: &mut Vec<Problem>, path: &str, c: &ControllerHost) {
+    let Some(name) = &c.name else { return };
+    if !is_node_name(name) {
+        p.push(Problem::new(
+            format!("{path}.name"),
+            format!("{name:?} is not a valid Node name"),
+            "use lowercase letters, digits, '-' and '.', e.g. ctl-1, or remove it to use the hostname",
+        ));
+    }
+}
+
+/// An SSH login name: the portable user-name characters only, so it can
+/// never read as an option or carry a second word.
+fn is_user_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn check_user(p: &mut Vec<Problem>, path: &str, user: &str) {
+    if !is_user_name(user) {
+        p.push(Problem::new(
+            path,
+            format!("{user:?} is not a valid SSH user name"),
+            "use root or a user with sudo: letters, digits, '.', '_' and '-', at most 32 characters",
+        ));
+    }
 }
 
 fn check_address(p: &mut Vec<Problem>, path: &str, address: &str) {
@@ -208,6 +243,10 @@ fn check_host_key(p: &mut Vec<Problem>, path: &str, trust: &HostKeyTrust) {
 }
 
 fn is_host_key(key: &str) -> bool {
+    // The key becomes a known_hosts line: one line, nothing hidden in it.
+    if key.chars().any(char::is_control) {
+        return false;
+    }
     if let Some(fp) = key.strip_prefix("SHA256:") {
         return fp.trim_end_matches('=').len() == 43
             && fp
@@ -247,6 +286,12 @@ fn check_networking(p: &mut Vec<Problem>, n: &Networking) {
         ));
     }
     match n.cluster_dns.parse::<Ipv4Addr>() {
+        // The text is rendered into the kubelet config: canonical form only.
+        Ok(ip) if ip.to_string() != n.cluster_dns => p.push(Problem::new(
+            "spec.networking.clusterDns",
+            format!("{:?} is not written as a plain IPv4 address", n.cluster_dns),
+            format!("write it as {ip}"),
+        )),
         Err(_) => p.push(Problem::new(
             "spec.networking.clusterDns",
             format!("{:?} is not an IPv4 address", n.cluster_dns),
@@ -270,11 +315,11 @@ fn check_networking(p: &mut Vec<Problem>, n: &Networking) {
             }
         }
     }
-    if !is_dns_name(&n.domain) {
+    if !is_node_name(&n.domain) {
         p.push(Problem::new(
             "spec.networking.domain",
             format!("{:?} is not a DNS domain", n.domain),
-            "e.g. cluster.local",
+            "lowercase letters, digits, '-' and '.', e.g. cluster.local",
         ));
     }
 }
@@ -286,7 +331,16 @@ pub fn first_service_ip(svc: Ipv4Net) -> Option<Ipv4Addr> {
 
 fn parse_cidr(p: &mut Vec<Problem>, path: &str, s: &str) -> Option<Ipv4Net> {
     match s.parse::<Ipv4Net>() {
-        Ok(net) if net.trunc() == net => Some(net),
+        // Only the canonical spelling: the text itself is rendered into flags.
+        Ok(net) if net.trunc() == net && net.to_string() == s => Some(net),
+        Ok(net) if net.trunc() == net => {
+            p.push(Problem::new(
+                path,
+                format!("{s:?} is not written as a plain CIDR"),
+                format!("write it as {net}"),
+            ));
+            None
+        }
         Ok(net) => {
             p.push(Problem::new(
                 path,
@@ -315,7 +369,9 @@ fn check_artifacts(p: &mut Vec<Problem>, a: &Artifacts, dir: &Path) {
         ));
     }
     if let Some(url) = &a.base_url {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             p.push(Problem::new(
                 "spec.artifacts.baseUrl",
                 format!("{url:?} is not an http(s) URL"),
@@ -331,6 +387,13 @@ fn check_artifacts(p: &mut Vec<Problem>, a: &Artifacts, dir: &Path) {
         }
     }
     for (file, sum) in &a.sha256 {
+        if !is_bundle_file_name(file) {
+            p.push(Problem::new(
+                format!("spec.artifacts.sha256.{}", file.escape_debug()),
+                format!("{file:?} is not a file name inside the bundle"),
+                "use the relative names of bundle.json, e.g. bin/kubelet",
+            ));
+        }
         if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
             p.push(Problem::new(
                 format!("spec.artifacts.sha256.{file}"),
@@ -351,12 +414,46 @@ fn check_artifacts(p: &mut Vec<Problem>, a: &Artifacts, dir: &Path) {
     }
 }
 
+/// A relative path inside the bundle (as in `bundle.json`): it is joined to
+/// the base URL and to the local cache, so no `..`, no absolute path, no
+/// character a shell or a URL would read differently.
+fn is_bundle_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        })
+}
+
+/// Longest lifetimes accepted: ten years for leaves, a hundred for CAs.
+/// Beyond that a date no longer fits a certificate (or time itself).
+pub const MAX_LEAF_DAYS: u32 = 3650;
+pub const MAX_CA_DAYS: u32 = 36500;
+
 fn check_lifetimes(p: &mut Vec<Problem>, c: &CertificateLifetimes) {
     if c.ca_days == 0 || c.leaf_days == 0 {
         p.push(Problem::new(
             "spec.certificates",
             "lifetimes must be at least one day",
             "e.g. caDays: 3650, leafDays: 365",
+        ));
+    }
+    if c.ca_days > MAX_CA_DAYS {
+        p.push(Problem::new(
+            "spec.certificates.caDays",
+            format!("{} days is too long", c.ca_days),
+            format!("use 1..={MAX_CA_DAYS} days, e.g. 3650"),
+        ));
+    }
+    if c.leaf_days > MAX_LEAF_DAYS {
+        p.push(Problem::new(
+            "spec.certificates.leafDays",
+            format!("{} days is too long", c.leaf_days),
+            format!("use 1..={MAX_LEAF_DAYS} days, e.g. 365"),
         ));
     }
     if c.leaf_days > c.ca_days {

@@ -135,7 +135,44 @@ pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> [HostFile; 2] {
 /// joins); otherwise the certificate kubeup issued (`kubelet-serving` of
 /// the controller's certificates). Never a self-signed one: the apiserver
 /// verifies kubelets against the cluster CA.
-pub fn kubelet_config(n: &NodeInput, server_tls_bootstrap: bool) -> HostFile {
+/// When the kubelet reclaims disk and memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Eviction {
+    /// The kubelet's own defaults: evict pods before memory or disk run
+    /// out, collect unused images above 85% disk use.
+    #[default]
+    Upstream,
+    /// No disk-pressure eviction and no image GC: for test machines with
+    /// little disk (`spec.kubelet.relaxedEviction`, the sandbox's setting).
+    Relaxed,
+}
+
+impl Eviction {
+    pub fn from_spec(kubelet: &kubeup_crds::cluster::KubeletSettings) -> Self {
+        if kubelet.relaxed_eviction {
+            Eviction::Relaxed
+        } else {
+            Eviction::Upstream
+        }
+    }
+
+    fn lines(self) -> &'static str {
+        match self {
+            // Omitted, not restated: the kubelet's defaults stay whatever
+            // this kubelet version's are.
+            Eviction::Upstream => {
+                "# Eviction thresholds and image GC: the kubelet's upstream defaults.\n"
+            }
+            Eviction::Relaxed => {
+                "# relaxedEviction (test machines with little disk): never evict for disk, no image GC.\n\
+                 evictionHard: {nodefs.available: \"0%\", nodefs.inodesFree: \"0%\", imagefs.available: \"0%\"}\n\
+                 imageGCHighThresholdPercent: 100\n"
+            }
+        }
+    }
+}
+
+pub fn kubelet_config(n: &NodeInput, server_tls_bootstrap: bool, eviction: Eviction) -> HostFile {
     let serving = if server_tls_bootstrap {
         "# Serving certificate through the CSR API (kubelet-serving signer).\nserverTLSBootstrap: true\n".to_string()
     } else {
@@ -163,11 +200,10 @@ authentication:
   webhook: {{enabled: true}}
   x509: {{clientCAFile: {PKI}/ca.crt}}
 authorization: {{mode: Webhook}}
-evictionHard: {{nodefs.available: \"0%\", nodefs.inodesFree: \"0%\", imagefs.available: \"0%\"}}
-imageGCHighThresholdPercent: 100
-{serving}",
+{eviction}{serving}",
         dns = n.cluster_dns,
         domain = n.cluster_domain,
+        eviction = eviction.lines(),
     );
     HostFile::new(
         format!("{K8S}/kubelet-config.yaml"),
@@ -241,11 +277,87 @@ version = 2
     )
 }
 
-/// Secrets encrypted at rest with the key from `kubeup init`.
+/// kube-apiserver's audit policy. The first matching rule decides, so the
+/// sensitive resources come first: whatever is added below, Secrets,
+/// ConfigMaps, tokens and certificate requests are only ever logged at
+/// Metadata (who, what, when; never a body). Then the noisy read-only
+/// system traffic is dropped; everything else is Metadata too, so nothing
+/// in the log carries request or response bodies.
+pub fn audit_policy() -> HostFile {
+    const POLICY: &str = "\
+# Written by kubeup.
+apiVersion: audit.k8s.io/v1
+kind: Policy
+# One entry per request (when it completes), not one more when it arrives.
+omitStages: [RequestReceived]
+rules:
+# Bodies may hold Secret data, tokens or keys: metadata only, always.
+- level: Metadata
+  resources:
+  - group: \"\"
+    resources: [secrets, configmaps, serviceaccounts/token]
+  - group: authentication.k8s.io
+    resources: [tokenreviews]
+  - group: certificates.k8s.io
+    resources: [certificatesigningrequests, certificatesigningrequests/approval, certificatesigningrequests/status]
+# Noisy read-only system traffic.
+- level: None
+  nonResourceURLs: [/healthz*, /readyz*, /livez*, /version, /metrics]
+- level: None
+  resources:
+  - group: \"\"
+    resources: [events]
+  - group: events.k8s.io
+    resources: [events]
+- level: None
+  userGroups: [\"system:nodes\", \"system:serviceaccounts:kube-system\"]
+  verbs: [get, list, watch, update]
+  resources:
+  - group: coordination.k8s.io
+    resources: [leases]
+- level: None
+  users: [\"system:apiserver\", \"system:kube-controller-manager\", \"system:kube-scheduler\"]
+  verbs: [get, list, watch, update]
+  resources:
+  - group: coordination.k8s.io
+    resources: [leases]
+- level: None
+  users: [\"system:kube-proxy\"]
+  verbs: [watch]
+  resources:
+  - group: \"\"
+    resources: [endpoints, services, services/status]
+  - group: discovery.k8s.io
+    resources: [endpointslices]
+# Everything else: who did what, without bodies.
+- level: Metadata
+";
+    HostFile::new(layout::AUDIT_POLICY, POLICY, 0o600, &[Unit::KubeApiserver])
+}
+
+/// Secrets encrypted at rest with the key from `kubeup init` (32 bytes,
+/// what secretbox needs). secretbox (XSalsa20-Poly1305, authenticated)
+/// writes; aescbc with the same key only reads, so Secrets an older kubeup
+/// wrote with aescbc still decrypt until they are rewritten; identity reads
+/// whatever was stored before encryption was on.
 pub fn encryption_config(key_b64: &str) -> HostFile {
+    let key = key_b64.trim();
     let content = format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {}\n  - identity: {{}}\n",
-        key_b64.trim()
+        "apiVersion: apiserver.config.k8s.io/v1\n\
+         kind: EncryptionConfiguration\n\
+         resources:\n\
+         - resources: [secrets]\n\
+         \x20 providers:\n\
+         \x20 - secretbox:\n\
+         \x20     keys:\n\
+         \x20     - name: key1\n\
+         \x20       secret: {key}\n\
+         \x20 # Read-only fallback for Secrets written before secretbox.\n\
+         \x20 - aescbc:\n\
+         \x20     keys:\n\
+         \x20     - name: key1\n\
+         \x20       secret: {key}\n\
+         \x20 - identity: {{}}\n"
     );
     HostFile::new(
         format!("{K8S}/encryption-config.yaml"),

@@ -26,8 +26,14 @@ pub const KUBELET_CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-curren
 /// The kubelet's certificate directory.
 pub const KUBELET_PKI_DIR: &str = "/var/lib/kubelet/pki";
 pub const ETCD_DATA: &str = "/var/lib/etcd";
+/// kube-apiserver's audit policy (see `configs::audit_policy`).
+pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
+/// kube-apiserver's audit log directory: made by systemd when the unit
+/// starts (`LogsDirectory=`), 0700 (the log names every user and object).
+pub const AUDIT_LOG_DIR: &str = "/var/log/kubernetes";
+pub const AUDIT_LOG: &str = "/var/log/kubernetes/audit.log";
 /// Directories removed whole by `reset` (data kubeup's components made).
-pub const DATA_DIRS: [&str; 8] = [
+pub const DATA_DIRS: [&str; 9] = [
     "/var/lib/etcd",
     "/var/lib/kubelet",
     "/var/lib/containerd",
@@ -36,6 +42,7 @@ pub const DATA_DIRS: [&str; 8] = [
     "/etc/kubernetes",
     "/opt/kubeup",
     "/var/lib/kubeup",
+    AUDIT_LOG_DIR,
 ];
 
 /// The bundle directory on the host for a Kubernetes version.

@@ -159,6 +159,13 @@ pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
             format!("{PKI}/front-proxy-client.key"),
         ),
         flag("enable-aggregator-routing", true),
+        // Who did what: Metadata level (never a request or response body,
+        // so no Secret data), rotated by the apiserver itself.
+        flag("audit-policy-file", layout::AUDIT_POLICY),
+        flag("audit-log-path", layout::AUDIT_LOG),
+        flag("audit-log-maxsize", 100),
+        flag("audit-log-maxbackup", 5),
+        flag("audit-log-maxage", 30),
     ];
     file(
         Unit::KubeApiserver,
@@ -169,9 +176,20 @@ pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
             &flags,
             // Stopping it can take a minute while etcd goes away: stop it first
             // (After= orders stop in reverse) and do not wait forever.
-            "TimeoutStopSec=20\nLimitNOFILE=65536\n",
+            // systemd makes the audit log directory before each start.
+            &format!(
+                "TimeoutStopSec=20\nLimitNOFILE=65536\nLogsDirectory={}\nLogsDirectoryMode=0700\n",
+                audit_logs_directory()
+            ),
         ),
     )
+}
+
+/// `LogsDirectory=` takes a path relative to /var/log.
+fn audit_logs_directory() -> &'static str {
+    layout::AUDIT_LOG_DIR
+        .strip_prefix("/var/log/")
+        .unwrap_or("kubernetes")
 }
 
 /// What the controller-manager and scheduler share: their kubeconfig for

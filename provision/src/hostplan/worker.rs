@@ -2,6 +2,7 @@
 //! without any control-plane piece. The operator renders this for each
 //! WorkerJoin; the certificates come from the CSR API, not from a CA key.
 
+use super::configs::Eviction;
 use super::{HostFile, NodeInput, Unit, configs, units};
 
 /// kube-proxy's credential on a worker: a token of the `kube-system/kube-proxy`
@@ -19,12 +20,19 @@ pub const SYSCTL_CONF: &str = "/etc/sysctl.d/99-kubeup.conf";
 
 /// Every file a worker needs, in a stable order: configs first, units last.
 /// The cluster CA and the certificates are added by the caller, which gets
-/// them from the API.
+/// them from the API. The kubelet keeps its upstream eviction thresholds;
+/// [`worker_files_with`] follows the Cluster's `spec.kubelet`.
 pub fn worker_files(n: &NodeInput, cluster_name: &str) -> Vec<HostFile> {
+    worker_files_with(n, cluster_name, Eviction::Upstream)
+}
+
+/// [`worker_files`] with the kubelet's eviction from the Cluster
+/// (`Eviction::from_spec(&cluster.spec.kubelet)`).
+pub fn worker_files_with(n: &NodeInput, cluster_name: &str, eviction: Eviction) -> Vec<HostFile> {
     let mut files = vec![
         // Serving certificate through the CSR API: the operator approves it
         // when it names only this host.
-        configs::kubelet_config(n, true),
+        configs::kubelet_config(n, true, eviction),
         configs::kubelet_resolv_conf(),
         configs::kube_proxy_config(n),
         configs::containerd_config(n),

@@ -124,8 +124,8 @@ impl CertificateAuthority {
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
         ];
-        params.serial_number = Some(random_serial());
-        set_validity(&mut params, days);
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, &what(), days)?;
         let cert = params
             .self_signed(&key)
             .map_err(|source| PkiError::Generate {
@@ -229,8 +229,8 @@ impl CertificateAuthority {
             }
         };
         params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        set_validity(&mut params, spec.days);
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, &spec.common_name, spec.days)?;
         let cert = params.signed_by(key, &self.issuer).map_err(generate_err)?;
         Ok(cert.pem())
     }
@@ -246,16 +246,29 @@ fn name(cn: &str, orgs: &[&str]) -> DistinguishedName {
 }
 
 /// 16 random bytes, top bit cleared so the DER integer stays positive.
-fn random_serial() -> rcgen::SerialNumber {
+fn random_serial() -> Result<rcgen::SerialNumber> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
+    getrandom::fill(&mut bytes).map_err(|e| PkiError::Random(e.to_string()))?;
     bytes[0] &= 0x7f;
-    rcgen::SerialNumber::from_slice(&bytes)
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
 /// Backdate a little so a host whose clock is slightly behind accepts it.
-fn set_validity(params: &mut CertificateParams, days: u32) {
+/// `days` comes from cluster.yaml (validated to at most a hundred years);
+/// the sum is still checked so no input can overflow the date.
+fn set_validity(params: &mut CertificateParams, what: &str, days: u32) -> Result<()> {
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(i64::from(days));
+    let too_long = || PkiError::Lifetime {
+        what: what.to_string(),
+        days,
+    };
+    params.not_before = now.checked_sub(Duration::minutes(5)).ok_or_else(too_long)?;
+    params.not_after = now
+        .checked_add(Duration::days(i64::from(days)))
+        .filter(|t| t.year() <= MAX_YEAR)
+        .ok_or_else(too_long)?;
+    Ok(())
 }
+
+/// X.509 GeneralizedTime ends at 9999; stay well inside it.
+const MAX_YEAR: i32 = 9000;

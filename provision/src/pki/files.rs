@@ -15,9 +15,39 @@ use super::authority::{CaKind, CertificateAuthority, LeafSpec};
 use super::inspect;
 use super::{PkiError, Result};
 
-/// The admin client certificate's subject.
+/// The everyday admin client certificate's subject, as kubeadm ≥ 1.29
+/// issues it: a group that RBAC binds to `cluster-admin` (the binding
+/// `kubeup up` applies), so deleting the binding revokes it.
 pub const ADMIN_CN: &str = "kubernetes-admin";
-pub const ADMIN_GROUP: &str = "system:masters";
+pub const ADMIN_GROUP: &str = "kubeup:cluster-admins";
+/// The break-glass certificate: `system:masters` bypasses RBAC and cannot be
+/// revoked short of replacing the CA. Kept for when RBAC is broken.
+pub const SUPER_ADMIN_CN: &str = "kubernetes-super-admin";
+pub const SUPER_ADMIN_GROUP: &str = "system:masters";
+
+/// A client certificate kubeup keeps in the cluster directory.
+struct ClientCert {
+    name: &'static str,
+    cn: &'static str,
+    group: &'static str,
+}
+
+impl ClientCert {
+    fn files(&self) -> [String; 2] {
+        [format!("{}.crt", self.name), format!("{}.key", self.name)]
+    }
+}
+
+const ADMIN: ClientCert = ClientCert {
+    name: "admin",
+    cn: ADMIN_CN,
+    group: ADMIN_GROUP,
+};
+const SUPER_ADMIN: ClientCert = ClientCert {
+    name: "super-admin",
+    cn: SUPER_ADMIN_CN,
+    group: SUPER_ADMIN_GROUP,
+};
 
 /// What happened to one item of the PKI.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,42 +121,25 @@ pub fn init(cluster_dir: &Path, lifetimes: &CertificateLifetimes) -> Result<Init
         outcome,
     ));
 
-    let outcome = match present(&pki, &["admin.crt", "admin.key"])? {
-        true => {
-            let ca = CertificateAuthority::load(&pki, CaKind::Cluster)?;
-            let cert_pem = read_string(&pki.join("admin.crt"))?;
-            inspect::check_issued_by(&cert_pem, ca.cert_pem()).map_err(|reason| {
-                PkiError::Damaged {
-                    path: pki.join("admin.crt"),
-                    reason,
-                }
-            })?;
-            let key_pem = read_string(&pki.join("admin.key"))?;
-            let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Damaged {
-                path: pki.join("admin.key"),
-                reason: format!("the key does not parse ({e})"),
-            })?;
-            inspect::check_key_matches(&cert_pem, &key).map_err(|reason| PkiError::Damaged {
-                path: pki.join("admin.key"),
-                reason,
-            })?;
-            InitOutcome::Kept
-        }
-        false => {
-            let ca = CertificateAuthority::load(&pki, CaKind::Cluster)?;
-            let issued = ca.issue(&LeafSpec::client(
-                ADMIN_CN,
-                &[ADMIN_GROUP],
-                lifetimes.leaf_days,
-            ))?;
-            write_public(&pki.join("admin.crt"), &issued.cert_pem)?;
-            write_private(&pki.join("admin.key"), &issued.key_pem)?;
-            InitOutcome::Created
-        }
-    };
-    report
-        .items
-        .push(item("admin", &pki, &["admin.crt", "admin.key"], outcome));
+    // An existing admin certificate is kept as it is, even one of an older
+    // kubeup in system:masters: `up` replaces that (ensure_admin_credentials)
+    // once it can apply the binding its successor needs.
+    for cert in [&ADMIN, &SUPER_ADMIN] {
+        let outcome = match client_cert_present(&pki, cert)? {
+            true => InitOutcome::Kept,
+            false => {
+                issue_client_cert(&pki, cert, lifetimes.leaf_days)?;
+                InitOutcome::Created
+            }
+        };
+        let files = cert.files();
+        report.items.push(item(
+            cert.name,
+            &pki,
+            &[files[0].as_str(), files[1].as_str()],
+            outcome,
+        ));
+    }
 
     let outcome = match present(&pki, &["encryption-key"])? {
         true => {
@@ -144,7 +157,7 @@ pub fn init(cluster_dir: &Path, lifetimes: &CertificateLifetimes) -> Result<Init
         }
         false => {
             let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).expect("the OS random source works");
+            getrandom::fill(&mut bytes).map_err(|e| PkiError::Random(e.to_string()))?;
             let text = base64::engine::general_purpose::STANDARD.encode(bytes) + "\n";
             write_private(&pki.join("encryption-key"), &SecretString::from(text))?;
             InitOutcome::Created
@@ -157,6 +170,64 @@ pub fn init(cluster_dir: &Path, lifetimes: &CertificateLifetimes) -> Result<Init
         outcome,
     ));
     Ok(report)
+}
+
+/// For `up` on a cluster directory of any age: the break-glass certificate
+/// exists, and the everyday admin certificate is in [`ADMIN_GROUP`] (one
+/// in `system:masters`, from an older kubeup, is replaced with a new key).
+/// Call it only where the `kubeup:cluster-admins` binding is applied with
+/// the break-glass credential. Returns the names of the certificates issued.
+pub fn ensure_admin_credentials(cluster_dir: &Path, leaf_days: u32) -> Result<Vec<&'static str>> {
+    let pki = cluster_dir.join("pki");
+    let mut issued = vec![];
+    if !client_cert_present(&pki, &SUPER_ADMIN)? {
+        issue_client_cert(&pki, &SUPER_ADMIN, leaf_days)?;
+        issued.push(SUPER_ADMIN.name);
+    }
+    let current = client_cert_present(&pki, &ADMIN)? && has_only_group(&pki, &ADMIN)?;
+    if !current {
+        issue_client_cert(&pki, &ADMIN, leaf_days)?;
+        issued.push(ADMIN.name);
+    }
+    Ok(issued)
+}
+
+/// Both files of `cert` exist and belong together and to the cluster CA
+/// (true), or neither exists (false); anything else is an error.
+fn client_cert_present(pki: &Path, cert: &ClientCert) -> Result<bool> {
+    let [crt, key] = cert.files();
+    if !present(pki, &[crt.as_str(), key.as_str()])? {
+        return Ok(false);
+    }
+    let ca = CertificateAuthority::load(pki, CaKind::Cluster)?;
+    let cert_pem = read_string(&pki.join(&crt))?;
+    let damaged = |file: &str| {
+        let path = pki.join(file);
+        move |reason| PkiError::Damaged { path, reason }
+    };
+    inspect::check_issued_by(&cert_pem, ca.cert_pem()).map_err(damaged(&crt))?;
+    let key_pem = read_string(&pki.join(&key))?;
+    let key_pair = KeyPair::from_pem(&key_pem)
+        .map_err(|e| format!("the key does not parse ({e})"))
+        .map_err(damaged(&key))?;
+    inspect::check_key_matches(&cert_pem, &key_pair).map_err(damaged(&key))?;
+    Ok(true)
+}
+
+/// The certificate's only organization is the one `cert` should carry.
+fn has_only_group(pki: &Path, cert: &ClientCert) -> Result<bool> {
+    let crt = pki.join(format!("{}.crt", cert.name));
+    let orgs = inspect::organizations(&read_string(&crt)?)
+        .map_err(|reason| PkiError::Damaged { path: crt, reason })?;
+    Ok(orgs == [cert.group])
+}
+
+fn issue_client_cert(pki: &Path, cert: &ClientCert, days: u32) -> Result<()> {
+    let ca = CertificateAuthority::load(pki, CaKind::Cluster)?;
+    let issued = ca.issue(&LeafSpec::client(cert.cn, &[cert.group], days))?;
+    let [crt, key] = cert.files();
+    write_private(&pki.join(key), &issued.key_pem)?;
+    write_public(&pki.join(crt), &issued.cert_pem)
 }
 
 fn item(name: &'static str, pki: &Path, files: &[&str], outcome: InitOutcome) -> InitItem {

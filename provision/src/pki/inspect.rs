@@ -106,6 +106,18 @@ fn with_cert<T>(pem: &str, f: impl FnOnce(&X509Certificate<'_>) -> T) -> Result<
     Ok(f(&cert))
 }
 
+/// The subject's organizations (the groups Kubernetes reads from a client
+/// certificate), in order.
+pub fn organizations(pem: &str) -> Result<Vec<String>, String> {
+    with_cert(pem, |cert| {
+        cert.subject()
+            .iter_organization()
+            .map(|o| o.as_str().map(str::to_string))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("an organization is not text ({e})"))
+    })?
+}
+
 /// The certificate's public key is `key`'s.
 pub(crate) fn check_key_matches(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
     let same = with_cert(cert_pem, |cert| {

@@ -8,7 +8,8 @@
 //! | `etcd/ca.crt`, `etcd/ca.key` | etcd's own CA: etcd peers, servers, its clients   |
 //! | `front-proxy-ca.crt`/`.key`  | front-proxy CA: aggregated API client auth        |
 //! | `sa.key`, `sa.pub`           | service-account token signing key pair           |
-//! | `admin.crt`, `admin.key`     | admin client (`system:masters`)                   |
+//! | `admin.crt`, `admin.key`     | everyday admin client (`kubeup:cluster-admins`)   |
+//! | `super-admin.crt`/`.key`     | break-glass admin client (`system:masters`)       |
 //! | `encryption-key`             | 32 random bytes (base64) for Secrets at rest      |
 //!
 //! Keys are written 0600 and directories 0700; nothing here prints a key.
@@ -18,8 +19,11 @@ mod files;
 mod inspect;
 
 pub use authority::{CaKind, CertificateAuthority, IssuedCert, LeafSpec, Usage};
-pub use files::{InitItem, InitOutcome, InitReport, init, write_private, write_public};
-pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current, not_after_unix};
+pub use files::{
+    ADMIN_CN, ADMIN_GROUP, InitItem, InitOutcome, InitReport, SUPER_ADMIN_CN, SUPER_ADMIN_GROUP,
+    ensure_admin_credentials, init, write_private, write_public,
+};
+pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current, not_after_unix, organizations};
 
 use std::path::PathBuf;
 
@@ -52,6 +56,12 @@ pub enum PkiError {
         "{path} is missing while {other} exists: the pki directory is incomplete; restore the file from a backup"
     )]
     Incomplete { path: PathBuf, other: PathBuf },
+    #[error(
+        "cannot issue {what} for {days} days: the date would be out of range; use spec.certificates within 1..=3650 (leaves) and 1..=36500 (CAs)"
+    )]
+    Lifetime { what: String, days: u32 },
+    #[error("the OS random source failed: {0}")]
+    Random(String),
 }
 
 impl PkiError {
@@ -63,6 +73,8 @@ impl PkiError {
             Self::Write { .. } => "Write",
             Self::Damaged { .. } => "Damaged",
             Self::Incomplete { .. } => "Incomplete",
+            Self::Lifetime { .. } => "Lifetime",
+            Self::Random(_) => "Random",
         }
     }
 }
