@@ -13,7 +13,7 @@ use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{HostFile, NodeInput, Unit, certs, layout, network, worker};
+use kubeup_provision::hostplan::{NodeInput, Unit, certs, configs, layout, network, worker};
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
@@ -260,12 +260,15 @@ impl<'a> Runner<'a> {
         let compressed = self.ctx.bundles.compressed();
         let input = node_input(&cluster, &self.wj.spec, &node_name, manifest);
         let cluster_name = cluster.name_any();
+        // Upstream eviction thresholds unless the cluster asks for relaxed
+        // ones (the sandbox's small disks).
+        let eviction = configs::Eviction::from_spec(&cluster.spec.kubelet);
 
         if dry_run {
             let mut planned = vec![];
             let c = push_bundle_blocking(session, bundle_dir, manifest, compressed, true)?;
             planned.extend(c.uploaded.iter().map(|p| format!("upload {p}")));
-            let files = worker::worker_files(&input, &cluster_name);
+            let files = worker::worker_files_with(&input, &cluster_name, eviction);
             let c = converge::write_files(session, &files, true).await?;
             planned.extend(c.written.iter().map(|p| format!("write {p}")));
             planned.push(format!(
@@ -353,7 +356,7 @@ impl<'a> Runner<'a> {
         // ---- Starting
         if runs(Phase::Starting, from) {
             self.enter(Phase::Starting).await?;
-            let mut files = worker::worker_files(&input, &cluster_name);
+            let mut files = worker::worker_files_with(&input, &cluster_name, eviction);
             files.push(worker::cluster_ca(&ca_pem));
             files.extend(network::node_files(cluster.spec.networking.cni, &input));
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
@@ -839,14 +842,6 @@ pub async fn sync_node(
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(Error::kube(format!("label Node {name}"))(e)),
     }
-}
-
-/// Files a worker needs besides the certificates (for callers that only
-/// want to look).
-pub fn planned_files(input: &NodeInput, cluster_name: &str, ca_pem: &str) -> Vec<HostFile> {
-    let mut f = worker::worker_files(input, cluster_name);
-    f.push(worker::cluster_ca(ca_pem));
-    f
 }
 
 #[cfg(test)]

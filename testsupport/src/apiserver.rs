@@ -35,7 +35,8 @@ const SERVICE_CIDR: &str = "10.96.0.0/12";
 
 /// A running etcd + kube-apiserver pair.
 pub struct ApiServer {
-    /// A client authenticated with the admin certificate (`system:masters`).
+    /// A client authenticated with the break-glass super-admin certificate
+    /// (`system:masters`).
     pub client: kube::Client,
     /// Kubeconfig for the admin, usable by the bundle's kubectl.
     pub kubeconfig: PathBuf,
@@ -394,8 +395,8 @@ fn admin_kubeconfig(url: &str, pki: &Path) -> String {
          - name: admin@harness\n  context:\n    cluster: harness\n    user: admin\n\
          current-context: admin@harness\n",
         ca = path(pki, "ca.crt"),
-        crt = path(pki, "admin.crt"),
-        key = path(pki, "admin.key"),
+        crt = path(pki, "super-admin.crt"),
+        key = path(pki, "super-admin.key"),
     )
 }
 
