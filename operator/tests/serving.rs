@@ -99,7 +99,9 @@ async fn serving_csrs_approved_only_for_the_joined_hosts_own_names() {
         None,
     );
 
-    // A WorkerJoin past its certificates for worker-1 at 198.18.0.11.
+    // The Cluster (what serving names are checked against) and a WorkerJoin
+    // past its certificates for worker-1 at 198.18.0.11.
+    common::kubectl(&api, &["apply", "-f", "-"], Some(common::CLUSTER));
     let admin_wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), "default");
     let wj: WorkerJoin = serde_json::from_value(serde_json::json!({
         "apiVersion": "kubeup.dev/v1alpha1",
