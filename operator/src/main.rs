@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         // A standby replica is healthy and ready; it just does not reconcile.
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
-            () = lease::lead(client.clone(), lease.clone()) => {}
+            _renewing = lease::lead(client.clone(), lease.clone()) => {}
             () = shutdown_signal() => {
                 tracing::info!("stopping before leading");
                 return Ok(());
