@@ -164,7 +164,14 @@ pub async fn delete_node(ctx: &Context, node_name: &str, owner: &str) -> Result<
 /// installed. Returns the removed paths.
 pub async fn reset(ctx: &Context, wj: &WorkerJoin) -> Result<Vec<String>> {
     let ns = wj.namespace().unwrap_or_default();
-    let conn = access::connect(&ctx.client, &ns, wj, &ctx.settings.ssh).await?;
+    let conn = access::connect(
+        &ctx.client,
+        &ns,
+        wj,
+        &ctx.settings.ssh,
+        &ctx.settings.namespace,
+    )
+    .await?;
     let removed = converge::reset_host(&conn.session).await;
     conn.session.close().await;
     Ok(removed?)

@@ -25,6 +25,7 @@ use crate::cleanup;
 use crate::context::{Context, Memory};
 use crate::error::{Error, Result};
 use crate::join::{self, Outcome, Runner};
+use crate::knownhosts;
 use crate::nodeclaim::{self, created};
 use crate::plan::{self, Decision, FINALIZER, NODE_LABEL, Observed, owner_ref, parse_owner};
 use crate::specguard::{self, ClusterFacts};
@@ -488,6 +489,11 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     match result {
         Ok(()) => {
             ctx.forget(&key);
+            // Its host keys go with it: a WorkerJoin made again trusts afresh.
+            let uid = wj.uid().unwrap_or_default();
+            if let Err(e) = knownhosts::forget(&ctx.client, &ctx.settings.namespace, &uid).await {
+                tracing::warn!(error = %e, "could not drop the recorded host keys");
+            }
             Ok(Action::await_change())
         }
         Err(e) => {

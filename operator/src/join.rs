@@ -166,6 +166,7 @@ impl<'a> Runner<'a> {
             &self.namespace(),
             self.wj,
             &self.ctx.settings.ssh,
+            &self.ctx.settings.namespace,
         )
         .await
         {
