@@ -437,6 +437,20 @@ async fn failed(
 async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     let ns = wj.namespace().unwrap_or_default();
     let key = owner_ref(&ns, &wj.name_any());
+    if let Some(why) = cleanup::teardown(&ctx, &wj).await? {
+        // Not a request to take this worker out: the namespace or the API
+        // is going away. Hosts and Nodes are left as they are (no fleet
+        // reset by surprise) and the object is released (nothing stranded
+        // in Terminating).
+        tracing::warn!(
+            workerjoin = %key,
+            node = ?plan::node_name(&wj.spec, &wj.status.clone().unwrap_or_default(), None),
+            "{why}: released without draining its Node or resetting {}; the node keeps running",
+            wj.spec.address
+        );
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    }
     let mut runner = Runner::new(&ctx, &wj);
     if runner.status.phase != Phase::Deleting {
         runner.enter(Phase::Deleting).await?;
