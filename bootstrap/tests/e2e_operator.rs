@@ -13,6 +13,15 @@
 //! the reason. Only one sandbox fits on a machine: while another holds the
 //! address range this test waits (up to 20 min) for it.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
