@@ -3,6 +3,15 @@
 //! waits; a released Lease is taken over at once; the holder and the
 //! transition count are what `kubectl get lease` shows.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

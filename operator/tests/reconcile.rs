@@ -5,6 +5,15 @@
 //! join with both fingerprints, and delete releasing the finalizer without
 //! touching a host the join never changed.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::sync::Arc;

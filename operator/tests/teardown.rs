@@ -6,6 +6,15 @@
 //! machines are simulated by status and Nodes (no SSH: the addresses are
 //! loopback with a closed port, and any attempt would fail, not pass).
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -6,6 +6,15 @@
 //! No WorkerJoin here gets as far as SSH (every one is refused or waits for
 //! its Secret first); their addresses are loopback with a closed port.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::sync::Arc;
