@@ -503,7 +503,7 @@ fn step_workers_join(c: &Cluster) {
         "nodes",
         "--no-headers",
         "-l",
-        "kubeup.dev/pool=gitops",
+        "example.com/pool=gitops",
     ]);
     assert_eq!(
         nodes.lines().filter(|l| l.contains(" Ready ")).count(),
