@@ -106,6 +106,41 @@ async fn node_tokens(api: &ApiServer, sa: &kube::Client) {
         )
         .await
         .expect("flannel's token patches a Node's status");
+    // …its own Node only (the admission policy; RBAC cannot say it).
+    admin_nodes
+        .create(&PostParams::default(), &new_node("worker-2", "default.w2"))
+        .await
+        .unwrap();
+    // (The policy takes effect a moment after it is applied.)
+    common::eventually(
+        "flannel's token of worker-1 refused for worker-2",
+        Duration::from_secs(30),
+        || {
+            let (nodes, status) = (nodes.clone(), status.clone());
+            async move {
+                let r = nodes
+                    .patch_status(
+                        "worker-2",
+                        &PatchParams::default(),
+                        &Patch::Strategic(&status),
+                    )
+                    .await;
+                match r {
+                    Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Ok(()),
+                    other => Err(format!("{:?}", other.map(|_| "patched"))),
+                }
+            }
+        },
+    )
+    .await;
+    nodes
+        .patch_status(
+            "worker-1",
+            &PatchParams::default(),
+            &Patch::Strategic(&status),
+        )
+        .await
+        .expect("its own Node still");
     assert!(forbidden(
         Api::<Secret>::namespaced(as_flannel.clone(), "kube-system")
             .get("anything")
