@@ -153,13 +153,22 @@ pub async fn run(args: JoinArgs) -> Result<ExitCode> {
     }
     let client = client(&args).await?;
     let ns = &args.namespace;
-    let name = wj.metadata.name.clone().expect("named");
+    let name = wj
+        .metadata
+        .name
+        .clone()
+        .context("the WorkerJoin has no name")?;
+    let secret_name = secret
+        .metadata
+        .name
+        .as_deref()
+        .context("the SSH Secret has no name")?;
     let pp = PatchParams::apply("kubeup-join").force();
     Api::<Secret>::namespaced(client.clone(), ns)
         .patch(
-            secret.metadata.name.as_deref().expect("named"),
+            secret_name,
             &pp,
-            &Patch::Apply(&with_types(&secret, "v1", "Secret")),
+            &Patch::Apply(&with_types(&secret, "v1", "Secret")?),
         )
         .await
         .context("failed to create the SSH Secret")?;
@@ -180,16 +189,19 @@ pub async fn run(args: JoinArgs) -> Result<ExitCode> {
     .await
 }
 
-fn with_types(secret: &Secret, api_version: &str, kind: &str) -> serde_json::Value {
-    let mut v = serde_json::to_value(secret).expect("serializes");
-    v["apiVersion"] = api_version.into();
-    v["kind"] = kind.into();
-    v
+fn with_types(secret: &Secret, api_version: &str, kind: &str) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(secret)?;
+    let fields = v
+        .as_object_mut()
+        .context("a Secret serializes to a JSON object")?;
+    fields.insert("apiVersion".into(), api_version.into());
+    fields.insert("kind".into(), kind.into());
+    Ok(v)
 }
 
 fn print_objects(format: &str, secret: &Secret, wj: &WorkerJoin) -> Result<()> {
     let docs = [
-        with_types(secret, "v1", "Secret"),
+        with_types(secret, "v1", "Secret")?,
         serde_json::to_value(wj)?,
     ];
     for doc in docs {

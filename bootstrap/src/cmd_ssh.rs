@@ -87,8 +87,11 @@ pub async fn run(args: SshArgs) -> Result<i32> {
         .await
         .with_context(|| format!("failed to connect to {}", target.label()))?;
 
-    let mut cmd = Command::new(&args.command[0])
-        .args(&args.command[1..])
+    let Some((program, program_args)) = args.command.split_first() else {
+        bail!("give the command to run after `--`");
+    };
+    let mut cmd = Command::new(program)
+        .args(program_args)
         .timeout(Duration::from_secs(args.timeout));
     if args.sudo {
         cmd = cmd.privileged();

@@ -48,7 +48,7 @@ impl Progress {
                 let bar = ProgressBar::new_spinner();
                 bar.set_style(
                     ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                        .expect("valid template"),
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 bar.set_message(format!("[{host}] {name}"));
                 bar.enable_steady_tick(Duration::from_millis(120));

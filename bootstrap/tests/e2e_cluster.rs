@@ -7,6 +7,15 @@
 //! Needs root, the sandbox prerequisites (hack/apt/sandbox.txt) and the
 //! bundle (`cargo xtask bundle`); anything missing fails with the reason.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

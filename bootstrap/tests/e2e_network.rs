@@ -13,6 +13,15 @@
 //! (`cargo xtask bundle`: flanneld and the busybox test image) and the
 //! operator image (`cargo xtask image`).
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -6,6 +6,15 @@
 //! (see hack/apt/sandbox.txt), and for the container step the bundle from
 //! `cargo xtask bundle`. Anything missing fails the test with the reason.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

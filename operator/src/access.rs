@@ -8,6 +8,7 @@ use kubeup_crds::{HostKeyPolicy, WorkerJoin};
 use kubeup_provision::ssh::{Auth, MemoryHostKeyStore, Secret, Session, SshOptions, SshTarget};
 
 use crate::error::{Error, Result};
+use crate::knownhosts;
 use crate::plan::{SSH_AUTH_TYPE, SSH_PRIVATE_KEY, SecretState};
 
 /// The Secret's state and resourceVersion, without keeping its content.
@@ -136,36 +137,70 @@ pub struct Connected {
     pub recorded_key: Option<String>,
 }
 
-/// Connect with the WorkerJoin's host-key policy; with `AcceptNew` the key
-/// recorded in status is the only one accepted.
+/// Connect with the WorkerJoin's host-key policy. With `AcceptNew` the key
+/// recorded in the operator's known_hosts ([`knownhosts`], in the
+/// namespace `store_ns`) is the only one accepted, for the machine and for
+/// its bastion alike; a first key seen is recorded there.
 pub async fn connect(
     client: &kube::Client,
     namespace: &str,
     wj: &WorkerJoin,
     opts: &SshOptions,
+    store_ns: &str,
 ) -> Result<Connected> {
     let target = target(client, namespace, wj).await?;
     let host = target.label();
+    let uid = wj.metadata.uid.clone().unwrap_or_default();
     let store = MemoryHostKeyStore::new().with_retrust_hint(format!(
         "pin it in spec.hostKey (policy: Pin, key: <the new key>) of WorkerJoin {}/{}, or delete and re-create the WorkerJoin",
         namespace,
         wj.metadata.name.as_deref().unwrap_or_default()
     ));
-    let recorded = wj.status.as_ref().and_then(|s| s.host_key.clone());
-    if wj.spec.host_key.policy == HostKeyPolicy::AcceptNew
-        && let Some(k) = &recorded
+    let known = match knownhosts::load(client, store_ns, &uid).await? {
+        Some(r) => r,
+        // A kubeup before 0.2 kept the machine's key in status: taken over
+        // once, then only the operator's record counts.
+        None => knownhosts::Record {
+            target: wj.status.as_ref().and_then(|s| s.host_key.clone()),
+            bastion: None,
+        },
+    };
+    let accept_new = |t: &SshTarget| t.host_key.policy == HostKeyPolicy::AcceptNew;
+    if accept_new(&target)
+        && let Some(k) = &known.target
     {
         store
             .insert_openssh(&target.address, target.port, k)
             .map_err(Error::ssh(host.clone()))?;
     }
+    if let Some(b) = target.bastion.as_deref()
+        && accept_new(b)
+        && let Some(k) = &known.bastion
+    {
+        store
+            .insert_openssh(&b.address, b.port, k)
+            .map_err(Error::ssh(b.label()))?;
+    }
     let store = Arc::new(store);
     let session = Session::connect(&target, store.clone(), opts)
         .await
         .map_err(Error::ssh(host.clone()))?;
+    let seen = knownhosts::Record {
+        target: accept_new(&target)
+            .then(|| store.recorded(&target.address, target.port))
+            .flatten(),
+        bastion: target
+            .bastion
+            .as_deref()
+            .filter(|b| accept_new(b))
+            .and_then(|b| store.recorded(&b.address, b.port)),
+    };
+    if seen != known && !seen.is_empty() {
+        knownhosts::save(client, store_ns, &uid, &seen).await?;
+    }
     let fingerprint = session.host_key_fingerprint().await;
     let recorded_key = match wj.spec.host_key.policy {
-        HostKeyPolicy::AcceptNew => store.recorded(&target.address, target.port),
+        HostKeyPolicy::AcceptNew => seen.target,
         HostKeyPolicy::Pin => session.host_key_openssh().await,
     };
     Ok(Connected {

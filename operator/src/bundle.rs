@@ -113,7 +113,12 @@ impl Bundles {
 
     /// The worker's view of the bundle for `version`.
     pub async fn get(&self, version: &str) -> Result<Bundle> {
-        if let Some(b) = self.cache.lock().expect("not poisoned").get(version) {
+        if let Some(b) = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(version)
+        {
             return Ok(b.clone());
         }
         let dir = self.root.join(version);
@@ -129,7 +134,7 @@ impl Bundles {
         let entry = Arc::new((dir, worker_manifest(&loaded)));
         self.cache
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(version.to_string(), entry.clone());
         Ok(entry)
     }
@@ -170,11 +175,11 @@ fn scan(root: &Path, dir: &Path, m: &mut BundleManifest) -> std::io::Result<()> 
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        let rel = path
-            .strip_prefix(root)
-            .expect("under root")
-            .to_string_lossy()
-            .into_owned();
+        // read_dir of a directory under root yields paths under root.
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().into_owned();
         if rel.starts_with('.') {
             continue;
         }

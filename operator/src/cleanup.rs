@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{EvictParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
@@ -16,6 +17,9 @@ use crate::access;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::{NODE_LABEL, SKIP_HOST_CLEANUP};
+
+/// The CRD whose deletion is a teardown, not a worker removal.
+pub const WORKERJOIN_CRD: &str = "workerjoins.kubeup.dev";
 
 /// Whether the join ever changed the machine (a refused, dry-run or
 /// host-key-failed join did not, and its machine is left alone).
@@ -34,6 +38,32 @@ fn touched(status: &WorkerJoinStatus) -> bool {
                 | Phase::WaitingForNode
                 | Phase::Ready
         )
+}
+
+/// Why this deletion is a teardown (the WorkerJoin's namespace, or the
+/// WorkerJoin CRD itself, is being deleted) rather than "take this worker
+/// out", if it is.
+pub async fn teardown(ctx: &Context, wj: &WorkerJoin) -> Result<Option<String>> {
+    let ns = wj.namespace().unwrap_or_default();
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let terminating = namespaces
+        .get_opt(&ns)
+        .await
+        .map_err(Error::kube(format!("read Namespace {ns}")))?
+        .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+    if terminating {
+        return Ok(Some(format!("namespace {ns} is being deleted")));
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let crd = crds
+        .get_opt(WORKERJOIN_CRD)
+        .await
+        .map_err(Error::kube(format!(
+            "read CustomResourceDefinition {WORKERJOIN_CRD}"
+        )))?;
+    Ok(crd
+        .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+        .then(|| format!("the CustomResourceDefinition {WORKERJOIN_CRD} is being deleted")))
 }
 
 pub fn skip_host_cleanup(wj: &WorkerJoin) -> bool {
@@ -164,7 +194,14 @@ pub async fn delete_node(ctx: &Context, node_name: &str, owner: &str) -> Result<
 /// installed. Returns the removed paths.
 pub async fn reset(ctx: &Context, wj: &WorkerJoin) -> Result<Vec<String>> {
     let ns = wj.namespace().unwrap_or_default();
-    let conn = access::connect(&ctx.client, &ns, wj, &ctx.settings.ssh).await?;
+    let conn = access::connect(
+        &ctx.client,
+        &ns,
+        wj,
+        &ctx.settings.ssh,
+        &ctx.settings.namespace,
+    )
+    .await?;
     let removed = converge::reset_host(&conn.session).await;
     conn.session.close().await;
     Ok(removed?)

@@ -25,6 +25,7 @@ use crate::cleanup;
 use crate::context::{Context, Memory};
 use crate::error::{Error, Result};
 use crate::join::{self, Outcome, Runner};
+use crate::knownhosts;
 use crate::nodeclaim::{self, created};
 use crate::plan::{self, Decision, FINALIZER, NODE_LABEL, Observed, owner_ref, parse_owner};
 use crate::specguard::{self, ClusterFacts};
@@ -438,6 +439,20 @@ async fn failed(
 async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     let ns = wj.namespace().unwrap_or_default();
     let key = owner_ref(&ns, &wj.name_any());
+    if let Some(why) = cleanup::teardown(&ctx, &wj).await? {
+        // Not a request to take this worker out: the namespace or the API
+        // is going away. Hosts and Nodes are left as they are (no fleet
+        // reset by surprise) and the object is released (nothing stranded
+        // in Terminating).
+        tracing::warn!(
+            workerjoin = %key,
+            node = ?plan::node_name(&wj.spec, &wj.status.clone().unwrap_or_default(), None),
+            "{why}: released without draining its Node or resetting {}; the node keeps running",
+            wj.spec.address
+        );
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    }
     let mut runner = Runner::new(&ctx, &wj);
     if runner.status.phase != Phase::Deleting {
         runner.enter(Phase::Deleting).await?;
@@ -490,6 +505,11 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
     match result {
         Ok(()) => {
             ctx.forget(&key);
+            // Its host keys go with it: a WorkerJoin made again trusts afresh.
+            let uid = wj.uid().unwrap_or_default();
+            if let Err(e) = knownhosts::forget(&ctx.client, &ctx.settings.namespace, &uid).await {
+                tracing::warn!(error = %e, "could not drop the recorded host keys");
+            }
             Ok(Action::await_change())
         }
         Err(e) => {

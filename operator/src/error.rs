@@ -46,6 +46,8 @@ pub enum Error {
     CsrRefused { name: String, reason: String },
     #[error("{0}")]
     NodeNameTaken(String),
+    #[error("known host keys: {0}")]
+    KnownHosts(String),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("drain of node {node}: {reason}")]
@@ -72,6 +74,7 @@ impl Error {
             Error::Certificate { .. } => "CertificateFailed".into(),
             Error::CsrRefused { .. } => "CsrRefused".into(),
             Error::NodeNameTaken(_) => "NodeNameTaken".into(),
+            Error::KnownHosts(_) => "KnownHostsUnreadable".into(),
             Error::Timeout { .. } => "Timeout".into(),
             Error::Drain { .. } => "DrainFailed".into(),
             Error::Finalizer(_) => "FinalizerFailed".into(),
@@ -94,7 +97,7 @@ impl Error {
         match self {
             Error::Ssh { source, .. } => source.is_permanent(),
             Error::Converge(e) => e.is_permanent(),
-            Error::InvalidSpec(_) | Error::NodeNameTaken(_) => true,
+            Error::InvalidSpec(_) | Error::NodeNameTaken(_) | Error::KnownHosts(_) => true,
             _ => false,
         }
     }

@@ -42,18 +42,26 @@ const PODCIDR_WAIT: Duration = Duration::from_secs(10);
 /// `owner` (label and annotation; labels and taints follow by
 /// [`sync_node`]). The kubelet fills in the rest when it registers.
 pub fn new_node(name: &str, owner: &str) -> Node {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                (crate::plan::NODE_LABEL): crate::plan::owner_label_value(owner),
-            },
-            "annotations": {(crate::plan::NODE_LABEL): owner},
+    let label = |k: &str, v: String| (k.to_string(), v);
+    Node {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                [
+                    label("kubernetes.io/hostname", name.into()),
+                    label("kubernetes.io/os", "linux".into()),
+                    label(
+                        crate::plan::NODE_LABEL,
+                        crate::plan::owner_label_value(owner),
+                    ),
+                ]
+                .into(),
+            ),
+            annotations: Some([label(crate::plan::NODE_LABEL, owner.into())].into()),
+            ..Default::default()
         },
-    }))
-    .expect("a valid Node")
+        ..Default::default()
+    }
 }
 
 /// What [`Runner::node_tokens`] did.
@@ -173,6 +181,7 @@ impl<'a> Runner<'a> {
             &self.namespace(),
             self.wj,
             &self.ctx.settings.ssh,
+            &self.ctx.settings.namespace,
         )
         .await
         {
@@ -432,8 +441,9 @@ impl<'a> Runner<'a> {
         let on_host = certs::kubelet_client(node_name, 365);
         let current = converge::remote_certs(session, std::slice::from_ref(&on_host)).await?;
         let mut issued = vec![];
-        let fresh = current[0]
-            .as_deref()
+        let fresh = current
+            .first()
+            .and_then(|c| c.as_deref())
             .map(|p| pki::is_current(p, ca_pem, &kubelet.leaf_spec(), CERT_MIN_DAYS));
         if !matches!(fresh, Some(Ok(()))) {
             tracing::info!(cert = kubelet.component, why = ?fresh.map(|r| r.err()), "issuing through the CSR API");

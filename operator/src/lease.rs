@@ -1,8 +1,18 @@
 //! Leader election through a `coordination.k8s.io` Lease: one replica
 //! reconciles, the others wait; a leader that cannot renew in time exits so
 //! that it never runs beside a new leader.
+//!
+//! Two rules (as client-go's leaderelection) keep two leaders from ever
+//! overlapping: a standby judges expiry on its own monotonic clock, from
+//! the moment it saw the Lease record last change, never from the
+//! timestamps another machine wrote (clocks differ); and a leader gives up
+//! when it has not renewed within the renew deadline, shorter than the
+//! lease, with every renew attempt cut off at that deadline (a hung
+//! request must not keep a stale leader alive).
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -21,13 +31,41 @@ pub struct LeaseSettings {
     pub duration: Duration,
 }
 
-/// Whether a Lease held by someone else has expired at `now`.
-pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renew) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renew.0.as_second() + secs < now.as_second()
+impl LeaseSettings {
+    /// How long a leader may go without a successful renew: two thirds of
+    /// the lease (client-go: 10 s of 15 s), so it stops leading well before
+    /// a standby may take over.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+}
+
+/// What this replica has seen of the Lease: the record and when, on its own
+/// monotonic clock, it last changed.
+#[derive(Clone, Debug, Default)]
+pub struct Observer {
+    seen: Option<(String, Instant)>,
+}
+
+impl Observer {
+    /// Whether the holder of `spec` has let it run out: no change to the
+    /// record for a whole lease duration, as measured here.
+    pub fn expired(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
+        let record = format!(
+            "{:?}|{:?}|{:?}",
+            spec.holder_identity,
+            spec.renew_time.as_ref().map(|t| t.0),
+            spec.lease_transitions
+        );
+        let secs = u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15);
+        match &self.seen {
+            Some((r, at)) if *r == record => *at + Duration::from_secs(secs) < now,
+            _ => {
+                self.seen = Some((record, now));
+                false
+            }
+        }
+    }
 }
 
 fn spec_for(s: &LeaseSettings, transitions: i32, acquire: Option<MicroTime>) -> LeaseSpec {
@@ -43,7 +81,11 @@ fn spec_for(s: &LeaseSettings, transitions: i32, acquire: Option<MicroTime>) -> 
 }
 
 /// Try once: `Ok(true)` when we hold the lease afterwards.
-pub async fn try_acquire(client: &kube::Client, s: &LeaseSettings) -> Result<bool> {
+pub async fn try_acquire(
+    client: &kube::Client,
+    s: &LeaseSettings,
+    observer: &mut Observer,
+) -> Result<bool> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
     let err = |what: &str| Error::kube(format!("{what} Lease {}/{LEASE_NAME}", s.namespace));
     let Some(mut lease) = api.get_opt(LEASE_NAME).await.map_err(err("read"))? else {
@@ -64,7 +106,7 @@ pub async fn try_acquire(client: &kube::Client, s: &LeaseSettings) -> Result<boo
     let spec = lease.spec.clone().unwrap_or_default();
     let ours = spec.holder_identity.as_deref() == Some(s.identity.as_str());
     let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-    if !ours && !released && !expired(&spec, Timestamp::now()) {
+    if !ours && !released && !observer.expired(&spec, Instant::now()) {
         return Ok(false);
     }
     let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -85,15 +127,15 @@ pub async fn try_acquire(client: &kube::Client, s: &LeaseSettings) -> Result<boo
     }
 }
 
-/// Block until this replica leads, then keep renewing in the background;
-/// if renewal fails for a whole lease duration the process exits.
-pub async fn lead(client: kube::Client, s: LeaseSettings) {
-    // Standbys ask often (a released Lease is taken within this); the
-    // leader renews three times per lease duration.
+/// Block until this replica leads, then keep renewing in the background
+/// (the returned task); when leading can no longer be vouched for, the
+/// process exits.
+pub async fn lead(client: kube::Client, s: LeaseSettings) -> tokio::task::JoinHandle<()> {
+    // Standbys ask often (a released Lease is taken within this).
     let standby_retry = (s.duration / 3).min(Duration::from_secs(2));
-    let retry = s.duration / 3;
+    let mut observer = Observer::default();
     loop {
-        match try_acquire(&client, &s).await {
+        match try_acquire(&client, &s, &mut observer).await {
             Ok(true) => break,
             Ok(false) => tracing::info!(identity = %s.identity, "another replica leads; waiting"),
             Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
@@ -102,23 +144,38 @@ pub async fn lead(client: kube::Client, s: LeaseSettings) {
     }
     tracing::info!(identity = %s.identity, "leading");
     tokio::spawn(async move {
-        let mut last_ok = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(retry).await;
-            match try_acquire(&client, &s).await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
-                Ok(false) => {
-                    tracing::error!("lost the leader Lease to another replica; exiting");
-                    std::process::exit(1);
-                }
-                Err(e) => tracing::warn!(error = %e, "failed to renew the leader Lease"),
-            }
-            if last_ok.elapsed() > s.duration {
-                tracing::error!("could not renew the leader Lease in time; exiting");
-                std::process::exit(1);
-            }
+        let why = keep_leading(&client, &s, Instant::now()).await;
+        tracing::error!("{why}; exiting");
+        std::process::exit(1);
+    })
+}
+
+/// Renew three times per renew deadline until leading can no longer be
+/// vouched for; returns why. `acquired` is when the Lease was last written
+/// by us.
+pub async fn keep_leading(client: &kube::Client, s: &LeaseSettings, acquired: Instant) -> String {
+    let deadline = s.renew_deadline();
+    let retry = deadline / 3;
+    let mut observer = Observer::default();
+    // From the start of the last successful attempt: the Lease says we
+    // renewed no later than that.
+    let mut last_ok = acquired;
+    loop {
+        tokio::time::sleep(retry).await;
+        let started = Instant::now();
+        let left = deadline.saturating_sub(last_ok.elapsed());
+        match tokio::time::timeout(left, try_acquire(client, s, &mut observer)).await {
+            Ok(Ok(true)) => last_ok = started,
+            Ok(Ok(false)) => return "lost the leader Lease to another replica".into(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "failed to renew the leader Lease"),
+            Err(_) => tracing::warn!("renewing the leader Lease timed out"),
         }
-    });
+        if last_ok.elapsed() >= deadline {
+            return format!(
+                "could not renew the leader Lease within the renew deadline ({deadline:?})"
+            );
+        }
+    }
 }
 
 /// Give the Lease up (on shutdown) if this replica holds it, so that a
@@ -149,16 +206,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiry() {
-        let now = Timestamp::now();
-        let fresh = LeaseSpec {
-            renew_time: Some(MicroTime(now)),
+    fn expiry_is_judged_on_the_observers_clock() {
+        // Written by a holder whose clock is an hour behind: by wall clock
+        // long expired, yet just renewed.
+        let skewed = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
+        let spec = LeaseSpec {
+            holder_identity: Some("a".into()),
+            renew_time: Some(MicroTime(skewed)),
             lease_duration_seconds: Some(15),
             ..Default::default()
         };
-        assert!(!expired(&fresh, now));
-        let later = Timestamp::from_second(now.as_second() + 20).unwrap();
-        assert!(expired(&fresh, later));
-        assert!(expired(&LeaseSpec::default(), now));
+        let mut o = Observer::default();
+        let t0 = Instant::now();
+        assert!(!o.expired(&spec, t0), "first seen: not expired");
+        assert!(!o.expired(&spec, t0 + Duration::from_secs(14)));
+        assert!(
+            o.expired(&spec, t0 + Duration::from_secs(16)),
+            "unchanged for a lease"
+        );
+        // A renewal (a new record) starts the count again.
+        let mut renewed = spec.clone();
+        renewed.renew_time = Some(MicroTime(Timestamp::now()));
+        assert!(!o.expired(&renewed, t0 + Duration::from_secs(17)));
+        assert!(!o.expired(&renewed, t0 + Duration::from_secs(30)));
     }
 }

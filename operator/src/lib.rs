@@ -15,6 +15,7 @@ pub mod csr;
 pub mod error;
 pub mod http;
 pub mod join;
+pub mod knownhosts;
 pub mod lease;
 pub mod metrics;
 pub mod nodeclaim;

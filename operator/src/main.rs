@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         // A standby replica is healthy and ready; it just does not reconcile.
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
-            () = lease::lead(client.clone(), lease.clone()) => {}
+            _renewing = lease::lead(client.clone(), lease.clone()) => {}
             () = shutdown_signal() => {
                 tracing::info!("stopping before leading");
                 return Ok(());
@@ -178,15 +178,22 @@ async fn main() -> anyhow::Result<()> {
 /// Targets match by prefix: `kube=warn` would also silence `kubeup_operator`.
 const DEFAULT_LOG_FILTER: &str = "info,kube_client=warn,kube_runtime=warn";
 
-/// How long a leader's Lease lasts without renewal (renewed every third of it).
+/// How long a leader's Lease lasts without renewal (a leader gives up after two thirds of it without a renewal).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        // No SIGTERM handler (never seen on Linux): Ctrl-C still stops it.
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

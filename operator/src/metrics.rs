@@ -192,7 +192,10 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        // Writing to a String cannot fail; an empty page is the fallback.
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
         out
     }
 }

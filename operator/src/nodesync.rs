@@ -160,13 +160,13 @@ pub fn node_patch(
         // Optimistic concurrency for the taint list (a merge patch replaces
         // it whole): a concurrent change by the node controller makes this
         // patch fail with a conflict and the next pass recomputes it.
-        if let Some(rv) = &meta.resource_version {
-            patch
+        if let Some(rv) = &meta.resource_version
+            && let Some(m) = patch
                 .entry("metadata")
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
-                .expect("metadata is an object")
-                .insert("resourceVersion".into(), json!(rv));
+        {
+            m.insert("resourceVersion".into(), json!(rv));
         }
     }
     Some(Value::Object(patch))

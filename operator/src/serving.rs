@@ -303,7 +303,12 @@ impl Approver {
         owner: Option<&str>,
     ) {
         let key = format!("{}/{reason}", csr.name_any());
-        if !self.reported.lock().expect("not poisoned").insert(key) {
+        if !self
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key)
+        {
             return;
         }
         tracing::warn!(csr = %csr.name_any(), reason, %note, "kubelet-serving CSR left unapproved");

@@ -4,6 +4,15 @@
 //! `CertificatesValid` condition on the Cluster and a metric per
 //! certificate; one nearing expiry turns the condition False and names it.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use k8s_openapi::api::core::v1::ConfigMap;

@@ -4,6 +4,15 @@
 //! a hostNetwork Deployment on the controller with the bundle mounted
 //! read-only and the side-loaded image.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

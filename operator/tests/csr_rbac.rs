@@ -2,6 +2,15 @@
 //! impersonated), against a real kube-apiserver and the real CSR signers of
 //! kube-controller-manager; and requests outside that RBAC are refused.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -5,6 +5,15 @@
 //! join with both fingerprints, and delete releasing the finalizer without
 //! touching a host the join never changed.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::sync::Arc;
@@ -152,6 +161,21 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     if st.phase == Phase::DryRunComplete {
         assert!(!st.planned_actions.is_empty());
     }
+    // The first key is recorded where only the operator writes: its
+    // known_hosts ConfigMap, under the WorkerJoin's uid.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(api.client.clone(), common::NAMESPACE);
+    let known = cms
+        .get("kubeup-known-hosts")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    let entry = known.get(&wj.uid().unwrap()).cloned().unwrap_or_default();
+    assert!(
+        entry.contains(st.host_key.as_deref().unwrap().split(' ').nth(1).unwrap()),
+        "the recorded key is in kubeup-known-hosts: {entry}"
+    );
 
     // 4. The host key changes: the next pass (a spec change) stops with both
     // fingerprints named, and waits.
@@ -176,6 +200,38 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         "names both fingerprints: {msg}"
     );
     assert_eq!(st.observed_generation, Some(2));
+
+    // Whoever may patch a WorkerJoin's status cannot make the new key
+    // trusted by writing it there: the record that counts is the operator's.
+    let new_key = ["ed25519", "ecdsa", "rsa"]
+        .iter()
+        .map(|k| sshd.dir().join(format!("ssh_host_{k}_key.pub")))
+        .find(|p| p.exists())
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    wjs.patch_status(
+        "a-first",
+        &PatchParams::apply("someone-with-status-access").force(),
+        &Patch::Apply(serde_json::json!({
+            "apiVersion": "kubeup.dev/v1alpha1", "kind": "WorkerJoin",
+            "status": {"hostKey": new_key.trim()}
+        })),
+    )
+    .await
+    .unwrap();
+    wjs.patch(
+        "a-first",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": "again"}}})),
+    )
+    .await
+    .unwrap();
+    let wj = wait_for(&wjs, "a-first", "still a mismatch", |w| {
+        condition(w, "HostKeyVerified")
+            .is_some_and(|c| c.reason == "HostKeyMismatch" && c.observed_generation == Some(3))
+    })
+    .await;
+    assert_eq!(wj.status.unwrap().phase, Phase::Failed);
 
     // Events were published, and no key material anywhere.
     let events: Api<Event> = Api::namespaced(api.client.clone(), common::NAMESPACE);

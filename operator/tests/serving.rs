@@ -4,6 +4,15 @@
 //! names are approved and signed; a forged request with an extra IP, and one
 //! from a node kubeup did not join, stay unapproved with an Event saying why.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::sync::Arc;
@@ -99,7 +108,9 @@ async fn serving_csrs_approved_only_for_the_joined_hosts_own_names() {
         None,
     );
 
-    // A WorkerJoin past its certificates for worker-1 at 198.18.0.11.
+    // The Cluster (what serving names are checked against) and a WorkerJoin
+    // past its certificates for worker-1 at 198.18.0.11.
+    common::kubectl(&api, &["apply", "-f", "-"], Some(common::CLUSTER));
     let admin_wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), "default");
     let wj: WorkerJoin = serde_json::from_value(serde_json::json!({
         "apiVersion": "kubeup.dev/v1alpha1",

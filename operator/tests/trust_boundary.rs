@@ -6,6 +6,15 @@
 //! No WorkerJoin here gets as far as SSH (every one is refused or waits for
 //! its Secret first); their addresses are loopback with a closed port.
 
+// Test code: a panic here is a test failure, not a crash of the product.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 mod common;
 
 use std::sync::Arc;
@@ -343,9 +352,12 @@ async fn a_workerjoin_gets_to_join_a_worker_and_nothing_more() {
     }
     operator.abort();
 
-    // 6. Client CSR approval checks what cannot be forged.
+    // 6. The operator's known_hosts is the operator's alone: a user who may
+    // edit ConfigMaps in its namespace cannot write it.
+    known_hosts_guard(&api).await;
+    // 7. Client CSR approval checks what cannot be forged.
     csr_approval_checks(&api, &sa).await;
-    // 7. The admission policy holds even with the operator's own token.
+    // 8. The admission policy holds even with the operator's own token.
     admission_policy(&api, &sa).await;
     drop(kcm);
 }
@@ -558,4 +570,61 @@ async fn admission_policy(api: &ApiServer, sa: &kube::Client) {
             .and_then(|s| s.unschedulable)
             != Some(true)
     );
+}
+
+/// A namespace editor may write ConfigMaps in the operator's namespace, but
+/// not the operator's record of trusted host keys.
+async fn known_hosts_guard(api: &ApiServer) {
+    // (The harness runs no role aggregation, so a Role of its own rather
+    // than the built-in `edit`.)
+    let ns = common::NAMESPACE;
+    let role = [
+        "-n",
+        ns,
+        "create",
+        "role",
+        "cm-editor",
+        "--verb=create,update,patch,delete",
+        "--resource=configmaps",
+    ];
+    common::kubectl(api, &role, None);
+    let binding = [
+        "-n",
+        ns,
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "--role=cm-editor",
+        "--user=alice",
+    ];
+    common::kubectl(api, &binding, None);
+    let alice = common::client_as(api, "alice", &[]).await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(alice, common::NAMESPACE);
+    let cm = |name: &str| -> k8s_openapi::api::core::v1::ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "data": {"x": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAttackersKey"}
+        }))
+        .unwrap()
+    };
+    // (The RBAC authorizer sees the new binding within a moment.)
+    common::eventually(
+        "alice may edit ConfigMaps here",
+        Duration::from_secs(20),
+        || {
+            let (cms, c) = (cms.clone(), cm("ordinary"));
+            async move {
+                cms.create(&PostParams::default(), &c)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    let msg = denied(
+        cms.create(&PostParams::default(), &cm("kubeup-known-hosts"))
+            .await,
+    );
+    assert!(msg.contains("only the operator writes it"), "{msg}");
 }

@@ -9,6 +9,15 @@
 //!
 //! `KUBEUP_BENCH_MIB` changes the file size.
 
+// A benchmark, not product code: a panic here is a failed measurement.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command as Proc;

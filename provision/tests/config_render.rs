@@ -1,5 +1,14 @@
 //! The commented cluster.yaml `kubeup init` writes parses back unchanged.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::path::Path;
 
 use kubeup_crds::Cluster;

@@ -1,6 +1,15 @@
 //! The examples stay true to the code: they parse as the types and the
 //! cluster.yaml validates.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::path::Path;
 
 use kubeup_crds::WorkerJoin;

@@ -2,6 +2,15 @@
 //! change in what lands on hosts shows up in review. Regenerate with
 //! `UPDATE_GOLDEN=1 cargo test -p kubeup-provision --test hostplan_golden`.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::path::{Path, PathBuf};
 
 use kubeup_crds::cluster::Cni;

@@ -1,5 +1,14 @@
 //! The PKI written by `kubeup init`, checked with the real `openssl`.
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,15 @@
 //! `kubeup_testsupport::sshd`). Needs root, openssh-server, openssh-client,
 //! sudo and iptables (hack/apt/ssh.txt).
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -2,6 +2,15 @@
 //! real kube-apiserver, their schema enforced, and etcd's client TLS locked
 //! to its own CA. Needs the bundle (`cargo xtask bundle`).
 
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

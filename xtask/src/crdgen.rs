@@ -15,7 +15,7 @@ fn crate_root() -> PathBuf {
 
 pub fn run(check: bool) -> Result<()> {
     let path = crd_path();
-    let generated = kubeup_crds::render_crds_yaml();
+    let generated = kubeup_crds::render_crds_yaml()?;
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     if current == generated {
         println!("{}: up to date", path.display());

@@ -102,7 +102,11 @@ pub fn run(args: Args) -> Result<()> {
         files,
         entrypoint: vec!["/usr/local/bin/kubeup-operator".into()],
         env: vec!["PATH=/usr/local/bin".into()],
-        user: "65534:65534".into(),
+        // The operator's own uid (the chart's runAsUser), not nobody's.
+        user: format!(
+            "{uid}:{uid}",
+            uid = kubeup_provision::hostplan::layout::OPERATOR_UID
+        ),
     };
     let dest = bundle.join(IMAGE_FILE);
     std::fs::create_dir_all(dest.parent().expect("has a parent"))?;

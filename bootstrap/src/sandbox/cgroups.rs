@@ -64,19 +64,21 @@ fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
         };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 {
+        let ([_, _, _, root, mount_point, ..], [fstype, _, super_options, ..]) =
+            (l.as_slice(), r.as_slice())
+        else {
             continue;
-        }
-        let v2 = match r[0] {
+        };
+        let v2 = match *fstype {
             "cgroup2" => true,
             "cgroup" => false,
             _ => continue,
         };
         out.push(Mount {
-            mount_point: PathBuf::from(unescape(l[4])),
-            root: unescape(l[3]),
+            mount_point: PathBuf::from(unescape(mount_point)),
+            root: unescape(root),
             v2,
-            options: r[2].split(',').map(str::to_owned).collect(),
+            options: super_options.split(',').map(str::to_owned).collect(),
         });
     }
     out
@@ -283,6 +285,15 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 50 31 0:39 / /sys/fs/cgroup/net_cls,net_prio rw,relatime shared:9 - cgroup cgroup rw,net_cls,net_prio
 ";
+
+    #[test]
+    fn short_mountinfo_lines_are_skipped() {
+        assert_eq!(
+            parse_mounts("1 2 3 - cgroup2 x\n - \n31 23 0:28 / /x rw - cgroup2\n"),
+            vec![]
+        );
+        assert_eq!(parse_mounts(MOUNTINFO).len(), 7);
+    }
 
     #[test]
     fn maps_proc_cgroup_lines_to_mounted_dirs() {

@@ -44,6 +44,8 @@ pub enum FilesError {
     },
     #[error("host {0} has no recorded host key; run `kubeup sandbox down` and `up` again")]
     NoHostKey(String),
+    #[error("the sandbox state records no host; run `kubeup sandbox down` and `up` again")]
+    NoHosts,
 }
 
 fn write(path: &Path, content: &str, mode: u32) -> Result<(), FilesError> {
@@ -83,7 +85,7 @@ fn pin(h: &Host) -> Result<HostKeyTrust, FilesError> {
 
 /// The Cluster document for the sandbox: host 1 is the controller.
 pub fn cluster(st: &State) -> Result<Cluster, FilesError> {
-    let first = &st.hosts[0];
+    let first = st.hosts.first().ok_or(FilesError::NoHosts)?;
     let spec = ClusterSpec {
         kubernetes_version: kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION.into(),
         controllers: vec![ControllerHost {

@@ -133,9 +133,11 @@ fn passwd_ids(rootfs: &Path, user: &str) -> Result<(u32, u32), MachineError> {
     let path = rootfs.join("etc/passwd");
     let text = fs::read_to_string(&path).map_err(io("read", &path))?;
     text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && f[0] == user)
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .find_map(|l| match l.split(':').collect::<Vec<_>>().as_slice() {
+            [name, _, uid, gid, ..] if *name == user => Some((uid.parse(), gid.parse())),
+            _ => None,
+        })
+        .and_then(|(uid, gid)| Some((uid.ok()?, gid.ok()?)))
         .ok_or_else(|| MachineError::Io {
             what: "find user in",
             path,
@@ -182,7 +184,7 @@ pub fn prepare(
             .as_nanos()
             .to_le_bytes(),
     );
-    let machine_id = &hex::encode(h.finalize())[..32];
+    let machine_id: String = hex::encode(h.finalize()).chars().take(32).collect();
     write_file(
         &etc.join("machine-id"),
         &format!("{machine_id}\n"),

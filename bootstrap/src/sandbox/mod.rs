@@ -211,7 +211,10 @@ fn resolve_dir(dir: &Path, create: bool) -> anyhow::Result<PathBuf> {
 /// Short hash of the directory: part of every name, so two sandboxes'
 /// names never collide.
 fn sandbox_id(dir: &Path) -> String {
-    hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..6].to_owned()
+    hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()))
+        .chars()
+        .take(6)
+        .collect()
 }
 
 fn bridge_name(id: &str) -> String {
@@ -222,7 +225,12 @@ fn new_host(st: &State, index: u32) -> anyhow::Result<Host> {
     let name = format!("kube-{}-{index}", st.id);
     Ok(Host {
         index,
-        address: network::host_address(index),
+        address: network::host_address(index).with_context(|| {
+            format!(
+                "host {index} is past the sandbox's {} hosts",
+                network::MAX_HOSTS
+            )
+        })?,
         netns: name.clone(),
         veth: format!("kv{}-{index}", st.id),
         mac: network::mac(&st.id, index),
@@ -315,11 +323,15 @@ fn up_inner(st: &mut State, count: u32, bridge: &str, started: Instant) -> anyho
         .map(|h| (h.name.clone(), h.address))
         .collect();
     for idx in 0..st.hosts.len() {
-        let h = st.hosts[idx].clone();
+        let Some(h) = st.hosts.get(idx).cloned() else {
+            break;
+        };
         network::ensure_host_link(&h.netns, &h.veth, &h.mac, h.address, bridge)?;
         cgroups::create(&h.cgroups)?;
         let key = machine::prepare(&h, &rootfs, &all, &client_key)?;
-        st.hosts[idx].host_key = Some(key);
+        if let Some(host) = st.hosts.get_mut(idx) {
+            host.host_key = Some(key);
+        }
         st.save()?;
     }
     pin_neighbours(st, bridge)?;
@@ -327,19 +339,28 @@ fn up_inner(st: &mut State, count: u32, bridge: &str, started: Instant) -> anyho
 
     progress(&format!("booting {count} host(s) …"));
     for idx in 0..st.hosts.len() {
-        let pid = machine::launch(&st.hosts[idx], &rootfs)?;
-        st.hosts[idx].pid = Some(pid);
+        let Some(host) = st.hosts.get_mut(idx) else {
+            break;
+        };
+        host.pid = Some(machine::launch(host, &rootfs)?);
         st.save()?;
     }
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = st
             .hosts
             .iter()
-            .map(|h| s.spawn(move || machine::wait_ssh(h, h.pid.unwrap_or(0), BOOT_TIMEOUT)))
+            .map(|h| {
+                let waiting =
+                    s.spawn(move || machine::wait_ssh(h, h.pid.unwrap_or(0), BOOT_TIMEOUT));
+                (&h.name, waiting)
+            })
             .collect();
         handles
             .into_iter()
-            .map(|j| j.join().expect("wait thread"))
+            .map(|(name, j)| match j.join() {
+                Ok(r) => r.map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("waiting for {name}'s sshd panicked")),
+            })
             .collect()
     });
     for r in results {
@@ -356,7 +377,10 @@ fn up_inner(st: &mut State, count: u32, bridge: &str, started: Instant) -> anyho
         st.dir.join("workers").display(),
         st.dir.join(files::KEY_FILE).display(),
         st.dir.join(files::KNOWN_HOSTS).display(),
-        st.hosts[0].address
+        st.hosts
+            .first()
+            .map(|h| h.address.to_string())
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -423,15 +447,21 @@ fn teardown(dir: &Path) -> anyhow::Result<()> {
         let hs: Vec<_> = st
             .hosts
             .iter()
-            .map(|h| s.spawn(move || machine::stop(h, Duration::from_secs(2))))
+            .map(|h| {
+                let stopping = s.spawn(move || machine::stop(h, Duration::from_secs(2)));
+                (&h.name, stopping)
+            })
             .collect();
         hs.into_iter()
-            .map(|j| j.join().expect("stop thread"))
+            .map(|(name, j)| match j.join() {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("stopping {name} panicked")),
+            })
             .collect()
     });
     for r in stops {
         if let Err(e) = r {
-            errors.push(e.to_string());
+            errors.push(e);
         }
     }
     for h in &st.hosts {

@@ -31,20 +31,22 @@ pub enum NetError {
     Failed { args: String, stderr: String },
 }
 
-/// The address of host `index` (1-based).
-pub fn host_address(index: u32) -> Ipv4Addr {
-    assert!((1..=MAX_HOSTS).contains(&index), "host index out of range");
-    Ipv4Addr::new(198, 18, 0, 10 + index as u8)
+/// The address of host `index` (1-based); `None` past [`MAX_HOSTS`].
+pub fn host_address(index: u32) -> Option<Ipv4Addr> {
+    (1..=MAX_HOSTS)
+        .contains(&index)
+        .then(|| Ipv4Addr::new(198, 18, 0, 10 + index as u8))
 }
 
 /// Deterministic locally-administered MAC for a host (`n` ≥ 1) or the
 /// bridge (`n` = 0).
 pub fn mac(id: &str, n: u32) -> String {
-    let b = hex::decode(id.get(..6).unwrap_or("000000")).unwrap_or_else(|_| vec![0, 0, 0]);
-    format!(
-        "02:6b:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0], b[1], b[2], n as u8
-    )
+    let mut b = [0u8; 3];
+    if hex::decode_to_slice(id.get(..6).unwrap_or("000000"), &mut b).is_err() {
+        b = [0; 3];
+    }
+    let [b0, b1, b2] = b;
+    format!("02:6b:{b0:02x}:{b1:02x}:{b2:02x}:{:02x}", n as u8)
 }
 
 fn ip(args: &[&str]) -> Result<String, NetError> {
@@ -209,17 +211,16 @@ fn parse_range_holder(out: &str, except: &str) -> Option<(String, String)> {
     for line in out.lines() {
         // 5: kbabc123    inet 198.18.0.1/24 scope global kbabc123\ ...
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 4 || f[2] != "inet" {
+        let [_, dev, "inet", addr, ..] = f.as_slice() else {
             continue;
-        }
-        let dev = f[1].trim_end_matches(':');
-        let addr = f[3];
+        };
+        let dev = dev.trim_end_matches(':');
         let ip: Option<Ipv4Addr> = addr.split('/').next().and_then(|a| a.parse().ok());
         if let Some(ip) = ip
-            && ip.octets()[..3] == [198, 18, 0]
+            && matches!(ip.octets(), [198, 18, 0, _])
             && dev != except
         {
-            return Some((dev.to_owned(), addr.to_owned()));
+            return Some((dev.to_owned(), (*addr).to_owned()));
         }
     }
     None
@@ -231,10 +232,14 @@ mod tests {
 
     #[test]
     fn addresses_and_macs() {
-        assert_eq!(host_address(1), Ipv4Addr::new(198, 18, 0, 11));
-        assert_eq!(host_address(3), Ipv4Addr::new(198, 18, 0, 13));
+        assert_eq!(host_address(1), Some(Ipv4Addr::new(198, 18, 0, 11)));
+        assert_eq!(host_address(3), Some(Ipv4Addr::new(198, 18, 0, 13)));
+        assert_eq!(host_address(0), None);
+        assert_eq!(host_address(MAX_HOSTS + 1), None);
         assert_eq!(mac("a1b2c3", 0), "02:6b:a1:b2:c3:00");
         assert_eq!(mac("a1b2c3", 12), "02:6b:a1:b2:c3:0c");
+        assert_eq!(mac("zz", 1), "02:6b:00:00:00:01");
+        assert_eq!(mac("é1b2c3", 1), "02:6b:00:00:00:01");
     }
 
     #[test]
@@ -243,6 +248,7 @@ mod tests {
                    4: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\n\
                    9: kbabc123    inet 198.18.0.1/24 scope global kbabc123\n";
         assert_eq!(parse_range_holder(out, "kbabc123"), None);
+        assert_eq!(parse_range_holder("9: kb inet\n\n", "x"), None);
         assert_eq!(
             parse_range_holder(out, "kbffffff"),
             Some(("kbabc123".into(), "198.18.0.1/24".into()))

@@ -112,11 +112,10 @@ pub fn claim(entry: &Entry) -> Result<(), RegistryError> {
         });
     }
     let path = dir.join(format!("{}.json", entry.id));
-    fs::write(
-        &path,
-        serde_json::to_string_pretty(entry).expect("entry serializes"),
-    )
-    .map_err(io("write", &path))
+    serde_json::to_string_pretty(entry)
+        .map_err(std::io::Error::from)
+        .and_then(|json| fs::write(&path, json))
+        .map_err(io("write", &path))
 }
 
 /// Releases the claim of sandbox `id` (absent is fine).

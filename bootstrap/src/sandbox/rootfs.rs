@@ -141,12 +141,18 @@ pub fn rootfs_name() -> String {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    format!("{SUITE}-{}", &hex::encode(h.finalize())[..12])
+    let digest: String = hex::encode(h.finalize()).chars().take(12).collect();
+    format!("{SUITE}-{digest}")
 }
 
 /// The cached rootfs path (may not exist yet).
 pub fn rootfs_path() -> PathBuf {
-    cache_dir().join("rootfs").join(rootfs_name())
+    rootfs_dir().join(rootfs_name())
+}
+
+/// Where cached rootfs trees live.
+fn rootfs_dir() -> PathBuf {
+    cache_dir().join("rootfs")
 }
 
 /// Returns the cached rootfs, building it first if needed.
@@ -155,7 +161,7 @@ pub fn ensure(progress: &dyn Fn(&str)) -> Result<PathBuf, RootfsError> {
     if final_path.is_dir() {
         return Ok(final_path);
     }
-    let parent = final_path.parent().expect("rootfs path has a parent");
+    let parent = &rootfs_dir();
     fs::create_dir_all(parent).map_err(io("create", parent))?;
     let lock_path = parent.join(".lock");
     let lock_file = fs::OpenOptions::new()

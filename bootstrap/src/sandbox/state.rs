@@ -139,11 +139,7 @@ impl State {
             fs::create_dir_all(sandbox_dir(&self.dir))?;
             let tmp = path.with_extension("json.tmp");
             let mut f = fs::File::create(&tmp)?;
-            f.write_all(
-                serde_json::to_string_pretty(self)
-                    .expect("state serializes")
-                    .as_bytes(),
-            )?;
+            f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
             f.write_all(b"\n")?;
             f.sync_all()?;
             fs::rename(&tmp, &path)

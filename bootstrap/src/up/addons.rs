@@ -58,7 +58,7 @@ metadata:
 
 /// Apply everything; returns how many objects were applied.
 pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
-    let crds = kubeup_crds::render_crds_yaml();
+    let crds = kubeup_crds::render_crds_yaml().context("failed to render the kubeup CRDs")?;
     let mut n = apply_yaml(client, &crds)
         .await
         .context("failed to apply the kubeup CRDs")?;

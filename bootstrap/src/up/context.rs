@@ -44,7 +44,13 @@ pub struct ControllerPlan {
 impl ControllerContext {
     pub fn load(file: &Path) -> Result<Self> {
         let loaded = config::load(file)?;
-        let controller = loaded.cluster.spec.controllers[0].clone();
+        let controller = loaded
+            .cluster
+            .spec
+            .controllers
+            .first()
+            .context("cluster.yaml names no controller")?
+            .clone();
         let cas = CaSet::load(&loaded.pki_dir()).with_context(|| {
             format!(
                 "failed to load the CAs from {} (run `kubeup init`)",
@@ -265,7 +271,7 @@ fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
     let dir = if let Some(remote) = RemoteArtifacts::from_spec(&spec.artifacts)? {
         let url = spec.artifacts.base_url.clone().unwrap_or_default();
         let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(&url.as_bytes()[..url.len().min(48)]);
+            .encode(url.as_bytes().get(..48).unwrap_or(url.as_bytes()));
         let cache = artifacts::cache_root().join("remote").join(digest);
         let rt = tokio::runtime::Handle::current();
         for file in remote.files().map(str::to_string).collect::<Vec<_>>() {

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kubeup_crds::cluster::Cni;
@@ -163,24 +164,33 @@ pub async fn ensure_node(
 /// The Node as the kubelet would register it, with the control-plane
 /// label and taint.
 fn controller_node(name: &str, pod_cidr: Option<String>) -> Node {
-    let mut spec = serde_json::json!({"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]});
-    if let Some(cidr) = pod_cidr {
-        spec["podCIDR"] = cidr.clone().into();
-        spec["podCIDRs"] = serde_json::json!([cidr]);
-    }
-    serde_json::from_value(serde_json::json!({
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "node-role.kubernetes.io/control-plane": "",
-            },
+    let labels = [
+        ("kubernetes.io/hostname", name),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        ("node-role.kubernetes.io/control-plane", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
         },
-        "spec": spec,
-    }))
-    .expect("a valid Node")
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            pod_cidrs: pod_cidr.clone().map(|c| vec![c]),
+            pod_cidr,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The first /24 of the cluster's pod CIDR (the allocator's mask size).
@@ -203,8 +213,31 @@ mod tests {
         assert_eq!(first_node_cidr("bogus"), None);
         let node = controller_node("n1", first_node_cidr("10.244.0.0/16"));
         assert_eq!(
-            node.spec.unwrap().pod_cidr.as_deref(),
-            Some("10.244.0.0/24")
+            serde_json::to_value(&node).unwrap(),
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": "n1",
+                    "labels": {
+                        "kubernetes.io/hostname": "n1",
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "node-role.kubernetes.io/control-plane": "",
+                    },
+                },
+                "spec": {
+                    "taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+                    "podCIDR": "10.244.0.0/24",
+                    "podCIDRs": ["10.244.0.0/24"],
+                },
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(controller_node("n1", None)).unwrap()["spec"],
+            serde_json::json!({
+                "taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+            })
         );
     }
 }

@@ -94,6 +94,20 @@ pub async fn operator_client(api: &ApiServer) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// A client impersonating `user` (with `groups` and system:authenticated).
+pub async fn client_as(api: &ApiServer, user: &str, groups: &[&str]) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(user.into());
+    let mut all: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    all.push("system:authenticated".into());
+    config.auth_info.impersonate_groups = Some(all);
+    kube::Client::try_from(config).unwrap()
+}
+
 /// A client that authenticates with a bearer token (and trusts the
 /// harness CA), nothing else.
 pub async fn client_with_token(api: &ApiServer, token: &str) -> kube::Client {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -75,7 +75,7 @@ impl CompressedCache {
         let cell = self
             .cells
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(file.sha256.clone())
             .or_default()
             .clone();

@@ -13,8 +13,20 @@ pub type Sha256Hex = String;
 
 /// Size and sha256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> io::Result<(u64, Sha256Hex)> {
-    let copied = copy_hashed(&mut File::open(path)?, &mut io::sink(), u64::MAX)?;
-    Ok(copied.expect("no limit"))
+    let mut hasher = Sha256::new();
+    let size = io::copy(&mut File::open(path)?, &mut hasher)?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// The first `n` bytes of `buf`, which a `read` into `buf` reported: an
+/// error, not a panic, should a reader claim more than the buffer holds.
+pub(crate) fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n).ok_or_else(|| {
+        io::Error::other(format!(
+            "a read reported {n} bytes into a buffer of {}",
+            buf.len()
+        ))
+    })
 }
 
 /// Copy `from` into `to`, hashing on the way: size and sha256 of what
@@ -32,12 +44,13 @@ pub fn copy_hashed(
         if n == 0 {
             break;
         }
+        let chunk = filled(&buf, n)?;
         size += n as u64;
         if size > limit {
             return Ok(None);
         }
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
+        hasher.update(chunk);
+        to.write_all(chunk)?;
     }
     Ok(Some((size, hex::encode(hasher.finalize()))))
 }

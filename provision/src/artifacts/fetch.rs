@@ -14,7 +14,7 @@ use std::time::Duration;
 use kubeup_crds::cluster::Artifacts;
 use sha2::{Digest, Sha256};
 
-use super::digest::sha256_file;
+use super::digest::{filled, sha256_file};
 
 /// Failure to fetch or verify one artifact.
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +136,16 @@ impl RemoteArtifacts {
     /// blocking download runs on tokio's blocking pool.
     pub async fn fetch(&self, file: &str, cache_dir: &Path) -> Result<PathBuf, FetchError> {
         let (this, file, cache_dir) = (self.clone(), file.to_owned(), cache_dir.to_owned());
+        let path = cache_dir.join(&file);
         tokio::task::spawn_blocking(move || this.fetch_blocking(&file, &cache_dir))
             .await
-            .expect("artifact fetch task panicked")
+            // The task panicked or the runtime is shutting down.
+            .unwrap_or_else(|e| {
+                Err(FetchError::Io {
+                    path,
+                    source: std::io::Error::other(e),
+                })
+            })
     }
 
     /// [`fetch`](Self::fetch) for callers outside an async runtime.
@@ -212,8 +219,9 @@ impl RemoteArtifacts {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(request_err(ureq::Error::Io(e))),
             };
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io_err)?;
+            let chunk = filled(&buf, n).map_err(io_err)?;
+            hasher.update(chunk);
+            out.write_all(chunk).map_err(io_err)?;
         }
         out.sync_all().map_err(io_err)?;
         Ok(hex::encode(hasher.finalize()))

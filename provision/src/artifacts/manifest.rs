@@ -212,9 +212,12 @@ impl BundleManifest {
     pub fn save(&self, dir: &Path) -> Result<(), ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
-        let mut json = serde_json::to_vec_pretty(self).expect("manifest serializes");
-        json.push(b'\n');
-        std::fs::write(&tmp, json)
+        serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::from)
+            .and_then(|mut json| {
+                json.push(b'\n');
+                std::fs::write(&tmp, json)
+            })
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| ManifestError::Write { path, source })
     }

@@ -38,6 +38,9 @@ const SECTIONS: [(&str, &str); 6] = [
     ),
 ];
 
+// Serializing a ClusterSpec (derived Serialize, string-keyed maps only) to a
+// JSON value, and a JSON map to YAML, cannot fail.
+#[allow(clippy::expect_used)]
 pub fn render_cluster_yaml(cluster: &Cluster) -> String {
     let spec = serde_json::to_value(&cluster.spec).expect("spec serializes");
     let mut out = String::from(HEADER);

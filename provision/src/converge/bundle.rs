@@ -57,12 +57,14 @@ fn split_even(mut files: Vec<ArchiveFile>, n: usize) -> Vec<Vec<ArchiveFile>> {
     files.sort_by_key(|f| std::cmp::Reverse(f.size));
     let mut groups: Vec<(u64, Vec<ArchiveFile>)> = (0..n.max(1)).map(|_| (0, vec![])).collect();
     for f in files {
-        let lightest = groups
-            .iter_mut()
-            .min_by_key(|(total, _)| *total)
-            .expect("at least one group");
-        lightest.0 += f.size;
-        lightest.1.push(f);
+        match groups.iter_mut().min_by_key(|(total, _)| *total) {
+            Some(lightest) => {
+                lightest.0 += f.size;
+                lightest.1.push(f);
+            }
+            // Not reached (there is at least one group), but a file is never dropped.
+            None => groups.push((f.size, vec![f])),
+        }
     }
     groups
         .into_iter()

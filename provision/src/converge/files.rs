@@ -93,7 +93,8 @@ async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), Conve
         script.push_str(&format!("w {path} {:o} {sum} <<'KUBEUP_EOF'\n", f.mode));
         // base64 lines never spell the delimiter.
         for line in data.as_bytes().chunks(76) {
-            script.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            // base64 is ASCII: the lossy conversion never replaces anything.
+            script.push_str(&String::from_utf8_lossy(line));
             script.push('\n');
         }
         script.push_str("KUBEUP_EOF\n");

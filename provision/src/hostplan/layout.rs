@@ -8,8 +8,11 @@ pub const STATE: &str = "/var/lib/kubeup";
 /// On the controller: the operator's zstd copies of bundle files (a
 /// hostPath, so they outlive the pod), owned by the operator's user.
 pub const TRANSFER_CACHE: &str = "/var/lib/kubeup/transfer";
-/// The user the operator runs as (the chart's `runAsUser`).
-pub const OPERATOR_UID: u32 = 65534;
+/// The user the operator runs as (the chart's `runAsUser`): its own uid,
+/// not `nobody`'s. The controller's transfer cache is owned by it, and a
+/// uid every unprivileged daemon shares could otherwise plant bytes there
+/// for the operator to send to every new worker.
+pub const OPERATOR_UID: u32 = 64521;
 /// Every path kubeup wrote, one per line: what `reset` removes.
 pub const INSTALLED_LIST: &str = "/var/lib/kubeup/installed.list";
 pub const K8S: &str = "/etc/kubernetes";

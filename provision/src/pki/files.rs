@@ -241,18 +241,16 @@ fn item(name: &'static str, pki: &Path, files: &[&str], outcome: InitOutcome) ->
 /// All of `files` exist (true), none do (false), or some do: an error,
 /// because generating the missing half would silently break a pair.
 fn present(pki: &Path, files: &[&str]) -> Result<bool> {
-    let exists: Vec<bool> = files.iter().map(|f| pki.join(f).exists()).collect();
-    if exists.iter().all(|e| *e) {
-        return Ok(true);
-    }
-    if let Some(i) = exists.iter().position(|e| *e) {
-        let missing = files[exists.iter().position(|e| !*e).expect("one is missing")];
-        return Err(PkiError::Incomplete {
+    let (present, missing): (Vec<&str>, Vec<&str>) =
+        files.iter().copied().partition(|f| pki.join(f).exists());
+    match (present.first(), missing.first()) {
+        (Some(other), Some(missing)) => Err(PkiError::Incomplete {
             path: pki.join(missing),
-            other: pki.join(files[i]),
-        });
+            other: pki.join(other),
+        }),
+        (_, None) => Ok(true),
+        (None, Some(_)) => Ok(false),
     }
-    Ok(false)
 }
 
 fn check_service_account(pki: &Path) -> Result<()> {
@@ -317,4 +315,26 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
         .and_then(|_| f.sync_all())
         .map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod present_tests {
+    use super::*;
+
+    #[test]
+    fn all_none_or_some_of_a_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!present(dir.path(), &["a", "b"]).unwrap());
+        assert!(present(dir.path(), &[]).unwrap());
+        std::fs::write(dir.path().join("b"), "").unwrap();
+        match present(dir.path(), &["a", "b"]) {
+            Err(PkiError::Incomplete { path, other }) => {
+                assert_eq!(path, dir.path().join("a"));
+                assert_eq!(other, dir.path().join("b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(dir.path().join("a"), "").unwrap();
+        assert!(present(dir.path(), &["a", "b"]).unwrap());
+    }
 }

@@ -171,8 +171,10 @@ pub fn is_current(
             for n in &san.value.general_names {
                 match n {
                     GeneralName::DNSName(d) => names.push(d.to_string()),
-                    GeneralName::IPAddress(ip) if ip.len() == 4 => {
-                        names.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string())
+                    GeneralName::IPAddress(ip) => {
+                        if let Ok(octets) = <[u8; 4]>::try_from(*ip) {
+                            names.push(std::net::Ipv4Addr::from(octets).to_string())
+                        }
                     }
                     _ => {}
                 }

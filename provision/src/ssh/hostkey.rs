@@ -219,11 +219,15 @@ fn hashed_match(hashed: &str, name: &str) -> bool {
 /// `*` and `?` wildcards, case-insensitive like OpenSSH's host matching.
 fn glob(pattern: &str, name: &str) -> bool {
     fn rec(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
+        match (p.split_first(), n.split_first()) {
             (None, None) => true,
-            (Some(b'*'), _) => rec(&p[1..], n) || (!n.is_empty() && rec(p, &n[1..])),
-            (Some(b'?'), Some(_)) => rec(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => rec(&p[1..], &n[1..]),
+            (Some((b'*', p_rest)), _) => {
+                rec(p_rest, n) || n.split_first().is_some_and(|(_, n_rest)| rec(p, n_rest))
+            }
+            (Some((b'?', p_rest)), Some((_, n_rest))) => rec(p_rest, n_rest),
+            (Some((a, p_rest)), Some((b, n_rest))) if a.eq_ignore_ascii_case(b) => {
+                rec(p_rest, n_rest)
+            }
             _ => false,
         }
     }
@@ -257,9 +261,17 @@ impl MemoryHostKeyStore {
             pin: key_line.to_owned(),
             reason: format!("recorded host key is not an OpenSSH public key: {e}"),
         })?;
-        self.record(host, port, &key)
-            .expect("in-memory record cannot fail");
+        self.remember(host, port, &key);
         Ok(())
+    }
+
+    /// Add `key` to those of `host:port` (in memory: cannot fail).
+    fn remember(&self, host: &str, port: u16, key: &PublicKey) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = keys.entry((host.to_owned(), port)).or_default();
+        if !entry.iter().any(|k| k.key_data() == key.key_data()) {
+            entry.push(key.clone());
+        }
     }
 
     /// The key recorded for `host:port` as an OpenSSH public key line.
@@ -281,11 +293,7 @@ impl HostKeyStore for MemoryHostKeyStore {
     }
 
     fn record(&self, host: &str, port: u16, key: &PublicKey) -> io::Result<()> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = keys.entry((host.to_owned(), port)).or_default();
-        if !entry.iter().any(|k| k.key_data() == key.key_data()) {
-            entry.push(key.clone());
-        }
+        self.remember(host, port, key);
         Ok(())
     }
 
@@ -455,6 +463,18 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_matches_like_openssh() {
+        assert!(glob("*", ""));
+        assert!(glob("*.example.com", "Node1.EXAMPLE.com"));
+        assert!(glob("node?", "node7"));
+        assert!(!glob("node?", "node"));
+        assert!(!glob("node?", "node77"));
+        assert!(glob("n*d*", "nodé"));
+        assert!(!glob("", "x"));
+        assert!(glob("10.0.*.?", "10.0.12.3"));
+    }
 
     const ED: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";

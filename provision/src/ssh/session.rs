@@ -326,7 +326,15 @@ impl Session {
         russh::Channel<client::Msg>,
         tokio::sync::SemaphorePermit<'_>,
     )> {
-        let permit = self.channels.acquire().await.expect("never closed");
+        // The semaphore is never closed; were it, the connection is as good as lost.
+        let permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| SshError::Disconnected {
+                host: self.label.clone(),
+                command: doing.to_owned(),
+            })?;
         let channel_err = |source| SshError::Channel {
             host: self.label.clone(),
             doing: doing.to_owned(),
@@ -587,12 +595,11 @@ pub(crate) async fn read_channel(rx: &mut russh::ChannelReadHalf, host: &str) ->
 
 /// Emit the complete lines of `buf` after `pos` (all of it when `flush`).
 fn log_lines(host: &str, stream: &'static str, buf: &[u8], pos: &mut usize, flush: bool) {
-    while *pos < buf.len() {
-        let rest = &buf[*pos..];
-        let (line, used) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], i + 1),
-            None if flush => (rest, rest.len()),
-            None => return,
+    while let Some(rest) = buf.get(*pos..).filter(|r| !r.is_empty()) {
+        let (line, used) = match rest.split(|&b| b == b'\n').next() {
+            Some(line) if line.len() < rest.len() => (line, line.len() + 1),
+            _ if flush => (rest, rest.len()),
+            _ => return,
         };
         *pos += used;
         tracing::debug!(host, stream, "{}", String::from_utf8_lossy(line));

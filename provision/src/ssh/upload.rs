@@ -143,19 +143,11 @@ fn read_segments(
         };
         loop {
             let room = (stream_len - sent).min(CHUNK as u64) as usize;
-            let mut buf = vec![0u8; room];
-            let mut filled = 0;
-            while filled < room {
-                let n = reader.read(&mut buf[filled..])?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
+            let mut buf = Vec::with_capacity(room);
+            let filled = reader.by_ref().take(room as u64).read_to_end(&mut buf)?;
             if filled == 0 {
                 break;
             }
-            buf.truncate(filled);
             hasher.update(&buf);
             sent += filled as u64;
             if chunks.blocking_send(buf).is_err() {
@@ -237,7 +229,7 @@ fn hash_file(path: &Path, cancel: &AtomicBool) -> std::io::Result<Option<(String
             break;
         }
         size += n as u64;
-        hasher.update(&buf[..n]);
+        hasher.update(crate::artifacts::filled(&buf, n)?);
     }
     Ok(Some((hex::encode(hasher.finalize()), size)))
 }
