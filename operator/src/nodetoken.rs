@@ -298,6 +298,7 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
         &runner.namespace(),
         runner.wj,
         &ctx.settings.ssh,
+        &ctx.settings.namespace,
     )
     .await?;
     let session = conn.session;
