@@ -275,6 +275,78 @@ fn step_workers_join(c: &Cluster) {
     let mut ips: Vec<&str> = ips.split_whitespace().collect();
     ips.sort();
     assert_eq!(ips, ["198.18.0.11", "198.18.0.12", "198.18.0.13"]);
+    step_node_credentials(c);
+}
+
+/// flanneld runs on its own identity (never the kubelet's), workers' node
+/// components on Node-bound day-long tokens, and no node group widens.
+fn step_node_credentials(c: &Cluster) {
+    let subjects = c.jsonpath(
+        &["get", "clusterrolebinding", "kubeup:flannel"],
+        r#"{range .subjects[*]}{.kind}/{.name}{" "}{end}"#,
+    );
+    assert_eq!(
+        subjects.trim(),
+        "ServiceAccount/flannel User/kubeup:flannel"
+    );
+    let controller = c.on_host("198.18.0.11", "grep -h 'kubeconfig-file\\|client-certificate' /etc/systemd/system/flanneld.service /etc/kubernetes/flannel.kubeconfig");
+    assert!(
+        controller.contains("/etc/kubernetes/flannel.kubeconfig"),
+        "{controller}"
+    );
+    assert!(
+        controller.contains("/etc/kubernetes/pki/flannel.crt"),
+        "{controller}"
+    );
+    for worker in ["198.18.0.12", "198.18.0.13"] {
+        // Only the payload of each token leaves the host.
+        let out = c.on_host(
+            worker,
+            "grep -h tokenFile /etc/kubernetes/flannel.kubeconfig /etc/kubernetes/kube-proxy.kubeconfig; \
+             for t in flannel kube-proxy; do cut -d. -f2 /etc/kubernetes/pki/$t.token; done; \
+             systemctl is-active flanneld kube-proxy",
+        );
+        assert!(
+            out.contains("tokenFile: /etc/kubernetes/pki/flannel.token"),
+            "{out}"
+        );
+        assert!(
+            out.contains("tokenFile: /etc/kubernetes/pki/kube-proxy.token"),
+            "{out}"
+        );
+        assert!(out.contains("active\nactive"), "{out}");
+        let claims: Vec<serde_json::Value> = out
+            .lines()
+            .filter(|l| !l.contains(':') && !l.starts_with("active"))
+            .map(|p| {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p.trim_end_matches('='))
+                    .unwrap_or_else(|e| panic!("{p}: {e}"));
+                serde_json::from_slice(&raw).unwrap()
+            })
+            .collect();
+        assert_eq!(claims.len(), 2, "{out}");
+        for (sa, cl) in ["flannel", "kube-proxy"].iter().zip(&claims) {
+            assert_eq!(cl["sub"], format!("system:serviceaccount:kube-system:{sa}"));
+            assert!(
+                cl["kubernetes.io"]["node"]["name"].is_string(),
+                "Node-bound: {cl}"
+            );
+            let life = cl["exp"].as_i64().unwrap() - cl["iat"].as_i64().unwrap();
+            assert!(life <= 24 * 3600, "a day at most: {cl}");
+        }
+    }
+    // The operator records when it renews them.
+    let renew = c.jsonpath(
+        &["get", "workerjoins", "-A"],
+        r#"{range .items[*]}{.status.credentialsRenewAt}{" "}{end}"#,
+    );
+    assert_eq!(
+        renew.split_whitespace().count(),
+        2,
+        "credentialsRenewAt: {renew}"
+    );
 }
 
 struct Pods {

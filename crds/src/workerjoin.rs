@@ -218,4 +218,10 @@ pub struct WorkerJoinStatus {
     /// the key on the host: a CSR carrying any other key is never approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_csr_key_sha256: Option<String>,
+    /// When the node components' ServiceAccount tokens (kube-proxy,
+    /// flannel; bound to the Node, short-lived) are due for renewal, RFC
+    /// 3339. The operator connects to the machine only once this time has
+    /// passed (or when it is missing), not on every resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_renew_at: Option<String>,
 }

@@ -290,10 +290,12 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             join::sync_node(&ctx.client, &node, &key, &wj).await?;
             let view = join::node_view(&node);
             status::apply_node_conditions(&mut runner.status, Some(&view), generation);
+            // Node-bound tokens renewed when due (SSH only then).
+            let renew_in = crate::nodetoken::renew_if_due(&mut runner).await;
             if runner.status != current {
                 runner.save().await?;
             }
-            Ok(Action::requeue(RESYNC))
+            Ok(Action::requeue(RESYNC.min(renew_in)))
         }
         Decision::DryRun | Decision::Join { .. } => {
             let (from, dry_run) = match decision {

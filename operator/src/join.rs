@@ -24,9 +24,9 @@ use crate::csr::{self, ClientCert};
 use crate::error::{Error, Result};
 use crate::nodeclaim;
 use crate::nodesync;
+use crate::nodetoken::{self, BoundNode, Component};
 use crate::pending;
 use crate::plan::{self, NodeView, owner_ref, runs};
-use crate::proxytoken;
 use crate::specguard;
 use crate::status;
 use crate::watchone;
@@ -62,6 +62,13 @@ pub fn new_node(name: &str, owner: &str) -> Node {
         },
         ..Default::default()
     }
+}
+
+/// What [`Runner::node_tokens`] did.
+struct NodeTokens {
+    issued: Vec<&'static str>,
+    /// The earliest renewal time of the tokens, unix seconds.
+    renew_at: i64,
 }
 
 /// How a join pass ended (errors are handled by the caller).
@@ -418,10 +425,11 @@ impl<'a> Runner<'a> {
         Ok(Outcome::Ready)
     }
 
-    /// The kubelet's client certificate and kube-proxy's token: kept while
-    /// current, else issued (CSR API / TokenRequest API). Returns what was
-    /// issued.
-    async fn certificates(
+    /// The kubelet's client certificate and the node components' tokens:
+    /// kept while current, else issued (CSR API / TokenRequest API).
+    /// Records when the tokens are due for renewal in status; returns what
+    /// was issued. Also the steady-state renewal ([`nodetoken::renew_if_due`]).
+    pub(crate) async fn certificates(
         &mut self,
         session: &Session,
         node_name: &str,
@@ -448,25 +456,99 @@ impl<'a> Runner<'a> {
             self.save().await?;
         }
 
-        let payload = remote_token_payload(session, worker::KUBE_PROXY_TOKEN).await?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Err(why) = proxytoken::is_current(&payload, now, CERT_MIN_DAYS) {
-            tracing::info!(
-                credential = "kube-proxy",
-                why,
-                "requesting a ServiceAccount token"
-            );
-            let token = proxytoken::request(&self.ctx.client).await?;
-            write(
-                session,
-                token.expose_secret().as_bytes().to_vec(),
-                worker::KUBE_PROXY_TOKEN,
-                0o600,
-            )
-            .await?;
-            issued.push("kube-proxy");
-        }
+        let tokens = self.node_tokens(session, node_name).await?;
+        issued.extend(tokens.issued);
+        self.status.credentials_renew_at = nodetoken::rfc3339(tokens.renew_at);
         Ok(issued)
+    }
+
+    /// Each node component's token bound to this WorkerJoin's Node (made
+    /// here when the kubelet has not registered it yet: a token needs the
+    /// Node's uid): kept while current, else requested and written.
+    async fn node_tokens(&self, session: &Session, node_name: &str) -> Result<NodeTokens> {
+        let cni = read_cluster(&self.ctx.client).await?.spec.networking.cni;
+        let node = BoundNode::of(&self.own_node(node_name).await?)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut out = NodeTokens {
+            issued: vec![],
+            renew_at: i64::MAX,
+        };
+        for component in nodetoken::components(cni) {
+            let renew_at = match self.kept_token(session, &component, &node, now).await? {
+                Some(at) => at,
+                None => {
+                    out.issued.push(component.name);
+                    self.new_token(session, &component, &node).await?
+                }
+            };
+            out.renew_at = out.renew_at.min(renew_at);
+        }
+        Ok(out)
+    }
+
+    /// When the token on the host is due for renewal, `None` when it must
+    /// be replaced now.
+    async fn kept_token(
+        &self,
+        session: &Session,
+        component: &Component,
+        node: &BoundNode,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let payload = remote_token_payload(session, component.path).await?;
+        match nodetoken::is_current(&payload, component, node, now) {
+            Ok(at) => Ok(Some(at)),
+            Err(why) => {
+                tracing::info!(
+                    credential = component.name,
+                    why,
+                    "requesting a ServiceAccount token"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// A fresh token on the host; when it is due for renewal. client-go
+    /// re-reads a kubeconfig's token file, so no restart is needed.
+    async fn new_token(
+        &self,
+        session: &Session,
+        component: &Component,
+        node: &BoundNode,
+    ) -> Result<i64> {
+        let fresh = nodetoken::request(&self.ctx.client, component, node).await?;
+        let token = fresh.token.expose_secret().as_bytes().to_vec();
+        write(session, token, component.path, 0o600).await?;
+        Ok(fresh.renew_at)
+    }
+
+    /// This WorkerJoin's Node, created as the kubelet would register it when
+    /// it is not there yet; refused when it is recorded as another's.
+    async fn own_node(&self, node_name: &str) -> Result<Node> {
+        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
+        let read = |e| Error::kube(format!("read Node {node_name}"))(e);
+        let node = match nodes.get_opt(node_name).await.map_err(read)? {
+            Some(n) => n,
+            None => match nodes
+                .create(&PostParams::default(), &new_node(node_name, &self.owner))
+                .await
+            {
+                Ok(n) => n,
+                // Someone was faster: whose it is is checked below.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    nodes.get(node_name).await.map_err(read)?
+                }
+                Err(e) => return Err(Error::kube(format!("create Node {node_name}"))(e)),
+            },
+        };
+        if nodeclaim::recorded_owner(&node) != Some(self.owner.as_str()) {
+            return Err(Error::NodeNameTaken(format!(
+                "Node {node_name} is not recorded as WorkerJoin {}'s; no token is bound to it",
+                self.owner
+            )));
+        }
+        Ok(node)
     }
 
     /// The kubelet's client certificate through the CSR API, resumable:

@@ -172,8 +172,8 @@ fn chart_lints_renders_and_matches_deploy() {
         .expect("the kube-proxy token Role");
     assert_eq!(
         serde_yaml_ng::to_string(&token_role["rules"]).unwrap(),
-        "- apiGroups:\n  - ''\n  resources:\n  - serviceaccounts/token\n  resourceNames:\n  - kube-proxy\n  verbs:\n  - create\n",
-        "tokens for kube-proxy's ServiceAccount only"
+        "- apiGroups:\n  - ''\n  resources:\n  - serviceaccounts/token\n  resourceNames:\n  - kube-proxy\n  - flannel\n  verbs:\n  - create\n",
+        "tokens for kube-proxy's and flannel's ServiceAccounts only"
     );
 
     // Least privilege: no wildcards, CSR approval only for three signers.

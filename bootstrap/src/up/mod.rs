@@ -132,7 +132,14 @@ pub async fn converge_controller(
             address: &ctx.controller.address,
             kubernetes_version: &ctx.manifest.kubernetes_version,
             cluster_pod_cidr: &net.pod_cidr,
+            api_server: &ctx.api_server(),
+            credential: network::FlannelCredential::ClientCertificate,
         },
+    ));
+    // flanneld's own client certificate (never the kubelet's identity).
+    plan.certs.extend(network::controller_certs(
+        net.cni,
+        ctx.loaded.cluster.spec.certificates.leaf_days,
     ));
 
     let mut changes = Changes::default();

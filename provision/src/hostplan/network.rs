@@ -7,15 +7,35 @@
 //! from; it would write the same bridge config).
 //!
 //! Why the subnet manager and not etcd: flannel then needs no etcd client
-//! certificate on workers, and it runs on the kubelet's own credentials (the
-//! Node authorizer lets a node read Nodes and patch its own, which is all
-//! flannel does).
+//! certificate on workers.
+//!
+//! flanneld has an identity of its own, never the kubelet's: it lists every
+//! Node, and granting that to `system:nodes` would let every node read (and
+//! with the Node authorizer's help patch) what it should not. On workers it
+//! runs on a token of the `kube-system/flannel` ServiceAccount that the
+//! operator requests bound to the Node and renews; on the controller on a
+//! client certificate `kubeup up` issues (`kubeup:flannel`), like the
+//! controller's kube-proxy.
 
 use kubeup_crds::cluster::Cni;
 
-use super::layout::{self, K8S};
-use super::{HostFile, NodeInput, Unit};
+use crate::pki::{CaKind, LeafSpec};
 
+use super::certs::CertPlan;
+use super::layout::{self, PKI};
+use super::{HostFile, NodeInput, Unit, configs};
+
+/// flanneld's kubeconfig (`--kubeconfig-file`), on every node.
+pub const FLANNEL_KUBECONFIG: &str = "/etc/kubernetes/flannel.kubeconfig";
+/// flanneld's credential on a worker: a token of [`FLANNEL_SERVICE_ACCOUNT`]
+/// bound to the worker's Node, written (and renewed) by the operator.
+pub const FLANNEL_TOKEN: &str = "/etc/kubernetes/pki/flannel.token";
+/// The ServiceAccount behind [`FLANNEL_TOKEN`], bound to flannel's
+/// ClusterRole by deploy/addons/flannel-rbac.yaml.
+pub const FLANNEL_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "flannel");
+/// The user of the client certificate flanneld runs on on the controller,
+/// bound to the same ClusterRole.
+pub const FLANNEL_CONTROLLER_USER: &str = "kubeup:flannel";
 /// flannel's network configuration (`--net-config-path`).
 pub const FLANNEL_NET_CONF: &str = "/etc/kubernetes/flannel/net-conf.json";
 /// Where flannel records the node's lease (`--subnet-file`).
@@ -57,6 +77,19 @@ pub struct FlannelNode<'a> {
     pub kubernetes_version: &'a str,
     /// The cluster's pod CIDR (`networking.podCidr`).
     pub cluster_pod_cidr: &'a str,
+    /// The API server URL flanneld talks to.
+    pub api_server: &'a str,
+    /// What flanneld authenticates with.
+    pub credential: FlannelCredential,
+}
+
+/// How flanneld authenticates to the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlannelCredential {
+    /// A worker: the Node-bound ServiceAccount token in [`FLANNEL_TOKEN`].
+    ServiceAccountToken,
+    /// The controller: the client certificate of [`flannel_controller_cert`].
+    ClientCertificate,
 }
 
 impl<'a> FlannelNode<'a> {
@@ -66,6 +99,8 @@ impl<'a> FlannelNode<'a> {
             address: &n.address,
             kubernetes_version: &n.kubernetes_version,
             cluster_pod_cidr: &n.pod_cidr,
+            api_server: &n.api_server,
+            credential: FlannelCredential::ServiceAccountToken,
         }
     }
 }
@@ -75,7 +110,67 @@ pub fn files_for(cni: Cni, n: &FlannelNode<'_>) -> Vec<HostFile> {
     if !runs_flannel(cni) {
         return vec![];
     }
-    vec![flannel_net_conf(n.cluster_pod_cidr), flannel_unit(n)]
+    vec![
+        flannel_net_conf(n.cluster_pod_cidr),
+        flannel_kubeconfig(n),
+        flannel_unit(n),
+    ]
+}
+
+/// The certificates the pod network needs on the controller: flanneld's
+/// client certificate with `cni: flannel`, nothing otherwise. `up` issues
+/// and renews it with the controller's other certificates.
+pub fn controller_certs(cni: Cni, days: u32) -> Vec<CertPlan> {
+    if !runs_flannel(cni) {
+        return vec![];
+    }
+    vec![flannel_controller_cert(days)]
+}
+
+/// flanneld's client certificate on the controller: user
+/// [`FLANNEL_CONTROLLER_USER`], no group (so nothing but flannel's binding
+/// applies to it).
+pub fn flannel_controller_cert(days: u32) -> CertPlan {
+    CertPlan {
+        name: "flannel",
+        ca: CaKind::Cluster,
+        spec: LeafSpec::client(FLANNEL_CONTROLLER_USER, &[], days),
+        cert_path: format!("{PKI}/flannel.crt"),
+        key_path: format!("{PKI}/flannel.key"),
+        affects: vec![Unit::Flannel],
+    }
+}
+
+/// flanneld's kubeconfig. The token file is re-read by client-go (about
+/// once a minute), so a renewed token needs no restart.
+pub fn flannel_kubeconfig(n: &FlannelNode<'_>) -> HostFile {
+    // The name of the cluster entry is local to this file.
+    let cluster = "kubernetes";
+    let ca = format!("{PKI}/ca.crt");
+    let content = match n.credential {
+        FlannelCredential::ServiceAccountToken => {
+            let (ns, name) = FLANNEL_SERVICE_ACCOUNT;
+            configs::kubeconfig_with_token_file(
+                cluster,
+                n.api_server,
+                &ca,
+                &format!("system:serviceaccount:{ns}:{name}"),
+                FLANNEL_TOKEN,
+            )
+        }
+        FlannelCredential::ClientCertificate => {
+            let cert = flannel_controller_cert(0);
+            configs::kubeconfig_with_files(
+                cluster,
+                n.api_server,
+                &ca,
+                FLANNEL_CONTROLLER_USER,
+                &cert.cert_path,
+                &cert.key_path,
+            )
+        }
+    };
+    HostFile::new(FLANNEL_KUBECONFIG, content, 0o600, &[Unit::Flannel])
 }
 
 /// The CNI config once the node's podCIDR is known; `None` with `cni:
@@ -103,8 +198,8 @@ const COREDNS: &str = include_str!("../../../deploy/addons/coredns.yaml");
 const METRICS_SERVER: &str = include_str!("../../../deploy/addons/metrics-server.yaml");
 
 /// What `kubeup up` applies for the pod network and cluster DNS: with
-/// flannel, the RBAC that lets nodes watch all Nodes (flanneld runs with
-/// the kubelet's credentials); CoreDNS behind `cluster_dns` in either case
+/// flannel, its ServiceAccount and the RBAC that lets it (and the
+/// controller's flannel certificate) watch all Nodes; CoreDNS behind `cluster_dns` in either case
 /// (with `cni: none` it waits for the user's CNI, as with kubeadm).
 pub fn addon_manifests(cni: Cni, cluster_dns: &str, domain: &str) -> String {
     let mut out = String::new();
@@ -145,16 +240,15 @@ pub fn flannel_net_conf(cluster_pod_cidr: &str) -> HostFile {
     HostFile::new(FLANNEL_NET_CONF, content, 0o644, &[Unit::Flannel])
 }
 
-/// flanneld as the node: the kubelet's kubeconfig (its client certificate
-/// rotates in place), VXLAN over the node's address, masquerade for traffic
-/// leaving the pod network.
+/// flanneld on its own kubeconfig ([`flannel_kubeconfig`]), VXLAN over the
+/// node's address, masquerade for traffic leaving the pod network.
 pub fn flannel_unit(n: &FlannelNode<'_>) -> HostFile {
     let bin = layout::bin(n.kubernetes_version, "flanneld");
     let content = format!(
         "# Written by kubeup; changes are overwritten by `kubeup up`.\n\
          [Unit]\nDescription=flannel pod network (kubeup)\nAfter=network-online.target\nWants=network-online.target\n\n\
          [Service]\nEnvironment=NODE_NAME={node}\n\
-         ExecStart={bin} \\\n  --kube-subnet-mgr \\\n  --kubeconfig-file={K8S}/kubelet.kubeconfig \\\n  \
+         ExecStart={bin} \\\n  --kube-subnet-mgr \\\n  --kubeconfig-file={FLANNEL_KUBECONFIG} \\\n  \
          --iface={addr} \\\n  --ip-masq \\\n  --net-config-path={FLANNEL_NET_CONF} \\\n  --subnet-file={FLANNEL_SUBNET_ENV}\n\
          Restart=always\nRestartSec=2\n\n\
          [Install]\nWantedBy=multi-user.target\n",
@@ -216,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn flannel_runs_as_the_node_over_vxlan() {
+    fn flannel_runs_on_its_own_credential_over_vxlan() {
         let files = node_files(Cni::Flannel, &input());
         assert_eq!(units(Cni::Flannel), &[Unit::Flannel]);
         let unit = files
@@ -228,7 +322,7 @@ mod tests {
             "Environment=NODE_NAME=worker-1\n",
             "ExecStart=/opt/kubeup/bundle/v1.34.10/bin/flanneld \\\n",
             "--kube-subnet-mgr",
-            "--kubeconfig-file=/etc/kubernetes/kubelet.kubeconfig",
+            "--kubeconfig-file=/etc/kubernetes/flannel.kubeconfig",
             "--iface=198.18.0.11",
             "--net-config-path=/etc/kubernetes/flannel/net-conf.json",
         ] {
@@ -239,6 +333,59 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&conf.content).unwrap();
         assert_eq!(json["Network"], "10.244.0.0/16");
         assert_eq!(json["Backend"]["Type"], "vxlan");
+    }
+
+    #[test]
+    fn a_workers_flannel_uses_its_service_account_token_file() {
+        let files = node_files(Cni::Flannel, &input());
+        let kc = files
+            .iter()
+            .find(|f| f.path == FLANNEL_KUBECONFIG)
+            .expect("flannel's kubeconfig");
+        let text = String::from_utf8_lossy(&kc.content);
+        assert!(
+            text.contains(&format!("tokenFile: {FLANNEL_TOKEN}\n")),
+            "{text}"
+        );
+        assert!(text.contains("- name: system:serviceaccount:kube-system:flannel\n"));
+        assert!(
+            text.contains("server: https://198.18.0.10:6443\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("kubelet"),
+            "never the kubelet's identity: {text}"
+        );
+        assert_eq!(kc.mode, 0o600);
+        assert!(kc.affects.contains(&Unit::Flannel));
+    }
+
+    #[test]
+    fn the_controllers_flannel_uses_a_certificate_of_its_own() {
+        let input = input();
+        let n = FlannelNode {
+            credential: FlannelCredential::ClientCertificate,
+            ..FlannelNode::of(&input)
+        };
+        let kc = flannel_kubeconfig(&n);
+        let text = String::from_utf8_lossy(&kc.content);
+        assert!(
+            text.contains("client-certificate: /etc/kubernetes/pki/flannel.crt\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("client-key: /etc/kubernetes/pki/flannel.key\n"),
+            "{text}"
+        );
+        assert!(!text.contains("tokenFile"), "{text}");
+        let certs = controller_certs(Cni::Flannel, 365);
+        assert_eq!(certs.len(), 1);
+        assert_eq!(certs[0].spec.common_name, FLANNEL_CONTROLLER_USER);
+        assert!(
+            certs[0].spec.organizations.is_empty(),
+            "no group, no other rights"
+        );
+        assert!(controller_certs(Cni::None, 365).is_empty());
     }
 
     #[test]

@@ -7,9 +7,12 @@ use super::{HostFile, NodeInput, Unit, configs, units};
 
 /// kube-proxy's credential on a worker: a token of the `kube-system/kube-proxy`
 /// ServiceAccount (bound to `system:node-proxier`), requested by the operator
-/// through the TokenRequest API. A client certificate would need the
-/// `kubernetes.io/kube-apiserver-client` signer, and whoever may approve for
-/// that signer can mint any identity (`system:masters` included).
+/// through the TokenRequest API, bound to the worker's Node (it stops
+/// working when the Node is deleted) and renewed by the operator long before
+/// it expires; client-go re-reads the file, so kube-proxy needs no restart.
+/// A client certificate would need the `kubernetes.io/kube-apiserver-client`
+/// signer, and whoever may approve for that signer can mint any identity
+/// (`system:masters` included).
 pub const KUBE_PROXY_TOKEN: &str = "/etc/kubernetes/pki/kube-proxy.token";
 /// The ServiceAccount behind [`KUBE_PROXY_TOKEN`].
 pub const KUBE_PROXY_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "kube-proxy");
@@ -81,6 +84,7 @@ pub fn worker_cert_paths() -> Vec<String> {
     vec![
         CLUSTER_CA.to_string(),
         KUBE_PROXY_TOKEN.to_string(),
+        super::network::FLANNEL_TOKEN.to_string(),
         super::layout::KUBELET_CLIENT_PEM.to_string(),
         super::layout::CNI_CONFLIST.to_string(),
     ]
