@@ -544,7 +544,7 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
 fn skipped_note(wj: &WorkerJoin, node: Option<&str>) -> String {
     let node = node.unwrap_or("(never named)");
     format!(
-        "{}=true: {} was not reset. Its kubelet client certificate (system:node:{node}, valid up to a year from issue) and kube-proxy's ServiceAccount token stay valid until they expire: deleting the Node does not revoke them. If the machine may come back, reset it (kubeup reset) or wipe /etc/kubernetes and /var/lib/kubelet on it",
+        "{}=true: {} was not reset. kube-proxy's and flannel's tokens are bound to the Node and die with it, but the kubelet's client certificate (system:node:{node}, valid up to a year from issue) stays valid until it expires: a kubelet still running there can register the Node again. If the machine may come back, reset it (kubeup reset) or wipe /etc/kubernetes and /var/lib/kubelet on it",
         plan::SKIP_HOST_CLEANUP,
         wj.spec.address
     )

@@ -288,7 +288,7 @@ impl<'a> Runner<'a> {
             let c = converge::write_files(session, &files, true).await?;
             planned.extend(c.written.iter().map(|p| format!("write {p}")));
             planned.push(format!(
-                "issue a client certificate for {} through the CSR API and a kube-proxy ServiceAccount token (unless current)",
+                "issue a client certificate for {} through the CSR API and Node-bound ServiceAccount tokens for kube-proxy and flannel (unless current)",
                 input.node_name
             ));
             planned.push("start containerd, kubelet, kube-proxy".into());
