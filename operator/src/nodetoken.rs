@@ -319,11 +319,43 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
         if !issued.is_empty() {
             tracing::info!(issued = ?issued, "node credentials renewed");
         }
-        Ok(())
+        pod_network_current(runner, &session, &node_name).await
     }
     .await;
     session.close().await;
     result
+}
+
+/// The pod network's files as this version renders them (a worker joined
+/// by an older kubeup ran flanneld on the kubelet's credential, which no
+/// longer may list Nodes): only what differs is written, and only what it
+/// belongs to restarts.
+async fn pod_network_current(
+    runner: &Runner<'_>,
+    session: &kubeup_provision::ssh::Session,
+    node_name: &str,
+) -> Result<()> {
+    use kubeup_provision::converge;
+    use kubeup_provision::hostplan::network;
+    let ctx = runner.ctx;
+    let cluster = crate::join::read_cluster(&ctx.client).await?;
+    let bundle = ctx.bundles.get(&cluster.spec.kubernetes_version).await?;
+    let input = crate::join::node_input(&cluster, &runner.wj.spec, node_name, &bundle.1);
+    let cni = cluster.spec.networking.cni;
+    let files = network::node_files(cni, &input);
+    let changes = converge::write_files(session, &files, false).await?;
+    if !changes.written.is_empty() {
+        tracing::info!(written = ?changes.written, "pod network files brought up to date");
+        converge::ensure_units(
+            session,
+            network::units(cni),
+            &changes.restart,
+            changes.units_changed,
+            false,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
