@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::access;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan::{NODE_LABEL, SKIP_HOST_CLEANUP};
+use crate::plan::SKIP_HOST_CLEANUP;
 
 /// The CRD whose deletion is a teardown, not a worker removal.
 pub const WORKERJOIN_CRD: &str = "workerjoins.kubeup.dev";
@@ -91,22 +91,7 @@ pub fn evictable(pod: &Pod) -> bool {
 /// Node or it is not this WorkerJoin's (annotation).
 pub async fn drain(ctx: &Context, node_name: &str, owner: &str) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let Some(node) = nodes
-        .get_opt(node_name)
-        .await
-        .map_err(Error::kube(format!("read Node {node_name}")))?
-    else {
-        return Ok(false);
-    };
-    let ours = node
-        .annotations()
-        .get(NODE_LABEL)
-        .is_some_and(|o| o == owner);
-    if !ours {
-        tracing::warn!(
-            node = node_name,
-            "the Node is not labelled as this WorkerJoin's; left alone"
-        );
+    if owned_node(&nodes, node_name, owner).await?.is_none() {
         return Ok(false);
     }
     nodes
@@ -173,14 +158,7 @@ pub async fn drain(ctx: &Context, node_name: &str, owner: &str) -> Result<bool> 
 /// changed while the host was reset).
 pub async fn delete_node(ctx: &Context, node_name: &str, owner: &str) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let Some(node) = nodes
-        .get_opt(node_name)
-        .await
-        .map_err(Error::kube(format!("read Node {node_name}")))?
-    else {
-        return Ok(false);
-    };
-    if crate::nodeclaim::recorded_owner(&node) != Some(owner) {
+    if owned_node(&nodes, node_name, owner).await?.is_none() {
         return Ok(false);
     }
     match nodes.delete(node_name, &Default::default()).await {
@@ -188,6 +166,25 @@ pub async fn delete_node(ctx: &Context, node_name: &str, owner: &str) -> Result<
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
         Err(e) => Err(Error::kube(format!("delete Node {node_name}"))(e)),
     }
+}
+
+/// The Node `node_name` when it exists and is recorded as `owner`'s; any
+/// other Node is left alone.
+async fn owned_node(nodes: &Api<Node>, node_name: &str, owner: &str) -> Result<Option<Node>> {
+    let node = nodes
+        .get_opt(node_name)
+        .await
+        .map_err(Error::kube(format!("read Node {node_name}")))?;
+    Ok(node.filter(|n| {
+        let ours = crate::nodeclaim::recorded_owner(n) == Some(owner);
+        if !ours {
+            tracing::warn!(
+                node = node_name,
+                "the Node is not recorded as this WorkerJoin's; left alone"
+            );
+        }
+        ours
+    }))
 }
 
 /// Reset the host: stop and disable kubeup's units, remove every file it
