@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -26,7 +24,6 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
 use kubeup_crds::{WorkerJoin, conditions};
-use kubeup_operator::bundle::Bundles;
 use kubeup_operator::context::Settings;
 use kubeup_operator::controller;
 use kubeup_testsupport::apiserver::ApiServer;
@@ -71,15 +68,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         allow_loopback: true,
         ..Settings::default()
     };
-    let bundle_root = kubeup_provision::artifacts::cache_root().join("bundle");
-    let operator = tokio::spawn(controller::run(
-        sa,
-        Bundles::new(bundle_root),
-        settings,
-        4,
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(std::sync::OnceLock::new()),
-    ));
+    let operator = common::spawn_operator(sa, settings);
 
     let wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), common::NAMESPACE);
     // 1. No Secret yet: a condition, not a crash loop; the finalizer is on.

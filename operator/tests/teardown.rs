@@ -17,17 +17,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
-use kubeup_operator::bundle::Bundles;
 use kubeup_operator::context::Settings;
-use kubeup_operator::controller;
 use kubeup_testsupport::apiserver::ApiServer;
 
 const TEAM: &str = "team-x";
@@ -121,15 +117,7 @@ async fn namespace_and_crd_teardown_release_workerjoins_and_leave_the_fleet_runn
         allow_loopback: true,
         ..Settings::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let operator = tokio::spawn(controller::run(
-        sa,
-        Bundles::new(dir.path()),
-        settings,
-        4,
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(std::sync::OnceLock::new()),
-    ));
+    let operator = common::spawn_operator(sa, settings);
 
     // 1. The namespace goes: its WorkerJoin is released, its Node stays.
     joined(&api, TEAM, "w-team", "node-team", 1).await;

@@ -17,8 +17,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::{
@@ -30,10 +28,9 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
-use kubeup_operator::bundle::Bundles;
 use kubeup_operator::context::Settings;
 use kubeup_operator::csr::{self, ClientCert, Expected};
-use kubeup_operator::{Error, controller};
+use kubeup_operator::Error;
 use kubeup_testsupport::apiserver::ApiServer;
 
 use common::{condition, wait_for};
@@ -107,15 +104,7 @@ async fn a_workerjoin_gets_to_join_a_worker_and_nothing_more() {
         allow_loopback: true,
         ..Settings::default()
     };
-    let bundle_root = kubeup_provision::artifacts::cache_root().join("bundle");
-    let operator = tokio::spawn(controller::run(
-        sa.clone(),
-        Bundles::new(bundle_root),
-        settings,
-        4,
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(std::sync::OnceLock::new()),
-    ));
+    let operator = common::spawn_operator(sa.clone(), settings);
     let wjs: Api<WorkerJoin> = Api::namespaced(api.client.clone(), common::NAMESPACE);
     let nodes: Api<Node> = Api::all(api.client.clone());
     let pp = PostParams::default();

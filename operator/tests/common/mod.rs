@@ -225,3 +225,19 @@ pub async fn wait_for(
     })
     .await
 }
+
+/// The operator's controller (as `client`), joining from the bundle cache.
+pub fn spawn_operator(
+    client: kube::Client,
+    settings: kubeup_operator::context::Settings,
+) -> tokio::task::JoinHandle<()> {
+    let bundle_root = kubeup_provision::artifacts::cache_root().join("bundle");
+    tokio::spawn(kubeup_operator::controller::run(
+        client,
+        kubeup_operator::bundle::Bundles::new(bundle_root),
+        settings,
+        4,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        std::sync::Arc::new(std::sync::OnceLock::new()),
+    ))
+}
