@@ -302,11 +302,14 @@ fn step_controller_kubelet_serves_a_kubelet_serving_ca_certificate(c: &Cluster) 
         "--kubelet-certificate-authority=/etc/kubernetes/pki/kubelet-serving-ca.crt",
         "--cluster-signing-kubelet-serving-cert-file=/etc/kubernetes/pki/kubelet-serving-ca.crt",
         "--cluster-signing-kubelet-serving-key-file=/etc/kubernetes/pki/kubelet-serving-ca.key",
-        "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt",
+        "--cluster-signing-kubelet-client-cert-file=/etc/kubernetes/pki/ca.crt",
+        "--cluster-signing-kube-apiserver-client-cert-file=/etc/kubernetes/pki/ca.crt",
         "600 /etc/kubernetes/pki/kubelet-serving-ca.key",
     ] {
         assert!(units.contains(want), "{want} missing: {units}");
     }
+    // kube-controller-manager refuses the generic flags next to per-signer ones.
+    assert!(!units.contains("--cluster-signing-cert-file"), "{units}");
     // The apiserver → kubelet path on the controller, verified against it.
     let pod = wait_for("a running pod on the controller", 180, || {
         let o = c.kubectl(&[

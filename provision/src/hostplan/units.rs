@@ -222,12 +222,13 @@ pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
         ),
         flag("root-ca-file", format!("{PKI}/ca.crt")),
         flag("service-account-private-key-file", format!("{PKI}/sa.key")),
-        // The CSR API signs kubelet client certificates with the cluster CA,
-        // and kubelet serving certificates with the kubelet-serving CA (the
-        // per-signer flags win over the generic ones for that signer); both
-        // CA keys stay on this host.
-        flag("cluster-signing-cert-file", format!("{PKI}/ca.crt")),
-        flag("cluster-signing-key-file", format!("{PKI}/ca.key")),
+        // The CSR API signs with one CA per signer: kubelet serving
+        // certificates with the kubelet-serving CA, client certificates
+        // (kubelets', other clients') with the cluster CA. kube-controller-
+        // manager refuses the generic --cluster-signing-{cert,key}-file next
+        // to a per-signer flag, so every signer is named; legacy-unknown
+        // (v1beta1 only, gone since 1.22) is not signed. The CA keys stay on
+        // this host.
         flag(
             "cluster-signing-kubelet-serving-cert-file",
             format!("{PKI}/kubelet-serving-ca.crt"),
@@ -235,6 +236,22 @@ pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
         flag(
             "cluster-signing-kubelet-serving-key-file",
             format!("{PKI}/kubelet-serving-ca.key"),
+        ),
+        flag(
+            "cluster-signing-kubelet-client-cert-file",
+            format!("{PKI}/ca.crt"),
+        ),
+        flag(
+            "cluster-signing-kubelet-client-key-file",
+            format!("{PKI}/ca.key"),
+        ),
+        flag(
+            "cluster-signing-kube-apiserver-client-cert-file",
+            format!("{PKI}/ca.crt"),
+        ),
+        flag(
+            "cluster-signing-kube-apiserver-client-key-file",
+            format!("{PKI}/ca.key"),
         ),
         flag("allocate-node-cidrs", true),
         flag("cluster-cidr", &c.node.pod_cidr),
