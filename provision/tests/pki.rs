@@ -200,11 +200,7 @@ fn up_adds_the_kubelet_serving_ca_to_an_older_cluster_directory() {
     assert!(!again.created);
     assert_eq!(again.ca.cert_pem(), made.ca.cert_pem());
     assert_eq!(again.key_pem.expose_secret(), made.key_pem.expose_secret());
-    assert_eq!(
-        format!("{again:?}").contains("BEGIN"),
-        false,
-        "no key in Debug"
-    );
+    assert!(!format!("{again:?}").contains("BEGIN"), "no key in Debug");
     let cas = kubeup_provision::converge::CaSet::load(&pki_dir).unwrap();
     assert_eq!(cas.kubelet_serving.cert_pem(), made.ca.cert_pem());
     // `init` again keeps it.
