@@ -23,7 +23,7 @@ pub struct ResetArgs {
 }
 
 pub async fn run(args: ResetArgs) -> Result<ExitCode> {
-    let ctx = ControllerContext::load(&args.file.file)?;
+    let ctx = ControllerContext::load(&args.file.file, false)?;
     let c = &ctx.controller;
     if !args.hosts.is_empty()
         && !args

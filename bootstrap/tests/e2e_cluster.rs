@@ -91,6 +91,7 @@ fn controller_end_to_end() {
     step_bad_input_changes_nothing(&c, tmp.path());
     step_plan_on_a_fresh_host(&c);
     step_up_brings_up_a_ready_controller(&c);
+    step_controller_kubelet_serves_a_kubelet_serving_ca_certificate(&c);
     step_etcd_accepts_only_etcd_ca_clients(&c);
     step_secrets_are_encrypted_at_rest(&c);
     step_audit_log_records_secrets_without_their_data(&c);
@@ -239,6 +240,92 @@ fn step_up_brings_up_a_ready_controller(c: &Cluster) {
     assert_eq!(cluster, "10.244.0.0/16");
     let explain = c.kubectl_ok(&["explain", "workerjoin.spec.hostKey"]);
     assert!(explain.contains("AcceptNew"), "{explain}");
+}
+
+/// The controller's kubelet (port 10250) serves a certificate of the
+/// kubelet-serving CA, which the cluster CA (what clients trust for the
+/// apiserver) does not vouch for; the apiserver and kube-controller-manager
+/// use that CA; and `kubectl logs` of a pod on the controller still works
+/// (the apiserver verifies the kubelet against it).
+fn step_controller_kubelet_serves_a_kubelet_serving_ca_certificate(c: &Cluster) {
+    let pki = c.dir.join("pki");
+    let key = pki.join("kubelet-serving-ca.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    let pem = on_host(
+        c,
+        "198.18.0.11",
+        "openssl s_client -connect 127.0.0.1:10250 -showcerts </dev/null 2>/dev/null \
+         | sed -n '1,/END CERTIFICATE/{/BEGIN CERTIFICATE/,/END CERTIFICATE/p}'",
+    );
+    assert!(
+        pem.contains("BEGIN CERTIFICATE"),
+        "no certificate on :10250: {pem}"
+    );
+    let cert = c.dir.join("controller-kubelet-serving.crt");
+    std::fs::write(&cert, &pem).unwrap();
+    let verify = |ca: &str| {
+        run(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                pki.join(ca).to_str().unwrap(),
+                cert.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = verify("kubelet-serving-ca.crt");
+    assert!(
+        o.status.success(),
+        "the controller's kubelet does not serve a kubelet-serving CA certificate: {}",
+        describe(&o)
+    );
+    assert!(
+        !verify("ca.crt").status.success(),
+        "the controller's kubelet serving certificate chains to the cluster CA"
+    );
+    let o = run(
+        "openssl",
+        &["x509", "-noout", "-issuer", "-in", cert.to_str().unwrap()],
+    );
+    let issuer = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(issuer.contains("kubelet-serving-ca"), "{issuer}");
+    let units = on_host(
+        c,
+        "198.18.0.11",
+        "cat /etc/systemd/system/kube-apiserver.service /etc/systemd/system/kube-controller-manager.service; \
+         stat -c '%a %n' /etc/kubernetes/pki/kubelet-serving-ca.key",
+    );
+    for want in [
+        "--kubelet-certificate-authority=/etc/kubernetes/pki/kubelet-serving-ca.crt",
+        "--cluster-signing-kubelet-serving-cert-file=/etc/kubernetes/pki/kubelet-serving-ca.crt",
+        "--cluster-signing-kubelet-serving-key-file=/etc/kubernetes/pki/kubelet-serving-ca.key",
+        "--cluster-signing-kubelet-client-cert-file=/etc/kubernetes/pki/ca.crt",
+        "--cluster-signing-kube-apiserver-client-cert-file=/etc/kubernetes/pki/ca.crt",
+        "600 /etc/kubernetes/pki/kubelet-serving-ca.key",
+    ] {
+        assert!(units.contains(want), "{want} missing: {units}");
+    }
+    // kube-controller-manager refuses the generic flags next to per-signer ones.
+    assert!(!units.contains("--cluster-signing-cert-file"), "{units}");
+    // The apiserver → kubelet path on the controller, verified against it.
+    let pod = wait_for("a running pod on the controller", 180, || {
+        let o = c.kubectl(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            &format!("spec.nodeName={},status.phase=Running", c.controller),
+            "-o",
+            "jsonpath={.items[0].metadata.namespace} {.items[0].metadata.name}",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (o.status.success() && out.contains(' ')).then_some(out)
+    });
+    let (ns, name) = pod.split_once(' ').unwrap();
+    c.kubectl_ok(&["-n", ns, "logs", name, "--tail=1"]);
 }
 
 fn step_etcd_accepts_only_etcd_ca_clients(c: &Cluster) {

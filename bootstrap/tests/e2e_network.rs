@@ -99,7 +99,7 @@ fn pod_network_end_to_end() {
 /// single-node `cni: none` cluster of its own at the end).
 const SPARE_HOST: &str = "198.18.0.14";
 
-/// The apiserver verifies kubelets against the cluster CA
+/// The apiserver verifies kubelets against the kubelet-serving CA
 /// (--kubelet-certificate-authority): `kubectl logs` works for a pod on a
 /// worker (serving certificate from the CSR API, approved by the operator)
 /// and on the controller (issued by kubeup).
@@ -109,7 +109,8 @@ fn step_logs_over_verified_kubelet_tls(c: &Cluster) {
         "cat /etc/systemd/system/kube-apiserver.service",
     );
     assert!(
-        flags.contains("--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt"),
+        flags
+            .contains("--kubelet-certificate-authority=/etc/kubernetes/pki/kubelet-serving-ca.crt"),
         "{flags}"
     );
     c.kubectl_ok(&["-n", NS, "logs", "server"]);
@@ -137,14 +138,20 @@ fn step_logs_over_verified_kubelet_tls(c: &Cluster) {
     c.kubectl_ok(&["-n", "kubeup-system", "logs", pod, "--tail=1"]);
 }
 
-/// metrics-server (built locally, verifying kubelets against the cluster
-/// CA) answers `kubectl top nodes` with figures for every node.
+/// metrics-server (built locally, verifying kubelets against the
+/// kubelet-serving CA) answers `kubectl top nodes` with figures for every
+/// node, the workers' serving certificates coming from kube-controller-manager's
+/// kubelet-serving signer.
 fn step_top_nodes(c: &Cluster) {
     let args = c.jsonpath(
         &["-n", "kube-system", "get", "deployment", "metrics-server"],
         "{.spec.template.spec.containers[0].args}",
     );
     assert!(!args.contains("insecure"), "{args}");
+    assert!(
+        args.contains("--kubelet-certificate-authority=/etc/kubelet-serving-ca/ca.crt"),
+        "{args}"
+    );
     let t = Instant::now();
     let out = wait_for("kubectl top nodes", 240, || {
         let o = c.kubectl(&["top", "nodes", "--no-headers"]);

@@ -75,11 +75,18 @@ fn each_ca_verifies_its_own_leaves_and_not_the_others() {
         &LeafSpec::client("front-proxy-client", &[], 365),
     );
     let admin = pki_dir.join("admin.crt");
+    // The controller's kubelet serving certificate, issued as `up` issues it
+    // (the CA its plan names, from the CA set `up` loads).
+    let cas = kubeup_provision::converge::CaSet::load(&pki_dir).unwrap();
+    let plan = controller_kubelet_serving_plan();
+    assert_eq!(plan.ca, CaKind::KubeletServing);
+    let kubelet_serving = write_leaf(out, "kubelet-serving", cas.get(plan.ca), &plan.spec);
 
     let cas = [
         (pki_dir.join("ca.crt"), &admin),
         (pki_dir.join("etcd/ca.crt"), &etcd_server),
         (pki_dir.join("front-proxy-ca.crt"), &proxy_client),
+        (pki_dir.join("kubelet-serving-ca.crt"), &kubelet_serving),
     ];
     for (i, (ca, _)) in cas.iter().enumerate() {
         for (j, (_, leaf)) in cas.iter().enumerate() {
@@ -93,6 +100,120 @@ fn each_ca_verifies_its_own_leaves_and_not_the_others() {
             );
         }
     }
+}
+
+fn controller_kubelet_serving_plan() -> kubeup_provision::hostplan::certs::CertPlan {
+    use kubeup_provision::hostplan::{ControllerInput, NodeInput};
+    let c = ControllerInput {
+        node: NodeInput {
+            node_name: "ctl-1".into(),
+            address: "192.0.2.10".into(),
+            kubernetes_version: "v1.34.10".into(),
+            api_server: "https://192.0.2.10:6443".into(),
+            cluster_dns: "10.96.0.10".into(),
+            cluster_domain: "cluster.local".into(),
+            pod_cidr: "10.244.0.0/16".into(),
+            pause_image: "registry.k8s.io/pause:3.10.1".into(),
+            register_taints: vec![],
+        },
+        cluster_name: "demo".into(),
+        service_cidr: "10.96.0.0/12".into(),
+    };
+    kubeup_provision::hostplan::certs::controller_certs(&c, "10.96.0.1".parse().unwrap(), 365)
+        .into_iter()
+        .find(|p| p.name == "kubelet-serving")
+        .expect("the controller has a kubelet serving certificate")
+}
+
+#[test]
+fn the_kubelet_serving_ca_is_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    let pki_dir = dir.path().join("pki");
+    assert_eq!(mode(&pki_dir.join("kubelet-serving-ca.key")), 0o600);
+    assert_eq!(mode(&pki_dir.join("kubelet-serving-ca.crt")), 0o644);
+    let serving = CertificateAuthority::load(&pki_dir, CaKind::KubeletServing).unwrap();
+    let cluster = CertificateAuthority::load(&pki_dir, CaKind::Cluster).unwrap();
+    assert_ne!(serving.cert_pem(), cluster.cert_pem());
+    let subject =
+        |path: &Path| openssl(&["x509", "-noout", "-subject", "-in", path.to_str().unwrap()]).1;
+    let s = subject(&pki_dir.join("kubelet-serving-ca.crt"));
+    assert!(s.contains("kubelet-serving-ca"), "{s}");
+    assert!(!subject(&pki_dir.join("ca.crt")).contains("kubelet-serving-ca"));
+
+    // The controller's kubelet serving certificate verifies against the
+    // kubelet-serving CA and NOT against the cluster CA clients trust for
+    // the apiserver: it can never pass as the apiserver.
+    let plan = controller_kubelet_serving_plan();
+    let cas = kubeup_provision::converge::CaSet::load(&pki_dir).unwrap();
+    let leaf = write_leaf(dir.path(), "kubelet", cas.get(plan.ca), &plan.spec);
+    assert!(verify(&pki_dir.join("kubelet-serving-ca.crt"), &leaf));
+    assert!(!verify(&pki_dir.join("ca.crt"), &leaf));
+    let (ok, text) = openssl(&[
+        "verify",
+        "-purpose",
+        "sslserver",
+        "-CAfile",
+        pki_dir.join("kubelet-serving-ca.crt").to_str().unwrap(),
+        leaf.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, _) = openssl(&[
+        "verify",
+        "-CAfile",
+        pki_dir.join("ca.crt").to_str().unwrap(),
+        leaf.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    // Nor is the kubelet-serving CA's key able to make what the cluster CA
+    // vouches for: an apiserver-named certificate from it fails there too.
+    let fake = write_leaf(
+        dir.path(),
+        "fake-apiserver",
+        &serving,
+        &LeafSpec::server("kube-apiserver", vec!["kubernetes.default.svc".into()], 30),
+    );
+    assert!(!verify(&pki_dir.join("ca.crt"), &fake));
+}
+
+#[test]
+fn up_adds_the_kubelet_serving_ca_to_an_older_cluster_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::remove_file(pki_dir.join("kubelet-serving-ca.crt")).unwrap();
+    std::fs::remove_file(pki_dir.join("kubelet-serving-ca.key")).unwrap();
+
+    // `plan` (write: false): a CA in memory, nothing on disk.
+    let planned = pki::kubelet_serving_ca(dir.path(), 3650, false).unwrap();
+    assert!(planned.created);
+    assert!(!pki_dir.join("kubelet-serving-ca.crt").exists());
+    assert!(!pki_dir.join("kubelet-serving-ca.key").exists());
+    assert!(kubeup_provision::converge::CaSet::load(&pki_dir).is_err());
+
+    // `up` (write: true): saved, key 0600; the next run loads the same one.
+    let made = pki::kubelet_serving_ca(dir.path(), 3650, true).unwrap();
+    assert!(made.created);
+    assert_eq!(mode(&pki_dir.join("kubelet-serving-ca.key")), 0o600);
+    assert_eq!(mode(&pki_dir.join("kubelet-serving-ca.crt")), 0o644);
+    let again = pki::kubelet_serving_ca(dir.path(), 3650, true).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.ca.cert_pem(), made.ca.cert_pem());
+    assert_eq!(again.key_pem.expose_secret(), made.key_pem.expose_secret());
+    assert!(!format!("{again:?}").contains("BEGIN"), "no key in Debug");
+    let cas = kubeup_provision::converge::CaSet::load(&pki_dir).unwrap();
+    assert_eq!(cas.kubelet_serving.cert_pem(), made.ca.cert_pem());
+    // `init` again keeps it.
+    let report = pki::init(dir.path(), &CertificateLifetimes::default()).unwrap();
+    assert!(report.items.iter().all(|i| i.outcome == InitOutcome::Kept));
+
+    // Half a pair is an error, never a silent new CA.
+    std::fs::remove_file(pki_dir.join("kubelet-serving-ca.key")).unwrap();
+    let err = pki::kubelet_serving_ca(dir.path(), 3650, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kubelet-serving-ca.key"), "{err}");
+    assert!(pki_dir.join("kubelet-serving-ca.crt").exists());
 }
 
 #[test]
@@ -178,6 +299,7 @@ fn files_are_private_and_a_rerun_keeps_them() {
         "ca.key",
         "etcd/ca.key",
         "front-proxy-ca.key",
+        "kubelet-serving-ca.key",
         "sa.key",
         "admin.key",
         "encryption-key",
@@ -284,7 +406,14 @@ fn inspect_reports_expiry() {
     let names: Vec<&str> = certs.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["admin", "ca", "etcd/ca", "front-proxy-ca", "super-admin"]
+        [
+            "admin",
+            "ca",
+            "etcd/ca",
+            "front-proxy-ca",
+            "kubelet-serving-ca",
+            "super-admin"
+        ]
     );
     let admin = &certs[0];
     assert!((9..=10).contains(&admin.days_left), "{admin:?}");

@@ -20,7 +20,7 @@ pub const CONFIGMAP: &str = "kubeup-certificates";
 pub const NAMESPACE: &str = "kubeup-system";
 
 /// Read the certificates as they are on the controller now (after `up`
-/// issued or kept them) and publish them with the three CAs.
+/// issued or kept them) and publish them with the four CAs.
 pub async fn publish(
     client: &Client,
     session: &Session,
@@ -35,6 +35,7 @@ pub async fn publish(
         (CaKind::Cluster, "ca"),
         (CaKind::Etcd, "etcd-ca"),
         (CaKind::FrontProxy, "front-proxy-ca"),
+        (CaKind::KubeletServing, "kubelet-serving-ca"),
     ] {
         data.insert(format!("{name}.crt"), cas.get(kind).cert_pem().to_string());
     }

@@ -18,6 +18,7 @@ use kubeup_provision::hostplan::{
 };
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{KnownHostsFile, Session, SshOptions};
+use secrecy::ExposeSecret;
 
 use crate::cmd_ssh;
 
@@ -30,6 +31,11 @@ pub struct ControllerContext {
     pub bundle_dir: PathBuf,
     pub manifest: BundleManifest,
     pub cas: CaSet,
+    /// The kubelet-serving CA's key, for kube-controller-manager's signer.
+    kubelet_serving_key: secrecy::SecretString,
+    /// CAs made on the workstation for this run (a cluster directory of an
+    /// older kubeup has no kubelet-serving CA yet): "issued" by `up`.
+    pub created_cas: Vec<String>,
     /// zstd copies of the bundle's files, sent to hosts that have zstd.
     pub compressed: CompressedCache,
 }
@@ -42,7 +48,11 @@ pub struct ControllerPlan {
 }
 
 impl ControllerContext {
-    pub fn load(file: &Path) -> Result<Self> {
+    /// Load and check everything. `write_missing`: a CA that a cluster
+    /// directory of an older kubeup lacks (the kubelet-serving CA) is saved
+    /// in `pki/` (`up`); without it, it is made in memory only (`plan`,
+    /// `reset`), so nothing on the workstation changes.
+    pub fn load(file: &Path, write_missing: bool) -> Result<Self> {
         let loaded = config::load(file)?;
         let controller = loaded
             .cluster
@@ -51,12 +61,26 @@ impl ControllerContext {
             .first()
             .context("cluster.yaml names no controller")?
             .clone();
-        let cas = CaSet::load(&loaded.pki_dir()).with_context(|| {
+        let failed = || {
             format!(
                 "failed to load the CAs from {} (run `kubeup init`)",
                 loaded.pki_dir().display()
             )
-        })?;
+        };
+        let serving = pki::kubelet_serving_ca(
+            &loaded.dir,
+            loaded.cluster.spec.certificates.ca_days,
+            write_missing,
+        )
+        .with_context(failed)?;
+        let mut created_cas = vec![];
+        if serving.created {
+            created_cas.push(format!(
+                "{} (workstation)",
+                pki::CaKind::KubeletServing.common_name()
+            ));
+        }
+        let cas = CaSet::load_with(&loaded.pki_dir(), serving.ca).with_context(failed)?;
         let (bundle_dir, manifest) = resolve_bundle(&loaded)?;
         Ok(Self {
             loaded,
@@ -64,6 +88,8 @@ impl ControllerContext {
             bundle_dir,
             manifest,
             cas,
+            kubelet_serving_key: serving.key_pem,
+            created_cas,
             compressed: CompressedCache::new(artifacts::cache_root().join("compressed")),
         })
     }
@@ -146,9 +172,9 @@ impl ControllerContext {
         let key =
             String::from_utf8(read("encryption-key")?).context("encryption-key is not text")?;
         let mut files = vec![
-            // CAs: the cluster CA key stays on the controller for the
-            // controller-manager's CSR signer; the others' keys never leave
-            // the workstation.
+            // CAs: the cluster and kubelet-serving CA keys stay on the
+            // controller for the controller-manager's CSR signers; the
+            // others' keys never leave the workstation.
             HostFile::new(
                 format!("{}/ca.crt", layout::PKI),
                 read("ca.crt")?,
@@ -172,6 +198,18 @@ impl ControllerContext {
                 read("front-proxy-ca.crt")?,
                 0o644,
                 &[Unit::KubeApiserver, Unit::KubeControllerManager],
+            ),
+            HostFile::new(
+                format!("{}/kubelet-serving-ca.crt", layout::PKI),
+                self.cas.kubelet_serving.cert_pem(),
+                0o644,
+                &[Unit::KubeApiserver, Unit::KubeControllerManager],
+            ),
+            HostFile::new(
+                format!("{}/kubelet-serving-ca.key", layout::PKI),
+                self.kubelet_serving_key.expose_secret(),
+                0o600,
+                &[Unit::KubeControllerManager],
             ),
             HostFile::new(
                 format!("{}/sa.key", layout::PKI),

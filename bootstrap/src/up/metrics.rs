@@ -1,7 +1,8 @@
 //! metrics-server for `kubectl top`: its serving certificate comes from the
 //! cluster CA (kubeup holds it), so the aggregated API is verified by the
 //! apiserver through the APIService's caBundle; metrics-server in turn
-//! verifies every kubelet against the same CA.
+//! verifies every kubelet against the kubelet-serving CA (a ConfigMap in
+//! the manifest), which signs nothing else.
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -85,10 +86,14 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
             .await
             .context("failed to apply Secret kube-system/metrics-server-tls")?;
     }
-    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
     let n = apply_yaml(
         client,
-        &metrics_server_manifest(METRICS_SERVER_IMAGE, &ca_bundle),
+        &metrics_server_manifest(
+            METRICS_SERVER_IMAGE,
+            &b64(ca.cert_pem()),
+            &b64(ctx.cas.kubelet_serving.cert_pem()),
+        ),
     )
     .await
     .context("failed to apply the metrics-server add-on")?;

@@ -96,7 +96,7 @@ pub async fn converge_controller(
     progress: &Progress,
     dry_run: bool,
 ) -> Result<Changes> {
-    let ctx = ControllerContext::load(&file.file)?;
+    let ctx = ControllerContext::load(&file.file, !dry_run)?;
     let host = ctx.host_label();
 
     let phase = progress.phase(&host, "connect");
@@ -143,6 +143,7 @@ pub async fn converge_controller(
     ));
 
     let mut changes = Changes::default();
+    changes.issued.extend(ctx.created_cas.iter().cloned());
     let phase = progress.phase(&host, "artifacts");
     // What goes compressed is kept there for the operator's later uploads.
     node::operator_dirs(&session, dry_run).await?;

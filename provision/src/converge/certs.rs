@@ -13,14 +13,27 @@ pub struct CaSet {
     pub cluster: CertificateAuthority,
     pub etcd: CertificateAuthority,
     pub front_proxy: CertificateAuthority,
+    pub kubelet_serving: CertificateAuthority,
 }
 
 impl CaSet {
+    /// All four CAs from `pki_dir`; each must exist.
     pub fn load(pki_dir: &std::path::Path) -> Result<Self, pki::PkiError> {
+        let kubelet_serving = CertificateAuthority::load(pki_dir, CaKind::KubeletServing)?;
+        Self::load_with(pki_dir, kubelet_serving)
+    }
+
+    /// The cluster, etcd and front-proxy CAs from `pki_dir`, with a
+    /// kubelet-serving CA the caller has (see [`pki::kubelet_serving_ca`]).
+    pub fn load_with(
+        pki_dir: &std::path::Path,
+        kubelet_serving: CertificateAuthority,
+    ) -> Result<Self, pki::PkiError> {
         Ok(Self {
             cluster: CertificateAuthority::load(pki_dir, CaKind::Cluster)?,
             etcd: CertificateAuthority::load(pki_dir, CaKind::Etcd)?,
             front_proxy: CertificateAuthority::load(pki_dir, CaKind::FrontProxy)?,
+            kubelet_serving,
         })
     }
 
@@ -29,6 +42,7 @@ impl CaSet {
             CaKind::Cluster => &self.cluster,
             CaKind::Etcd => &self.etcd,
             CaKind::FrontProxy => &self.front_proxy,
+            CaKind::KubeletServing => &self.kubelet_serving,
         }
     }
 }

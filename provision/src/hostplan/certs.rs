@@ -140,14 +140,16 @@ pub fn controller_certs(
         ),
     ];
     certs.push(kubelet_client(&n.node_name, days));
-    // The kubelet's serving certificate, from the cluster CA like the ones
-    // workers get through the CSR API: the apiserver verifies kubelets
-    // (--kubelet-certificate-authority), so logs/exec/metrics use verified TLS.
+    // The kubelet's serving certificate, from the kubelet-serving CA like the
+    // ones workers get through the CSR API (kube-controller-manager's
+    // kubelet-serving signer): the apiserver verifies kubelets against that
+    // CA (--kubelet-certificate-authority), so logs/exec/metrics use verified
+    // TLS, and no kubelet certificate passes as the apiserver's.
     let mut kubelet_sans = vec![n.address.clone(), n.node_name.clone()];
     kubelet_sans.dedup();
     certs.push(pair(
         "kubelet-serving",
-        CaKind::Cluster,
+        CaKind::KubeletServing,
         LeafSpec {
             common_name: format!("system:node:{}", n.node_name),
             organizations: vec!["system:nodes".into()],

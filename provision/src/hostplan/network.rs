@@ -193,6 +193,9 @@ pub const METRICS_SERVER_TLS_SECRET: &str = "metrics-server-tls";
 /// The name the API server checks metrics-server's certificate against
 /// (the APIService's Service, `<name>.<namespace>.svc`).
 pub const METRICS_SERVER_DNS_NAME: &str = "metrics-server.kube-system.svc";
+/// The ConfigMap (in kube-system, key `ca.crt`) with the kubelet-serving CA
+/// certificate that metrics-server verifies kubelets against.
+pub const METRICS_SERVER_KUBELET_CA: &str = "kubeup-kubelet-serving-ca";
 const FLANNEL_RBAC: &str = include_str!("../../../deploy/addons/flannel-rbac.yaml");
 const COREDNS: &str = include_str!("../../../deploy/addons/coredns.yaml");
 const METRICS_SERVER: &str = include_str!("../../../deploy/addons/metrics-server.yaml");
@@ -223,12 +226,15 @@ pub fn coredns_manifest(cluster_dns: &str, domain: &str, image: &str) -> String 
 /// `image` (normally [`METRICS_SERVER_IMAGE`]) and `ca_bundle_b64`, the
 /// cluster CA certificate (PEM) in base64, which the API server trusts for
 /// `v1beta1.metrics.k8s.io` (the serving certificate in the
-/// [`METRICS_SERVER_TLS_SECRET`] Secret must be signed by it). metrics-server
-/// verifies the kubelets' serving certificates against the same CA.
-pub fn metrics_server_manifest(image: &str, ca_bundle_b64: &str) -> String {
+/// [`METRICS_SERVER_TLS_SECRET`] Secret must be signed by it).
+/// `kubelet_ca_b64` is the kubelet-serving CA certificate (PEM) in base64:
+/// metrics-server verifies the kubelets' serving certificates against it
+/// (ConfigMap [`METRICS_SERVER_KUBELET_CA`]), never against the cluster CA.
+pub fn metrics_server_manifest(image: &str, ca_bundle_b64: &str, kubelet_ca_b64: &str) -> String {
     METRICS_SERVER
         .replace("${IMAGE}", image)
         .replace("${CA_BUNDLE}", ca_bundle_b64)
+        .replace("${KUBELET_CA_BUNDLE}", kubelet_ca_b64)
 }
 
 /// `Network` is the whole cluster pod CIDR: flannel routes every other
@@ -406,7 +412,7 @@ mod tests {
 
     #[test]
     fn metrics_server_is_verified_both_ways() {
-        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK");
+        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK");
         // The comment names the placeholders; no line uses one any more.
         assert!(
             !y.lines()
@@ -417,9 +423,11 @@ mod tests {
         // Verified TLS to the kubelets and from the API server, never skipped.
         assert!(!METRICS_SERVER.contains("--kubelet-insecure-tls"));
         assert!(!METRICS_SERVER.contains("insecureSkipTLSVerify"));
-        assert!(y.contains(
-            "--kubelet-certificate-authority=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-        ));
+        // Kubelets are verified against the kubelet-serving CA, not the
+        // cluster CA of the service account's ca.crt.
+        assert!(y.contains("--kubelet-certificate-authority=/etc/kubelet-serving-ca/ca.crt"));
+        assert!(!y.contains("serviceaccount/ca.crt"));
+        assert!(y.contains("ca.crt: S1NFUlZJTkcK\n"));
         assert!(y.contains(&format!("secretName: {METRICS_SERVER_TLS_SECRET}\n")));
         assert!(y.contains("--tls-cert-file=/etc/metrics-server/tls.crt"));
         assert!(y.contains("--tls-private-key-file=/etc/metrics-server/tls.key"));
@@ -429,7 +437,7 @@ mod tests {
 
     #[test]
     fn the_metrics_server_manifest_parses() {
-        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK");
+        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK");
         let docs: Vec<serde_yaml_ng::Value> = y
             .split("\n---\n")
             .map(|doc| serde_yaml_ng::from_str(doc).expect("valid YAML"))
@@ -440,6 +448,7 @@ mod tests {
             .collect();
         for want in [
             "ServiceAccount",
+            "ConfigMap",
             "ClusterRole",
             "ClusterRoleBinding",
             "RoleBinding",
@@ -467,6 +476,16 @@ mod tests {
             METRICS_SERVER_TLS_SECRET
         );
         assert_eq!(pod["volumes"][1]["secret"]["defaultMode"], 0o440);
+        let kubelet_ca = of("ConfigMap");
+        assert_eq!(kubelet_ca["metadata"]["name"], METRICS_SERVER_KUBELET_CA);
+        assert_eq!(kubelet_ca["metadata"]["namespace"], "kube-system");
+        assert_eq!(kubelet_ca["binaryData"]["ca.crt"], "S1NFUlZJTkcK");
+        assert_eq!(
+            pod["volumes"][2]["configMap"]["name"],
+            METRICS_SERVER_KUBELET_CA
+        );
+        let mounts = &pod["containers"][0]["volumeMounts"];
+        assert_eq!(mounts[2]["mountPath"], "/etc/kubelet-serving-ca");
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 4443);
     }

@@ -126,10 +126,15 @@ pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
             "kubelet-client-key",
             format!("{PKI}/apiserver-kubelet-client.key"),
         ),
-        // Kubelet serving certificates are signed by the cluster CA (kubeup
-        // issues the controller's; the operator approves the workers'
-        // kubelet-serving CSRs), so logs/exec/port-forward verify them.
-        flag("kubelet-certificate-authority", format!("{PKI}/ca.crt")),
+        // Kubelet serving certificates are signed by their own CA (kubeup
+        // issues the controller's; kube-controller-manager signs the workers'
+        // kubelet-serving CSRs the operator approves), so logs/exec/
+        // port-forward verify them, and a kubelet's certificate is never
+        // trusted where the apiserver's is (clients trust ca.crt).
+        flag(
+            "kubelet-certificate-authority",
+            format!("{PKI}/kubelet-serving-ca.crt"),
+        ),
         flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
         flag("service-cluster-ip-range", &c.service_cidr),
         flag(
@@ -217,10 +222,37 @@ pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
         ),
         flag("root-ca-file", format!("{PKI}/ca.crt")),
         flag("service-account-private-key-file", format!("{PKI}/sa.key")),
-        // The CSR API signs kubelet client certificates with the cluster CA;
-        // the CA key stays on this host.
-        flag("cluster-signing-cert-file", format!("{PKI}/ca.crt")),
-        flag("cluster-signing-key-file", format!("{PKI}/ca.key")),
+        // The CSR API signs with one CA per signer: kubelet serving
+        // certificates with the kubelet-serving CA, client certificates
+        // (kubelets', other clients') with the cluster CA. kube-controller-
+        // manager refuses the generic --cluster-signing-{cert,key}-file next
+        // to a per-signer flag, so every signer is named; legacy-unknown
+        // (v1beta1 only, gone since 1.22) is not signed. The CA keys stay on
+        // this host.
+        flag(
+            "cluster-signing-kubelet-serving-cert-file",
+            format!("{PKI}/kubelet-serving-ca.crt"),
+        ),
+        flag(
+            "cluster-signing-kubelet-serving-key-file",
+            format!("{PKI}/kubelet-serving-ca.key"),
+        ),
+        flag(
+            "cluster-signing-kubelet-client-cert-file",
+            format!("{PKI}/ca.crt"),
+        ),
+        flag(
+            "cluster-signing-kubelet-client-key-file",
+            format!("{PKI}/ca.key"),
+        ),
+        flag(
+            "cluster-signing-kube-apiserver-client-cert-file",
+            format!("{PKI}/ca.crt"),
+        ),
+        flag(
+            "cluster-signing-kube-apiserver-client-key-file",
+            format!("{PKI}/ca.key"),
+        ),
         flag("allocate-node-cidrs", true),
         flag("cluster-cidr", &c.node.pod_cidr),
         flag("node-cidr-mask-size", 24),

@@ -12,18 +12,28 @@ use time::{Duration, OffsetDateTime};
 
 use super::{PkiError, Result, files};
 
-/// The three CAs of a cluster. They are separate so that a certificate of
+/// The four CAs of a cluster. They are separate so that a certificate of
 /// one trust domain is never accepted in another (an apiserver client cert
-/// does not open etcd).
+/// does not open etcd; a kubelet's serving certificate never passes as the
+/// apiserver's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaKind {
     Cluster,
     Etcd,
     FrontProxy,
+    /// Signs only kubelet serving certificates (kube-controller-manager's
+    /// `kubernetes.io/kubelet-serving` signer, and the controller's own);
+    /// the apiserver and metrics-server verify kubelets against it.
+    KubeletServing,
 }
 
 impl CaKind {
-    pub const ALL: [CaKind; 3] = [CaKind::Cluster, CaKind::Etcd, CaKind::FrontProxy];
+    pub const ALL: [CaKind; 4] = [
+        CaKind::Cluster,
+        CaKind::Etcd,
+        CaKind::FrontProxy,
+        CaKind::KubeletServing,
+    ];
 
     /// Certificate and key file, relative to `pki/`.
     pub fn files(self) -> (&'static str, &'static str) {
@@ -31,6 +41,7 @@ impl CaKind {
             CaKind::Cluster => ("ca.crt", "ca.key"),
             CaKind::Etcd => ("etcd/ca.crt", "etcd/ca.key"),
             CaKind::FrontProxy => ("front-proxy-ca.crt", "front-proxy-ca.key"),
+            CaKind::KubeletServing => ("kubelet-serving-ca.crt", "kubelet-serving-ca.key"),
         }
     }
 
@@ -39,6 +50,7 @@ impl CaKind {
             CaKind::Cluster => "kubernetes",
             CaKind::Etcd => "etcd-ca",
             CaKind::FrontProxy => "front-proxy-ca",
+            CaKind::KubeletServing => "kubelet-serving-ca",
         }
     }
 }

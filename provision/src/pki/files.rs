@@ -192,6 +192,56 @@ pub fn ensure_admin_credentials(cluster_dir: &Path, leaf_days: u32) -> Result<Ve
     Ok(issued)
 }
 
+/// The kubelet-serving CA of a cluster directory, for `up` on a directory of
+/// any age: loaded when both files exist; otherwise made fresh (a directory
+/// from a kubeup before this CA existed) and, with `write`, saved (key 0600).
+/// `kubeup plan` passes `write: false` and gets a CA that exists only in
+/// memory, so it can say what `up` would issue without changing anything.
+pub struct KubeletServingCa {
+    pub ca: CertificateAuthority,
+    /// The CA key, for kube-controller-manager's kubelet-serving signer.
+    pub key_pem: SecretString,
+    /// True when it did not exist before this call.
+    pub created: bool,
+}
+
+impl std::fmt::Debug for KubeletServingCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletServingCa")
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn kubelet_serving_ca(
+    cluster_dir: &Path,
+    ca_days: u32,
+    write: bool,
+) -> Result<KubeletServingCa> {
+    let pki = cluster_dir.join("pki");
+    let kind = CaKind::KubeletServing;
+    let (cert, key) = kind.files();
+    if present(&pki, &[cert, key])? {
+        let ca = CertificateAuthority::load(&pki, kind)?;
+        let key_pem = SecretString::from(read_string(&pki.join(key))?);
+        return Ok(KubeletServingCa {
+            ca,
+            key_pem,
+            created: false,
+        });
+    }
+    let (ca, key_pem) = CertificateAuthority::generate(kind, ca_days)?;
+    if write {
+        write_public(&pki.join(cert), ca.cert_pem())?;
+        write_private(&pki.join(key), &key_pem)?;
+    }
+    Ok(KubeletServingCa {
+        ca,
+        key_pem,
+        created: true,
+    })
+}
+
 /// Both files of `cert` exist and belong together and to the cluster CA
 /// (true), or neither exists (false); anything else is an error.
 fn client_cert_present(pki: &Path, cert: &ClientCert) -> Result<bool> {

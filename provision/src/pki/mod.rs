@@ -4,9 +4,10 @@
 //!
 //! | file                         | what                                             |
 //! |------------------------------|--------------------------------------------------|
-//! | `ca.crt`, `ca.key`           | cluster CA: apiserver, kubelets, clients          |
+//! | `ca.crt`, `ca.key`           | cluster CA: apiserver, kubelet clients, clients  |
 //! | `etcd/ca.crt`, `etcd/ca.key` | etcd's own CA: etcd peers, servers, its clients   |
 //! | `front-proxy-ca.crt`/`.key`  | front-proxy CA: aggregated API client auth        |
+//! | `kubelet-serving-ca.crt`/`.key` | kubelet serving certificates only             |
 //! | `sa.key`, `sa.pub`           | service-account token signing key pair           |
 //! | `admin.crt`, `admin.key`     | everyday admin client (`kubeup:cluster-admins`)   |
 //! | `super-admin.crt`/`.key`     | break-glass admin client (`system:masters`)       |
@@ -20,8 +21,9 @@ mod inspect;
 
 pub use authority::{CaKind, CertificateAuthority, IssuedCert, LeafSpec, Usage};
 pub use files::{
-    ADMIN_CN, ADMIN_GROUP, InitItem, InitOutcome, InitReport, SUPER_ADMIN_CN, SUPER_ADMIN_GROUP,
-    ensure_admin_credentials, init, write_private, write_public,
+    ADMIN_CN, ADMIN_GROUP, InitItem, InitOutcome, InitReport, KubeletServingCa, SUPER_ADMIN_CN,
+    SUPER_ADMIN_GROUP, ensure_admin_credentials, init, kubelet_serving_ca, write_private,
+    write_public,
 };
 pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current, not_after_unix, organizations};
 
