@@ -28,9 +28,9 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
+use kubeup_operator::Error;
 use kubeup_operator::context::Settings;
 use kubeup_operator::csr::{self, ClientCert, Expected};
-use kubeup_operator::Error;
 use kubeup_testsupport::apiserver::ApiServer;
 
 use common::{condition, wait_for};

@@ -131,7 +131,7 @@ pub(crate) fn check_key_matches(cert_pem: &str, key: &KeyPair) -> Result<(), Str
 }
 
 /// `cert_pem` carries a valid signature of `ca_pem`'s key.
-pub(crate) fn check_issued_by(cert_pem: &str, ca_pem: &str) -> Result<(), String> {
+pub fn check_issued_by(cert_pem: &str, ca_pem: &str) -> Result<(), String> {
     let (_, ca) = parse_x509_pem(ca_pem.as_bytes()).map_err(|e| format!("CA is not PEM ({e})"))?;
     let ca = ca
         .parse_x509()

@@ -25,7 +25,9 @@ pub use files::{
     SUPER_ADMIN_GROUP, ensure_admin_credentials, init, kubelet_serving_ca, write_private,
     write_public,
 };
-pub use inspect::{CertInfo, inspect_dir, inspect_pem, is_current, not_after_unix, organizations};
+pub use inspect::{
+    CertInfo, check_issued_by, inspect_dir, inspect_pem, is_current, not_after_unix, organizations,
+};
 
 use std::path::PathBuf;
 
