@@ -295,6 +295,72 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     assert!(!controller::still_there(&wjs, &first).await.unwrap());
     assert!(controller::still_there(&wjs, &second).await.unwrap());
 
+    // 7. Through a bastion: its key is recorded beside the machine's in the
+    // operator's known_hosts, and a changed bastion key is refused too.
+    let target = Sshd::builder().listen("127.0.0.3").start().unwrap();
+    target.authorize("root", &user_key.public).unwrap();
+    let mut bastion = Sshd::start().unwrap();
+    bastion.authorize("root", &user_key.public).unwrap();
+    let mut via: WorkerJoin = workerjoin("d-via-bastion", target.port());
+    via.spec.address = "127.0.0.3".into();
+    via.spec.bastion = Some(kubeup_crds::Bastion {
+        address: "127.0.0.1".into(),
+        port: bastion.port(),
+        user: "root".into(),
+        secret_ref: None,
+        host_key: Default::default(),
+    });
+    let via = wjs.create(&PostParams::default(), &via).await.unwrap();
+    wait_for(
+        &wjs,
+        "d-via-bastion",
+        "connected through the bastion",
+        |w| {
+            condition(w, "HostKeyVerified")
+                .is_some_and(|c| c.status == conditions::ConditionStatus::True)
+        },
+    )
+    .await;
+    let known = cms
+        .get("kubeup-known-hosts")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    let entry = known.get(&via.uid().unwrap()).cloned().unwrap_or_default();
+    let record: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    for (side, sshd) in [("target", &target), ("bastion", &bastion)] {
+        let line = record[side].as_str().unwrap_or_default();
+        let pubs: Vec<String> = ["ed25519", "ecdsa", "rsa"]
+            .iter()
+            .filter_map(|k| {
+                std::fs::read_to_string(sshd.dir().join(format!("ssh_host_{k}_key.pub"))).ok()
+            })
+            .collect();
+        let body = line.split(' ').nth(1).unwrap_or("missing");
+        assert!(
+            pubs.iter().any(|p| p.contains(body)),
+            "{side}'s key recorded: {entry}"
+        );
+    }
+    bastion.restart_with_new_host_keys().unwrap();
+    wjs.patch(
+        "d-via-bastion",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": "bastion"}}})),
+    )
+    .await
+    .unwrap();
+    let wj = wait_for(&wjs, "d-via-bastion", "bastion host key mismatch", |w| {
+        condition(w, "HostKeyVerified").is_some_and(|c| c.reason == "HostKeyMismatch")
+    })
+    .await;
+    let msg = &condition(&wj, "HostKeyVerified").unwrap().message;
+    assert!(
+        msg.contains(&bastion.port().to_string()),
+        "names the bastion: {msg}"
+    );
+
     operator.abort();
     drop(kcm);
 }
