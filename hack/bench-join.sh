@@ -159,6 +159,14 @@ operator_on() {
   done
   echo "no operator took the Lease" >&2; return 1
 }
+# A kubelet started by hand registers its Node itself, without the
+# WorkerJoin's ownership, and the operator never takes over a Node it does
+# not own: record it again as the operator had (worker file $1, Node $2).
+readopt() {
+  local owner; owner="kubeup-system.$(wj_name "$1")"
+  kubectl label node "$2" "kubeup.dev/workerjoin=$owner" --overwrite >/dev/null
+  kubectl annotate node "$2" "kubeup.dev/workerjoin=$owner" --overwrite >/dev/null
+}
 # Raw bound on the host of worker file $1 (Node $2), three times, into $raws.
 raw_bound() {
   raws=()
@@ -168,6 +176,7 @@ raw_bound() {
     t0=$(start_kubelets "$(address "$1")")
     raws+=("$(all_ready_after "$t0" "$2")")
   done
+  readopt "$1" "$2"
 }
 operator_off
 raw_bound "$first" "$node1"
@@ -222,6 +231,7 @@ if ((${#rest[@]} > 0)); then
   for f in "${rest[@]}"; do addrs+=("$(address "$f")"); done
   t0=$(start_kubelets "${addrs[@]}")
   raw_many=$(all_ready_after "$t0" "${rest_nodes[@]}")
+  for i in "${!rest[@]}"; do readopt "${rest[$i]}" "${rest_nodes[$i]}"; done
   operator_on
 fi
 
