@@ -53,6 +53,14 @@ enum Command {
         #[command(subcommand)]
         command: cmd_certs::CertsCommand,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  source <(kubeup completion bash)\n  kubeup completion zsh > \"${fpath[1]}/_kubeup\"\n  kubeup completion fish > ~/.config/fish/completions/kubeup.fish"
+    )]
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The `-f cluster.yaml` every cluster command takes.
@@ -94,6 +102,11 @@ async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "kubeup", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init(args) => cmd_init::run(args),
         Command::Validate(file) => cmd_validate::run(&file),
         Command::Certs { command } => cmd_certs::run(command),
@@ -124,5 +137,32 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completion_scripts_name_every_subcommand() {
+        use clap::CommandFactory;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kubeup", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for sub in [
+                "init",
+                "validate",
+                "up",
+                "plan",
+                "reset",
+                "join",
+                "sandbox",
+                "certs",
+                "completion",
+            ] {
+                assert!(text.contains(sub), "{shell}: {sub} missing");
+            }
+        }
     }
 }

@@ -214,6 +214,30 @@ fn step_up_brings_up_a_ready_controller(c: &Cluster) {
         "{nodes}"
     );
     assert!(nodes.contains("control-plane"), "{nodes}");
+    // `up` returns only once the operator leads: a WorkerJoin applied now
+    // is picked up at once (its Lease holder is a running pod already).
+    let holder = c.kubectl_ok(&[
+        "-n",
+        "kubeup-system",
+        "get",
+        "lease",
+        "kubeup-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let phase = c.kubectl_ok(&[
+        "-n",
+        "kubeup-system",
+        "get",
+        "pod",
+        &holder,
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    assert_eq!(
+        phase, "Running",
+        "the Lease holder {holder} runs when up returns"
+    );
     let taints = c.kubectl_ok(&[
         "get",
         "node",

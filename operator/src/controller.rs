@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -662,15 +661,6 @@ fn referencing(
         })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
-}
-
-/// For tests: list WorkerJoins quickly.
-pub async fn list_workerjoins(client: &kube::Client) -> Result<Vec<WorkerJoin>> {
-    Api::<WorkerJoin>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .map_err(Error::kube("list WorkerJoins"))
 }
 
 /// Record a join that cannot go on for now: the phase it stops in, the

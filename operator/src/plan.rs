@@ -197,17 +197,6 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     }
 }
 
-/// The phases of a join in order; `Connecting` always runs (it opens the
-/// session the others use).
-pub const JOIN_PHASES: [Phase; 6] = [
-    Phase::Connecting,
-    Phase::Preflight,
-    Phase::Installing,
-    Phase::Certificates,
-    Phase::Starting,
-    Phase::WaitingForNode,
-];
-
 /// Whether `phase` runs when resuming at `from`.
 pub fn runs(phase: Phase, from: Phase) -> bool {
     phase == Phase::Connecting || phase >= from

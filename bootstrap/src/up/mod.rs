@@ -10,6 +10,7 @@ mod certinfo;
 mod context;
 mod metrics;
 mod node;
+mod operator;
 
 use std::process::ExitCode;
 
@@ -240,6 +241,16 @@ pub async fn converge_controller(
         .context("failed to apply the cluster add-ons")?;
     certinfo::publish(&client, &session, &plan.certs, &ctx.cas).await?;
     phase.done(&format!("{} objects", applied + 1));
+
+    // Done means a WorkerJoin applied now is picked up at once.
+    let phase = progress.phase(&host, "operator leading");
+    match operator::wait_leading(&client).await {
+        Ok(pod) => phase.done(&pod),
+        Err(e) => {
+            phase.fail("no operator leads");
+            return Err(e);
+        }
+    }
 
     progress.info(
         &host,
