@@ -31,24 +31,50 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a cluster directory: a commented cluster.yaml and pki/.
+    #[command(
+        after_help = "Example:\n  kubeup init mycluster --controller 192.0.2.10 --private-key-file ~/.ssh/id_ed25519"
+    )]
     Init(cmd_init::InitArgs),
     /// Check a cluster.yaml and print every problem with its field path.
+    #[command(after_help = "Example:\n  kubeup validate -f mycluster/cluster.yaml")]
     Validate(ClusterFile),
     /// Local "bare-metal" hosts (systemd-nspawn) for trying kubeup and for tests.
+    #[command(
+        after_help = "Example:\n  kubeup sandbox up --hosts 3 --dir /tmp/demo\n  kubeup sandbox cut kube-xxxxxx-2 --dir /tmp/demo\n  kubeup sandbox down --dir /tmp/demo"
+    )]
     Sandbox(sandbox::SandboxArgs),
     /// Bring up (or converge) the controller over SSH.
+    #[command(
+        after_help = "Example:\n  kubeup up -f mycluster/cluster.yaml\n  kubeup up -f mycluster/cluster.yaml -o json"
+    )]
     Up(up::UpArgs),
     /// Show what `up` would change on the hosts, changing nothing.
+    #[command(after_help = "Example:\n  kubeup plan -f mycluster/cluster.yaml")]
     Plan(up::UpArgs),
     /// Remove everything kubeup installed from the hosts.
+    #[command(
+        after_help = "Example:\n  kubeup reset -f mycluster/cluster.yaml --yes\n  kubeup reset -f mycluster/cluster.yaml 192.0.2.11 --yes"
+    )]
     Reset(cmd_reset::ResetArgs),
     /// Print the admin kubeconfig, or merge it into ~/.kube/config.
+    #[command(
+        after_help = "Example:\n  kubeup kubeconfig -f mycluster/cluster.yaml > admin.kubeconfig\n  kubeup kubeconfig -f mycluster/cluster.yaml --merge"
+    )]
     Kubeconfig(cmd_kubeconfig::KubeconfigArgs),
     /// Join a machine as a worker: create its SSH Secret and WorkerJoin.
+    #[command(
+        after_help = "Example:\n  kubeup join root@192.0.2.11 --key ~/.ssh/id_ed25519 --accept-new --wait -f mycluster/cluster.yaml\n  kubectl kubeup join root@192.0.2.11 --key ~/.ssh/id_ed25519 --host-key 'SHA256:…' --dry-run=client -o yaml"
+    )]
     Join(cmd_join::JoinArgs),
     /// Run a command on a host of the cluster over kubeup's SSH transport.
+    #[command(
+        after_help = "Example:\n  kubeup ssh -f mycluster/cluster.yaml 192.0.2.10 -- journalctl -u kubelet -n 20"
+    )]
     Ssh(cmd_ssh::SshArgs),
     /// Certificates of the cluster directory.
+    #[command(
+        after_help = "Example:\n  kubeup certs check -f mycluster/cluster.yaml --warn-days 60"
+    )]
     Certs {
         #[command(subcommand)]
         command: cmd_certs::CertsCommand,
