@@ -242,14 +242,23 @@ pub async fn converge_controller(
     certinfo::publish(&client, &session, &plan.certs, &ctx.cas).await?;
     phase.done(&format!("{} objects", applied + 1));
 
-    // Done means a WorkerJoin applied now is picked up at once.
-    let phase = progress.phase(&host, "operator leading");
-    match operator::wait_leading(&client).await {
-        Ok(pod) => phase.done(&pod),
-        Err(e) => {
-            phase.fail("no operator leads");
-            return Err(e);
+    // Done means a WorkerJoin applied now is picked up at once. With
+    // `cni: none` no pod is scheduled (the Node stays NotReady) until the
+    // user installs a pod network, as with kubeadm: nothing to wait for.
+    if kubeup_provision::hostplan::network::runs_flannel(ctx.loaded.cluster.spec.networking.cni) {
+        let phase = progress.phase(&host, "operator leading");
+        match operator::wait_leading(&client).await {
+            Ok(pod) => phase.done(&pod),
+            Err(e) => {
+                phase.fail("no operator leads");
+                return Err(e);
+            }
         }
+    } else {
+        progress.info(
+            &host,
+            "networking.cni is none: the operator starts once you install a pod network",
+        );
     }
 
     progress.info(
