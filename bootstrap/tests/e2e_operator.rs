@@ -43,6 +43,12 @@ impl Cluster {
         kubectl_ok(&self.dir, args)
     }
 
+    /// `.status.<field>` of the WorkerJoin `wj` (it must exist).
+    fn status_of(&self, wj: &str, field: &str) -> String {
+        let path = format!("jsonpath={{.status.{field}}}");
+        self.kubectl_ok(&["-n", NS, "get", "workerjoin", wj, "-o", &path])
+    }
+
     fn phase(&self, wj: &str) -> String {
         let o = self.kubectl(&[
             "-n",
@@ -117,29 +123,13 @@ fn operator_under_faults() {
 /// reset first, then its Node deleted, then the WorkerJoin released.
 fn step_delete_while_cut_off_keeps_the_finalizer_until_reset(c: &Cluster) {
     let (_, name, address) = c.worker_file(2);
-    let node = c.kubectl_ok(&[
-        "-n",
-        NS,
-        "get",
-        "workerjoin",
-        &name,
-        "-o",
-        "jsonpath={.status.nodeName}",
-    ]);
+    let node = c.status_of(&name, "nodeName");
     assert!(!node.is_empty());
     let dir = c.dir.to_str().unwrap();
     kubeup_ok(&["sandbox", "cut", &name, "--dir", dir]);
     c.kubectl_ok(&["-n", NS, "delete", "workerjoin", &name, "--wait=false"]);
     let error = wait_for("the failed host reset recorded", 240, || {
-        let e = c.kubectl_ok(&[
-            "-n",
-            NS,
-            "get",
-            "workerjoin",
-            &name,
-            "-o",
-            "jsonpath={.status.lastError}",
-        ]);
+        let e = c.status_of(&name, "lastError");
         e.contains("finalizer stays").then_some(e)
     });
     eprintln!("while cut off: {error}");
@@ -181,15 +171,7 @@ fn step_dry_run_leaves_the_host_untouched(c: &Cluster) {
     std::fs::write(&dry, text).unwrap();
     c.kubectl_ok(&["apply", "-f", dry.to_str().unwrap()]);
     c.wait_phase(&name, &["DryRunComplete"], 120);
-    let planned = c.kubectl_ok(&[
-        "-n",
-        NS,
-        "get",
-        "workerjoin",
-        &name,
-        "-o",
-        "jsonpath={.status.plannedActions}",
-    ]);
+    let planned = c.status_of(&name, "plannedActions");
     assert!(
         planned.contains("kubelet"),
         "the dry run plans nothing: {planned}"
@@ -289,15 +271,7 @@ fn step_one_node_per_host_and_serving_certificates(c: &Cluster) {
     );
     for i in [2, 3] {
         let (_, name, _) = c.worker_file(i);
-        let node = c.kubectl_ok(&[
-            "-n",
-            NS,
-            "get",
-            "workerjoin",
-            &name,
-            "-o",
-            "jsonpath={.status.nodeName}",
-        ]);
+        let node = c.status_of(&name, "nodeName");
         // The kubelet's serving CSR: approved by the operator and signed.
         wait_for(&format!("the serving certificate of {node}"), 120, || {
             let o = c.kubectl(&[

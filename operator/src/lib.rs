@@ -26,6 +26,7 @@ pub mod plan;
 pub mod serving;
 pub mod specguard;
 pub mod status;
+mod upgrade;
 pub mod watchone;
 
 pub use error::{Error, Result};

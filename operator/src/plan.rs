@@ -85,25 +85,13 @@ pub enum Decision {
     InSync,
 }
 
-/// Checks the schema cannot express.
+/// Checks the schema cannot express and that need no cluster facts
+/// (addresses, names, labels and taints are [`crate::specguard`]'s).
 pub fn validate(spec: &WorkerJoinSpec) -> Result<(), String> {
     if spec.host_key.policy == HostKeyPolicy::Pin
         && spec.host_key.key.as_deref().unwrap_or("").trim().is_empty()
     {
         return Err("spec.hostKey.key is required with policy Pin".into());
-    }
-    if spec.address.trim().is_empty() {
-        return Err("spec.address is empty".into());
-    }
-    if let Some(name) = &spec.node_name
-        && name.len() > 253
-    {
-        return Err("spec.nodeName is longer than 253 characters".into());
-    }
-    for t in &spec.taints {
-        if t.key.is_empty() {
-            return Err("a taint in spec.taints has an empty key".into());
-        }
     }
     Ok(())
 }
@@ -269,11 +257,12 @@ pub fn conflicting_owner(me: (&str, &str), claims: &[(String, String)]) -> Optio
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kubeup_crds::HostKeyTrust;
 
-    fn spec() -> WorkerJoinSpec {
+    /// A plain WorkerJoin spec (root at 198.18.0.11, Secret worker-ssh).
+    pub(crate) fn spec() -> WorkerJoinSpec {
         WorkerJoinSpec {
             address: "198.18.0.11".into(),
             port: 22,

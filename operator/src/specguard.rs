@@ -250,13 +250,7 @@ mod tests {
     fn spec(address: &str) -> WorkerJoinSpec {
         WorkerJoinSpec {
             address: address.into(),
-            port: 22,
-            user: "root".into(),
-            ssh_secret_ref: kubeup_crds::SshSecretRef {
-                name: "worker-ssh".into(),
-                sudo_password_key: None,
-            },
-            ..Default::default()
+            ..crate::plan::tests::spec()
         }
     }
 

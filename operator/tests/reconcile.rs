@@ -48,6 +48,27 @@ fn workerjoin(name: &str, port: u16) -> WorkerJoin {
 
 use common::{condition, wait_for};
 
+/// The sshd's host public keys (OpenSSH lines), ed25519 first.
+fn host_public_keys(sshd: &Sshd) -> Vec<String> {
+    ["ed25519", "ecdsa", "rsa"]
+        .iter()
+        .filter_map(|k| {
+            std::fs::read_to_string(sshd.dir().join(format!("ssh_host_{k}_key.pub"))).ok()
+        })
+        .collect()
+}
+
+/// A spec change (a label), so the next pass is a new generation.
+async fn next_generation(wjs: &Api<WorkerJoin>, name: &str, tier: &str) {
+    wjs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": tier}}})),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_change() {
     let api = ApiServer::start().await.expect("apiserver harness");
@@ -169,13 +190,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     // 4. The host key changes: the next pass (a spec change) stops with both
     // fingerprints named, and waits.
     sshd.restart_with_new_host_keys().unwrap();
-    wjs.patch(
-        "a-first",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": "test"}}})),
-    )
-    .await
-    .unwrap();
+    next_generation(&wjs, "a-first", "test").await;
     let wj = wait_for(&wjs, "a-first", "host key mismatch", |w| {
         condition(w, "HostKeyVerified").is_some_and(|c| c.reason == "HostKeyMismatch")
     })
@@ -192,12 +207,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
 
     // Whoever may patch a WorkerJoin's status cannot make the new key
     // trusted by writing it there: the record that counts is the operator's.
-    let new_key = ["ed25519", "ecdsa", "rsa"]
-        .iter()
-        .map(|k| sshd.dir().join(format!("ssh_host_{k}_key.pub")))
-        .find(|p| p.exists())
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
+    let new_key = host_public_keys(&sshd).remove(0);
     wjs.patch_status(
         "a-first",
         &PatchParams::apply("someone-with-status-access").force(),
@@ -208,13 +218,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     )
     .await
     .unwrap();
-    wjs.patch(
-        "a-first",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": "again"}}})),
-    )
-    .await
-    .unwrap();
+    next_generation(&wjs, "a-first", "again").await;
     let wj = wait_for(&wjs, "a-first", "still a mismatch", |w| {
         condition(w, "HostKeyVerified")
             .is_some_and(|c| c.reason == "HostKeyMismatch" && c.observed_generation == Some(3))
@@ -331,12 +335,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
     let record: serde_json::Value = serde_json::from_str(&entry).unwrap();
     for (side, sshd) in [("target", &target), ("bastion", &bastion)] {
         let line = record[side].as_str().unwrap_or_default();
-        let pubs: Vec<String> = ["ed25519", "ecdsa", "rsa"]
-            .iter()
-            .filter_map(|k| {
-                std::fs::read_to_string(sshd.dir().join(format!("ssh_host_{k}_key.pub"))).ok()
-            })
-            .collect();
+        let pubs = host_public_keys(sshd);
         let body = line.split(' ').nth(1).unwrap_or("missing");
         assert!(
             pubs.iter().any(|p| p.contains(body)),
@@ -344,13 +343,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         );
     }
     bastion.restart_with_new_host_keys().unwrap();
-    wjs.patch(
-        "d-via-bastion",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"labels": {"tier": "bastion"}}})),
-    )
-    .await
-    .unwrap();
+    next_generation(&wjs, "d-via-bastion", "bastion").await;
     let wj = wait_for(&wjs, "d-via-bastion", "bastion host key mismatch", |w| {
         condition(w, "HostKeyVerified").is_some_and(|c| c.reason == "HostKeyMismatch")
     })

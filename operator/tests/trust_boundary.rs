@@ -79,11 +79,26 @@ fn denied<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
     }
 }
 
-async fn wait_refused(api: &Api<WorkerJoin>, name: &str, reason: &str) -> String {
-    let wj = wait_for(api, name, reason, |w| {
+/// Create the WorkerJoin `name` in the served namespace.
+async fn create(wjs: &Api<WorkerJoin>, name: &str, spec: serde_json::Value) {
+    wjs.create(
+        &PostParams::default(),
+        &workerjoin(common::NAMESPACE, name, spec),
+    )
+    .await
+    .unwrap();
+}
+
+/// Wait until its Ready condition has `reason`.
+async fn wait_reason(api: &Api<WorkerJoin>, name: &str, reason: &str) -> WorkerJoin {
+    wait_for(api, name, reason, |w| {
         condition(w, "Ready").is_some_and(|c| c.reason == reason)
     })
-    .await;
+    .await
+}
+
+async fn wait_refused(api: &Api<WorkerJoin>, name: &str, reason: &str) -> String {
+    let wj = wait_reason(api, name, reason).await;
     let st = wj.status.clone().unwrap_or_default();
     assert_eq!(st.phase, Phase::Failed, "{name}");
     assert_eq!(st.host_key_fingerprint, None, "{name}: no SSH contact");
@@ -243,58 +258,36 @@ async fn a_workerjoin_gets_to_join_a_worker_and_nothing_more() {
         let msg = wait_refused(&wjs, name, "NodeNameTaken").await;
         assert!(msg.contains(node_name), "{msg}");
     }
-    wjs.create(
-        &pp,
-        &workerjoin(
-            common::NAMESPACE,
-            "a-claims",
-            serde_json::json!({"address": "127.0.0.7", "nodeName": "shared"}),
-        ),
+    create(
+        &wjs,
+        "a-claims",
+        serde_json::json!({"address": "127.0.0.7", "nodeName": "shared"}),
     )
-    .await
-    .unwrap();
-    wait_for(&wjs, "a-claims", "waiting for its Secret", |w| {
-        condition(w, "Ready").is_some_and(|c| c.reason == "SecretNotFound")
-    })
     .await;
-    wjs.create(
-        &pp,
-        &workerjoin(
-            common::NAMESPACE,
-            "b-claims",
-            serde_json::json!({"address": "127.0.0.8", "nodeName": "shared"}),
-        ),
+    wait_reason(&wjs, "a-claims", "SecretNotFound").await;
+    create(
+        &wjs,
+        "b-claims",
+        serde_json::json!({"address": "127.0.0.8", "nodeName": "shared"}),
     )
-    .await
-    .unwrap();
+    .await;
     let msg = wait_refused(&wjs, "b-claims", "NodeNameTaken").await;
     assert!(msg.contains("kubeup-system/a-claims"), "{msg}");
 
     // 5. One machine, two spellings: a DNS name and the IP it resolves to.
-    wjs.create(
-        &pp,
-        &workerjoin(
-            common::NAMESPACE,
-            "a-by-name",
-            serde_json::json!({"address": "localhost", "port": 2}),
-        ),
+    create(
+        &wjs,
+        "a-by-name",
+        serde_json::json!({"address": "localhost", "port": 2}),
     )
-    .await
-    .unwrap();
-    wait_for(&wjs, "a-by-name", "waiting for its Secret", |w| {
-        condition(w, "Ready").is_some_and(|c| c.reason == "SecretNotFound")
-    })
     .await;
-    wjs.create(
-        &pp,
-        &workerjoin(
-            common::NAMESPACE,
-            "b-by-ip",
-            serde_json::json!({"address": "127.0.0.1", "port": 2}),
-        ),
+    wait_reason(&wjs, "a-by-name", "SecretNotFound").await;
+    create(
+        &wjs,
+        "b-by-ip",
+        serde_json::json!({"address": "127.0.0.1", "port": 2}),
     )
-    .await
-    .unwrap();
+    .await;
     let msg = wait_refused(&wjs, "b-by-ip", "DuplicateAddress").await;
     assert!(msg.contains("a-by-name"), "{msg}");
 
