@@ -213,15 +213,6 @@ fn scan(root: &Path, dir: &Path, m: &mut BundleManifest) -> std::io::Result<()> 
     Ok(())
 }
 
-/// The pause image containerd must use: the bundle's, else the default.
-pub fn pause_image(m: &BundleManifest) -> String {
-    m.files
-        .get("images/pause.tar")
-        .and_then(|f| f.image.clone())
-        .filter(|i| i.contains(':'))
-        .unwrap_or_else(|| "registry.k8s.io/pause:3.10.1".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +232,10 @@ mod tests {
         let w = worker_manifest(&m);
         assert!(!w.files.contains_key("bin/etcd"));
         assert!(w.files.contains_key("bin/hyperkube"));
-        assert_eq!(pause_image(&w), "registry.k8s.io/pause:3.10.1");
+        assert_eq!(
+            kubeup_provision::hostplan::node::pause_image(&w),
+            "registry.k8s.io/pause:3.10.1"
+        );
     }
 
     #[test]

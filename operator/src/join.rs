@@ -13,6 +13,7 @@ use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{Cluster, WorkerJoin};
 use kubeup_provision::converge::{self, Changes, Role};
+use kubeup_provision::hostplan::node::{self, NodeObject};
 use kubeup_provision::hostplan::{NodeInput, Unit, certs, configs, layout, network, worker};
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
@@ -40,28 +41,15 @@ const PODCIDR_WAIT: Duration = Duration::from_secs(10);
 
 /// A Node as the kubelet would register it, owned by the WorkerJoin
 /// `owner` (label and annotation; labels and taints follow by
-/// [`sync_node`]). The kubelet fills in the rest when it registers.
+/// [`sync_node`]).
 pub fn new_node(name: &str, owner: &str) -> Node {
-    let label = |k: &str, v: String| (k.to_string(), v);
-    Node {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(
-                [
-                    label("kubernetes.io/hostname", name.into()),
-                    label("kubernetes.io/os", "linux".into()),
-                    label(
-                        crate::plan::NODE_LABEL,
-                        crate::plan::owner_label_value(owner),
-                    ),
-                ]
-                .into(),
-            ),
-            annotations: Some([label(crate::plan::NODE_LABEL, owner.into())].into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    NodeObject::worker(
+        name,
+        crate::plan::NODE_LABEL,
+        &crate::plan::owner_label_value(owner),
+        owner,
+    )
+    .build()
 }
 
 /// What [`Runner::node_tokens`] did.
@@ -386,7 +374,7 @@ impl<'a> Runner<'a> {
             let (written, _, (), cidr, owed) = tokio::try_join!(
                 async { Ok::<_, Error>(converge::write_files(session, &files, false).await?) },
                 async { Ok(converge::record_installed(session, &installed, false).await?) },
-                run(session, "sysctl -q -w net.ipv4.ip_forward=1"),
+                run(session, node::FORWARDING_NOW),
                 self.precreate_node(&node_name),
                 pending::take(session),
             )?;
@@ -848,7 +836,7 @@ pub fn node_input(
         cluster_dns: net.cluster_dns.clone(),
         cluster_domain: net.domain.clone(),
         pod_cidr: net.pod_cidr.clone(),
-        pause_image: crate::bundle::pause_image(manifest),
+        pause_image: node::pause_image(manifest),
         register_taints: nodesync::register_taints(&spec.taints),
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod converge;
 pub mod hostplan;
 pub mod init;
+pub mod phase;
 pub mod pki;
 pub mod ssh;
 pub mod text;

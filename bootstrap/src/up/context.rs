@@ -22,9 +22,6 @@ use secrecy::ExposeSecret;
 
 use crate::cmd_ssh;
 
-/// The pause image every node's containerd uses as sandbox image.
-pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
-
 pub struct ControllerContext {
     pub loaded: LoadedCluster,
     pub controller: ControllerHost,
@@ -141,7 +138,7 @@ impl ControllerContext {
             cluster_dns: net.cluster_dns.clone(),
             cluster_domain: net.domain.clone(),
             pod_cidr: net.pod_cidr.clone(),
-            pause_image: PAUSE_IMAGE.into(),
+            pause_image: kubeup_provision::hostplan::node::pause_image(&self.manifest),
             register_taints: vec!["node-role.kubernetes.io/control-plane:NoSchedule".into()],
         };
         let input = ControllerInput {
@@ -240,12 +237,7 @@ impl ControllerContext {
             units::kube_scheduler(c),
             units::kubelet(&c.node),
             units::kube_proxy(&c.node),
-            HostFile::new(
-                "/etc/sysctl.d/99-kubeup.conf",
-                "# Written by kubeup.\nnet.ipv4.ip_forward = 1\n",
-                0o644,
-                &[],
-            ),
+            kubeup_provision::hostplan::node::sysctl_file(),
         ];
         files.extend(configs::controller_kubeconfigs(&c.cluster_name));
         files.extend(configs::node_kubeconfigs(&c.cluster_name, &c.node));

@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kubeup_crds::cluster::Cni;
 use kubeup_provision::converge::{self, Changes};
 use kubeup_provision::hostplan::network;
+use kubeup_provision::hostplan::node::{self, NodeObject};
 use kubeup_provision::hostplan::{Unit, layout};
 use kubeup_provision::ssh::{Command, Session};
 
@@ -23,7 +23,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub async fn apply_sysctls(session: &Session, dry_run: bool) -> Result<()> {
     if !dry_run {
         session
-            .run(&Command::shell("sysctl -q -w net.ipv4.ip_forward=1").privileged())
+            .run(&Command::shell(node::FORWARDING_NOW).privileged())
             .await?;
     }
     Ok(())
@@ -105,7 +105,10 @@ pub async fn ensure_node(
             None
         };
         nodes
-            .create(&PostParams::default(), &controller_node(name, cidr))
+            .create(
+                &PostParams::default(),
+                &NodeObject::controller(name, cidr).build(),
+            )
             .await?;
     }
     let node_cidr = loop {
@@ -161,38 +164,6 @@ pub async fn ensure_node(
     }
 }
 
-/// The Node as the kubelet would register it, with the control-plane
-/// label and taint.
-fn controller_node(name: &str, pod_cidr: Option<String>) -> Node {
-    let labels = [
-        ("kubernetes.io/hostname", name),
-        ("kubernetes.io/os", "linux"),
-        ("kubernetes.io/arch", "amd64"),
-        ("node-role.kubernetes.io/control-plane", ""),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            taints: Some(vec![Taint {
-                key: "node-role.kubernetes.io/control-plane".into(),
-                effect: "NoSchedule".into(),
-                ..Default::default()
-            }]),
-            pod_cidrs: pod_cidr.clone().map(|c| vec![c]),
-            pod_cidr,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The first /24 of the cluster's pod CIDR (the allocator's mask size).
 fn first_node_cidr(pod_cidr: &str) -> Option<String> {
     let net: ipnet::Ipv4Net = pod_cidr.parse().ok()?;
@@ -211,33 +182,5 @@ mod tests {
             Some("10.244.0.0/24")
         );
         assert_eq!(first_node_cidr("bogus"), None);
-        let node = controller_node("n1", first_node_cidr("10.244.0.0/16"));
-        assert_eq!(
-            serde_json::to_value(&node).unwrap(),
-            serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": "n1",
-                    "labels": {
-                        "kubernetes.io/hostname": "n1",
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "node-role.kubernetes.io/control-plane": "",
-                    },
-                },
-                "spec": {
-                    "taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
-                    "podCIDR": "10.244.0.0/24",
-                    "podCIDRs": ["10.244.0.0/24"],
-                },
-            })
-        );
-        assert_eq!(
-            serde_json::to_value(controller_node("n1", None)).unwrap()["spec"],
-            serde_json::json!({
-                "taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
-            })
-        );
     }
 }

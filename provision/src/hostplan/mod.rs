@@ -7,6 +7,7 @@ pub mod certs;
 pub mod configs;
 pub mod layout;
 pub mod network;
+pub mod node;
 pub mod units;
 pub mod worker;
 
@@ -120,7 +121,7 @@ pub(crate) fn sample_worker_input() -> NodeInput {
         cluster_dns: "10.96.0.10".into(),
         cluster_domain: "cluster.local".into(),
         pod_cidr: "10.244.0.0/16".into(),
-        pause_image: "registry.k8s.io/pause:3.10.1".into(),
+        pause_image: node::PAUSE_IMAGE.into(),
         register_taints: vec![],
     }
 }

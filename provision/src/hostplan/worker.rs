@@ -19,7 +19,7 @@ pub const KUBE_PROXY_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "kube-proxy
 /// The cluster CA certificate (kubeconfigs and the kubelet's client CA).
 pub const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 /// Forwarding on at boot (the operator also sets it at once).
-pub const SYSCTL_CONF: &str = "/etc/sysctl.d/99-kubeup.conf";
+pub use super::node::SYSCTL_CONF;
 
 /// Every file a worker needs, in a stable order: configs first, units last.
 /// The cluster CA and the certificates are added by the caller, which gets
@@ -43,12 +43,7 @@ pub fn worker_files_with(n: &NodeInput, cluster_name: &str, eviction: Eviction) 
     let [kubelet_kubeconfig, _] = configs::node_kubeconfigs(cluster_name, n);
     files.push(kubelet_kubeconfig);
     files.push(kube_proxy_kubeconfig(cluster_name, n));
-    files.push(HostFile::new(
-        SYSCTL_CONF,
-        "# Written by kubeup.\nnet.ipv4.ip_forward = 1\n",
-        0o644,
-        &[],
-    ));
+    files.push(super::node::sysctl_file());
     files.push(units::containerd(n));
     files.push(units::kubelet(n));
     files.push(units::kube_proxy(n));
