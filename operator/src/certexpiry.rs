@@ -16,8 +16,8 @@ use kubeup_crds::Cluster;
 use kubeup_crds::conditions::{Condition, ConditionStatus};
 use kubeup_provision::pki;
 
-use crate::context::{Context, FIELD_MANAGER};
 use crate::error::{Error, Result};
+use crate::runtime::context::{Context, FIELD_MANAGER};
 
 pub const CONFIGMAP: &str = "kubeup-certificates";
 pub const CONDITION: &str = "CertificatesValid";

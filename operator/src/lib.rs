@@ -1,32 +1,34 @@
-//! The kubeup operator: joins machines described by `WorkerJoin` objects.
+//! The kubeup operator: three controllers on one runtime.
 //!
-//! Shape (kube-rs controller-rs): [`controller::reconcile`] runs
-//! `finalizer()` outermost; inside, read → validate → plan ([`plan`], pure)
-//! → act ([`join`], [`cleanup`]) → status ([`status`], server-side apply
-//! with one field manager). Metrics and health on [`http`].
+//! - [`workerjoin`]: joins the machines `WorkerJoin` objects describe, keeps
+//!   their Nodes in sync and resets them on delete. A reconcile reads
+//!   observe → decide (pure) → effects (the join and cleanup procedures on
+//!   the phase engine, `kubeup_provision::phase`) → write (status and
+//!   Events in one place).
+//! - [`serving`]: approves the kubelet-serving CSRs of the nodes it joined.
+//! - [`certexpiry`]: reports the controller's certificate expiry.
+//! - [`runtime`]: what they share: context, leader lease, metrics and
+//!   health endpoints, the artifact bundle, single-object watches.
+//!
+//! Modules are crate-private; what the binary and the integration tests
+//! use is re-exported below, so dead code warns.
 
-pub mod access;
-pub mod bundle;
 pub mod certexpiry;
-pub mod cleanup;
-pub mod context;
-pub mod controller;
-pub mod csr;
-pub mod error;
-pub mod http;
-pub mod join;
-pub mod knownhosts;
-pub mod lease;
-pub mod metrics;
-pub mod nodeclaim;
-pub mod nodesync;
-pub mod nodetoken;
-pub mod pending;
-pub mod plan;
+mod error;
+mod runtime;
 pub mod serving;
-pub mod specguard;
-pub mod status;
-mod upgrade;
-pub mod watchone;
+mod workerjoin;
 
 pub use error::{Error, Result};
+pub use runtime::{bundle, context, http, lease};
+pub use workerjoin::{csr, nodetoken};
+
+/// The WorkerJoin controller as the binary and the tests start it.
+pub mod controller {
+    pub use crate::workerjoin::reconcile::{check_crds, run, still_there};
+}
+
+/// The Node a join makes before its kubelet starts.
+pub mod join {
+    pub use crate::workerjoin::new_node;
+}

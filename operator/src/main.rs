@@ -213,7 +213,7 @@ mod tests {
             .with(EnvFilter::new(DEFAULT_LOG_FILTER))
             .with(tracing_subscriber::fmt::layer().with_writer(writer));
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(target: "kubeup_operator::join", "kept");
+            tracing::info!(target: "kubeup_operator::workerjoin::join", "kept");
             tracing::info!(target: "kube_runtime::controller", "dropped");
             tracing::warn!(target: "kube_client::client", "kept too");
         });

@@ -4,7 +4,7 @@
 //! restarted when it is already current.
 
 use crate::error::{Error, Result};
-use crate::join::Runner;
+use crate::workerjoin::join::Runner;
 
 /// Everything below, in order.
 pub(crate) async fn bring_current(
@@ -28,9 +28,10 @@ async fn pod_network_current(
     use kubeup_provision::converge;
     use kubeup_provision::hostplan::network;
     let ctx = runner.ctx;
-    let cluster = crate::join::read_cluster(&ctx.client).await?;
+    let cluster = crate::workerjoin::join::read_cluster(&ctx.client).await?;
     let bundle = ctx.bundles.get(&cluster.spec.kubernetes_version).await?;
-    let input = crate::join::node_input(&cluster, &runner.wj.spec, node_name, &bundle.1);
+    let input =
+        crate::workerjoin::join::node_input(&cluster, &runner.wj.spec, node_name, &bundle.1);
     let cni = cluster.spec.networking.cni;
     let files = network::node_files(cni, &input);
     let changes = converge::write_files(session, &files, false).await?;

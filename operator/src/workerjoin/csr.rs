@@ -16,8 +16,8 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use secrecy::SecretString;
 
 use crate::error::{Error, Result};
-use crate::plan::NODE_LABEL;
-use crate::watchone;
+use crate::runtime::watch;
+use crate::workerjoin::decide::NODE_LABEL;
 
 pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// Annotation on a CSR naming the WorkerJoin (`ns/name`) and its uid: the
@@ -212,7 +212,7 @@ pub fn csr_object(
             labels: Some(
                 [(
                     NODE_LABEL.to_string(),
-                    crate::plan::owner_label_value(owner),
+                    crate::workerjoin::decide::owner_label_value(owner),
                 )]
                 .into(),
             ),
@@ -357,7 +357,7 @@ pub async fn approve_and_wait(
     }
 
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut changes = std::pin::pin!(watchone::changes(api, name, deadline));
+    let mut changes = std::pin::pin!(watch::changes(api, name, deadline));
     while let Some(csr) = changes.next().await {
         let Some(csr) = csr else {
             return Err(Error::Certificate {

@@ -4,7 +4,7 @@ use kubeup_crds::conditions::{Condition, ConditionStatus, set_condition};
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use serde_json::{Value, json};
 
-use crate::plan::NodeView;
+use crate::workerjoin::decide::NodeView;
 
 pub const HOST_KEY_VERIFIED: &str = "HostKeyVerified";
 pub const PREFLIGHT_PASSED: &str = "PreflightPassed";

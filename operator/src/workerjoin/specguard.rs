@@ -250,7 +250,7 @@ mod tests {
     fn spec(address: &str) -> WorkerJoinSpec {
         WorkerJoinSpec {
             address: address.into(),
-            ..crate::plan::tests::spec()
+            ..crate::workerjoin::decide::tests::spec()
         }
     }
 

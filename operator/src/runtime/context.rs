@@ -13,8 +13,8 @@ use kube::runtime::reflector::Store;
 use kubeup_crds::WorkerJoin;
 use kubeup_provision::ssh::SshOptions;
 
-use crate::bundle::Bundles;
-use crate::metrics::Metrics;
+use crate::runtime::bundle::Bundles;
+use crate::runtime::metrics::Metrics;
 
 /// The one field manager for every write the operator makes.
 pub const FIELD_MANAGER: &str = "kubeup-operator";
@@ -120,7 +120,7 @@ impl Context {
     /// Who the apiserver says this operator is (a SelfSubjectReview).
     pub async fn username(&self) -> crate::Result<String> {
         self.identity
-            .get_or_try_init(|| crate::csr::whoami(&self.client))
+            .get_or_try_init(|| crate::workerjoin::csr::whoami(&self.client))
             .await
             .cloned()
     }

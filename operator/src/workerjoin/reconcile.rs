@@ -1,6 +1,6 @@
 //! The WorkerJoin controller: `finalizer()` outermost; inside, read →
-//! validate → plan (pure, [`crate::plan`]) → act ([`crate::join`],
-//! [`crate::cleanup`]) → status by server-side apply.
+//! validate → plan (pure, [`crate::workerjoin::decide`]) → act ([`crate::workerjoin::join`],
+//! [`crate::workerjoin::cleanup`]) → status by server-side apply.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,16 +19,18 @@ use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
 use tracing::{Instrument, info_span};
 
-use crate::access;
-use crate::cleanup;
-use crate::context::{Context, Memory};
 use crate::error::{Error, Result};
-use crate::join::{self, Outcome, Runner};
-use crate::knownhosts;
-use crate::nodeclaim::{self, created};
-use crate::plan::{self, Decision, FINALIZER, NODE_LABEL, Observed, owner_ref, parse_owner};
-use crate::specguard::{self, ClusterFacts};
-use crate::status;
+use crate::runtime::context::{Context, Memory};
+use crate::workerjoin::access;
+use crate::workerjoin::cleanup;
+use crate::workerjoin::decide::{
+    self, Decision, FINALIZER, NODE_LABEL, Observed, owner_ref, parse_owner,
+};
+use crate::workerjoin::join::{self, Outcome, Runner};
+use crate::workerjoin::knownhosts;
+use crate::workerjoin::nodeclaim::{self, created};
+use crate::workerjoin::specguard::{self, ClusterFacts};
+use crate::workerjoin::status;
 
 /// Steady-state resync of a joined node.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -130,7 +132,7 @@ pub fn error_policy(wj: Arc<WorkerJoin>, err: &Error, ctx: Arc<Context>) -> Acti
     ctx.metrics.reconcile_error(&err.category());
     let mut mem = ctx.memory(&key);
     let attempts = wj.status.as_ref().map_or(0, |s| s.attempts) + 1;
-    let wait = plan::backoff(attempts, jitter());
+    let wait = decide::backoff(attempts, jitter());
     mem.next_attempt = Some(Instant::now() + wait);
     ctx.set_memory(&key, mem);
     tracing::warn!(workerjoin = %key, error = %err, retry_in = ?wait, "reconcile failed");
@@ -193,7 +195,7 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
 
     // ---- read
     let (secret, secret_rv) = access::secret_state(&ctx.client, &ns, &wj).await?;
-    let node_name = plan::node_name(&wj.spec, &current, None);
+    let node_name = decide::node_name(&wj.spec, &current, None);
     let node = match &node_name {
         Some(n) => Api::<Node>::all(ctx.client.clone())
             .get_opt(n)
@@ -209,7 +211,7 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         .as_deref()
         .and_then(|n| nodeclaim::check(&ctx, &wj, n, node.as_ref()));
     let me = (created(&wj), format!("{ns}/{}", wj.name_any()));
-    let conflict = plan::conflicting_owner((&me.0, &me.1), &claims(&ctx, &wj, &mine).await);
+    let conflict = decide::conflicting_owner((&me.0, &me.1), &claims(&ctx, &wj, &mine).await);
     let mut mem = ctx.memory(&key);
     // A refused duplicate is not blocked: it may own the machine once the
     // other WorkerJoin is gone.
@@ -248,7 +250,7 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         blocked,
         backoff_left,
     };
-    let decision = plan::decide(&observed);
+    let decision = decide::decide(&observed);
     tracing::debug!(?decision, "decided");
 
     // ---- act + status
@@ -290,7 +292,7 @@ async fn apply(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             let view = join::node_view(&node);
             status::apply_node_conditions(&mut runner.status, Some(&view), generation);
             // Node-bound tokens renewed when due (SSH only then).
-            let renew_in = crate::nodetoken::renew_if_due(&mut runner).await;
+            let renew_in = crate::workerjoin::nodetoken::renew_if_due(&mut runner).await;
             if runner.status != current {
                 runner.save().await?;
             }
@@ -418,7 +420,7 @@ async fn failed(
         );
         Ok(Action::await_change())
     } else {
-        let wait = plan::backoff(runner.status.attempts, jitter());
+        let wait = decide::backoff(runner.status.attempts, jitter());
         ctx.set_memory(
             key,
             Memory {
@@ -445,7 +447,7 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         // in Terminating).
         tracing::warn!(
             workerjoin = %key,
-            node = ?plan::node_name(&wj.spec, &wj.status.clone().unwrap_or_default(), None),
+            node = ?decide::node_name(&wj.spec, &wj.status.clone().unwrap_or_default(), None),
             "{why}: released without draining its Node or resetting {}; the node keeps running",
             wj.spec.address
         );
@@ -457,7 +459,7 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         runner.enter(Phase::Deleting).await?;
     }
     let result = async {
-        let node_name = plan::node_name(&wj.spec, &runner.status, None);
+        let node_name = decide::node_name(&wj.spec, &runner.status, None);
         let owned = match &node_name {
             Some(n) => cleanup::drain(&ctx, n, &key).await?,
             None => false,
@@ -515,7 +517,7 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
             let message = format!(
                 "{e}; the finalizer stays until this succeeds (the Node, cordoned, stays until the host is reset). If the machine is gone for good, \
                  annotate the WorkerJoin with {}=true to release it without host cleanup",
-                plan::SKIP_HOST_CLEANUP
+                decide::SKIP_HOST_CLEANUP
             );
             runner.status.attempts += 1;
             runner.status.last_error = Some(message.clone());
@@ -544,7 +546,7 @@ fn skipped_note(wj: &WorkerJoin, node: Option<&str>) -> String {
     let node = node.unwrap_or("(never named)");
     format!(
         "{}=true: {} was not reset. kube-proxy's and flannel's tokens are bound to the Node and die with it, but the kubelet's client certificate (system:node:{node}, valid up to a year from issue) stays valid until it expires: a kubelet still running there can register the Node again. If the machine may come back, reset it (kubeup reset) or wipe /etc/kubernetes and /var/lib/kubelet on it",
-        plan::SKIP_HOST_CLEANUP,
+        decide::SKIP_HOST_CLEANUP,
         wj.spec.address
     )
 }
@@ -572,8 +574,8 @@ pub async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
 /// Build and run the controller until shutdown.
 pub async fn run(
     client: kube::Client,
-    bundles: crate::bundle::Bundles,
-    settings: crate::context::Settings,
+    bundles: crate::runtime::bundle::Bundles,
+    settings: crate::runtime::context::Settings,
     concurrency: u16,
     ready: Arc<std::sync::atomic::AtomicBool>,
     metrics_slot: Arc<std::sync::OnceLock<Arc<Context>>>,

@@ -44,11 +44,11 @@ pub struct Observed<'a> {
     pub spec: &'a WorkerJoinSpec,
     pub status: &'a WorkerJoinStatus,
     pub secret: SecretState,
-    /// Problems of the spec against the cluster ([`crate::specguard`]).
+    /// Problems of the spec against the cluster ([`crate::workerjoin::specguard`]).
     pub spec_problems: Vec<String>,
     /// An earlier WorkerJoin (`ns/name`) that claims the same address.
     pub conflict: Option<String>,
-    /// Why the node name is not this WorkerJoin's to use ([`crate::nodeclaim`]).
+    /// Why the node name is not this WorkerJoin's to use ([`crate::workerjoin::nodeclaim`]).
     pub node_conflict: Option<String>,
     pub node: Option<NodeView>,
     /// A permanent failure is recorded for this generation and nothing it
@@ -86,7 +86,7 @@ pub enum Decision {
 }
 
 /// Checks the schema cannot express and that need no cluster facts
-/// (addresses, names, labels and taints are [`crate::specguard`]'s).
+/// (addresses, names, labels and taints are [`crate::workerjoin::specguard`]'s).
 pub fn validate(spec: &WorkerJoinSpec) -> Result<(), String> {
     if spec.host_key.policy == HostKeyPolicy::Pin
         && spec.host_key.key.as_deref().unwrap_or("").trim().is_empty()

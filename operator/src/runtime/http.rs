@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 
 #[derive(Clone)]
 pub struct HttpState {

@@ -26,9 +26,9 @@ use kubeup_crds::WorkerJoin;
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
 use rcgen::{DnType, DnValue, SanType};
 
-use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::specguard::ClusterFacts;
+use crate::runtime::context::Context;
+use crate::workerjoin::specguard::ClusterFacts;
 
 pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// Usages a kubelet serving certificate may ask for.
@@ -352,7 +352,7 @@ pub async fn reconcile(csr: Arc<CertificateSigningRequest>, a: Arc<Approver>) ->
         }
     };
     let joined = joined(&a.workerjoins.state());
-    let cluster = crate::join::read_cluster(&a.ctx.client).await?;
+    let cluster = crate::workerjoin::join::read_cluster(&a.ctx.client).await?;
     let facts = ClusterFacts::from_cluster(&cluster, a.ctx.settings.allow_loopback);
     let decision = match decide(&req, &joined) {
         Decision::Approve { owner } => match reserved_names(&req, &facts) {

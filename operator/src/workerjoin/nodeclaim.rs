@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
 
-use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan::{NODE_LABEL, conflicting_owner, owner_ref};
+use crate::runtime::context::Context;
+use crate::workerjoin::decide::{NODE_LABEL, conflicting_owner, owner_ref};
 
 /// Who owns an existing Node, as recorded on it (the annotation carries
 /// the full `<ns>.<name>`); `None` when nobody is recorded.

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::join::Runner;
+use crate::workerjoin::join::Runner;
 
 /// Lifetime asked for. Renewed at half of it, so a day of operator or
 /// SSH trouble still leaves the node working.
@@ -293,7 +293,7 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
             Error::InvalidSpec("a joined WorkerJoin without status.nodeName".into())
         })?;
     let ctx = runner.ctx;
-    let conn = crate::access::connect(
+    let conn = crate::workerjoin::access::connect(
         &ctx.client,
         &runner.namespace(),
         runner.wj,
@@ -303,7 +303,8 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
     .await?;
     let session = conn.session;
     let result = async {
-        let ca_pem = crate::join::cluster_ca(&ctx.client, &ctx.settings.namespace).await?;
+        let ca_pem =
+            crate::workerjoin::join::cluster_ca(&ctx.client, &ctx.settings.namespace).await?;
         let issued = runner.certificates(&session, &node_name, &ca_pem).await?;
         if issued.contains(&"kubelet") {
             let restart = [kubeup_provision::hostplan::Unit::Kubelet];
@@ -319,7 +320,7 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
         if !issued.is_empty() {
             tracing::info!(issued = ?issued, "node credentials renewed");
         }
-        crate::upgrade::bring_current(runner, &session, &node_name).await
+        crate::workerjoin::upgrade::bring_current(runner, &session, &node_name).await
     }
     .await;
     session.close().await;

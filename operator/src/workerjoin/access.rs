@@ -8,8 +8,8 @@ use kubeup_crds::{HostKeyPolicy, WorkerJoin};
 use kubeup_provision::ssh::{Auth, MemoryHostKeyStore, Secret, Session, SshOptions, SshTarget};
 
 use crate::error::{Error, Result};
-use crate::knownhosts;
-use crate::plan::{SSH_AUTH_TYPE, SSH_PRIVATE_KEY, SecretState};
+use crate::workerjoin::decide::{SSH_AUTH_TYPE, SSH_PRIVATE_KEY, SecretState};
+use crate::workerjoin::knownhosts;
 
 /// The Secret's state and resourceVersion, without keeping its content.
 pub async fn secret_state(

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use kubeup_crds::workerjoin::{NodeTaint, TaintEffect};
 use serde_json::{Value, json};
 
-use crate::plan::{NODE_LABEL, owner_label_value};
+use crate::workerjoin::decide::{NODE_LABEL, owner_label_value};
 
 pub const MANAGED_LABELS: &str = "kubeup.dev/managed-labels";
 pub const MANAGED_TAINTS: &str = "kubeup.dev/managed-taints";

@@ -19,18 +19,18 @@ use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
 
-use crate::access;
-use crate::context::{Context, FIELD_MANAGER};
-use crate::csr::{self, ClientCert};
 use crate::error::{Error, Result};
-use crate::nodeclaim;
-use crate::nodesync;
-use crate::nodetoken::{self, BoundNode, Component};
-use crate::pending;
-use crate::plan::{self, NodeView, owner_ref, runs};
-use crate::specguard;
-use crate::status;
-use crate::watchone;
+use crate::runtime::context::{Context, FIELD_MANAGER};
+use crate::runtime::watch;
+use crate::workerjoin::access;
+use crate::workerjoin::csr::{self, ClientCert};
+use crate::workerjoin::decide::{self, NodeView, owner_ref, runs};
+use crate::workerjoin::nodeclaim;
+use crate::workerjoin::nodesync;
+use crate::workerjoin::nodetoken::{self, BoundNode, Component};
+use crate::workerjoin::pending;
+use crate::workerjoin::specguard;
+use crate::workerjoin::status;
 
 /// Days a certificate on the host must still be valid to be kept.
 const CERT_MIN_DAYS: i64 = 7;
@@ -45,8 +45,8 @@ const PODCIDR_WAIT: Duration = Duration::from_secs(10);
 pub fn new_node(name: &str, owner: &str) -> Node {
     NodeObject::worker(
         name,
-        crate::plan::NODE_LABEL,
-        &crate::plan::owner_label_value(owner),
+        crate::workerjoin::decide::NODE_LABEL,
+        &crate::workerjoin::decide::owner_label_value(owner),
         owner,
     )
     .build()
@@ -217,7 +217,7 @@ impl<'a> Runner<'a> {
         let version = cluster.spec.kubernetes_version.clone();
 
         // ---- Preflight (also when resuming without a known node name)
-        let need_name = plan::node_name(&self.wj.spec, &self.status, None).is_none();
+        let need_name = decide::node_name(&self.wj.spec, &self.status, None).is_none();
         if runs(Phase::Preflight, from) || need_name || dry_run {
             self.enter(Phase::Preflight).await?;
             let report = converge::preflight(session, Role::Worker).await?;
@@ -248,14 +248,14 @@ impl<'a> Runner<'a> {
                     format!("passed with warnings: {}", warnings.join("; "))
                 },
             );
-            let named = plan::node_name(&self.wj.spec, &self.status, Some(&report.hostname));
+            let named = decide::node_name(&self.wj.spec, &self.status, Some(&report.hostname));
             if let Some(name) = &named {
                 self.claim_node_name(name, &cluster).await?;
             }
             self.status.node_name = named;
             self.done(Phase::Preflight);
         }
-        let node_name = plan::node_name(&self.wj.spec, &self.status, None).ok_or_else(|| {
+        let node_name = decide::node_name(&self.wj.spec, &self.status, None).ok_or_else(|| {
             Error::InvalidSpec("the host reports no hostname: set spec.nodeName".into())
         })?;
 
@@ -685,7 +685,7 @@ impl<'a> Runner<'a> {
             }
         }
         let deadline = tokio::time::Instant::now() + PODCIDR_WAIT;
-        let mut changes = std::pin::pin!(watchone::changes(nodes, node_name, deadline));
+        let mut changes = std::pin::pin!(watch::changes(nodes, node_name, deadline));
         while let Some(node) = changes.next().await {
             let Some(node) = node else { continue };
             sync_node(&self.ctx.client, &node, &self.owner, self.wj).await?;
@@ -710,7 +710,7 @@ impl<'a> Runner<'a> {
     ) -> Result<bool> {
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
         let deadline = tokio::time::Instant::now() + self.ctx.settings.node_wait;
-        let mut changes = std::pin::pin!(watchone::changes(nodes, node_name, deadline));
+        let mut changes = std::pin::pin!(watch::changes(nodes, node_name, deadline));
         let mut cni_written = false;
         while let Some(node) = changes.next().await {
             let Some(node) = node else {
@@ -933,10 +933,10 @@ mod tests {
         let n = new_node("worker-1", "default.w1");
         assert_eq!(n.metadata.name.as_deref(), Some("worker-1"));
         let labels = n.metadata.labels.unwrap();
-        assert_eq!(labels[crate::plan::NODE_LABEL], "default.w1");
+        assert_eq!(labels[crate::workerjoin::decide::NODE_LABEL], "default.w1");
         assert_eq!(labels["kubernetes.io/hostname"], "worker-1");
         assert_eq!(
-            n.metadata.annotations.unwrap()[crate::plan::NODE_LABEL],
+            n.metadata.annotations.unwrap()[crate::workerjoin::decide::NODE_LABEL],
             "default.w1"
         );
         assert!(

@@ -13,10 +13,10 @@ use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_provision::converge;
 use serde_json::json;
 
-use crate::access;
-use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan::SKIP_HOST_CLEANUP;
+use crate::runtime::context::Context;
+use crate::workerjoin::access;
+use crate::workerjoin::decide::SKIP_HOST_CLEANUP;
 
 /// The CRD whose deletion is a teardown, not a worker removal.
 pub const WORKERJOIN_CRD: &str = "workerjoins.kubeup.dev";
@@ -176,7 +176,7 @@ async fn owned_node(nodes: &Api<Node>, node_name: &str, owner: &str) -> Result<O
         .await
         .map_err(Error::kube(format!("read Node {node_name}")))?;
     Ok(node.filter(|n| {
-        let ours = crate::nodeclaim::recorded_owner(n) == Some(owner);
+        let ours = crate::workerjoin::nodeclaim::recorded_owner(n) == Some(owner);
         if !ours {
             tracing::warn!(
                 node = node_name,
