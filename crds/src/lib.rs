@@ -16,7 +16,9 @@ pub mod workerjoin;
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
 pub use conditions::Condition;
 pub use host::{Bastion, HostKeyPolicy, HostKeyTrust, SshSecretRef};
-pub use workerjoin::{WorkerJoin, WorkerJoinPhase, WorkerJoinSpec, WorkerJoinStatus};
+pub use workerjoin::{
+    WorkerJoin, WorkerJoinCondition, WorkerJoinPhase, WorkerJoinSpec, WorkerJoinStatus,
+};
 
 /// The API group every kubeup type belongs to.
 pub const GROUP: &str = "kubeup.dev";

@@ -153,9 +153,13 @@ pub enum WorkerJoinPhase {
     Preflight,
     /// Uploading binaries and images (skipped where checksums match).
     Installing,
-    /// Issuing the kubelet's client certificate through the CSR API.
+    /// Issuing the kubelet's client certificate through the CSR API and
+    /// the node components' tokens (while the binaries upload).
     Certificates,
-    /// Writing configuration and starting containerd, kubelet, kube-proxy.
+    /// Writing the configuration and creating the Node (while the binaries
+    /// upload).
+    Configuring,
+    /// Starting containerd, kubelet, kube-proxy.
     Starting,
     /// Waiting for the Node to register and become Ready.
     WaitingForNode,
@@ -167,6 +171,98 @@ pub enum WorkerJoinPhase {
     Deleting,
     /// `dryRun`: checks passed, nothing was changed.
     DryRunComplete,
+}
+
+impl WorkerJoinPhase {
+    /// Every phase, in the order a join goes through them: the one list
+    /// status, metrics, `kubeup join --wait` and the docs use.
+    pub const ALL: [WorkerJoinPhase; 12] = [
+        Self::Pending,
+        Self::Connecting,
+        Self::Preflight,
+        Self::Installing,
+        Self::Certificates,
+        Self::Configuring,
+        Self::Starting,
+        Self::WaitingForNode,
+        Self::Ready,
+        Self::Failed,
+        Self::Deleting,
+        Self::DryRunComplete,
+    ];
+
+    /// The name in status (`.status.phase`), metrics and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Connecting => "Connecting",
+            Self::Preflight => "Preflight",
+            Self::Installing => "Installing",
+            Self::Certificates => "Certificates",
+            Self::Configuring => "Configuring",
+            Self::Starting => "Starting",
+            Self::WaitingForNode => "WaitingForNode",
+            Self::Ready => "Ready",
+            Self::Failed => "Failed",
+            Self::Deleting => "Deleting",
+            Self::DryRunComplete => "DryRunComplete",
+        }
+    }
+
+    /// What happens in it, for Events, progress and the docs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Pending => "accepted, not started",
+            Self::Connecting => "reading the SSH Secret, connecting, verifying the host key",
+            Self::Preflight => "checking the machine can run a node",
+            Self::Installing => "uploading binaries and images (skipped where checksums match)",
+            Self::Certificates => {
+                "issuing the kubelet's client certificate (CSR API) and the node components' tokens"
+            }
+            Self::Configuring => "writing the configuration and creating the Node",
+            Self::Starting => "starting containerd, kubelet, kube-proxy",
+            Self::WaitingForNode => "importing images while the Node registers and becomes Ready",
+            Self::Ready => "the Node is Ready",
+            Self::Failed => "the join failed and waits for a change",
+            Self::Deleting => "draining the Node and resetting the machine",
+            Self::DryRunComplete => "dry run complete: checks passed, nothing was changed",
+        }
+    }
+
+    /// No more work until something changes.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Ready | Self::Failed | Self::DryRunComplete)
+    }
+}
+
+/// The condition types of a WorkerJoin, in the order status lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkerJoinCondition {
+    HostKeyVerified,
+    PreflightPassed,
+    CertificateIssued,
+    NodeRegistered,
+    Ready,
+}
+
+impl WorkerJoinCondition {
+    pub const ALL: [WorkerJoinCondition; 5] = [
+        Self::HostKeyVerified,
+        Self::PreflightPassed,
+        Self::CertificateIssued,
+        Self::NodeRegistered,
+        Self::Ready,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostKeyVerified => "HostKeyVerified",
+            Self::PreflightPassed => "PreflightPassed",
+            Self::CertificateIssued => "CertificateIssued",
+            Self::NodeRegistered => "NodeRegistered",
+            Self::Ready => "Ready",
+        }
+    }
 }
 
 /// Observed state of a join.
@@ -224,4 +320,22 @@ pub struct WorkerJoinStatus {
     /// passed (or when it is missing), not on every resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_renew_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_are_the_wire_names_and_all_are_listed_in_order() {
+        for p in WorkerJoinPhase::ALL {
+            assert_eq!(
+                serde_json::to_value(p).unwrap(),
+                serde_json::json!(p.as_str())
+            );
+        }
+        let mut sorted = WorkerJoinPhase::ALL;
+        sorted.sort();
+        assert_eq!(sorted, WorkerJoinPhase::ALL, "ALL follows the join's order");
+    }
 }

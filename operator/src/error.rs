@@ -54,6 +54,8 @@ pub enum Error {
     Drain { node: String, reason: String },
     #[error("failed to finalize: {0}")]
     Finalizer(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,6 +80,7 @@ impl Error {
             Error::Timeout { .. } => "Timeout".into(),
             Error::Drain { .. } => "DrainFailed".into(),
             Error::Finalizer(_) => "FinalizerFailed".into(),
+            Error::Internal(_) => "InternalError".into(),
         }
     }
 

@@ -173,6 +173,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         | Phase::Preflight
         | Phase::Installing
         | Phase::Certificates
+        | Phase::Configuring
         | Phase::Starting
         | Phase::WaitingForNode)
             if current =>
@@ -183,11 +184,6 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             from: Phase::Connecting,
         },
     }
-}
-
-/// Whether `phase` runs when resuming at `from`.
-pub fn runs(phase: Phase, from: Phase) -> bool {
-    phase == Phase::Connecting || phase >= from
 }
 
 /// Exponential backoff after `attempts` failures: 5 s, 10 s, 20 s … capped
@@ -323,9 +319,6 @@ pub(crate) mod tests {
                 from: Phase::Connecting
             }
         );
-        assert!(runs(Phase::Connecting, Phase::Certificates));
-        assert!(!runs(Phase::Installing, Phase::Certificates));
-        assert!(runs(Phase::Starting, Phase::Certificates));
     }
 
     #[test]

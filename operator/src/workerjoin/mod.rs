@@ -10,17 +10,23 @@
 
 pub mod access;
 pub mod cleanup;
+pub mod credentials;
 pub mod csr;
 pub mod decide;
+pub mod effects;
 pub mod join;
 pub mod knownhosts;
+pub mod node;
 pub mod nodeclaim;
 pub mod nodesync;
 pub mod nodetoken;
+pub mod observe;
 pub mod pending;
+pub mod phases;
 pub mod reconcile;
 pub mod specguard;
 pub mod status;
 pub mod upgrade;
+pub mod write;
 
-pub use join::new_node;
+pub use node::new_node;

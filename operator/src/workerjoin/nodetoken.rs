@@ -29,14 +29,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::workerjoin::join::Runner;
+use crate::workerjoin::join::Join;
+use kubeup_crds::workerjoin::WorkerJoinStatus;
 
 /// Lifetime asked for. Renewed at half of it, so a day of operator or
 /// SSH trouble still leaves the node working.
 pub const LIFETIME_SECS: i64 = 24 * 3600;
 
 /// How soon a failed steady-state renewal is tried again.
-const RENEW_RETRY: Duration = Duration::from_secs(120);
+pub const RENEW_RETRY: Duration = Duration::from_secs(120);
 
 /// A node component that runs on a ServiceAccount token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,42 +239,15 @@ pub fn rfc3339(unix: i64) -> Option<String> {
         .and_then(|t| t.format(&Rfc3339).ok())
 }
 
-/// Steady state (a joined, Ready node): renew the tokens, and look at the
-/// kubelet's client certificate, once `status.credentialsRenewAt` has
-/// passed or when it is missing; otherwise do nothing (no SSH on every
-/// resync). Returns how soon to look again. A failure is logged and
-/// reported as an Event and tried again soon: the node keeps working on
-/// its current tokens meanwhile.
-pub async fn renew_if_due(runner: &mut Runner<'_>) -> Duration {
-    let now = OffsetDateTime::now_utc();
-    if let Some(left) = time_left(runner.status.credentials_renew_at.as_deref(), now) {
-        return left;
-    }
-    match renew(runner).await {
-        Ok(()) => {
-            time_left(runner.status.credentials_renew_at.as_deref(), now).unwrap_or(RENEW_RETRY)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, retry_in = ?RENEW_RETRY, "renewing the node's credentials failed");
-            if let Some(c) = e.ssh_category() {
-                runner.ctx.metrics.ssh_error(c);
-            }
-            runner
-                .ctx
-                .event(
-                    runner.wj,
-                    true,
-                    "CredentialRenewalFailed",
-                    "RenewCredentials",
-                    format!(
-                        "{e}; retrying in {}s (the node's tokens stay valid until they expire)",
-                        RENEW_RETRY.as_secs()
-                    ),
-                )
-                .await;
-            RENEW_RETRY
-        }
-    }
+/// Steady state (a joined, Ready node): the tokens are renewed, and the
+/// kubelet's client certificate looked at, once `status.credentialsRenewAt`
+/// has passed or when it is missing; until then this is how long is left
+/// (no SSH on every resync).
+pub fn renewal_due_in(status: &WorkerJoinStatus) -> Option<Duration> {
+    time_left(
+        status.credentials_renew_at.as_deref(),
+        OffsetDateTime::now_utc(),
+    )
 }
 
 /// Time until the recorded renewal time, `None` when it has passed or is
@@ -287,16 +261,15 @@ fn time_left(renew_at: Option<&str>, now: OffsetDateTime) -> Option<Duration> {
 /// Connect and run the join's credential step: tokens renewed when due,
 /// the kubelet's client certificate re-issued only if its own rotation
 /// failed (then the kubelet restarts to load it).
-async fn renew(runner: &mut Runner<'_>) -> Result<()> {
-    let node_name =
-        runner.status.node_name.clone().ok_or_else(|| {
-            Error::InvalidSpec("a joined WorkerJoin without status.nodeName".into())
-        })?;
-    let ctx = runner.ctx;
+pub async fn renew(join: &Join<'_>) -> Result<()> {
+    let recorded = join.with_status(|s| s.node_name.clone()).await;
+    let node_name = recorded
+        .ok_or_else(|| Error::InvalidSpec("a joined WorkerJoin without status.nodeName".into()))?;
+    let ctx = join.ctx;
     let conn = crate::workerjoin::access::connect(
         &ctx.client,
-        &runner.namespace(),
-        runner.wj,
+        &join.namespace(),
+        join.wj,
         &ctx.settings.ssh,
         &ctx.settings.namespace,
     )
@@ -305,7 +278,7 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
     let result = async {
         let ca_pem =
             crate::workerjoin::join::cluster_ca(&ctx.client, &ctx.settings.namespace).await?;
-        let issued = runner.certificates(&session, &node_name, &ca_pem).await?;
+        let issued = join.certificates(&session, &node_name, &ca_pem).await?;
         if issued.contains(&"kubelet") {
             let restart = [kubeup_provision::hostplan::Unit::Kubelet];
             kubeup_provision::converge::ensure_units(
@@ -320,7 +293,7 @@ async fn renew(runner: &mut Runner<'_>) -> Result<()> {
         if !issued.is_empty() {
             tracing::info!(issued = ?issued, "node credentials renewed");
         }
-        crate::workerjoin::upgrade::bring_current(runner, &session, &node_name).await
+        crate::workerjoin::upgrade::bring_current(join, &session, &node_name).await
     }
     .await;
     session.close().await;

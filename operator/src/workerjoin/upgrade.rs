@@ -4,16 +4,16 @@
 //! restarted when it is already current.
 
 use crate::error::{Error, Result};
-use crate::workerjoin::join::Runner;
+use crate::workerjoin::join::Join;
 
 /// Everything below, in order.
 pub(crate) async fn bring_current(
-    runner: &Runner<'_>,
+    join: &Join<'_>,
     session: &kubeup_provision::ssh::Session,
     node_name: &str,
 ) -> Result<()> {
-    pod_network_current(runner, session, node_name).await?;
-    serving_cert_current(runner, session).await
+    pod_network_current(join, session, node_name).await?;
+    serving_cert_current(join, session).await
 }
 
 /// The pod network's files as this version renders them (a worker joined
@@ -21,18 +21,14 @@ pub(crate) async fn bring_current(
 /// longer may list Nodes): only what differs is written, and only what it
 /// belongs to restarts.
 async fn pod_network_current(
-    runner: &Runner<'_>,
+    join: &Join<'_>,
     session: &kubeup_provision::ssh::Session,
     node_name: &str,
 ) -> Result<()> {
     use kubeup_provision::converge;
     use kubeup_provision::hostplan::network;
-    let ctx = runner.ctx;
-    let cluster = crate::workerjoin::join::read_cluster(&ctx.client).await?;
-    let bundle = ctx.bundles.get(&cluster.spec.kubernetes_version).await?;
-    let input =
-        crate::workerjoin::join::node_input(&cluster, &runner.wj.spec, node_name, &bundle.1);
-    let cni = cluster.spec.networking.cni;
+    let input = join.input(node_name);
+    let cni = join.cluster.spec.networking.cni;
     let files = network::node_files(cni, &input);
     let changes = converge::write_files(session, &files, false).await?;
     if !changes.written.is_empty() {
@@ -59,10 +55,10 @@ const KUBELET_SERVING_PEM: &str = "/var/lib/kubelet/pki/kubelet-server-current.p
 /// new one (approved as at the join). Nothing when the controller does not
 /// publish a kubelet-serving CA, or the certificate is already its.
 async fn serving_cert_current(
-    runner: &Runner<'_>,
+    join: &Join<'_>,
     session: &kubeup_provision::ssh::Session,
 ) -> Result<()> {
-    let ctx = runner.ctx;
+    let ctx = join.ctx;
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
     let published = cms

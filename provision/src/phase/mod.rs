@@ -184,3 +184,10 @@ impl<K: PhaseKey, E: std::error::Error + 'static> std::error::Error for Failed<K
         Some(&self.error)
     }
 }
+
+/// A join's phases are the WorkerJoin's status phases.
+impl PhaseKey for kubeup_crds::WorkerJoinPhase {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
