@@ -263,7 +263,7 @@ async fn follow(
                     );
                     return Ok(ExitCode::FAILURE);
                 }
-                p => current = Some((p, progress.phase(host, phase_name(p)))),
+                p => current = Some((p, progress.phase(host, p.as_str()))),
             }
         }
         if started.elapsed() > timeout {
@@ -276,22 +276,6 @@ async fn follow(
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn phase_name(p: WorkerJoinPhase) -> &'static str {
-    match p {
-        WorkerJoinPhase::Pending => "pending",
-        WorkerJoinPhase::Connecting => "connecting",
-        WorkerJoinPhase::Preflight => "preflight",
-        WorkerJoinPhase::Installing => "installing",
-        WorkerJoinPhase::Certificates => "certificates",
-        WorkerJoinPhase::Starting => "starting",
-        WorkerJoinPhase::WaitingForNode => "waiting for node",
-        WorkerJoinPhase::Ready => "ready",
-        WorkerJoinPhase::Failed => "failed",
-        WorkerJoinPhase::Deleting => "deleting",
-        WorkerJoinPhase::DryRunComplete => "dry run complete",
     }
 }
 

@@ -11,35 +11,18 @@ type Labels = Vec<(String, String)>;
 
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
 
-/// Every phase (so a phase that emptied reads 0).
-const PHASES: [Phase; 11] = [
-    Phase::Pending,
-    Phase::Connecting,
-    Phase::Preflight,
-    Phase::Installing,
-    Phase::Certificates,
-    Phase::Starting,
-    Phase::WaitingForNode,
-    Phase::Ready,
-    Phase::Failed,
-    Phase::Deleting,
-    Phase::DryRunComplete,
-];
-
 /// Count per phase, and how many have work left (not Ready, Failed or
 /// DryRunComplete).
 pub fn workerjoin_counts(phases: &[Phase]) -> (Vec<(String, i64)>, i64) {
-    let by_phase = PHASES
+    // Every phase, so a phase that emptied reads 0.
+    let by_phase = Phase::ALL
         .iter()
         .map(|p| {
             let n = phases.iter().filter(|q| *q == p).count() as i64;
-            (format!("{p:?}"), n)
+            (p.as_str().to_string(), n)
         })
         .collect();
-    let pending = phases
-        .iter()
-        .filter(|p| !matches!(p, Phase::Ready | Phase::Failed | Phase::DryRunComplete))
-        .count() as i64;
+    let pending = phases.iter().filter(|p| !p.is_settled()).count() as i64;
     (by_phase, pending)
 }
 

@@ -143,7 +143,7 @@ pub fn node_conditions(
             },
             last_error
                 .map(str::to_string)
-                .unwrap_or_else(|| format!("join in progress: {phase:?}")),
+                .unwrap_or_else(|| format!("join in progress: {}", phase.as_str())),
         ),
     };
     [registered, ready]
