@@ -62,25 +62,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Stable PascalCase reason for Events, conditions and metrics.
-    pub fn category(&self) -> String {
+    pub fn category(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "KubeApiError".into(),
-            Error::Ssh { source, .. } => pascal(source.category()),
-            Error::Converge(ConvergeError::Ssh { source, .. }) => pascal(source.category()),
-            Error::Converge(e) => e.category().into(),
-            Error::Preflight { .. } => "PreflightFailed".into(),
-            Error::InvalidSpec(_) => "InvalidSpec".into(),
-            Error::Secret { .. } => "SecretInvalid".into(),
-            Error::NoCluster => "ClusterNotFound".into(),
-            Error::Bundle { .. } => "BundleUnavailable".into(),
-            Error::Certificate { .. } => "CertificateFailed".into(),
-            Error::CsrRefused { .. } => "CsrRefused".into(),
-            Error::NodeNameTaken(_) => "NodeNameTaken".into(),
-            Error::KnownHosts(_) => "KnownHostsUnreadable".into(),
-            Error::Timeout { .. } => "Timeout".into(),
-            Error::Drain { .. } => "DrainFailed".into(),
-            Error::Finalizer(_) => "FinalizerFailed".into(),
-            Error::Internal(_) => "InternalError".into(),
+            Error::Kube { .. } => "KubeApiError",
+            Error::Ssh { source, .. } => source.reason(),
+            Error::Converge(e) => e.category(),
+            Error::Preflight { .. } => "PreflightFailed",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Secret { .. } => "SecretInvalid",
+            Error::NoCluster => "ClusterNotFound",
+            Error::Bundle { .. } => "BundleUnavailable",
+            Error::Certificate { .. } => "CertificateFailed",
+            Error::CsrRefused { .. } => "CsrRefused",
+            Error::NodeNameTaken(_) => "NodeNameTaken",
+            Error::KnownHosts(_) => "KnownHostsUnreadable",
+            Error::Timeout { .. } => "Timeout",
+            Error::Drain { .. } => "DrainFailed",
+            Error::Finalizer(_) => "FinalizerFailed",
+            Error::Internal(_) => "InternalError",
         }
     }
 
@@ -126,28 +125,12 @@ impl Error {
     }
 }
 
-/// `host_key_mismatch` → `HostKeyMismatch`.
-pub fn pascal(snake: &str) -> String {
-    snake
-        .split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-                None => String::new(),
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn categories_are_pascal_case() {
-        assert_eq!(pascal("host_key_mismatch"), "HostKeyMismatch");
-        assert_eq!(pascal("connect"), "Connect");
         let e = Error::Ssh {
             host: "root@h:22".into(),
             source: SshError::SudoNeedsPassword {

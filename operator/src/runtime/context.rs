@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -158,6 +159,21 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish(wj.object_ref(&()), None, warning, reason, action, note)
+            .await;
+    }
+
+    /// Publish an Event on any object (the one place Events are made):
+    /// notes cut to what an Event holds, failures logged, never fatal.
+    pub async fn publish(
+        &self,
+        regarding: ObjectReference,
+        related: Option<ObjectReference>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         // Events hold at most 1 kB of note; cut on a character boundary.
         let note = kubeup_provision::text::truncate_chars(&note, 1000);
         let ev = Event {
@@ -169,9 +185,9 @@ impl Context {
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: None,
+            secondary: related,
         };
-        if let Err(e) = self.recorder.publish(&ev, &wj.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&ev, &regarding).await {
             tracing::warn!(error = %e, reason, "failed to publish an Event");
         }
     }

@@ -227,7 +227,7 @@ impl<'a> Join<'a> {
             tracing::info!(phase = phase.as_str(), "phase");
             w.events.push(Note {
                 warning: false,
-                reason: phase.as_str().into(),
+                reason: phase.as_str(),
                 action: "Join",
                 note: phase.describe().into(),
             });

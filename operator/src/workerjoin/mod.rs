@@ -3,7 +3,7 @@
 //! - [`reconcile`]: the controller loop: observe → decide → effects → write.
 //! - [`observe`]/[`decide`]: what is there, and what to do (pure).
 //! - [`phases`]: the join as one list of phases on the engine; [`cleanup`]:
-//!   drain → reset → delete Node.
+//!   drain → reset → delete Node ([`removal`]).
 //! - the trust boundary: [`specguard`] (input), [`nodeclaim`] (node-name
 //!   ownership), [`access`] and [`knownhosts`] (SSH credentials and host
 //!   keys), [`csr`] and [`nodetoken`] (credentials the node gets).
@@ -24,6 +24,7 @@ pub mod observe;
 pub mod pending;
 pub mod phases;
 pub mod reconcile;
+pub mod removal;
 pub mod specguard;
 pub mod status;
 pub mod upgrade;

@@ -10,6 +10,9 @@
 //! binaries stream: only the kubelet's start needs all three. A dry run
 //! walks the same list: it connects and runs preflight, and asks the
 //! others for their plan.
+//!
+//! Longer than most modules on purpose: one small type per phase, so the
+//! whole join reads in one file, its list and graph at the top.
 
 use futures::FutureExt;
 use futures::future::BoxFuture;

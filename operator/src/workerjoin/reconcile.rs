@@ -2,7 +2,7 @@
 //! reconcile reads observe ([`super::observe`]) → decide ([`super::decide`],
 //! pure) → effects ([`super::effects`]: the join procedure, the steady-state
 //! sync) → write ([`super::write`]: status, Events, metrics, memory in one
-//! place). Delete runs the removal procedure ([`super::cleanup`]).
+//! place). Delete runs the removal procedure ([`super::removal`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +24,7 @@ use crate::runtime::context::Context;
 use crate::workerjoin::decide::{self, Decision, FINALIZER, NODE_LABEL, owner_ref, parse_owner};
 use crate::workerjoin::observe::{self, Observation};
 use crate::workerjoin::write::{self, Writes};
-use crate::workerjoin::{cleanup, effects};
+use crate::workerjoin::{cleanup, effects, removal};
 
 /// Reconcile one WorkerJoin.
 ///
@@ -120,7 +120,7 @@ pub async fn still_there(api: &Api<WorkerJoin>, cached: &WorkerJoin) -> Result<b
 /// API failed): per-object exponential backoff kept in memory.
 pub fn error_policy(wj: Arc<WorkerJoin>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = owner_ref(&wj.namespace().unwrap_or_default(), &wj.name_any());
-    ctx.metrics.reconcile_error(&err.category());
+    ctx.metrics.reconcile_error(err.category());
     let mut mem = ctx.memory(&key);
     let attempts = wj.status.as_ref().map_or(0, |s| s.attempts) + 1;
     let wait = decide::backoff(attempts, jitter());
@@ -166,7 +166,7 @@ async fn cleanup(wj: Arc<WorkerJoin>, ctx: Arc<Context>) -> Result<Action> {
         ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    let (writes, result) = cleanup::remove(&ctx, &wj, &key).await;
+    let (writes, result) = removal::remove(&ctx, &wj, &key).await;
     write::write(&ctx, &wj, &key, writes).await?;
     result.map(|()| {
         ctx.forget(&key);

@@ -25,7 +25,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     pub warning: bool,
-    pub reason: String,
+    pub reason: &'static str,
     pub action: &'static str,
     pub note: String,
 }
@@ -34,7 +34,7 @@ pub struct Note {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Count {
     Succeeded { seconds: f64 },
-    Failed { reason: String },
+    Failed { reason: &'static str },
     Ssh { category: &'static str },
 }
 
@@ -130,7 +130,7 @@ pub fn outcome(
                     .extend(e.ssh_category().map(|category| Count::Ssh { category }));
                 w.events.push(Note {
                     warning: true,
-                    reason: "CredentialRenewalFailed".into(),
+                    reason: "CredentialRenewalFailed",
                     action: "RenewCredentials",
                     note: format!(
                         "{e}; retrying in {}s (the node's tokens stay valid until they expire)",
@@ -169,7 +169,7 @@ impl Writes {
 fn not_ready(
     obs: &Observation,
     phase: Phase,
-    reason: &str,
+    reason: &'static str,
     message: &str,
     changed: bool,
     action_name: &'static str,
@@ -191,7 +191,7 @@ fn not_ready(
     if changed {
         w.events.push(Note {
             warning: true,
-            reason: reason.into(),
+            reason,
             action: action_name,
             note: message.into(),
         });
@@ -224,7 +224,7 @@ fn walked(
             });
             w.events.push(Note {
                 warning: false,
-                reason: "Ready".into(),
+                reason: "Ready",
                 action: "Join",
                 note: format!(
                     "Node {} is Ready ({:.1}s)",
@@ -239,7 +239,7 @@ fn walked(
             st.phase = Phase::DryRunComplete;
             w.events.push(Note {
                 warning: false,
-                reason: "DryRunComplete".into(),
+                reason: "DryRunComplete",
                 action: "DryRun",
                 note: format!(
                     "checks passed on {}; {} actions planned, nothing changed",
@@ -278,14 +278,12 @@ fn failed(
         &mut st,
         WorkerJoinCondition::Ready.as_str(),
         ConditionStatus::False,
-        &reason,
+        reason,
         message.clone(),
         obs.generation,
     );
     let mut w = Writes::action(Action::await_change());
-    w.counts.push(Count::Failed {
-        reason: reason.clone(),
-    });
+    w.counts.push(Count::Failed { reason });
     w.counts
         .extend(e.ssh_category().map(|category| Count::Ssh { category }));
     w.events.push(Note {
@@ -319,7 +317,7 @@ pub async fn write(ctx: &Context, wj: &WorkerJoin, key: &str, w: Writes) -> Resu
         save_status(ctx, wj, &mut st, generation).await?;
     }
     for n in w.events {
-        ctx.event(wj, n.warning, &n.reason, n.action, n.note).await;
+        ctx.event(wj, n.warning, n.reason, n.action, n.note).await;
     }
     for c in w.counts {
         match c {
@@ -329,7 +327,7 @@ pub async fn write(ctx: &Context, wj: &WorkerJoin, key: &str, w: Writes) -> Resu
             }
             Count::Failed { reason } => {
                 tracing::warn!(reason, "join attempt failed");
-                ctx.metrics.join_failed(&reason);
+                ctx.metrics.join_failed(reason);
             }
             Count::Ssh { category } => ctx.metrics.ssh_error(category),
         }
@@ -341,123 +339,4 @@ pub async fn write(ctx: &Context, wj: &WorkerJoin, key: &str, w: Writes) -> Resu
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn obs() -> Observation {
-        Observation {
-            key: "default.w1".into(),
-            host: "198.18.0.11".into(),
-            generation: 2,
-            current: WorkerJoinStatus::default(),
-            secret: decide::SecretState::Usable,
-            secret_rv: Some("7".into()),
-            node: None,
-            spec_problems: vec![],
-            node_conflict: None,
-            conflict: None,
-            blocked: false,
-            backoff_left: None,
-        }
-    }
-
-    fn walked_with(result: Result<Walk>) -> Done {
-        Done::Walked {
-            status: Box::default(),
-            result,
-            elapsed: Duration::from_millis(1500),
-        }
-    }
-
-    #[test]
-    fn a_transient_failure_backs_off_and_a_permanent_one_waits_for_a_change() {
-        let now = Instant::now();
-        let join = Decision::Join {
-            from: Phase::Connecting,
-        };
-        let w = outcome(&join, walked_with(Err(Error::NoCluster)), &obs(), 0.5, now);
-        let st = w.status.unwrap();
-        assert_eq!((st.attempts, st.observed_generation), (1, Some(2)));
-        assert_ne!(st.phase, Phase::Failed);
-        assert_eq!(w.action, Action::requeue(Duration::from_secs(5)));
-        assert_eq!(
-            w.memory.unwrap().next_attempt,
-            Some(now + Duration::from_secs(5))
-        );
-        assert_eq!(w.events.len(), 1);
-        assert!(w.events[0].warning);
-        assert_eq!(w.events[0].reason, "ClusterNotFound");
-
-        let w = outcome(
-            &join,
-            walked_with(Err(Error::InvalidSpec("bad".into()))),
-            &obs(),
-            0.5,
-            now,
-        );
-        let st = w.status.unwrap();
-        assert_eq!(st.phase, Phase::Failed);
-        assert_eq!(w.action, Action::await_change());
-        let m = w.memory.unwrap();
-        assert_eq!(
-            (m.next_attempt, m.blocked_secret_rv),
-            (None, Some("7".into()))
-        );
-    }
-
-    #[test]
-    fn a_ready_join_records_success_once() {
-        let w = outcome(
-            &Decision::Join {
-                from: Phase::Connecting,
-            },
-            walked_with(Ok(Walk::Ready { node: None })),
-            &obs(),
-            0.5,
-            Instant::now(),
-        );
-        let st = w.status.unwrap();
-        assert_eq!(
-            (st.phase, st.attempts, st.last_error),
-            (Phase::Ready, 0, None)
-        );
-        assert_eq!(w.counts, vec![Count::Succeeded { seconds: 1.5 }]);
-        assert_eq!(w.events.len(), 1);
-        assert_eq!(w.action, Action::requeue(RESYNC));
-    }
-
-    #[test]
-    fn a_refusal_announces_itself_once() {
-        let refuse = Decision::Refuse {
-            reason: "InvalidSpec",
-            message: "spec.address: bad".into(),
-        };
-        let mut o = obs();
-        let w = outcome(&refuse, Done::Nothing, &o, 0.5, Instant::now());
-        assert_eq!(w.events.len(), 1);
-        o.current = w.status.unwrap();
-        let again = outcome(&refuse, Done::Nothing, &o, 0.5, Instant::now());
-        assert!(
-            again.events.is_empty(),
-            "the same refusal is not announced twice"
-        );
-        assert_eq!(again.action, Action::await_change());
-    }
-
-    #[test]
-    fn a_dry_run_lists_its_plan() {
-        let w = outcome(
-            &Decision::DryRun,
-            walked_with(Ok(Walk::DryRun {
-                planned: vec!["upload bin/kubelet".into()],
-            })),
-            &obs(),
-            0.5,
-            Instant::now(),
-        );
-        let st = w.status.unwrap();
-        assert_eq!(st.phase, Phase::DryRunComplete);
-        assert_eq!(st.planned_actions, vec!["upload bin/kubelet"]);
-        assert_eq!(w.action, Action::await_change());
-    }
-}
+mod tests;

@@ -96,7 +96,7 @@ impl ConvergeError {
     /// Stable reason for metrics and Events.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Ssh { source, .. } => source.category(),
+            Self::Ssh { source, .. } => source.reason(),
             Self::Host { .. } => "HostError",
             Self::Pki { .. } => "CertificateError",
             Self::Local { .. } => "LocalError",

@@ -199,6 +199,36 @@ impl SshError {
         }
     }
 
+    /// [`SshError::category`] in PascalCase: the reason of a condition or
+    /// Event (`host_key_mismatch` → `HostKeyMismatch`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SshError::Connect { .. } => "Connect",
+            SshError::ConnectTimeout { .. } => "ConnectTimeout",
+            SshError::Tunnel { .. } => "BastionTunnel",
+            SshError::Handshake { .. } => "Handshake",
+            SshError::HostKeyMismatch { .. } => "HostKeyMismatch",
+            SshError::InvalidPin { .. } => "HostKeyInvalidPin",
+            SshError::HostCertificate { .. } => "HostKeyCertificate",
+            SshError::HostKeyStore { .. } => "HostKeyStore",
+            SshError::KeyEncrypted { .. } => "KeyEncrypted",
+            SshError::Key { .. } => "Key",
+            SshError::Agent { .. } => "Agent",
+            SshError::AuthRejected { .. } => "AuthRejected",
+            SshError::AuthTimeout { .. } => "AuthTimeout",
+            SshError::Channel { .. } => "Channel",
+            SshError::Disconnected { .. } => "Disconnected",
+            SshError::CommandFailed { .. } => "CommandFailed",
+            SshError::CommandTimeout { .. } => "CommandTimeout",
+            SshError::SudoNeedsPassword { .. } => "SudoNeedsPassword",
+            SshError::SudoPasswordRejected { .. } => "SudoPasswordRejected",
+            SshError::SudoFailed { .. } => "SudoFailed",
+            SshError::LocalIo { .. } => "LocalIo",
+            SshError::Protocol { .. } => "Protocol",
+            SshError::InvalidArgument { .. } => "InvalidArgument",
+        }
+    }
+
     /// True when retrying cannot help until someone changes the input (the
     /// pin, the key, the sudoers file…): callers stop retrying at once and
     /// wait for a change instead of backing off.
