@@ -254,13 +254,96 @@ impl WorkerJoinCondition {
         Self::Ready,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::HostKeyVerified => "HostKeyVerified",
             Self::PreflightPassed => "PreflightPassed",
             Self::CertificateIssued => "CertificateIssued",
             Self::NodeRegistered => "NodeRegistered",
             Self::Ready => "Ready",
+        }
+    }
+}
+
+/// The reasons kubeup sets on a WorkerJoin's conditions (besides the
+/// error categories of a failed attempt, e.g. `HostKeyMismatch`,
+/// `SudoNeedsPassword`, `CsrRefused`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// the condition has not been computed yet.
+    NotYetObserved,
+    /// the host key matched the pin or the recorded key.
+    Verified,
+    /// the host key differs from the pin or the recorded key.
+    HostKeyMismatch,
+    /// preflight passed.
+    Passed,
+    /// a preflight check failed; nothing was changed.
+    PreflightFailed,
+    /// the node's credentials are issued and current.
+    Issued,
+    /// the kubelet has not been started yet.
+    NotJoinedYet,
+    /// waiting for the Node to register.
+    NodeNotFound,
+    /// the Node is registered.
+    NodeRegistered,
+    /// a join is in progress.
+    Joining,
+    /// the last join attempt failed; it is retried.
+    JoinError,
+    /// the Node is Ready.
+    NodeReady,
+    /// the Node is registered but not Ready.
+    NodeNotReady,
+    /// dryRun: checks passed, nothing was changed.
+    DryRun,
+    /// the join stopped on an error that needs a change.
+    Failed,
+    /// the spec can never work (see the message); change it.
+    InvalidSpec,
+    /// the node name is another's (a Node or an earlier WorkerJoin).
+    NodeNameTaken,
+    /// an earlier WorkerJoin joins the same machine.
+    DuplicateAddress,
+    /// the operator does not serve this namespace.
+    NamespaceNotServed,
+    /// the SSH Secret does not exist (yet).
+    SecretNotFound,
+    /// the SSH Secret is not of type kubernetes.io/ssh-auth.
+    SecretWrongType,
+    /// the SSH Secret lacks the key it should hold.
+    SecretMissingKey,
+    /// removing the worker failed; the finalizer stays.
+    CleanupFailed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotYetObserved => "NotYetObserved",
+            Self::Verified => "Verified",
+            Self::HostKeyMismatch => "HostKeyMismatch",
+            Self::Passed => "Passed",
+            Self::PreflightFailed => "PreflightFailed",
+            Self::Issued => "Issued",
+            Self::NotJoinedYet => "NotJoinedYet",
+            Self::NodeNotFound => "NodeNotFound",
+            Self::NodeRegistered => "NodeRegistered",
+            Self::Joining => "Joining",
+            Self::JoinError => "JoinError",
+            Self::NodeReady => "NodeReady",
+            Self::NodeNotReady => "NodeNotReady",
+            Self::DryRun => "DryRun",
+            Self::Failed => "Failed",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::NodeNameTaken => "NodeNameTaken",
+            Self::DuplicateAddress => "DuplicateAddress",
+            Self::NamespaceNotServed => "NamespaceNotServed",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::SecretWrongType => "SecretWrongType",
+            Self::SecretMissingKey => "SecretMissingKey",
+            Self::CleanupFailed => "CleanupFailed",
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kubeup_crds::HostKeyPolicy;
+use kubeup_crds::workerjoin::Reason;
 use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinSpec, WorkerJoinStatus};
 
 /// The finalizer that makes delete drain and reset the host.
@@ -63,15 +64,9 @@ pub struct Observed<'a> {
 pub enum Decision {
     /// Input that can never succeed: Failed with this reason until the
     /// object changes.
-    Refuse {
-        reason: &'static str,
-        message: String,
-    },
+    Refuse { reason: Reason, message: String },
     /// The Secret is not usable yet; recovers when it appears.
-    WaitForSecret {
-        reason: &'static str,
-        message: String,
-    },
+    WaitForSecret { reason: Reason, message: String },
     /// A permanent failure stands for this generation: wait for a change.
     Blocked,
     /// A transient failure: try again after this long.
@@ -99,25 +94,25 @@ pub fn validate(spec: &WorkerJoinSpec) -> Result<(), String> {
 pub fn decide(o: &Observed<'_>) -> Decision {
     if let Err(message) = validate(o.spec) {
         return Decision::Refuse {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             message,
         };
     }
     if !o.spec_problems.is_empty() {
         return Decision::Refuse {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             message: o.spec_problems.join("; "),
         };
     }
     if let Some(message) = &o.node_conflict {
         return Decision::Refuse {
-            reason: "NodeNameTaken",
+            reason: Reason::NodeNameTaken,
             message: message.clone(),
         };
     }
     if let Some(other) = &o.conflict {
         return Decision::Refuse {
-            reason: "DuplicateAddress",
+            reason: Reason::DuplicateAddress,
             message: format!(
                 "WorkerJoin {other} already joins {}: one WorkerJoin per machine; delete one of them",
                 o.spec.address
@@ -128,7 +123,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         SecretState::Usable => {}
         SecretState::Missing => {
             return Decision::WaitForSecret {
-                reason: "SecretNotFound",
+                reason: Reason::SecretNotFound,
                 message: format!(
                     "Secret {} not found; create it (type {SSH_AUTH_TYPE}, key {SSH_PRIVATE_KEY}) and the join starts by itself",
                     o.spec.ssh_secret_ref.name
@@ -137,7 +132,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         }
         SecretState::WrongType(t) => {
             return Decision::WaitForSecret {
-                reason: "SecretWrongType",
+                reason: Reason::SecretWrongType,
                 message: format!(
                     "Secret {} has type {t:?}, expected {SSH_AUTH_TYPE}",
                     o.spec.ssh_secret_ref.name
@@ -146,7 +141,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         }
         SecretState::MissingKey(k) => {
             return Decision::WaitForSecret {
-                reason: "SecretMissingKey",
+                reason: Reason::SecretMissingKey,
                 message: format!("Secret {} has no key {k:?}", o.spec.ssh_secret_ref.name),
             };
         }

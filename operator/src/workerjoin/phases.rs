@@ -18,7 +18,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use kubeup_crds::WorkerJoinCondition as Condition;
 use kubeup_crds::conditions::ConditionStatus;
-use kubeup_crds::workerjoin::WorkerJoinPhase as P;
+use kubeup_crds::workerjoin::{Reason, WorkerJoinPhase as P};
 use kubeup_provision::converge::{self, Changes, Role};
 use kubeup_provision::hostplan::{Unit, network, node, worker};
 use kubeup_provision::phase::{Effect, Live, Phase, Procedure};
@@ -82,7 +82,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Connecting {
                             j.condition(
                                 Condition::HostKeyVerified,
                                 ConditionStatus::False,
-                                "HostKeyMismatch",
+                                Reason::HostKeyMismatch.as_str(),
                                 msg,
                             )
                             .await;
@@ -103,7 +103,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Connecting {
             j.condition(
                 Condition::HostKeyVerified,
                 ConditionStatus::True,
-                "Verified",
+                Reason::Verified.as_str(),
                 format!("host key {fp} verified (policy {policy})"),
             )
             .await;
@@ -141,7 +141,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Preflight {
                 j.condition(
                     Condition::PreflightPassed,
                     ConditionStatus::False,
-                    "PreflightFailed",
+                    Reason::PreflightFailed.as_str(),
                     failures.clone(),
                 )
                 .await;
@@ -163,7 +163,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Preflight {
             j.condition(
                 Condition::PreflightPassed,
                 ConditionStatus::True,
-                "Passed",
+                Reason::Passed.as_str(),
                 message.clone(),
             )
             .await;
@@ -270,7 +270,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Certificates {
             j.condition(
                 Condition::CertificateIssued,
                 ConditionStatus::True,
-                "Issued",
+                Reason::Issued.as_str(),
                 msg.clone(),
             )
             .await;

@@ -16,7 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
-use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
+use kubeup_crds::workerjoin::{Reason, WorkerJoinPhase as Phase};
 use tracing::{Instrument, info_span};
 
 use crate::error::{Error, Result};
@@ -85,7 +85,7 @@ async fn refuse_namespace(ctx: &Context, wj: &WorkerJoin) -> Result<Action> {
     }
     let obs = Observation::unread(wj);
     let refuse = Decision::Refuse {
-        reason: "NamespaceNotServed",
+        reason: Reason::NamespaceNotServed,
         message,
     };
     let writes = write::outcome(

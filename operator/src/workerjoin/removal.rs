@@ -10,7 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::ResourceExt;
 use kubeup_crds::WorkerJoin;
-use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
+use kubeup_crds::workerjoin::{Reason, WorkerJoinPhase as Phase};
 use kubeup_provision::phase::{self as engine, Event, Live, PhaseKey, Procedure, Progress, Step};
 
 use crate::error::{Error, Result};
@@ -242,7 +242,7 @@ pub async fn remove(ctx: &Context, wj: &WorkerJoin, owner: &str) -> (Writes, Res
                 &mut st,
                 kubeup_crds::WorkerJoinCondition::Ready.as_str(),
                 kubeup_crds::conditions::ConditionStatus::False,
-                "CleanupFailed",
+                Reason::CleanupFailed.as_str(),
                 message.clone(),
                 generation,
             );

@@ -1,23 +1,15 @@
 //! Status and conditions, computed by pure functions of what was observed.
 
-use kubeup_crds::conditions::{Condition, ConditionStatus, set_condition};
-use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
+use kubeup_crds::conditions::{self, ConditionStatus, set_condition};
+use kubeup_crds::workerjoin::{
+    Reason, WorkerJoinCondition as Condition, WorkerJoinPhase as Phase, WorkerJoinStatus,
+};
 use serde_json::{Value, json};
 
 use crate::workerjoin::decide::NodeView;
 
-pub const HOST_KEY_VERIFIED: &str = "HostKeyVerified";
-pub const PREFLIGHT_PASSED: &str = "PreflightPassed";
-pub const CERTIFICATE_ISSUED: &str = "CertificateIssued";
-pub const NODE_REGISTERED: &str = "NodeRegistered";
-pub const READY: &str = "Ready";
-pub const CONDITION_TYPES: [&str; 5] = [
-    HOST_KEY_VERIFIED,
-    PREFLIGHT_PASSED,
-    CERTIFICATE_ISSUED,
-    NODE_REGISTERED,
-    READY,
-];
+const NODE_REGISTERED: &str = Condition::NodeRegistered.as_str();
+const READY: &str = Condition::Ready.as_str();
 
 /// RFC 3339, seconds precision, UTC.
 pub fn now() -> String {
@@ -41,7 +33,7 @@ pub fn set(
     let message = kubeup_provision::text::truncate_chars(&message.into(), 32_000);
     set_condition(
         &mut status.conditions,
-        Condition {
+        conditions::Condition {
             type_: type_.into(),
             status: value,
             reason: reason.into(),
@@ -54,22 +46,22 @@ pub fn set(
 
 /// Every condition type present (Unknown until known), in a stable order.
 pub fn ensure_all(status: &mut WorkerJoinStatus, generation: i64) {
-    for t in CONDITION_TYPES {
+    for t in Condition::ALL.map(Condition::as_str) {
         if !status.conditions.iter().any(|c| c.type_ == t) {
             set(
                 status,
                 t,
                 ConditionStatus::Unknown,
-                "NotYetObserved",
+                Reason::NotYetObserved.as_str(),
                 "",
                 generation,
             );
         }
     }
     status.conditions.sort_by_key(|c| {
-        CONDITION_TYPES
+        Condition::ALL
             .iter()
-            .position(|t| *t == c.type_)
+            .position(|t| t.as_str() == c.type_)
             .unwrap_or(usize::MAX)
     });
 }
@@ -86,7 +78,7 @@ pub fn node_conditions(
         (Some(n), Some(v)) => (
             NODE_REGISTERED,
             ConditionStatus::True,
-            "NodeRegistered",
+            Reason::NodeRegistered.as_str(),
             format!(
                 "Node {n} registered{}",
                 v.pod_cidr
@@ -98,13 +90,13 @@ pub fn node_conditions(
         (Some(n), None) if phase >= Phase::WaitingForNode && phase != Phase::Failed => (
             NODE_REGISTERED,
             ConditionStatus::False,
-            "NodeNotFound",
+            Reason::NodeNotFound.as_str(),
             format!("waiting for Node {n} to register"),
         ),
         _ => (
             NODE_REGISTERED,
             ConditionStatus::False,
-            "NotJoinedYet",
+            Reason::NotJoinedYet.as_str(),
             "the kubelet has not been started yet".into(),
         ),
     };
@@ -112,34 +104,34 @@ pub fn node_conditions(
         (Phase::DryRunComplete, _) => (
             READY,
             ConditionStatus::False,
-            "DryRun",
+            Reason::DryRun.as_str(),
             "dryRun: checks passed, nothing was changed".into(),
         ),
         (Phase::Failed, _) => (
             READY,
             ConditionStatus::False,
-            "Failed",
+            Reason::Failed.as_str(),
             last_error.unwrap_or("the join failed").to_string(),
         ),
         (_, Some(v)) if v.ready => (
             READY,
             ConditionStatus::True,
-            "NodeReady",
+            Reason::NodeReady.as_str(),
             "the Node is Ready".into(),
         ),
         (_, Some(v)) => (
             READY,
             ConditionStatus::False,
-            "NodeNotReady",
+            Reason::NodeNotReady.as_str(),
             v.ready_message.clone(),
         ),
         _ => (
             READY,
             ConditionStatus::False,
             if last_error.is_some() {
-                "JoinError"
+                Reason::JoinError.as_str()
             } else {
-                "Joining"
+                Reason::Joining.as_str()
             },
             last_error
                 .map(str::to_string)
@@ -207,7 +199,7 @@ mod tests {
         set(&mut s, READY, ConditionStatus::False, "Joining", "", 1);
         ensure_all(&mut s, 1);
         let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, CONDITION_TYPES);
+        assert_eq!(types, Condition::ALL.map(Condition::as_str));
         let t0 = s.conditions[4].last_transition_time.clone();
         set(&mut s, READY, ConditionStatus::False, "Joining", "again", 2);
         assert_eq!(s.conditions[4].last_transition_time, t0);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kubeup_crds::conditions::ConditionStatus;
-use kubeup_crds::workerjoin::{WorkerJoinPhase as Phase, WorkerJoinStatus};
+use kubeup_crds::workerjoin::{Reason, WorkerJoinPhase as Phase, WorkerJoinStatus};
 use kubeup_crds::{WorkerJoin, WorkerJoinCondition};
 
 use crate::error::{Error, Result};
@@ -79,10 +79,11 @@ pub fn outcome(
     let generation = obs.generation;
     match (decision, done) {
         (Decision::Refuse { reason, message }, _) => {
+            let reason = *reason;
             let changed = obs.current.phase != Phase::Failed
                 || obs.current.last_error.as_deref() != Some(message.as_str());
             // A duplicate may become the owner when the other goes away.
-            let action = if *reason == "DuplicateAddress" || *reason == "NodeNameTaken" {
+            let action = if matches!(reason, Reason::DuplicateAddress | Reason::NodeNameTaken) {
                 Action::requeue(Duration::from_secs(60))
             } else {
                 Action::await_change()
@@ -98,6 +99,7 @@ pub fn outcome(
             )
         }
         (Decision::WaitForSecret { reason, message }, _) => {
+            let reason = *reason;
             let changed = obs.current.last_error.as_deref() != Some(message.as_str());
             // The Secret watch brings us back; the requeue is a safety net.
             let action = Action::requeue(Duration::from_secs(60));
@@ -169,7 +171,7 @@ impl Writes {
 fn not_ready(
     obs: &Observation,
     phase: Phase,
-    reason: &'static str,
+    reason: Reason,
     message: &str,
     changed: bool,
     action_name: &'static str,
@@ -182,7 +184,7 @@ fn not_ready(
         &mut st,
         WorkerJoinCondition::Ready.as_str(),
         ConditionStatus::False,
-        reason,
+        reason.as_str(),
         message.to_string(),
         obs.generation,
     );
@@ -191,7 +193,7 @@ fn not_ready(
     if changed {
         w.events.push(Note {
             warning: true,
-            reason,
+            reason: reason.as_str(),
             action: action_name,
             note: message.into(),
         });

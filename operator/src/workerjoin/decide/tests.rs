@@ -2,6 +2,7 @@
 
 use super::*;
 use kubeup_crds::HostKeyTrust;
+use kubeup_crds::workerjoin::Reason;
 
 /// A plain WorkerJoin spec (root at 198.18.0.11, Secret worker-ssh).
 pub(crate) fn spec() -> WorkerJoinSpec {
@@ -91,7 +92,7 @@ fn bad_input_becomes_a_decision_not_a_retry_loop() {
     assert!(matches!(
         decide(&o),
         Decision::WaitForSecret {
-            reason: "SecretNotFound",
+            reason: Reason::SecretNotFound,
             ..
         }
     ));
@@ -99,7 +100,7 @@ fn bad_input_becomes_a_decision_not_a_retry_loop() {
     assert!(matches!(
         decide(&o),
         Decision::WaitForSecret {
-            reason: "SecretWrongType",
+            reason: Reason::SecretWrongType,
             ..
         }
     ));
@@ -107,7 +108,7 @@ fn bad_input_becomes_a_decision_not_a_retry_loop() {
     o.conflict = Some("default/first".into());
     match decide(&o) {
         Decision::Refuse { reason, message } => {
-            assert_eq!(reason, "DuplicateAddress");
+            assert_eq!(reason, Reason::DuplicateAddress);
             assert!(message.contains("default/first"), "{message}");
         }
         d => panic!("{d:?}"),
@@ -127,7 +128,7 @@ fn bad_input_becomes_a_decision_not_a_retry_loop() {
     assert!(matches!(
         decide(&observed(&pin, &st)),
         Decision::Refuse {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             ..
         }
     ));

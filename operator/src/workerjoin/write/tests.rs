@@ -87,7 +87,7 @@ fn a_ready_join_records_success_once() {
 #[test]
 fn a_refusal_announces_itself_once() {
     let refuse = Decision::Refuse {
-        reason: "InvalidSpec",
+        reason: kubeup_crds::workerjoin::Reason::InvalidSpec,
         message: "spec.address: bad".into(),
     };
     let mut o = obs();
