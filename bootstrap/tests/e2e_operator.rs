@@ -108,8 +108,8 @@ fn operator_under_faults() {
     let c = Cluster { dir };
     wait_for_operator(&c.dir, 180);
 
-    step_dry_run_leaves_the_host_untouched(&c);
-    step_link_cut_mid_join_then_heal_completes(&c);
+    let dry_run_phases = step_dry_run_leaves_the_host_untouched(&c);
+    step_link_cut_mid_join_then_heal_completes(&c, &dry_run_phases);
     step_operator_killed_mid_join_finishes(&c);
     step_one_node_per_host_and_serving_certificates(&c);
     step_leader_killed_during_certificates_standby_finishes(&c);
@@ -160,7 +160,26 @@ fn step_delete_while_cut_off_keeps_the_finalizer_until_reset(c: &Cluster) {
 /// Every file under the places a join writes, with size and mtime.
 const FILE_LIST: &str = "find /etc /opt /usr /var/lib -xdev \\( -path /var/lib/systemd -o -path /var/lib/apt \\) -prune -o -printf '%p %s %T@\\n' 2>/dev/null | sort";
 
-fn step_dry_run_leaves_the_host_untouched(c: &Cluster) {
+/// The phases a WorkerJoin's status shows it went through: those with a
+/// duration, and those a dry run planned for (`<Phase>: <action>`).
+fn phases_of(c: &Cluster, name: &str) -> std::collections::BTreeSet<String> {
+    let durations = c.status_of(name, "phaseDurations");
+    let durations: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&durations).unwrap_or_default();
+    let planned = c.status_of(name, "plannedActions");
+    let planned: Vec<String> = serde_json::from_str(&planned).unwrap_or_default();
+    durations
+        .keys()
+        .cloned()
+        .chain(
+            planned
+                .iter()
+                .filter_map(|l| l.split_once(": ").map(|(p, _)| p.to_string())),
+        )
+        .collect()
+}
+
+fn step_dry_run_leaves_the_host_untouched(c: &Cluster) -> std::collections::BTreeSet<String> {
     let (f, name, address) = c.worker_file(2);
     let before = c.on_host(&address, FILE_LIST);
     let text = std::fs::read_to_string(&f)
@@ -186,15 +205,20 @@ fn step_dry_run_leaves_the_host_untouched(c: &Cluster) {
             a.difference(&b).collect::<Vec<_>>()
         );
     }
+    let phases = phases_of(c, &name);
     c.kubectl_ok(&["-n", NS, "delete", "workerjoin", &name, "--timeout=60s"]);
     let left = c.on_host(&address, FILE_LIST);
     assert_eq!(
         before, left,
         "deleting a dry-run WorkerJoin touched the host"
     );
+    phases
 }
 
-fn step_link_cut_mid_join_then_heal_completes(c: &Cluster) {
+fn step_link_cut_mid_join_then_heal_completes(
+    c: &Cluster,
+    dry_run_phases: &std::collections::BTreeSet<String>,
+) {
     let (f, name, address) = c.worker_file(2);
     c.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
     c.wait_phase(
@@ -226,6 +250,10 @@ fn step_link_cut_mid_join_then_heal_completes(c: &Cluster) {
     c.wait_phase(&name, &["Ready"], 420);
     let active = c.on_host(&address, "systemctl is-active kubelet");
     assert_eq!(active.trim(), "active");
+    // The dry run walked the same phases the real join of this host did.
+    let real = phases_of(c, &name);
+    assert_eq!(&real, dry_run_phases, "dry run vs real join");
+    assert!(real.contains("Configuring"), "{real:?}");
 }
 
 fn operator_pods(c: &Cluster) -> Vec<String> {

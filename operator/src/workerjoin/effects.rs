@@ -82,8 +82,14 @@ async fn walk(ctx: &Context, wj: &WorkerJoin, from: Option<Phase>) -> Done {
             let ready = join.is_ready();
             let status = join.into_status().await;
             let result = match walked {
+                // Each line says its phase: the dry run's phases (these and
+                // the ones it ran) are the real join's.
                 Ok(report) if from.is_none() => Ok(Walk::DryRun {
-                    planned: report.planned(),
+                    planned: report
+                        .planned_by_phase()
+                        .into_iter()
+                        .map(|(phase, line)| format!("{}: {line}", phase.as_str()))
+                        .collect(),
                 }),
                 Ok(_) if ready => Ok(Walk::Ready {
                     node: fresh_node(ctx, status.node_name.as_deref()).await,

@@ -140,6 +140,17 @@ impl<K: PhaseKey> Report<K> {
             .collect()
     }
 
+    /// Every planned action with its phase, in order.
+    pub fn planned_by_phase(&self) -> Vec<(K, String)> {
+        self.phases
+            .iter()
+            .flat_map(|(k, o)| match o {
+                Outcome::Planned(a) => a.iter().map(|line| (*k, line.clone())).collect(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
     /// Every planned action, in order.
     pub fn planned(&self) -> Vec<String> {
         self.phases
