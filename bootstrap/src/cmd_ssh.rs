@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kubeup_crds::cluster::ControllerHost;
+use kubeup_crds::host::Reachable;
 use kubeup_provision::config;
 use kubeup_provision::ssh::{
     Auth, Command, KnownHostsFile, Secret, Session, SshOptions, SshTarget,
@@ -124,12 +125,9 @@ pub fn target_for(host: &ControllerHost, resolve: &dyn Fn(&str) -> PathBuf) -> R
             Auth::Agent
         }
     };
-    let mut target = SshTarget::new(&host.address, host.port, &host.user, auth.clone());
-    target.host_key = host.host_key.clone();
+    let mut target = SshTarget::reach(host.endpoint(), auth.clone());
     if let Some(b) = &host.bastion {
-        let mut bastion = SshTarget::new(&b.address, b.port, &b.user, auth);
-        bastion.host_key = b.host_key.clone();
-        target.bastion = Some(Box::new(bastion));
+        target.bastion = Some(Box::new(SshTarget::reach(b.endpoint(), auth)));
     }
     Ok(target)
 }

@@ -109,6 +109,17 @@ pub struct ControllerHost {
     pub bastion: Option<Bastion>,
 }
 
+impl crate::host::Reachable for ControllerHost {
+    fn endpoint(&self) -> crate::host::Endpoint<'_> {
+        crate::host::Endpoint {
+            address: &self.address,
+            port: self.port,
+            user: &self.user,
+            host_key: &self.host_key,
+        }
+    }
+}
+
 /// Pod and Service networking.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -78,6 +78,35 @@ pub struct Bastion {
     pub host_key: HostKeyTrust,
 }
 
+/// Where and as whom to connect, and how far to trust the host key: the one
+/// view the SSH transport takes of a controller, a WorkerJoin's machine and
+/// a bastion. Each keeps its own schema (and CEL rules): serde cannot
+/// flatten a shared struct into a type that refuses unknown fields, as
+/// cluster.yaml's types do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint<'a> {
+    pub address: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub host_key: &'a HostKeyTrust,
+}
+
+/// Something reached over SSH.
+pub trait Reachable {
+    fn endpoint(&self) -> Endpoint<'_>;
+}
+
+impl Reachable for Bastion {
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            address: &self.address,
+            port: self.port,
+            user: &self.user,
+            host_key: &self.host_key,
+        }
+    }
+}
+
 pub fn default_port() -> u16 {
     22
 }

@@ -97,6 +97,17 @@ pub struct WorkerJoinSpec {
     pub dry_run: bool,
 }
 
+impl crate::host::Reachable for WorkerJoinSpec {
+    fn endpoint(&self) -> crate::host::Endpoint<'_> {
+        crate::host::Endpoint {
+            address: &self.address,
+            port: self.port,
+            user: &self.user,
+            host_key: &self.host_key,
+        }
+    }
+}
+
 /// `[prefix/]name` as Kubernetes label and taint keys.
 pub const QUALIFIED_NAME_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 /// A Kubernetes label value (may be empty).

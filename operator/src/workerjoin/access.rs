@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::Api;
+use kubeup_crds::host::Reachable;
 use kubeup_crds::{HostKeyPolicy, WorkerJoin};
 use kubeup_provision::ssh::{Auth, MemoryHostKeyStore, Secret, Session, SshOptions, SshTarget};
 
@@ -98,33 +99,27 @@ pub async fn target(client: &kube::Client, namespace: &str, wj: &WorkerJoin) -> 
         spec.ssh_secret_ref.sudo_password_key.as_deref(),
     )
     .await?;
-    let mut t = SshTarget::new(
-        spec.address.clone(),
-        spec.port,
-        spec.user.clone(),
+    let mut t = SshTarget::reach(
+        spec.endpoint(),
         Auth::KeyData {
             pem: key.clone(),
             passphrase: None,
         },
     );
-    t.host_key = spec.host_key.clone();
     t.sudo_password = sudo;
     if let Some(b) = &spec.bastion {
         let bkey = match &b.secret_ref {
             Some(r) => credentials(client, namespace, &r.name, None).await?.0,
             None => key,
         };
-        let mut bt = SshTarget::new(
-            b.address.clone(),
-            b.port,
-            b.user.clone(),
+        let bastion = SshTarget::reach(
+            b.endpoint(),
             Auth::KeyData {
                 pem: bkey,
                 passphrase: None,
             },
         );
-        bt.host_key = b.host_key.clone();
-        t.bastion = Some(Box::new(bt));
+        t.bastion = Some(Box::new(bastion));
     }
     Ok(t)
 }

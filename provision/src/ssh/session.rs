@@ -71,6 +71,14 @@ impl SshTarget {
         }
     }
 
+    /// A target at `endpoint` (a controller, a WorkerJoin's machine, a
+    /// bastion), its host key trusted as the endpoint says.
+    pub fn reach(endpoint: kubeup_crds::host::Endpoint<'_>, auth: Auth) -> Self {
+        let mut t = Self::new(endpoint.address, endpoint.port, endpoint.user, auth);
+        t.host_key = endpoint.host_key.clone();
+        t
+    }
+
     /// `host:port`
     pub fn addr(&self) -> String {
         format!("{}:{}", self.address, self.port)
