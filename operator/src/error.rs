@@ -37,9 +37,13 @@ pub enum Error {
     )]
     NoCluster,
     #[error(
-        "failed to load the artifact bundle from {dir}: {reason} (is /opt/kubeup/bundle mounted from the controller?)"
+        "failed to load the artifact bundle from {dir}: {source} (is /opt/kubeup/bundle mounted from the controller?)"
     )]
-    Bundle { dir: String, reason: String },
+    Bundle {
+        dir: String,
+        #[source]
+        source: crate::runtime::bundle::BundleError,
+    },
     #[error("certificate {name}: {reason}")]
     Certificate { name: String, reason: String },
     #[error("CertificateSigningRequest {name} is not approved: {reason}")]

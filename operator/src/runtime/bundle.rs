@@ -129,7 +129,7 @@ impl Bundles {
         .await
         .map_err(|e| Error::Bundle {
             dir: dir.display().to_string(),
-            reason: e.to_string(),
+            source: BundleError::Task(e),
         })??;
         let entry = Arc::new((dir, worker_manifest(&loaded)));
         self.cache
@@ -140,32 +140,45 @@ impl Bundles {
     }
 }
 
+/// Why a bundle could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(transparent)]
+    Manifest(#[from] kubeup_provision::artifacts::ManifestError),
+    #[error("reading the directory: {0}")]
+    Scan(#[source] std::io::Error),
+    #[error("{0}")]
+    Missing(&'static str),
+    #[error("the loading task ended: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// `bundle.json` when the directory has one (verified), else a manifest
 /// made by hashing the directory (the host copy `kubeup up` pushes may lack
 /// the manifest file).
 pub fn load(dir: &Path) -> Result<BundleManifest> {
-    let err = |reason: String| Error::Bundle {
+    let err = |source: BundleError| Error::Bundle {
         dir: dir.display().to_string(),
-        reason,
+        source,
     };
     if dir.join(artifacts::MANIFEST_FILE).exists() {
-        return artifacts::load_verified(dir).map_err(|e| err(e.to_string()));
+        return artifacts::load_verified(dir).map_err(|e| err(BundleError::Manifest(e)));
     }
     if !dir.is_dir() {
-        return Err(err("the directory does not exist".into()));
+        return Err(err(BundleError::Missing("the directory does not exist")));
     }
     let version = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut m = BundleManifest::new(version);
-    scan(dir, dir, &mut m).map_err(|e| err(e.to_string()))?;
+    scan(dir, dir, &mut m).map_err(|e| err(BundleError::Scan(e)))?;
     if !m
         .files
         .keys()
         .any(|k| k.ends_with("kubelet") || k.ends_with("hyperkube"))
     {
-        return Err(err("it holds no kubelet".into()));
+        return Err(err(BundleError::Missing("it holds no kubelet")));
     }
     Ok(m)
 }
