@@ -208,12 +208,10 @@ impl<'a> Join<'a> {
 
     /// Record where the join stands: the phase saved before its work
     /// starts, an Event when it changed.
+    /// Phases starting beside one already recorded save nothing: the
+    /// recorded phase is where a resume starts, and it did not move.
     async fn enter(&self, phase: Phase) -> Result<()> {
         let mut st = self.status.lock().await;
-        st.phase = phase;
-        status::ensure_all(&mut st, self.generation);
-        let mut w = Writes::none();
-        w.status = Some(st.clone());
         let changed = {
             let mut shown = self
                 .shown
@@ -223,6 +221,13 @@ impl<'a> Join<'a> {
             *shown = phase;
             changed
         };
+        if !changed && st.phase == phase {
+            return Ok(());
+        }
+        st.phase = phase;
+        status::ensure_all(&mut st, self.generation);
+        let mut w = Writes::none();
+        w.status = Some(st.clone());
         if changed {
             tracing::info!(phase = phase.as_str(), "phase");
             w.events.push(Note {

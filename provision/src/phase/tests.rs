@@ -189,6 +189,8 @@ async fn a_resume_skips_what_is_done_but_keeps_what_is_always_needed() {
         .unwrap();
     assert_eq!(report.walked(), vec![K::Look, K::Certs, K::Start]);
     assert_eq!(report.phases[1], (K::Bytes, Outcome::Skipped));
+    // Looking again does not move the recorded phase back behind Certs.
+    assert_eq!(rec.events()[0], "Look started Some(Certs)");
 }
 
 #[tokio::test]

@@ -121,14 +121,14 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
                     if !needed {
                         set(&mut state, i, State::Done);
                         set(&mut outcomes, i, Some(Outcome::Skipped));
-                        let ev = self.event(*phase, Step::Skipped, &state);
+                        let ev = self.event(*phase, Step::Skipped, &state, from_index);
                         if let Err(e) = progress.event(ev).await {
                             first_error = Some((phase.key(), e));
                         }
                         continue;
                     }
                     set(&mut state, i, State::Running);
-                    let ev = self.event(*phase, Step::Started, &state);
+                    let ev = self.event(*phase, Step::Started, &state, from_index);
                     if let Err(e) = progress.event(ev).await {
                         set(&mut state, i, State::Done);
                         first_error = Some((phase.key(), e));
@@ -168,7 +168,9 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
                         Outcome::Planned(actions) => Step::Planned { actions },
                         Outcome::Skipped => Step::Skipped,
                     };
-                    let sent = progress.event(self.event(phase, step, &state)).await;
+                    let sent = progress
+                        .event(self.event(phase, step, &state, from_index))
+                        .await;
                     set(&mut outcomes, i, Some(outcome));
                     if let Err(e) = sent
                         && first_error.is_none()
@@ -184,7 +186,9 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
                     };
                     // The phase's own error is the one to report, whatever
                     // the sink says.
-                    let _ = progress.event(self.event(phase, step, &state)).await;
+                    let _ = progress
+                        .event(self.event(phase, step, &state, from_index))
+                        .await;
                     if first_error.is_none() {
                         first_error = Some((phase.key(), e));
                     }
@@ -208,12 +212,17 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
         })
     }
 
+    /// `from_index`: phases listed before it were done by an earlier walk,
+    /// even when they run again now (connecting), so the frontier never
+    /// goes back behind it.
     fn event<'a>(
         &'a self,
         phase: &dyn Phase<C, K, E>,
         step: Step<'a>,
         state: &[State],
+        from_index: Option<usize>,
     ) -> Event<'a, K> {
+        let earlier = |i: usize| from_index.is_some_and(|f| i < f);
         Event {
             host: &self.host,
             phase: phase.key(),
@@ -221,7 +230,8 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
             step,
             frontier: state
                 .iter()
-                .position(|s| *s != State::Done)
+                .enumerate()
+                .position(|(i, s)| *s != State::Done && !earlier(i))
                 .and_then(|i| self.phases.get(i))
                 .map(|p| p.key()),
         }
