@@ -63,10 +63,35 @@ impl Cluster {
     }
 
     fn wait_phase(&self, wj: &str, want: &[&str], timeout_s: u64) -> String {
-        wait_for(&format!("WorkerJoin {wj} in {want:?}"), timeout_s, || {
+        let started = Instant::now();
+        let check = || {
             let p = self.phase(wj);
             want.contains(&p.as_str()).then_some(p)
-        })
+        };
+        loop {
+            if let Some(p) = check() {
+                return p;
+            }
+            if started.elapsed().as_secs() >= timeout_s {
+                // What the operator saw, for whoever reads the failure.
+                let status = self.kubectl(&["-n", NS, "get", "workerjoin", wj, "-o", "yaml"]);
+                let logs = self.kubectl(&[
+                    "-n",
+                    NS,
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=kubeup-operator",
+                    "--tail=60",
+                    "--prefix",
+                ]);
+                panic!(
+                    "timed out after {timeout_s}s waiting for WorkerJoin {wj} in {want:?}\n{}\n{}",
+                    String::from_utf8_lossy(&status.stdout),
+                    String::from_utf8_lossy(&logs.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// A command on a sandbox host over OpenSSH with the pinned keys.
