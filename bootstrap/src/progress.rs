@@ -107,7 +107,7 @@ impl Progress {
         if let (Some(e), serde_json::Value::Object(f)) = (event.as_object_mut(), fields) {
             e.extend(f);
         }
-        println!("{event}");
+        emit(&event);
     }
 
     /// The run failed: in JSON its last event, `failed` for the whole
@@ -125,7 +125,7 @@ impl Progress {
             "detail": format!("{error:#}"),
             "elapsedSeconds": self.total().as_secs_f64(),
         });
-        println!("{v}");
+        emit(&v);
     }
 
     pub fn total(&self) -> Duration {
@@ -159,7 +159,7 @@ impl Progress {
             "host": host, "phase": phase, "event": event, "detail": detail,
             "elapsedSeconds": elapsed.map(|e| e.as_secs_f64()),
         });
-        println!("{v}");
+        emit(&v);
     }
 
     fn started(&self, host: &str, name: &'static str, title: &str) {
@@ -206,7 +206,7 @@ impl Progress {
                     "detail": actions.join("; "), "actions": actions,
                     "elapsedSeconds": elapsed.map(|e| e.as_secs_f64()),
                 });
-                println!("{v}");
+                emit(&v);
             }
             Mode::Tty => {
                 let lines: Vec<String> = actions.iter().map(|a| format!("    {a}")).collect();
@@ -302,4 +302,11 @@ fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// One JSON event line on stdout. A reader that went away (`| head`) is
+/// no reason to fail the command.
+fn emit(event: &serde_json::Value) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{event}");
 }

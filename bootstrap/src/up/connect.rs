@@ -69,7 +69,9 @@ impl<K: PhaseKey, C: AsRef<Link> + Sync> Phase<C, K, anyhow::Error> for Connect<
         Effect::Observe
     }
     fn plan<'a>(&'a self, _: &'a C) -> BoxFuture<'a, Result<Vec<String>>> {
-        async { Ok(vec!["open the SSH session".to_string()]) }.boxed()
+        async { Ok(vec!["open the SSH session".to_string()]) }
+            .map(with_causes)
+            .boxed()
     }
     fn run<'a>(&'a self, ctx: &'a C, _: &'a Live) -> BoxFuture<'a, Result<String>> {
         async move {
@@ -81,6 +83,14 @@ impl<K: PhaseKey, C: AsRef<Link> + Sync> Phase<C, K, anyhow::Error> for Connect<
             }
             Ok(fingerprint)
         }
+        .map(with_causes)
         .boxed()
     }
+}
+
+/// A phase's error with its causes in its message: progress shows the
+/// error's `to_string()`, which for anyhow is only the outermost context
+/// ("failed to connect to …" without "connection refused").
+pub fn with_causes<T>(result: Result<T>) -> Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{e:#}"))
 }

@@ -12,7 +12,7 @@ use kubeup_provision::converge::{self, Changes, Role};
 use kubeup_provision::hostplan::{Unit, network};
 use kubeup_provision::phase::{Effect, Live, Phase, PhaseKey};
 
-use super::connect::Connect;
+use super::connect::{Connect, with_causes};
 use super::run::UpRun;
 use super::{addons, certinfo, node, operator};
 
@@ -102,7 +102,9 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Preflight {
         Effect::Observe
     }
     fn plan<'a>(&'a self, _: &'a UpRun) -> Plan<'a> {
-        async { Ok(vec!["check the host".to_string()]) }.boxed()
+        async { Ok(vec!["check the host".to_string()]) }
+            .map(with_causes)
+            .boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
@@ -118,6 +120,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Preflight {
                 .collect();
             Ok(warnings.join("; "))
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -160,6 +163,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Artifacts {
                 "the bundle is in place",
             ))
         }
+        .map(with_causes)
         .boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
@@ -167,6 +171,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Artifacts {
             let c = self.converge(run, false).await?;
             Ok(format!("{} to upload", c.uploaded.len()))
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -201,6 +206,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Certificates {
                 "certificates are valid",
             ))
         }
+        .map(with_causes)
         .boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
@@ -208,6 +214,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Certificates {
             let c = self.converge(run, false).await?;
             Ok(format!("{} issued", c.issued.len()))
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -237,13 +244,16 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Configuration {
         Some(&[UpPhase::Preflight])
     }
     fn plan<'a>(&'a self, run: &'a UpRun) -> Plan<'a> {
-        async move { Ok(would(&self.converge(run, true).await?, "files are current")) }.boxed()
+        async move { Ok(would(&self.converge(run, true).await?, "files are current")) }
+            .map(with_causes)
+            .boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
             let c = self.converge(run, false).await?;
             Ok(format!("{} written", c.written.len()))
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -274,6 +284,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             run.merge(c.clone());
             Ok(would(&c, "all running"))
         }
+        .map(with_causes)
         .boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
@@ -287,6 +298,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             run.merge(c);
             Ok(detail)
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -324,6 +336,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Images {
                 vec![format!("import {}", imported.join(", "))]
             })
         }
+        .map(with_causes)
         .boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
@@ -335,6 +348,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Images {
                 imported.join(", ")
             })
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -361,7 +375,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
             ),
             format!("wait for {}/readyz", ctx.api_server()),
         ];
-        async move { Ok(lines) }.boxed()
+        async move { Ok(lines) }.map(with_causes).boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
@@ -381,6 +395,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
             run.set_client(client);
             Ok(String::new())
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -404,7 +419,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for NodeReady {
                 p.node_name
             )
         });
-        async move { Ok(vec![line?]) }.boxed()
+        async move { Ok(vec![line?]) }.map(with_causes).boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
@@ -423,6 +438,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for NodeReady {
             run.merge(c);
             Ok(name.clone())
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -441,7 +457,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for AddOns {
             "apply the CRDs, bootstrap RBAC, the Cluster object, the operator, the pod network and DNS add-ons (server-side, unchanged objects stay as they are)".to_string(),
             format!("publish the controller's certificates in ConfigMap {}/{}", certinfo::NAMESPACE, certinfo::CONFIGMAP),
         ];
-        async move { Ok(lines) }.boxed()
+        async move { Ok(lines) }.map(with_causes).boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
@@ -453,6 +469,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for AddOns {
             certinfo::publish(client, run.session()?, &plan.certs, &run.ctx().cas).await?;
             Ok(format!("{} objects", applied + 1))
         }
+        .map(with_causes)
         .boxed()
     }
 }
@@ -474,10 +491,12 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for OperatorLeading {
     }
     fn plan<'a>(&'a self, _: &'a UpRun) -> Plan<'a> {
         let line = "wait until the operator's pod is ready and holds its leader Lease".to_string();
-        async move { Ok(vec![line]) }.boxed()
+        async move { Ok(vec![line]) }.map(with_causes).boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
-        async move { operator::wait_leading(run.client()?).await }.boxed()
+        async move { operator::wait_leading(run.client()?).await }
+            .map(with_causes)
+            .boxed()
     }
 }
 
@@ -517,5 +536,71 @@ fn describe_units(c: &Changes) -> String {
         "all running".into()
     } else {
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<UpPhase> {
+        up_phases().iter().map(|p| p.key()).collect()
+    }
+
+    #[test]
+    fn the_list_is_up_in_order_each_phase_once() {
+        let names: Vec<&str> = keys().iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "connect",
+                "preflight",
+                "artifacts",
+                "certificates",
+                "configuration",
+                "units",
+                "images",
+                "control plane ready",
+                "node ready",
+                "cluster add-ons",
+                "operator leading",
+            ]
+        );
+    }
+
+    /// The engine waits only for phases listed before (a later one would
+    /// never be done first): no phase may name itself or one after it.
+    #[test]
+    fn a_phase_waits_only_for_phases_listed_before_it() {
+        let keys = keys();
+        for (i, phase) in up_phases().iter().enumerate() {
+            for dep in phase.after().unwrap_or_default() {
+                let at = keys.iter().position(|k| k == dep).unwrap();
+                assert!(at < i, "{:?} waits for {dep:?}", phase.key());
+            }
+        }
+    }
+
+    /// A dry run runs the phases that only look: exactly connect and
+    /// preflight, so `plan` never reaches a change.
+    #[test]
+    fn only_connect_and_preflight_run_in_a_dry_run() {
+        let observing: Vec<UpPhase> = up_phases()
+            .iter()
+            .filter(|p| p.effect() == Effect::Observe)
+            .map(|p| p.key())
+            .collect();
+        assert_eq!(observing, [UpPhase::Connect, UpPhase::Preflight]);
+    }
+
+    #[test]
+    fn a_dry_run_line_says_what_would_change_or_that_nothing_would() {
+        let c = Changes {
+            uploaded: vec!["a".into(), "b".into()],
+            issued: vec!["apiserver".into()],
+            ..Changes::default()
+        };
+        assert_eq!(would(&c, "-"), ["upload 2 files", "issue apiserver"]);
+        assert_eq!(would(&Changes::default(), "in place"), ["in place"]);
     }
 }
