@@ -1,15 +1,19 @@
 //! `kubeup reset -f cluster.yaml [HOST…]`: remove everything kubeup
-//! installed on the hosts, so a later `up` starts clean.
+//! installed on the hosts, so a later `up` starts clean. Phases: connect →
+//! stop units → remove files → clean network (the last three are the
+//! operator's too, in `converge::reset_phases`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use kubeup_provision::converge;
+use kubeup_provision::converge::reset_phases::{ResetPhase, ResetSteps};
+use kubeup_provision::phase::{Phase, Procedure};
 
-use crate::ClusterFile;
-use crate::up::ControllerContext;
+use crate::progress::Progress;
+use crate::up::{Connect, ControllerContext, Link, end_with, explain};
+use crate::{ClusterFile, Output};
 
 #[derive(Args, Debug)]
 pub struct ResetArgs {
@@ -57,13 +61,23 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    let session = ctx.connect().await?;
-    let removed = converge::reset_host(&session).await?;
-    println!(
-        "{}: reset, {} paths removed",
-        ctx.host_label(),
-        removed.len()
-    );
-    session.close().await;
-    Ok(ExitCode::SUCCESS)
+    let progress = Progress::new(Output::Text);
+    let mut link = Link::new(ctx);
+    let connect = Connect(ResetPhase::Connect);
+    let steps = ResetSteps::default();
+    let mut phases: Vec<&dyn Phase<Link, ResetPhase, anyhow::Error>> = vec![&connect];
+    phases.extend(steps.phases());
+    let walked = Procedure::new(link.host.clone(), phases)
+        .apply(&link, &progress, None)
+        .await;
+    link.close().await;
+    let result = match walked {
+        Ok(_) => {
+            let removed = steps.remove.removed().len();
+            println!("{}: reset, {removed} paths removed", link.host);
+            Ok(())
+        }
+        Err(failed) => Err(explain(failed, "reset", &args.file.file, &link)),
+    };
+    end_with(&progress, "reset", result)
 }

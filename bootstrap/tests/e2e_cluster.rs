@@ -96,6 +96,7 @@ fn controller_end_to_end() {
     step_secrets_are_encrypted_at_rest(&c);
     step_audit_log_records_secrets_without_their_data(&c);
     step_second_up_changes_nothing(&c);
+    step_plan_walks_the_phases_up_walks(&c);
     step_one_setting_restarts_only_its_units(&c);
     step_reset_then_up_converges(&c);
 
@@ -496,6 +497,35 @@ fn step_second_up_changes_nothing(c: &Cluster) {
     );
     let plan = kubeup_ok(&["plan", "-f", &c.file]);
     assert!(plan.contains("no changes"), "{plan}");
+}
+
+/// `plan` is `up`'s dry run: the same phases, cluster ones included (each
+/// with a line of what it would do), every phase's JSON progress ended.
+fn step_plan_walks_the_phases_up_walks(c: &Cluster) {
+    let walked = |command: &str| {
+        let events = json_events(kubeup_ok(&[command, "-f", &c.file, "-o", "json"]).as_bytes());
+        assert_every_start_ends(&events);
+        let summary = events.last().unwrap();
+        assert_eq!(summary["event"], "summary", "{summary}");
+        let phases: Vec<String> = summary["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        (phases, events)
+    };
+    let (planned, plan_events) = walked("plan");
+    let (applied, _) = walked("up");
+    assert_eq!(planned, applied, "plan and up walk different phases");
+    for cluster_phase in ["control plane ready", "node ready", "cluster add-ons"] {
+        assert!(
+            phases_with(&plan_events, "planned")
+                .iter()
+                .any(|p| p == cluster_phase),
+            "plan says nothing of {cluster_phase}: {plan_events:#?}"
+        );
+    }
 }
 
 fn step_reset_then_up_converges(c: &Cluster) {

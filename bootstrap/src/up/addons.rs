@@ -179,8 +179,12 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
     // server starts.
     let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
     let mut count = 0;
-    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let value = serde_yaml_ng::Value::deserialize(doc)?;
+    // Parsed up front: the parser may not be held across an await in a
+    // future that must be `Send` (the phase engine's).
+    let docs = serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(serde_yaml_ng::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()?;
+    for value in docs {
         if value.is_null() {
             continue;
         }

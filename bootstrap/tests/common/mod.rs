@@ -172,3 +172,46 @@ pub fn wait_for_operator(dir: &Path, timeout_s: u64) {
         out.contains("Running").then_some(())
     });
 }
+
+/// The JSON event lines of `kubeup … -o json` (stdout), in order.
+pub fn json_events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Every phase that started on a host ended (done, planned or failed)
+/// after it, and the last event ends the run (`summary` or `failed`).
+pub fn assert_every_start_ends(events: &[serde_json::Value]) {
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    for (i, e) in events.iter().enumerate() {
+        if s(e, "event") != "started" {
+            continue;
+        }
+        let ended = events[i + 1..].iter().any(|later| {
+            s(later, "host") == s(e, "host")
+                && s(later, "phase") == s(e, "phase")
+                && ["done", "planned", "failed"].contains(&s(later, "event").as_str())
+        });
+        assert!(
+            ended,
+            "{} started and never ended: {events:#?}",
+            s(e, "phase")
+        );
+    }
+    let last = events.last().expect("no events");
+    assert!(
+        ["summary", "failed"].contains(&s(last, "event").as_str()) && last["phase"].is_null(),
+        "the stream does not end with the run's end: {last}"
+    );
+}
+
+/// The phase names of events of one kind, in order.
+pub fn phases_with(events: &[serde_json::Value], event: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == event)
+        .filter_map(|e| e["phase"].as_str().map(str::to_string))
+        .collect()
+}

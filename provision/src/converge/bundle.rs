@@ -214,6 +214,10 @@ pub async fn push_bundle(
                     .await
                     .map_err(err)
             });
+        // Collected: a closure over borrowed items held across an await
+        // keeps rustc from proving the whole future `Send`, which the phase
+        // engine needs.
+        let uploads: Vec<_> = uploads.collect();
         let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOAD_CHANNELS);
         while let Some(r) = uploads.next().await {
             r?;

@@ -8,6 +8,7 @@ mod certs;
 mod files;
 mod preflight;
 mod reset;
+pub mod reset_phases;
 mod stamp;
 mod units;
 

@@ -164,6 +164,8 @@ systemctl disable --quiet {units} 2>/dev/null
 # Containers outlive containerd (KillMode=process): end their shims too.
 pkill -TERM -x containerd-shim 2>/dev/null; sleep 0.2; pkill -KILL -x containerd-shim 2>/dev/null
 for m in $(awk '$2 ~ "^/var/lib/kubelet/|^/run/containerd/|^/var/lib/containerd/" {{print $2}}' /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
+# A unit or mount already gone is not an error: this step only makes sure.
+true
 "#
     )
 }
@@ -184,31 +186,71 @@ systemctl reset-failed 2>/dev/null
 true
 "#;
 
-/// Reset the host; returns the paths removed.
+/// Reset the host; returns the paths removed. The steps in order (each
+/// tolerates a host where `up` never ran or half ran); flows that show
+/// progress per step walk them as phases ([`super::reset_phases`]).
 pub async fn reset_host(session: &Session) -> Result<Vec<String>, ConvergeError> {
-    let script = reset_script().map_err(ssh_err(session.host(), "reset"))?;
+    stop_units(session).await?;
+    let removed = remove_installed(session).await?;
+    clean_network(session).await?;
+    Ok(removed)
+}
+
+/// Stop and disable kubeup's units, end the containers, unmount their mounts.
+pub async fn stop_units(session: &Session) -> Result<(), ConvergeError> {
+    run_step(session, stop_script()).await.map(drop)
+}
+
+/// Remove what the installed list names and kubeup's own trees; the paths
+/// removed.
+pub async fn remove_installed(session: &Session) -> Result<Vec<String>, ConvergeError> {
+    let script = removal_script("").map_err(ssh_err(session.host(), "reset"))?;
     run_removal(session, script).await
 }
 
-/// Stop, remove (its list of what went is the script's output), clean the
-/// network up.
-fn reset_script() -> Result<String, crate::ssh::SshError> {
-    let removal = removal_script("")?;
-    Ok(format!(
-        "{}removed=$( {{\n{removal}}} )\n{NETWORK_SCRIPT}echo $removed\n",
-        stop_script()
-    ))
+/// kube-proxy's and flannel's rules, kubeup's links, the pods' slice.
+pub async fn clean_network(session: &Session) -> Result<(), ConvergeError> {
+    run_step(session, NETWORK_SCRIPT.to_string())
+        .await
+        .map(drop)
 }
 
-async fn run_removal(session: &Session, script: String) -> Result<Vec<String>, ConvergeError> {
+/// What the installed list names, one a line (nothing when `up` never
+/// ran): read-only, for a plan of the removal.
+pub async fn installed_list(session: &Session) -> Result<Vec<String>, ConvergeError> {
     let out = session
+        .run(
+            &Command::shell(format!("cat {} 2>/dev/null; true", layout::INSTALLED_LIST))
+                .privileged(),
+        )
+        .await
+        .map_err(ssh_err(session.host(), "reset"))?;
+    Ok(out.stdout_str().lines().map(str::to_string).collect())
+}
+
+/// The scripts of the steps, in order (each valid shell on its own).
+#[cfg(test)]
+fn step_scripts() -> Result<Vec<String>, crate::ssh::SshError> {
+    Ok(vec![
+        stop_script(),
+        removal_script("")?,
+        NETWORK_SCRIPT.to_string(),
+    ])
+}
+
+async fn run_step(session: &Session, script: String) -> Result<crate::ssh::Output, ConvergeError> {
+    session
         .run(
             &Command::shell(script)
                 .privileged()
                 .timeout(std::time::Duration::from_secs(120)),
         )
         .await
-        .map_err(ssh_err(session.host(), "reset"))?;
+        .map_err(ssh_err(session.host(), "reset"))
+}
+
+async fn run_removal(session: &Session, script: String) -> Result<Vec<String>, ConvergeError> {
+    let out = run_step(session, script).await?;
     Ok(out
         .stdout_str()
         .split_whitespace()
@@ -262,18 +304,19 @@ mod tests {
     #[test]
     fn the_reset_script_is_valid_shell() {
         use std::io::Write;
-        let script = reset_script().unwrap();
-        let mut sh = std::process::Command::new("sh")
-            .arg("-n")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        sh.stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(sh.wait().unwrap().success(), "{script}");
+        for script in step_scripts().unwrap() {
+            let mut sh = std::process::Command::new("sh")
+                .arg("-n")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            sh.stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            assert!(sh.wait().unwrap().success(), "{script}");
+        }
     }
 
     /// Against a real sshd on this machine, every path under a temporary

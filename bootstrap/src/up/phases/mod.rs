@@ -1,0 +1,144 @@
+//! The phases of `kubeup up` and `kubeup plan`: one list ([`up_phases`]),
+//! walked by the engine for real (`up`) or as a dry run (`plan`, which
+//! prints each phase's [`Phase::plan`] and changes nothing). Each phase
+//! looks before it acts, so a converged host sees no write and no restart.
+
+mod cluster;
+mod host;
+
+use anyhow::Result;
+use futures::future::BoxFuture;
+use kubeup_provision::phase::{Phase, PhaseKey};
+
+use super::connect::Connect;
+use super::run::UpRun;
+use cluster::{AddOns, ControlPlaneReady, NodeReady, OperatorLeading};
+use host::{Artifacts, Certificates, Configuration, Images, Preflight, Units};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpPhase {
+    Connect,
+    Preflight,
+    Artifacts,
+    Certificates,
+    Configuration,
+    Units,
+    Images,
+    ControlPlaneReady,
+    NodeReady,
+    AddOns,
+    OperatorLeading,
+}
+
+/// The names JSON progress, `hack/bench-up.sh` and the README show.
+impl PhaseKey for UpPhase {
+    fn name(self) -> &'static str {
+        match self {
+            UpPhase::Connect => "connect",
+            UpPhase::Preflight => "preflight",
+            UpPhase::Artifacts => "artifacts",
+            UpPhase::Certificates => "certificates",
+            UpPhase::Configuration => "configuration",
+            UpPhase::Units => "units",
+            UpPhase::Images => "images",
+            UpPhase::ControlPlaneReady => "control plane ready",
+            UpPhase::NodeReady => "node ready",
+            UpPhase::AddOns => "cluster add-ons",
+            UpPhase::OperatorLeading => "operator leading",
+        }
+    }
+}
+
+pub type UpStep = dyn Phase<UpRun, UpPhase, anyhow::Error>;
+
+/// `up`, in order. A phase starts once the ones its `after` names are done
+/// (by default the one before): the bundle streams while certificates are
+/// issued and files written, and images are imported while the apiserver
+/// comes up.
+pub fn up_phases() -> Vec<&'static UpStep> {
+    vec![
+        &Connect(UpPhase::Connect), //    looks
+        &Preflight,                 //    looks; renders the plan
+        &Artifacts,                 // ┐
+        &Certificates,              // ├ after preflight, at once
+        &Configuration,             // ┘
+        &Units,                     //    after the three
+        &Images,                    // ┐  after units, at once
+        &ControlPlaneReady,         // ┘
+        &NodeReady,                 //    after both
+        &AddOns,                    //    after node ready (DNS moves after kubelets)
+        &OperatorLeading,           //    only with a pod network kubeup runs
+    ]
+}
+
+/// What phases return, boxed for the engine.
+type Plan<'a> = BoxFuture<'a, Result<Vec<String>>>;
+type Run<'a> = BoxFuture<'a, Result<String>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubeup_provision::converge::Changes;
+    use kubeup_provision::phase::Effect;
+
+    fn keys() -> Vec<UpPhase> {
+        up_phases().iter().map(|p| p.key()).collect()
+    }
+
+    #[test]
+    fn the_list_is_up_in_order_each_phase_once() {
+        let names: Vec<&str> = keys().iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "connect",
+                "preflight",
+                "artifacts",
+                "certificates",
+                "configuration",
+                "units",
+                "images",
+                "control plane ready",
+                "node ready",
+                "cluster add-ons",
+                "operator leading",
+            ]
+        );
+    }
+
+    /// The engine waits only for phases listed before (a later one would
+    /// never be done first): no phase may name itself or one after it.
+    #[test]
+    fn a_phase_waits_only_for_phases_listed_before_it() {
+        let keys = keys();
+        for (i, phase) in up_phases().iter().enumerate() {
+            for dep in phase.after().unwrap_or_default() {
+                let at = keys.iter().position(|k| k == dep).unwrap();
+                assert!(at < i, "{:?} waits for {dep:?}", phase.key());
+            }
+        }
+    }
+
+    /// A dry run runs the phases that only look: exactly connect and
+    /// preflight, so `plan` never reaches a change.
+    #[test]
+    fn only_connect_and_preflight_run_in_a_dry_run() {
+        let observing: Vec<UpPhase> = up_phases()
+            .iter()
+            .filter(|p| p.effect() == Effect::Observe)
+            .map(|p| p.key())
+            .collect();
+        assert_eq!(observing, [UpPhase::Connect, UpPhase::Preflight]);
+    }
+
+    #[test]
+    fn a_dry_run_line_says_what_would_change_or_that_nothing_would() {
+        let c = Changes {
+            uploaded: vec!["a".into(), "b".into()],
+            issued: vec!["apiserver".into()],
+            ..Changes::default()
+        };
+        assert_eq!(host::would(&c, "-"), ["upload 2 files", "issue apiserver"]);
+        assert_eq!(host::would(&Changes::default(), "in place"), ["in place"]);
+    }
+}
