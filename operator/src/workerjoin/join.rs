@@ -261,7 +261,12 @@ impl Progress<Phase, Error> for Join<'_> {
                 Step::Started => self.enter(e.frontier.unwrap_or(e.phase)).await,
                 Step::Done { elapsed, .. } => {
                     self.finished(e.phase, elapsed).await;
-                    Ok(())
+                    // The phases beside it may still run: the recorded phase
+                    // moves only when the first unfinished one did.
+                    match e.frontier {
+                        Some(next) => self.enter(next).await,
+                        None => Ok(()),
+                    }
                 }
                 Step::Skipped | Step::Planned { .. } | Step::Failed { .. } => Ok(()),
             }

@@ -424,28 +424,12 @@ impl<'a> Phase<Join<'a>, P, Error> for WaitingForNode {
     }
 }
 
-/// `push_bundle` on a blocking thread of its own: its future (a `join_all`
-/// over closures) is not provably `Send`, which the controller's spawned
-/// reconcile needs, and blocking this task instead (`block_in_place`)
-/// would stall the phases running beside it.
+/// The bundle's files the host lacks (its plan with `dry_run`).
 async fn push_bundle(j: &Join<'_>, dry_run: bool) -> Result<Changes> {
-    let session = j.session()?.clone();
-    let bundle = j.bundle.clone();
-    let compressed = j.ctx.bundles.compressed().cloned();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        handle.block_on(converge::push_bundle(
-            &session,
-            &bundle.0,
-            &bundle.1,
-            compressed.as_ref(),
-            None,
-            dry_run,
-        ))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("the upload task ended: {e}")))?
-    .map_err(Error::from)
+    let (dir, manifest) = (&j.bundle.0, &j.bundle.1);
+    let compressed = j.ctx.bundles.compressed();
+    let c = converge::push_bundle(j.session()?, dir, manifest, compressed, None, dry_run).await?;
+    Ok(c)
 }
 
 fn describe_units(c: &Changes) -> String {
