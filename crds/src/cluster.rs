@@ -289,7 +289,10 @@ pub struct LocalPathSettings {
     /// `local-path-retain` (reclaim `Retain`) live in its `retained/`
     /// subdirectory, which nothing of kubeup removes.
     #[serde(default = "default_local_path_dir")]
-    #[schemars(pattern(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"), length(min = 2, max = 200))]
+    #[schemars(
+        pattern(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"),
+        length(min = 2, max = 200)
+    )]
     pub dir: String,
 }
 

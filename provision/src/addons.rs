@@ -51,7 +51,10 @@ const TRAEFIK: &str = include_str!("../../deploy/addons/traefik.yaml");
 pub fn manifests(addons: &Addons) -> String {
     let mut docs = vec![];
     if addons.storage == Storage::LocalPath {
-        docs.push(local_path_manifest(LOCAL_PATH_IMAGE, &addons.local_path.dir));
+        docs.push(local_path_manifest(
+            LOCAL_PATH_IMAGE,
+            &addons.local_path.dir,
+        ));
     }
     if addons.ingress == Ingress::Traefik {
         docs.push(traefik_manifest(TRAEFIK_IMAGE, &addons.traefik));
@@ -173,7 +176,10 @@ fn check_dir(p: &mut Vec<Problem>, dir: &str) {
         && dir
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
-        && dir.split('/').skip(1).all(|c| !c.is_empty() && c != "." && c != "..");
+        && dir
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if !plain {
         p.push(Problem::new(
             path,
@@ -308,7 +314,10 @@ mod tests {
         let y = traefik_manifest(TRAEFIK_IMAGE, &TraefikSettings::default());
         no_placeholder_left(&y);
         let d = docs(&y);
-        let ds = d.iter().find(|x| x["kind"] == "DaemonSet").expect("DaemonSet");
+        let ds = d
+            .iter()
+            .find(|x| x["kind"] == "DaemonSet")
+            .expect("DaemonSet");
         let pod = &ds["spec"]["template"]["spec"];
         let term = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             ["nodeSelectorTerms"][0]["matchExpressions"][0];
@@ -327,7 +336,10 @@ mod tests {
         assert!(!args.iter().any(|a| a.starts_with("--api")), "{args:?}");
         assert!(args.contains(&"--global.sendAnonymousUsage=false"));
         assert!(args.contains(&"--global.checkNewVersion=false"));
-        let class = d.iter().find(|x| x["kind"] == "IngressClass").expect("class");
+        let class = d
+            .iter()
+            .find(|x| x["kind"] == "IngressClass")
+            .expect("class");
         assert_eq!(class["metadata"]["name"], INGRESS_CLASS);
         assert_eq!(
             class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
@@ -340,7 +352,10 @@ mod tests {
         };
         let y = traefik_manifest(TRAEFIK_IMAGE, &labelled);
         let d = docs(&y);
-        let ds = d.iter().find(|x| x["kind"] == "DaemonSet").expect("DaemonSet");
+        let ds = d
+            .iter()
+            .find(|x| x["kind"] == "DaemonSet")
+            .expect("DaemonSet");
         let pod = &ds["spec"]["template"]["spec"];
         assert_eq!(pod["nodeSelector"]["ingress"], "true", "a string");
         assert!(pod["affinity"]["nodeAffinity"].is_null());
@@ -405,8 +420,11 @@ mod tests {
         std::fs::write(format!("{record}/pvc-1"), "/data/vols/pvc-1_default_a\n").expect("rec");
         // Never followed: not a volume directory, or a retained one.
         std::fs::write(format!("{record}/evil"), "/data\n").expect("rec");
-        std::fs::write(format!("{record}/ret"), "/data/vols/retained/pvc-2_default_b\n")
-            .expect("rec");
+        std::fs::write(
+            format!("{record}/ret"),
+            "/data/vols/retained/pvc-2_default_b\n",
+        )
+        .expect("rec");
         std::fs::write(format!("{record}/dots"), "/data/vols/pvc-1/../../x\n").expect("rec");
         let script = format!(
             "set -u\nR={r}\nremoved=\"\"\n{}echo $removed\n",
@@ -430,7 +448,11 @@ mod tests {
     #[test]
     fn images_of_disabled_addons_are_left_out() {
         let mut m = BundleManifest::new("v1.34.10");
-        for f in [LOCAL_PATH_IMAGE_FILE, TRAEFIK_IMAGE_FILE, "images/pause.tar"] {
+        for f in [
+            LOCAL_PATH_IMAGE_FILE,
+            TRAEFIK_IMAGE_FILE,
+            "images/pause.tar",
+        ] {
             m.files.insert(
                 f.into(),
                 crate::artifacts::BundleFile {

@@ -165,7 +165,8 @@ async fn delete_yaml(client: &Client, yaml: &str) -> Result<()> {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("failed to delete {} {}", tm.kind, obj.name_any()));
+                return Err(e)
+                    .with_context(|| format!("failed to delete {} {}", tm.kind, obj.name_any()));
             }
         }
     }
