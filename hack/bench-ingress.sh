@@ -117,6 +117,6 @@ rps "http://$POD_IP:8080/" >/dev/null
 INGRESS=$(rps "http://$A_IP/" "Host: $HOST")
 DIRECT=$(rps "http://$POD_IP:8080/")
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s from this machine to a pod on $A:"
-printf '  through the ingress (Traefik, %s:80)  %10.0f req/s\n' "$A_IP" "$INGRESS"
-printf '  straight to the pod IP (%s:8080)  %10.0f req/s\n' "$POD_IP" "$DIRECT"
-printf '  ratio ingress/direct  %.2f\n' "$(echo "$INGRESS / $DIRECT" | bc -l)"
+printf '  %-46s %10.0f req/s\n' "through the ingress (Traefik, $A_IP:80)" "$INGRESS"
+printf '  %-46s %10.0f req/s\n' "straight to the pod IP ($POD_IP:8080)" "$DIRECT"
+printf '  %-46s %10.2f\n' "ratio ingress/direct" "$(echo "$INGRESS / $DIRECT" | bc -l)"

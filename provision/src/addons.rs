@@ -297,7 +297,10 @@ mod tests {
         let config: serde_json::Value =
             serde_json::from_str(cm["data"]["config.json"].as_str().unwrap_or_default())
                 .expect("config.json is JSON");
-        assert_eq!(config["nodePathMap"][0]["paths"][0], "/data/vols");
+        assert_eq!(
+            config["storageClassConfigs"][STORAGE_CLASS]["nodePathMap"][0]["paths"][0],
+            "/data/vols"
+        );
         assert_eq!(
             config["storageClassConfigs"][RETAIN_STORAGE_CLASS]["nodePathMap"][0]["paths"][0],
             "/data/vols/retained"
