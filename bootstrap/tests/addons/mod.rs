@@ -469,7 +469,9 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: {name}, namespace: {NS}}}
 spec:
-  nodeName: {node}
+  # Through the scheduler (not nodeName): WaitForFirstConsumer provisions
+  # on the node it picks.
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
   terminationGracePeriodSeconds: 1
   containers:
   - name: main
