@@ -6,7 +6,9 @@
 //! resolves `kubernetes.default.svc.cluster.local` for a pod; `kubectl logs`
 //! over verified kubelet TLS; `kubectl top nodes` (metrics-server); and on a
 //! fourth host a single-node `cni: none` cluster whose Node waits for a CNI
-//! with nothing of flannel installed. One sandbox for the whole test; a
+//! with nothing of flannel (nor of `addons: none`'s storage and ingress)
+//! installed. On the same cluster, the add-ons of bootstrap/tests/addons/:
+//! local-path volumes and the Traefik ingress. One sandbox for the whole test; a
 //! guard tears it down even on panic.
 //!
 //! Needs root, the sandbox prerequisites (hack/apt/sandbox.txt), the bundle
