@@ -33,7 +33,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 "$kubeup" sandbox up --hosts "$hosts" --dir "$dir" >/dev/null
 "$kubeup" up -f "$dir/cluster.yaml" >/dev/null
-kubectl() { "$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
+kubectl() { "$KUBEUP_BUNDLE/bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
 now() { date +%s.%N; }
 
 mapfile -t files < <(ls "$dir"/workers/*.yaml)

@@ -26,7 +26,8 @@ if [ "${1:-}" = "--dir" ]; then DIR=$2; fi
 
 cargo build -q -p kubeup --bin kubeup
 KUBEUP=$CARGO_TARGET_DIR/debug/kubeup
-KUBECTL=$CACHE/bundle/v1.34.10/bin/kubectl
+source hack/env.sh
+KUBECTL=$KUBEUP_BUNDLE/bin/kubectl
 
 if [ -z "$DIR" ]; then
   DIR=$(mktemp -d)/cluster

@@ -13,7 +13,7 @@ cargo xtask bundle
 cargo xtask image
 cargo build --quiet --bin kubeup
 kubeup="$CARGO_TARGET_DIR/debug/kubeup"
-kubectl="$KUBEUP_CACHE/bundle/v1.34.10/bin/kubectl --kubeconfig $dir/admin.kubeconfig"
+kubectl="$KUBEUP_BUNDLE/bin/kubectl --kubeconfig $dir/admin.kubeconfig"
 
 # A previous demo's sandbox is replaced.
 [[ -f $dir/sandbox/state.json ]] && "$kubeup" sandbox down --dir "$dir"

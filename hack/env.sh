@@ -3,4 +3,8 @@
 export KUBEUP_CACHE="${KUBEUP_CACHE:-$HOME/.cache/kubeup}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KUBEUP_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The bundle `cargo xtask bundle` builds (provision's default_bundle_dir):
+# named after the Kubernetes version and the digest of hack/bundle/parts.
+KUBEUP_BUNDLE="$KUBEUP_CACHE/bundle/v1.34.10-$(sha256sum "$(dirname "${BASH_SOURCE[0]}")/bundle/parts" | cut -c1-8)"
+export KUBEUP_BUNDLE
 mkdir -p "$KUBEUP_CACHE"

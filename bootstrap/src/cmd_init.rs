@@ -93,6 +93,7 @@ fn template(args: &InitArgs) -> Cluster {
         artifacts: Default::default(),
         certificates: Default::default(),
         kubelet: Default::default(),
+        addons: Default::default(),
     };
     Cluster::new(&args.name, spec)
 }

@@ -6,7 +6,9 @@
 //! resolves `kubernetes.default.svc.cluster.local` for a pod; `kubectl logs`
 //! over verified kubelet TLS; `kubectl top nodes` (metrics-server); and on a
 //! fourth host a single-node `cni: none` cluster whose Node waits for a CNI
-//! with nothing of flannel installed. One sandbox for the whole test; a
+//! with nothing of flannel (nor of `addons: none`'s storage and ingress)
+//! installed. On the same cluster, the add-ons of bootstrap/tests/addons/:
+//! local-path volumes and the Traefik ingress. One sandbox for the whole test; a
 //! guard tears it down even on panic.
 //!
 //! Needs root, the sandbox prerequisites (hack/apt/sandbox.txt), the bundle
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+mod addons;
 mod common;
 use common::*;
 const NS: &str = "e2e-network";
@@ -92,6 +95,10 @@ fn pod_network_end_to_end() {
     step_cluster_dns(&c);
     step_logs_over_verified_kubelet_tls(&c);
     step_top_nodes(&c);
+    // spec.addons (bootstrap/tests/addons): storage, ingress, and last a
+    // worker's removal (the cluster has one worker fewer after it).
+    addons::storage_and_ingress(&c.dir);
+    addons::step_worker_removal_keeps_only_retained_volumes(&c.dir);
     step_cni_none_installs_no_network(&c);
 }
 
@@ -198,6 +205,8 @@ fn step_cni_none_installs_no_network(c: &Cluster) {
         m.remove("name");
     }
     doc["spec"]["networking"]["cni"] = "none".into();
+    // Neither storage nor ingress either (checked below).
+    doc["spec"]["addons"] = serde_yaml_ng::from_str("{storage: none, ingress: none}").unwrap();
     let file2 = dir2.join("cluster.yaml");
     std::fs::write(&file2, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
     // `init` completes the directory: keeps cluster.yaml, creates pki/.
@@ -235,6 +244,7 @@ fn step_cni_none_installs_no_network(c: &Cluster) {
         !found.contains("flannel") && !found.contains("conflist") && !found.starts_with("active"),
         "cni: none installed network pieces: {found}"
     );
+    addons::check_none_installs_neither(&kubeconfig, &c.dir, SPARE_HOST);
     eprintln!("cni: none: Node {}", nodes.trim());
 }
 

@@ -73,6 +73,10 @@ pub struct ClusterSpec {
     /// Settings of every node's kubelet (the controller's and the workers').
     #[serde(default)]
     pub kubelet: KubeletSettings,
+    /// What `kubeup up` installs besides the pod network, DNS and metrics:
+    /// persistent volumes (`storage`) and a way in from outside (`ingress`).
+    #[serde(default)]
+    pub addons: Addons,
 }
 
 fn default_version() -> String {
@@ -238,6 +242,101 @@ pub struct KubeletSettings {
     /// nodes need.
     #[serde(default)]
     pub relaxed_eviction: bool,
+}
+
+/// Add-ons kubeup installs into the cluster, each built into a local image
+/// of the bundle (no registry) and following the bundle's version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Addons {
+    /// `local-path` (default): rancher's local-path-provisioner and the
+    /// default StorageClass `local-path` (volumes in a directory of the node
+    /// the pod runs on); `none`: no StorageClass.
+    #[serde(default)]
+    pub storage: Storage,
+    /// `traefik` (default): Traefik v3 on every worker's host ports 80/443,
+    /// serving Ingresses and the default IngressClass `traefik`; `none`: no
+    /// ingress controller.
+    #[serde(default)]
+    pub ingress: Ingress,
+    /// Settings of the `local-path` storage.
+    #[serde(default)]
+    pub local_path: LocalPathSettings,
+    /// Settings of the `traefik` ingress.
+    #[serde(default)]
+    pub traefik: TraefikSettings,
+}
+
+/// The persistent-volume add-on.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum Storage {
+    #[default]
+    #[serde(rename = "local-path")]
+    LocalPath,
+    #[serde(rename = "none")]
+    None,
+}
+
+/// The ingress add-on.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Ingress {
+    #[default]
+    Traefik,
+    None,
+}
+
+/// Where local-path keeps volumes on each node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalPathSettings {
+    /// Absolute directory on every node; each volume is a `pvc-…`
+    /// directory in it, removed when its PV is deleted (reclaim `Delete`)
+    /// and by `kubeup reset`. Volumes of the StorageClass
+    /// `local-path-retain` (reclaim `Retain`) live in its `retained/`
+    /// subdirectory, which nothing of kubeup removes.
+    #[serde(default = "default_local_path_dir")]
+    #[schemars(
+        pattern(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"),
+        length(min = 2, max = 200)
+    )]
+    pub dir: String,
+}
+
+impl Default for LocalPathSettings {
+    fn default() -> Self {
+        Self {
+            dir: default_local_path_dir(),
+        }
+    }
+}
+
+/// The default [`LocalPathSettings::dir`].
+pub const DEFAULT_LOCAL_PATH_DIR: &str = "/var/lib/local-path-provisioner";
+
+fn default_local_path_dir() -> String {
+    DEFAULT_LOCAL_PATH_DIR.into()
+}
+
+/// How Traefik runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraefikSettings {
+    /// Nodes Traefik runs on (labels they must all have). Empty (default):
+    /// every node except the controllers. Label the nodes you want, e.g.
+    /// `kubectl label node n1 ingress=true` with `{ingress: "true"}`; a
+    /// labelled controller runs it too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Serve Traefik's dashboard and API on port 9000 of each of its pods
+    /// (reached with `kubectl port-forward`, never on a host port). Off by
+    /// default.
+    #[serde(default)]
+    pub dashboard: bool,
 }
 
 /// Observed state of the cluster.

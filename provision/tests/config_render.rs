@@ -29,6 +29,7 @@ fn rendered_yaml_is_commented_and_round_trips() {
         artifacts: Default::default(),
         certificates: Default::default(),
         kubelet: Default::default(),
+        addons: Default::default(),
     };
     let cluster = Cluster::new("demo", spec);
     let text = render_cluster_yaml(&cluster);

@@ -105,6 +105,7 @@ pub fn cluster(st: &State) -> Result<Cluster, FilesError> {
         kubelet: KubeletSettings {
             relaxed_eviction: true,
         },
+        addons: Default::default(),
     };
     Ok(Cluster::new("sandbox", spec))
 }

@@ -97,7 +97,80 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
         .await
         .context("failed to apply the pod network and DNS add-ons")?;
     n += super::metrics::apply(client, ctx).await?;
+    n += apply_storage_and_ingress(client, &ctx.loaded.cluster.spec.addons).await?;
     Ok(n)
+}
+
+/// `spec.addons`: local-path storage and the Traefik ingress, each applied
+/// when on and its objects deleted when turned off (`none`), so the cluster
+/// follows the file both ways.
+async fn apply_storage_and_ingress(
+    client: &Client,
+    addons: &kubeup_crds::cluster::Addons,
+) -> Result<usize> {
+    use kubeup_crds::cluster::{Addons, Ingress, Storage};
+    use kubeup_provision::addons;
+    let n = apply_yaml(client, &addons::manifests(addons))
+        .await
+        .context("failed to apply the storage and ingress add-ons")?;
+    let off = Addons {
+        storage: if addons.storage == Storage::None {
+            Storage::LocalPath
+        } else {
+            Storage::None
+        },
+        ingress: if addons.ingress == Ingress::None {
+            Ingress::Traefik
+        } else {
+            Ingress::None
+        },
+        ..addons.clone()
+    };
+    delete_yaml(client, &addons::manifests(&off))
+        .await
+        .context("failed to remove an add-on turned off")?;
+    Ok(n)
+}
+
+/// Delete every object of a multi-document YAML that exists (what
+/// [`apply_yaml`] made); absent ones and unserved kinds are skipped.
+async fn delete_yaml(client: &Client, yaml: &str) -> Result<()> {
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml_ng::from_value(value)
+            .context("a manifest document is not a Kubernetes object")?;
+        let Some(tm) = obj.types.clone() else {
+            continue;
+        };
+        let (group, version) = tm
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", tm.api_version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, version, &tm.kind);
+        let Ok((ar, caps)) = kube::discovery::pinned_kind(client, &gvk).await else {
+            continue;
+        };
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.namespace().as_deref().unwrap_or("default"),
+                &ar,
+            ),
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        match api.delete(&obj.name_any(), &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("failed to delete {} {}", tm.kind, obj.name_any()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The image tag stays the crate version while its content changes between

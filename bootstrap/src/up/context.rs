@@ -319,6 +319,9 @@ fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
             dir.display()
         )
     })?;
+    // Images of add-ons turned off are neither sent nor imported, so they
+    // are not on the controller for the operator to pass on to workers.
+    let manifest = kubeup_provision::addons::images_for(&manifest, &spec.addons);
     Ok((dir, manifest))
 }
 

@@ -42,9 +42,10 @@ pub fn kubeup_ok(args: &[&str]) -> String {
 
 /// A file of the bundle (`bin/kubectl`, `images/…`); fails when absent.
 pub fn bundle_file(rel: &str) -> String {
-    let cache = std::env::var("KUBEUP_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/kubeup", std::env::var("HOME").unwrap()));
-    let path = format!("{cache}/bundle/v1.34.10/{rel}");
+    let dir = kubeup_provision::artifacts::default_bundle_dir(
+        kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION,
+    );
+    let path = format!("{}/{rel}", dir.display());
     assert!(
         Path::new(&path).exists(),
         "{path} is missing: run `cargo xtask bundle && cargo xtask image`"

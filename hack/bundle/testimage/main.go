@@ -6,12 +6,16 @@
 //	nettest connect ADDR N       N connects, print p50/p90/p99 in µs
 //	nettest get ADDR             HTTP/1.0 GET /, print the response body
 //	                             (busybox-static's wget crashes)
+//	nettest http ADDR TEXT       HTTP server answering TEXT and the path
+//	                             to every request, with keep-alive (the
+//	                             ingress tests and hack/bench-ingress.sh)
 package main
 
 import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -32,6 +36,11 @@ func main() {
 		connect(os.Args[2], int(arg(3)))
 	case "get":
 		get(os.Args[2])
+	case "http":
+		if len(os.Args) < 4 {
+			fail("usage: nettest http ADDR TEXT")
+		}
+		serveHTTP(os.Args[2], os.Args[3])
 	default:
 		fail("unknown command " + os.Args[1])
 	}
@@ -133,4 +142,11 @@ func get(addr string) {
 		fail("not an HTTP response: " + string(resp))
 	}
 	fmt.Print(body)
+}
+
+func serveHTTP(addr, text string) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s\n", text, r.URL.Path)
+	})
+	fail(http.ListenAndServe(addr, h).Error())
 }

@@ -33,9 +33,28 @@ pub fn cache_root() -> PathBuf {
     PathBuf::from(home).join(".cache").join("kubeup")
 }
 
+/// hack/bundle/parts: the parts the bundle is made of, one a line.
+pub const BUNDLE_PARTS: &str = include_str!("../../../hack/bundle/parts");
+
+/// The part names of [`BUNDLE_PARTS`] (comments and blank lines left out).
+pub fn bundle_parts() -> Vec<&'static str> {
+    BUNDLE_PARTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
 /// Where `cargo xtask bundle` puts the bundle for a Kubernetes version, and
 /// where kubeup looks when `Cluster.spec.artifacts` names neither a bundle
-/// directory nor a base URL.
+/// directory nor a base URL: `bundle/<version>-<first 8 hex of the sha256
+/// of hack/bundle/parts>` (hack/env.sh computes the same as
+/// `$KUBEUP_BUNDLE`), so checkouts with different parts keep apart.
 pub fn default_bundle_dir(kubernetes_version: &str) -> PathBuf {
-    cache_root().join("bundle").join(kubernetes_version)
+    use sha2::{Digest, Sha256};
+    let key = hex::encode(Sha256::digest(BUNDLE_PARTS.as_bytes()));
+    let short = key.get(..8).unwrap_or(&key);
+    cache_root()
+        .join("bundle")
+        .join(format!("{kubernetes_version}-{short}"))
 }

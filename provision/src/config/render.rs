@@ -11,7 +11,7 @@ const HEADER: &str = "\
 ";
 
 /// Sections of the spec in order, each with its comment.
-const SECTIONS: [(&str, &str); 6] = [
+const SECTIONS: [(&str, &str); 7] = [
     (
         "kubernetesVersion",
         "Kubernetes version; kubeup supports v1.34.x (cgroup v1 hosts).",
@@ -35,6 +35,10 @@ const SECTIONS: [(&str, &str); 6] = [
     (
         "kubelet",
         "Every kubelet. relaxedEviction: true turns off disk-pressure eviction and image\nGC, for test machines with little disk only; keep it false in production.",
+    ),
+    (
+        "addons",
+        "Installed by `kubeup up`: storage: local-path (default StorageClass, volumes in\nlocalPath.dir on each node; local-path-retain keeps them) or none; ingress:\ntraefik (host ports 80/443 on every worker, or on the nodes with\ntraefik.nodeSelector's labels; dashboard off unless traefik.dashboard) or none.",
     ),
 ];
 

@@ -143,6 +143,7 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
     check_networking(&mut p, &spec.networking);
     check_artifacts(&mut p, &spec.artifacts, dir);
     check_lifetimes(&mut p, &spec.certificates);
+    p.extend(crate::addons::validate(&spec.addons));
     p
 }
 

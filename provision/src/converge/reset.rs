@@ -140,7 +140,7 @@ if [ -f "$list" ]; then
     esac
   done
 fi
-for d in {own}; do
+{volumes}for d in {own}; do
   if [ -d "$R$d" ]; then rm -rf -- "$R$d" && removed="$removed $d"; fi
 done
 echo $removed
@@ -148,6 +148,9 @@ echo $removed
         root = quote(root)?,
         list = layout::INSTALLED_LIST,
         whole = removed_whole().join(" "),
+        // local-path volumes, from the record in kubeup's state (removed
+        // next): before it goes.
+        volumes = crate::addons::reset_volumes_script(),
         own = OWN_TREES.join(" "),
     ))
 }

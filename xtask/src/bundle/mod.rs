@@ -8,7 +8,8 @@
 //! flanneld, containerd, containerd-shim-runc-v2, ctr, runc), `cni/`
 //! (bridge, host-local, loopback, portmap), `images/pause.tar`,
 //! `images/busybox.tar` (smoke tests), `images/coredns.tar`,
-//! `images/metrics-server.tar`, `bundle.json`.
+//! `images/metrics-server.tar`, `images/local-path-provisioner.tar`,
+//! `images/traefik.tar`, `bundle.json`.
 //!
 //! Each component is cached: it is rebuilt only when one of its files is
 //! missing, differs from its sha256 in `bundle.json`, or was made from an
@@ -19,6 +20,7 @@ mod addons;
 mod components;
 mod debian;
 mod go;
+mod storage_ingress;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,6 +89,10 @@ fn parts() -> Vec<Box<dyn Part>> {
         .position(|p| p.name() == "kubernetes")
         .unwrap_or(parts.len());
     parts.insert(at, Box::new(MetricsServer));
+    // The add-ons of `spec.addons` after it (Traefik is the longest build
+    // after Kubernetes itself).
+    parts.insert(at + 1, Box::new(storage_ingress::local_path()));
+    parts.insert(at + 2, Box::new(storage_ingress::traefik()));
     parts
 }
 
@@ -170,6 +176,15 @@ fn build(ctx: &Ctx, dir: &Path, force: bool) -> Result<()> {
         dir.file_name().unwrap_or_default().to_string_lossy()
     ));
     let components = parts();
+    // The bundle directory is named after hack/bundle/parts: it must list
+    // exactly what is built here.
+    let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
+    if names != artifacts::bundle_parts() {
+        bail!(
+            "hack/bundle/parts lists {:?} but the bundle is built from {names:?}; update hack/bundle/parts",
+            artifacts::bundle_parts()
+        );
+    }
     let mut summary: Vec<(&str, String, Duration)> = Vec::new();
     for component in &components {
         let t = Instant::now();
