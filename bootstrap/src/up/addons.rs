@@ -135,8 +135,11 @@ async fn apply_storage_and_ingress(
 /// Delete every object of a multi-document YAML that exists (what
 /// [`apply_yaml`] made); absent ones and unserved kinds are skipped.
 async fn delete_yaml(client: &Client, yaml: &str) -> Result<()> {
-    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let value = serde_yaml_ng::Value::deserialize(doc)?;
+    // Parsed up front, as in apply_yaml (the parser is not `Send`).
+    let docs = serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(serde_yaml_ng::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()?;
+    for value in docs {
         if value.is_null() {
             continue;
         }

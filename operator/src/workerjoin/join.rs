@@ -55,7 +55,10 @@ impl<'a> Join<'a> {
     /// Everything a join reads from the API before it touches the host.
     pub async fn new(ctx: &'a Context, wj: &'a WorkerJoin) -> Result<Self> {
         let cluster = read_cluster(&ctx.client).await?;
-        let bundle = ctx.bundles.get(&cluster.spec.kubernetes_version).await?;
+        let full = ctx.bundles.get(&cluster.spec.kubernetes_version).await?;
+        // A node gets no image of an add-on the cluster turned off.
+        let manifest = kubeup_provision::addons::images_for(&full.1, &cluster.spec.addons);
+        let bundle = std::sync::Arc::new((full.0.clone(), manifest));
         let mut status = wj.status.clone().unwrap_or_default();
         let generation = wj.metadata.generation.unwrap_or(0);
         if status.observed_generation != Some(generation) {
