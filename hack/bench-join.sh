@@ -77,6 +77,7 @@ joined_node() {
   if ! kubectl -n kubeup-system wait --for=jsonpath='{.status.phase}'=Ready "workerjoin/$1" --timeout=120s >/dev/null; then
     echo "timed out waiting for WorkerJoin $1" >&2
     kubectl -n kubeup-system get workerjoin "$1" -o yaml >&2
+    kubectl -n kubeup-system logs deployment/kubeup-operator --tail=300 >&2 || true
     return 1
   fi
   kubectl -n kubeup-system get workerjoin "$1" -o jsonpath='{.status.nodeName}'

@@ -425,11 +425,25 @@ impl<'a> Phase<Join<'a>, P, Error> for WaitingForNode {
 }
 
 /// The bundle's files the host lacks (its plan with `dry_run`).
+///
+/// The upload goes over a connection of its own: its streams fill the
+/// connection's windows for a second or more, and the commands of the
+/// phases beside it (certificates, configuration) must not queue behind
+/// them on one russh session (a join of three hosts at once stalled so).
 async fn push_bundle(j: &Join<'_>, dry_run: bool) -> Result<Changes> {
     let (dir, manifest) = (&j.bundle.0, &j.bundle.1);
     let compressed = j.ctx.bundles.compressed();
-    let c = converge::push_bundle(j.session()?, dir, manifest, compressed, None, dry_run).await?;
-    Ok(c)
+    if dry_run {
+        let c = converge::push_bundle(j.session()?, dir, manifest, compressed, None, true).await?;
+        return Ok(c);
+    }
+    let s = &j.ctx.settings;
+    let bulk = access::connect(&j.ctx.client, &j.namespace(), j.wj, &s.ssh, &s.namespace)
+        .await?
+        .session;
+    let pushed = converge::push_bundle(&bulk, dir, manifest, compressed, None, false).await;
+    bulk.close().await;
+    Ok(pushed?)
 }
 
 fn describe_units(c: &Changes) -> String {
