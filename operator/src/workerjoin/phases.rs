@@ -369,7 +369,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Starting {
             }
             let c = converge::ensure_units(session, &units, &restart, units_changed, false).await?;
             pending::clear(session).await?;
-            Ok(describe_units(&c))
+            Ok(c.units_summary())
         }
         .boxed()
     }
@@ -444,21 +444,6 @@ async fn push_bundle(j: &Join<'_>, dry_run: bool) -> Result<Changes> {
     let pushed = converge::push_bundle(&bulk, dir, manifest, compressed, None, false).await;
     bulk.close().await;
     Ok(pushed?)
-}
-
-fn describe_units(c: &Changes) -> String {
-    let mut parts = vec![];
-    if !c.started.is_empty() {
-        parts.push(format!("started {}", c.started.join(", ")));
-    }
-    if !c.restarted.is_empty() {
-        parts.push(format!("restarted {}", c.restarted.join(", ")));
-    }
-    if parts.is_empty() {
-        "all running".into()
-    } else {
-        parts.join("; ")
-    }
 }
 
 use kube::ResourceExt;

@@ -49,6 +49,23 @@ impl Changes {
             && self.started.is_empty()
     }
 
+    /// What happened to the units, for progress: "started a, b; restarted
+    /// c", or "all running".
+    pub fn units_summary(&self) -> String {
+        let mut parts = vec![];
+        if !self.started.is_empty() {
+            parts.push(format!("started {}", self.started.join(", ")));
+        }
+        if !self.restarted.is_empty() {
+            parts.push(format!("restarted {}", self.restarted.join(", ")));
+        }
+        if parts.is_empty() {
+            "all running".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
     pub fn merge(&mut self, other: Changes) {
         self.uploaded.extend(other.uploaded);
         self.written.extend(other.written);

@@ -232,7 +232,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             let (restart, changed) = run.restart();
             let c =
                 converge::ensure_units(session, &CONTROL_PLANE, &restart, changed, false).await?;
-            let detail = describe_units(&c);
+            let detail = c.units_summary();
             run.merge(c);
             Ok(detail)
         }
@@ -313,19 +313,4 @@ pub(super) fn would(c: &Changes, none: &str) -> Vec<String> {
         lines.push(none.to_string());
     }
     lines
-}
-
-fn describe_units(c: &Changes) -> String {
-    let mut parts = vec![];
-    if !c.started.is_empty() {
-        parts.push(format!("started {}", c.started.join(", ")));
-    }
-    if !c.restarted.is_empty() {
-        parts.push(format!("restarted {}", c.restarted.join(", ")));
-    }
-    if parts.is_empty() {
-        "all running".into()
-    } else {
-        parts.join("; ")
-    }
 }
