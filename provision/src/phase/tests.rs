@@ -216,6 +216,12 @@ async fn the_first_error_stops_the_walk_and_every_started_phase_ends() {
         "{events:?}"
     );
     assert!(!events.iter().any(|e| e.starts_with("Start")), "{events:?}");
+    // Bytes finished after Certs failed: a resume must still start at
+    // Certs (a failed phase is not done), never past it.
+    assert!(
+        events.contains(&"Bytes done Some(Certs)".to_string()),
+        "{events:?}"
+    );
     let started = events.iter().filter(|e| e.contains(" started ")).count();
     let ended = events
         .iter()

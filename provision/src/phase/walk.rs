@@ -19,6 +19,8 @@ enum State {
     Waiting,
     Running,
     Done,
+    /// Failed: not done (the frontier stays here, nothing after it starts).
+    Failed,
 }
 
 /// Whether a walk changes anything.
@@ -130,7 +132,7 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
                     set(&mut state, i, State::Running);
                     let ev = self.event(*phase, Step::Started, &state, from_index);
                     if let Err(e) = progress.event(ev).await {
-                        set(&mut state, i, State::Done);
+                        set(&mut state, i, State::Failed);
                         first_error = Some((phase.key(), e));
                         continue;
                     }
@@ -153,9 +155,9 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
             let Some(phase) = self.phases.get(i).copied() else {
                 continue;
             };
-            set(&mut state, i, State::Done);
             match result {
                 Ok(ran) => {
+                    set(&mut state, i, State::Done);
                     let outcome = match ran {
                         Ran::Detail(detail) => Outcome::Ran { detail, elapsed },
                         Ran::Plan(actions) => Outcome::Planned(actions),
@@ -179,6 +181,7 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
                     }
                 }
                 Err(e) => {
+                    set(&mut state, i, State::Failed);
                     let text = e.to_string();
                     let step = Step::Failed {
                         error: &text,
