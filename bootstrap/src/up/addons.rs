@@ -135,36 +135,17 @@ async fn apply_storage_and_ingress(
 /// Delete every object of a multi-document YAML that exists (what
 /// [`apply_yaml`] made); absent ones and unserved kinds are skipped.
 async fn delete_yaml(client: &Client, yaml: &str) -> Result<()> {
-    // Parsed up front, as in apply_yaml (the parser is not `Send`).
-    let docs = serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(serde_yaml_ng::Value::deserialize)
-        .collect::<Result<Vec<_>, _>>()?;
-    for value in docs {
-        if value.is_null() {
-            continue;
-        }
-        let obj: DynamicObject = serde_yaml_ng::from_value(value)
-            .context("a manifest document is not a Kubernetes object")?;
+    for obj in objects(yaml)? {
         let Some(tm) = obj.types.clone() else {
             continue;
         };
-        let (group, version) = tm
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", tm.api_version.as_str()));
-        let gvk = GroupVersionKind::gvk(group, version, &tm.kind);
-        let Ok((ar, caps)) = kube::discovery::pinned_kind(client, &gvk).await else {
+        let Ok((ar, caps)) = kube::discovery::pinned_kind(client, &gvk_of(&tm)).await else {
             continue;
         };
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.namespace().as_deref().unwrap_or("default"),
-                &ar,
-            ),
-            Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        match api.delete(&obj.name_any(), &Default::default()).await {
+        match api_for(client, &ar, &caps, &obj)
+            .delete(&obj.name_any(), &Default::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => {
@@ -174,6 +155,46 @@ async fn delete_yaml(client: &Client, yaml: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The objects of a multi-document YAML (empty documents skipped). Parsed
+/// up front: the parser may not be held across an await in a future that
+/// must be `Send` (the phase engine's).
+fn objects(yaml: &str) -> Result<Vec<DynamicObject>> {
+    let docs = serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(serde_yaml_ng::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.into_iter()
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            serde_yaml_ng::from_value(v).context("a manifest document is not a Kubernetes object")
+        })
+        .collect()
+}
+
+fn gvk_of(tm: &kube::core::TypeMeta) -> GroupVersionKind {
+    let (group, version) = tm
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", tm.api_version.as_str()));
+    GroupVersionKind::gvk(group, version, &tm.kind)
+}
+
+/// The API of `obj`'s kind, in its namespace when the kind has one.
+fn api_for(
+    client: &Client,
+    ar: &ApiResource,
+    caps: &ApiCapabilities,
+    obj: &DynamicObject,
+) -> Api<DynamicObject> {
+    match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            obj.namespace().as_deref().unwrap_or("default"),
+            ar,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), ar),
+    }
 }
 
 /// The image tag stays the crate version while its content changes between
@@ -255,26 +276,12 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
     // server starts.
     let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
     let mut count = 0;
-    // Parsed up front: the parser may not be held across an await in a
-    // future that must be `Send` (the phase engine's).
-    let docs = serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(serde_yaml_ng::Value::deserialize)
-        .collect::<Result<Vec<_>, _>>()?;
-    for value in docs {
-        if value.is_null() {
-            continue;
-        }
-        let obj: DynamicObject = serde_yaml_ng::from_value(value)
-            .context("a manifest document is not a Kubernetes object")?;
+    for obj in objects(yaml)? {
         let tm = obj
             .types
             .clone()
             .context("a manifest document lacks apiVersion/kind")?;
-        let (group, version) = tm
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", tm.api_version.as_str()));
-        let gvk = GroupVersionKind::gvk(group, version, &tm.kind);
+        let gvk = gvk_of(&tm);
         let found = match kinds.get(&gvk) {
             Some(f) => f.clone(),
             None => {
@@ -289,21 +296,14 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
         };
         let (ar, caps): (ApiResource, ApiCapabilities) = found;
         let name = obj.name_any();
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.namespace().as_deref().unwrap_or("default"),
-                &ar,
-            ),
-            Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .with_context(|| format!("failed to apply {} {name}", tm.kind))?;
+        api_for(client, &ar, &caps, &obj)
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .with_context(|| format!("failed to apply {} {name}", tm.kind))?;
         count += 1;
     }
     Ok(count)
