@@ -89,6 +89,7 @@ fn template(args: &InitArgs) -> Cluster {
             name: None,
             bastion: None,
         }],
+        control_plane_endpoint: None,
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -27,32 +28,36 @@ pub struct ResetArgs {
 }
 
 pub async fn run(args: ResetArgs) -> Result<ExitCode> {
-    let ctx = ControllerContext::load(&args.file.file, false)?;
-    let c = &ctx.controller;
-    if !args.hosts.is_empty()
-        && !args
-            .hosts
-            .iter()
-            .any(|h| *h == c.address || Some(h) == c.name.as_ref())
-    {
+    let ctx = Arc::new(ControllerContext::load(&args.file.file, false)?);
+    let chosen: Vec<usize> = ctx
+        .controllers()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            args.hosts.is_empty()
+                || args
+                    .hosts
+                    .iter()
+                    .any(|h| *h == c.address || Some(h) == c.name.as_ref())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let addresses: Vec<&str> = ctx.controllers().iter().map(|c| c.address.as_str()).collect();
+    if chosen.is_empty() {
         bail!(
-            "{} names no host {:?}; its controller is {}",
+            "{} names no host {:?}; its controllers are {}",
             args.file.file.display(),
             args.hosts,
-            c.address
+            addresses.join(", ")
         );
     }
+    let targets: Vec<&str> = chosen.iter().filter_map(|i| addresses.get(*i).copied()).collect();
+    let targets = targets.join(", ");
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            bail!(
-                "reset removes Kubernetes and its data from {}: pass --yes to confirm",
-                c.address
-            );
+            bail!("reset removes Kubernetes and its data from {targets}: pass --yes to confirm");
         }
-        eprint!(
-            "Remove every kubeup component and its data (etcd!) from {}? [y/N] ",
-            c.address
-        );
+        eprint!("Remove every kubeup component and its data (etcd!) from {targets}? [y/N] ");
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
@@ -62,22 +67,39 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
         }
     }
     let progress = Progress::new(Output::Text);
-    let mut link = Link::new(ctx);
+    let file = &args.file.file;
+    // Every chosen host at once: each is reset on its own.
+    let results = futures::future::join_all(
+        chosen
+            .into_iter()
+            .map(|i| reset_one(ctx.clone(), i, &progress, file)),
+    )
+    .await;
+    let result = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
+    end_with(&progress, "reset", result)
+}
+
+async fn reset_one(
+    ctx: Arc<ControllerContext>,
+    index: usize,
+    progress: &Progress,
+    file: &std::path::Path,
+) -> Result<()> {
+    let mut link = Link::new(ctx, index)?;
     let connect = Connect(ResetPhase::Connect);
     let steps = ResetSteps::default();
     let mut phases: Vec<&dyn Phase<Link, ResetPhase, anyhow::Error>> = vec![&connect];
     phases.extend(steps.phases());
     let walked = Procedure::new(link.host.clone(), phases)
-        .apply(&link, &progress, None)
+        .apply(&link, progress, None)
         .await;
     link.close().await;
-    let result = match walked {
+    match walked {
         Ok(_) => {
             let removed = steps.remove.removed().len();
             println!("{}: reset, {removed} paths removed", link.host);
             Ok(())
         }
-        Err(failed) => Err(explain(failed, "reset", &args.file.file, &link)),
-    };
-    end_with(&progress, "reset", result)
+        Err(failed) => Err(explain(failed, "reset", file, &link)),
+    }
 }

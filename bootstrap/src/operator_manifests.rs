@@ -9,14 +9,24 @@ const MANIFESTS: &str = include_str!("../../deploy/kubeup-operator.yaml");
 const HOST_NETWORK: &str = "      # SSH goes out from the controller's own network (no pod network yet).\n      hostNetwork: true\n      dnsPolicy: Default\n";
 const AFTER: &str = "      serviceAccountName: kubeup-operator\n";
 
+/// The chart's `replicas` line as rendered.
+const ONE_REPLICA: &str = "\n  replicas: 1\n";
+
 /// The manifests for a cluster. `host_network` (with `cni: none`, where no
-/// pod network exists) is the chart's `hostNetwork=true`.
-pub fn render(host_network: bool) -> String {
-    if host_network {
+/// pod network exists) is the chart's `hostNetwork=true`; `standby` (a
+/// cluster with several controllers) is `replicas=2`: a second operator
+/// on another controller takes the Lease over when the first one's machine
+/// is lost.
+pub fn render(host_network: bool, standby: bool) -> String {
+    let mut text = if host_network {
         MANIFESTS.replacen(AFTER, &format!("{AFTER}{HOST_NETWORK}"), 1)
     } else {
         MANIFESTS.to_string()
+    };
+    if standby {
+        text = text.replacen(ONE_REPLICA, "\n  replicas: 2\n", 1);
     }
+    text
 }
 
 #[cfg(test)]
@@ -26,9 +36,17 @@ mod tests {
     #[test]
     fn host_network_is_one_insertion_in_the_pod_spec() {
         assert!(MANIFESTS.contains(AFTER));
-        assert!(!render(false).contains("hostNetwork"));
-        let on = render(true);
+        assert!(!render(false, false).contains("hostNetwork"));
+        let on = render(true, false);
         assert_eq!(on.matches("hostNetwork: true").count(), 1);
         assert_eq!(on.len(), MANIFESTS.len() + HOST_NETWORK.len());
+    }
+
+    #[test]
+    fn several_controllers_get_a_standby_operator() {
+        assert_eq!(MANIFESTS.matches(ONE_REPLICA).count(), 1);
+        let two = render(false, true);
+        assert!(two.contains("\n  replicas: 2\n") && !two.contains(ONE_REPLICA));
+        assert!(two.contains("podAntiAffinity"));
     }
 }

@@ -52,15 +52,22 @@ pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.10";
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.networking.podCidr != self.networking.serviceCidr").message("networking.podCidr and networking.serviceCidr must differ"))]
+#[x_kube(validation = Rule::new("size(self.controllers) % 2 == 1").message("controllers: etcd needs an odd number of members (1, 3 or 5) to keep a majority"))]
 pub struct ClusterSpec {
     /// Kubernetes version to run; only v1.34.x is supported.
     #[serde(default = "default_version")]
     #[schemars(pattern(SUPPORTED_VERSION_PATTERN))]
     pub kubernetes_version: String,
-    /// The controller host(s): etcd and the control plane run here, and
-    /// each also registers as a tainted Node. One for now.
-    #[schemars(length(min = 1, max = 1))]
+    /// The controller hosts (1, 3 or 5): etcd and the control plane run on
+    /// each, and each also registers as a tainted Node.
+    #[schemars(length(min = 1, max = 5))]
     pub controllers: Vec<ControllerHost>,
+    /// Where clients reach the API: a virtual IP kubeup moves among the
+    /// controllers, or a load balancer you run. Unset: the admin kubeconfig
+    /// names the first controller. Nodes never depend on it: each reaches
+    /// every apiserver through its own local load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_endpoint: Option<ControlPlaneEndpoint>,
     /// Pod and Service networking.
     #[serde(default)]
     pub networking: Networking,
@@ -122,6 +129,50 @@ impl crate::host::Reachable for ControllerHost {
             host_key: &self.host_key,
         }
     }
+}
+
+/// The address clients use for the API when there is more than one
+/// apiserver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlaneEndpoint {
+    /// `VirtualIP`: an IPv4 address kubeup's keepalived holds on one healthy
+    /// controller (its `/readyz` tracked), on the controllers' network.
+    /// `LoadBalancer`: an address or DNS name of a load balancer you run,
+    /// forwarding TCP `port` to every controller's 6443.
+    #[schemars(pattern(ADDRESS_PATTERN), length(min = 1, max = 253))]
+    pub address: String,
+    /// `VirtualIP` (default) or `LoadBalancer`.
+    #[serde(default)]
+    pub kind: EndpointKind,
+    /// The endpoint's port; a virtual IP serves the apiservers' own 6443.
+    #[serde(default = "default_api_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// VRRP router id (1-255) of the virtual IP, unique on its network.
+    #[serde(default = "default_router_id")]
+    #[schemars(range(min = 1, max = 255))]
+    pub virtual_router_id: u8,
+}
+
+/// Who serves the [`ControlPlaneEndpoint`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum EndpointKind {
+    #[default]
+    VirtualIP,
+    LoadBalancer,
+}
+
+/// The apiservers' port.
+pub const API_PORT: u16 = 6443;
+
+fn default_api_port() -> u16 {
+    API_PORT
+}
+fn default_router_id() -> u8 {
+    51
 }
 
 /// Pod and Service networking.

@@ -25,6 +25,7 @@ fn rendered_yaml_is_commented_and_round_trips() {
             user: "root".into(),
             ..Default::default()
         }],
+        control_plane_endpoint: None,
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),

@@ -446,3 +446,73 @@ fn kubelet_eviction_is_upstream_unless_relaxed() {
     let cluster = parse(&yaml, Path::new("/")).expect("valid");
     assert!(cluster.spec.kubelet.relaxed_eviction);
 }
+
+const THREE: &str = r#"
+apiVersion: kubeup.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+spec:
+  controllers:
+    - address: 198.18.0.11
+    - address: 198.18.0.12
+    - address: 198.18.0.13
+  controlPlaneEndpoint:
+    address: 198.18.0.100
+"#;
+
+#[test]
+fn three_controllers_with_a_virtual_ip_are_accepted() {
+    let cluster = parse(THREE, Path::new("/nonexistent-dir")).unwrap();
+    let e = cluster.spec.control_plane_endpoint.unwrap();
+    assert_eq!(e.kind, kubeup_crds::cluster::EndpointKind::VirtualIP);
+    assert_eq!((e.port, e.virtual_router_id), (6443, 51));
+}
+
+#[test]
+fn an_even_number_of_controllers_is_refused_with_the_arithmetic() {
+    let yaml = THREE.replace(
+        "    - address: 198.18.0.13\n",
+        "    - address: 198.18.0.13\n    - address: 198.18.0.14\n",
+    );
+    let problems = problems_for(&yaml);
+    assert!(
+        problems.iter().any(|p| p.starts_with("spec.controllers")
+            && p.contains("3 of 4 members for a majority")
+            && p.contains("survive 1 failure")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_virtual_ip_is_a_free_plain_ipv4_address_outside_the_cluster_networks() {
+    let field = "spec.controlPlaneEndpoint";
+    for (bad, why) in [
+        ("198.18.0.12", "controller"),
+        ("10.96.0.50", "serviceCidr"),
+        ("10.244.3.1", "podCidr"),
+        ("api.example.com", "IPv4"),
+        ("127.0.0.5", "loopback"),
+        ("198.18.0.0100", ""),
+    ] {
+        let yaml = THREE.replace("address: 198.18.0.100", &format!("address: {bad}"));
+        let problems = problems_for(&yaml);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(field) && p.contains(why)),
+            "{bad}: {problems:?}"
+        );
+    }
+    let yaml = THREE.replace("address: 198.18.0.100", "address: 198.18.0.100\n    port: 443");
+    assert!(problems_for(&yaml).iter().any(|p| p.starts_with("spec.controlPlaneEndpoint.port")));
+}
+
+#[test]
+fn a_load_balancer_may_be_a_dns_name_on_another_port() {
+    let yaml = THREE.replace(
+        "address: 198.18.0.100",
+        "address: api.example.com\n    kind: LoadBalancer\n    port: 443",
+    );
+    assert_eq!(problems_for(&yaml), Vec::<String>::new());
+}

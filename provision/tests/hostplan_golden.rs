@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use kubeup_crds::cluster::Cni;
 use kubeup_provision::hostplan::configs::Eviction;
 use kubeup_provision::hostplan::{
-    ControllerInput, HostFile, NodeInput, configs, network, units, worker,
+    ControllerInput, HostFile, NodeInput, apilb, configs, network, units, worker,
 };
 
 fn node() -> NodeInput {
@@ -24,7 +24,7 @@ fn node() -> NodeInput {
         node_name: "ctl-1".into(),
         address: "192.0.2.10".into(),
         kubernetes_version: "v1.34.10".into(),
-        api_server: "https://192.0.2.10:6443".into(),
+        api_backends: vec!["192.0.2.10".into(), "192.0.2.12".into(), "192.0.2.13".into()],
         cluster_dns: "10.96.0.10".into(),
         cluster_domain: "cluster.local".into(),
         pod_cidr: "10.244.0.0/16".into(),
@@ -38,6 +38,20 @@ fn rendered() -> Vec<(String, HostFile)> {
         node: node(),
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
+        // Three controllers behind a virtual IP: the rendering names all.
+        etcd_members: vec![
+            ("ctl-1".into(), "192.0.2.10".into()),
+            ("ctl-2".into(), "192.0.2.12".into()),
+            ("ctl-3".into(), "192.0.2.13".into()),
+        ],
+        etcd_joins_existing: false,
+        endpoint: Some("192.0.2.100".into()),
+        vip: Some(apilb::VipInput {
+            address: "192.0.2.100".into(),
+            router_id: 51,
+            interface: "eth0".into(),
+            peers: vec!["192.0.2.12".into(), "192.0.2.13".into()],
+        }),
     };
     let mut files = vec![
         units::containerd(&c.node),
@@ -53,7 +67,11 @@ fn rendered() -> Vec<(String, HostFile)> {
         network::cni_conflist(Cni::Flannel, "10.244.1.0/24").unwrap(),
         configs::encryption_config(KEY),
         configs::audit_policy(),
+        configs::authentication_config(),
+        apilb::keepalived_config("ctl-1", "192.0.2.10", c.vip.as_ref().unwrap()),
+        apilb::keepalived_unit(),
     ];
+    files.extend(apilb::node_files(&c.node));
     files.extend(configs::controller_kubeconfigs("demo"));
     files.extend(configs::node_kubeconfigs("demo", &c.node));
     let mut out: Vec<(String, HostFile)> = files
@@ -310,6 +328,20 @@ fn the_apiserver_writes_the_audit_log_into_a_directory_systemd_makes() {
         node: node(),
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
+        // Three controllers behind a virtual IP: the rendering names all.
+        etcd_members: vec![
+            ("ctl-1".into(), "192.0.2.10".into()),
+            ("ctl-2".into(), "192.0.2.12".into()),
+            ("ctl-3".into(), "192.0.2.13".into()),
+        ],
+        etcd_joins_existing: false,
+        endpoint: Some("192.0.2.100".into()),
+        vip: Some(apilb::VipInput {
+            address: "192.0.2.100".into(),
+            router_id: 51,
+            interface: "eth0".into(),
+            peers: vec!["192.0.2.12".into(), "192.0.2.13".into()],
+        }),
     };
     let unit = text(&units::kube_apiserver(&c));
     for flag in [

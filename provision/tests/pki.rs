@@ -109,7 +109,7 @@ fn controller_kubelet_serving_plan() -> kubeup_provision::hostplan::certs::CertP
             node_name: "ctl-1".into(),
             address: "192.0.2.10".into(),
             kubernetes_version: "v1.34.10".into(),
-            api_server: "https://192.0.2.10:6443".into(),
+            api_backends: vec!["192.0.2.10".into()],
             cluster_dns: "10.96.0.10".into(),
             cluster_domain: "cluster.local".into(),
             pod_cidr: "10.244.0.0/16".into(),
@@ -118,6 +118,10 @@ fn controller_kubelet_serving_plan() -> kubeup_provision::hostplan::certs::CertP
         },
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
+        etcd_members: vec![("ctl-1".into(), "192.0.2.10".into())],
+        etcd_joins_existing: false,
+        endpoint: None,
+        vip: None,
     };
     kubeup_provision::hostplan::certs::controller_certs(&c, "10.96.0.1".parse().unwrap(), 365)
         .into_iter()

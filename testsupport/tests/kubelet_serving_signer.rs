@@ -53,7 +53,7 @@ fn rendered_signing_flags(pki: &Path) -> Vec<String> {
             node_name: "ctl-1".into(),
             address: "192.0.2.10".into(),
             kubernetes_version: "v1.34.10".into(),
-            api_server: "https://192.0.2.10:6443".into(),
+            api_backends: vec!["192.0.2.10".into()],
             cluster_dns: "10.96.0.10".into(),
             cluster_domain: "cluster.local".into(),
             pod_cidr: "10.244.0.0/16".into(),
@@ -62,6 +62,10 @@ fn rendered_signing_flags(pki: &Path) -> Vec<String> {
         },
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
+        etcd_members: vec![("ctl-1".into(), "192.0.2.10".into())],
+        etcd_joins_existing: false,
+        endpoint: None,
+        vip: None,
     };
     let unit = units::kube_controller_manager(&c);
     let text = String::from_utf8(unit.content).unwrap();

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kubeup_crds::cluster::{ClusterSpec, ControllerHost, KubeletSettings};
+use kubeup_crds::cluster::{
+    ClusterSpec, ControlPlaneEndpoint, ControllerHost, EndpointKind, KubeletSettings,
+};
 use kubeup_crds::{Cluster, HostKeyPolicy, HostKeyTrust, SshSecretRef, WorkerJoin, WorkerJoinSpec};
 
 use super::state::{Host, State};
@@ -83,20 +85,38 @@ fn pin(h: &Host) -> Result<HostKeyTrust, FilesError> {
     })
 }
 
-/// The Cluster document for the sandbox: host 1 is the controller.
+/// The Cluster document for the sandbox: the first `st.controllers` hosts
+/// are the controllers; several share a virtual IP.
 pub fn cluster(st: &State) -> Result<Cluster, FilesError> {
-    let first = st.hosts.first().ok_or(FilesError::NoHosts)?;
+    if st.hosts.is_empty() {
+        return Err(FilesError::NoHosts);
+    }
+    let controllers = st
+        .hosts
+        .iter()
+        .take(st.controllers.max(1) as usize)
+        .map(|h| {
+            Ok(ControllerHost {
+                address: h.address.to_string(),
+                port: 22,
+                user: "root".into(),
+                private_key_file: Some(KEY_FILE.into()),
+                host_key: pin(h)?,
+                name: Some(h.name.clone()),
+                bastion: None,
+            })
+        })
+        .collect::<Result<Vec<_>, FilesError>>()?;
+    let control_plane_endpoint = (controllers.len() > 1).then(|| ControlPlaneEndpoint {
+        address: super::network::VIRTUAL_IP.into(),
+        kind: EndpointKind::VirtualIP,
+        port: kubeup_crds::cluster::API_PORT,
+        virtual_router_id: 51,
+    });
     let spec = ClusterSpec {
         kubernetes_version: kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION.into(),
-        controllers: vec![ControllerHost {
-            address: first.address.to_string(),
-            port: 22,
-            user: "root".into(),
-            private_key_file: Some(KEY_FILE.into()),
-            host_key: pin(first)?,
-            name: Some(first.name.clone()),
-            bastion: None,
-        }],
+        controllers,
+        control_plane_endpoint,
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),
@@ -194,7 +214,7 @@ pub fn write_all(st: &State) -> Result<Vec<PathBuf>, FilesError> {
             }
         }
     }
-    for h in st.hosts.iter().skip(1) {
+    for h in st.hosts.iter().skip(st.controllers.max(1) as usize) {
         let (secret, wj) = worker(h, &private_key)?;
         let body = format!(
             "# Written by `kubeup sandbox up`: apply with `kubectl apply -f` to join {} ({}).\n{}---\n{}",

@@ -71,6 +71,11 @@ pub enum SandboxCommand {
         /// Number of hosts (host 1 is the controller).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=network::MAX_HOSTS as i64))]
         hosts: u32,
+        /// How many of the hosts (the first ones) are controllers: 1, 3 or
+        /// 5. With more than one, cluster.yaml gets the virtual IP
+        /// `198.18.0.250` as its control-plane endpoint.
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["1", "3", "5"]), |s| s.parse::<u32>().unwrap_or(1)))]
+        controllers: u32,
         /// Leave what was made in place when `up` fails (for debugging;
         /// `sandbox down` removes it).
         #[arg(long)]
@@ -158,8 +163,14 @@ fn run_blocking(args: SandboxArgs) -> anyhow::Result<()> {
     match args.command {
         SandboxCommand::Up {
             hosts,
+            controllers,
             keep_on_failure,
-        } => up(&args.dir, hosts, keep_on_failure),
+        } => {
+            if controllers > hosts {
+                anyhow::bail!("--controllers {controllers} needs at least as many --hosts");
+            }
+            up(&args.dir, hosts, controllers, keep_on_failure)
+        }
         SandboxCommand::Down => down(&args.dir),
         SandboxCommand::Status { json } => status(&args.dir, json),
         SandboxCommand::Cut(h) => set_link(&args.dir, &h.host, false),
@@ -246,7 +257,7 @@ fn sysctl_path(name: &str) -> PathBuf {
     Path::new("/proc/sys").join(name.replace('.', "/"))
 }
 
-fn up(dir: &Path, count: u32, keep_on_failure: bool) -> anyhow::Result<()> {
+fn up(dir: &Path, count: u32, controllers: u32, keep_on_failure: bool) -> anyhow::Result<()> {
     require_tool("systemd-nspawn", "systemd-container")?;
     require_tool("ssh-keygen", "openssh-client")?;
     if !rootfs::rootfs_path().is_dir() {
@@ -272,6 +283,7 @@ fn up(dir: &Path, count: u32, keep_on_failure: bool) -> anyhow::Result<()> {
     let mut st = State {
         id: id.clone(),
         dir: dir.clone(),
+        controllers,
         ..State::default()
     };
     st.save()?;

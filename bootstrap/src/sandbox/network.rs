@@ -18,6 +18,9 @@ pub const PREFIX_LEN: u8 = 24;
 pub const BRIDGE_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// Host `i` (1-based) gets `198.18.0.(10+i)`.
 pub const MAX_HOSTS: u32 = 200;
+/// The control-plane virtual IP of a sandbox with several controllers:
+/// past every host's address.
+pub const VIRTUAL_IP: &str = "198.18.0.250";
 
 /// Errors from `ip`.
 #[derive(Debug, thiserror::Error)]

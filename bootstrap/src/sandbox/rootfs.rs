@@ -39,6 +39,12 @@ pub const PACKAGES: &[&str] = &[
     "less",
     // Bundle files travel zstd-compressed to hosts that have it.
     "zstd",
+    // Every node's local load balancer in front of the apiservers, and the
+    // controllers' virtual IP with its /readyz probe (kubeup runs them
+    // under units of its own).
+    "haproxy",
+    "keepalived",
+    "curl",
 ];
 
 /// Makes each cgroup v1 hierarchy writable early in boot: nspawn mounts
@@ -79,10 +85,14 @@ const DISABLED_LINKS: &[&str] = &[
     "etc/systemd/system/timers.target.wants/fstrim.timer",
     "etc/systemd/system/multi-user.target.wants/e2scrub_reap.service",
     "etc/systemd/system/getty.target.wants/getty@tty1.service",
+    // The packages' own services: kubeup runs haproxy and keepalived with
+    // its configuration under its own units.
+    "etc/systemd/system/multi-user.target.wants/haproxy.service",
+    "etc/systemd/system/multi-user.target.wants/keepalived.service",
 ];
 
 /// Bump when the customisation below changes: it is part of the cache key.
-const RECIPE_VERSION: &str = "4";
+const RECIPE_VERSION: &str = "5";
 
 /// Errors building the rootfs.
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,13 @@ pub struct State {
     /// The hosts.
     #[serde(default)]
     pub hosts: Vec<Host>,
+    /// How many of the first hosts are controllers.
+    #[serde(default = "one")]
+    pub controllers: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The bridge on the machine side.

@@ -82,7 +82,8 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
 
     let net = &ctx.loaded.cluster.spec.networking;
     let host_network = !kubeup_provision::hostplan::network::runs_flannel(net.cni);
-    let operator = crate::operator_manifests::render(host_network);
+    let standby = ctx.controllers().len() > 1;
+    let operator = crate::operator_manifests::render(host_network, standby);
     n += apply_yaml(client, &operator)
         .await
         .context("failed to apply the operator manifests")?;

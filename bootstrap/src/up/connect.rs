@@ -1,7 +1,7 @@
 //! Connecting to the controller as a phase, for `up`, `plan` and `reset`:
 //! the session it opens stays in the flow's [`Link`] for the phases after it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use futures::FutureExt;
@@ -11,22 +11,38 @@ use kubeup_provision::converge::reset_phases::OnHost;
 use kubeup_provision::phase::{Effect, Live, Phase, PhaseKey};
 use kubeup_provision::ssh::Session;
 
+use kubeup_crds::cluster::ControllerHost;
+
 use super::ControllerContext;
 
-/// The controller and, once connected, its session.
+/// One controller and, once connected, its session.
 pub struct Link {
-    pub ctx: ControllerContext,
+    pub ctx: Arc<ControllerContext>,
+    /// The controller's place in `spec.controllers`.
+    pub index: usize,
+    pub controller: ControllerHost,
+    /// How progress and errors name it: its name, or its address.
     pub host: String,
     session: OnceLock<Session>,
 }
 
 impl Link {
-    pub fn new(ctx: ControllerContext) -> Self {
-        Self {
-            host: ctx.host_label(),
+    pub fn new(ctx: Arc<ControllerContext>, index: usize) -> Result<Self> {
+        let controller = ctx
+            .controllers()
+            .get(index)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("cluster.yaml names no controller {index}"))?;
+        Ok(Self {
+            host: controller
+                .name
+                .clone()
+                .unwrap_or_else(|| controller.address.clone()),
             ctx,
+            index,
+            controller,
             session: OnceLock::new(),
-        }
+        })
     }
 
     /// End the session, if one was opened (every exit path of a command).
@@ -76,7 +92,7 @@ impl<K: PhaseKey, C: AsRef<Link> + Sync> Phase<C, K, anyhow::Error> for Connect<
     fn run<'a>(&'a self, ctx: &'a C, _: &'a Live) -> BoxFuture<'a, Result<String>> {
         async move {
             let link = ctx.as_ref();
-            let session = link.ctx.connect().await?;
+            let session = link.ctx.connect(&link.controller).await?;
             let fingerprint = session.host_key_fingerprint().await.unwrap_or_default();
             if let Err(extra) = link.session.set(session) {
                 extra.close().await;

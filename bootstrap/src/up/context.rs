@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use kubeup_crds::cluster::ControllerHost;
+use kubeup_crds::cluster::{ControlPlaneEndpoint, ControllerHost, EndpointKind};
 use kubeup_provision::artifacts::{self, BundleManifest, CompressedCache, RemoteArtifacts};
 use kubeup_provision::config::{self, LoadedCluster};
 use kubeup_provision::converge::CaSet;
 use kubeup_provision::hostplan::certs::{CertPlan, controller_certs};
 use kubeup_provision::hostplan::{
-    ControllerInput, HostFile, NodeInput, Unit, configs, layout, units,
+    ControllerInput, HostFile, NodeInput, Unit, apilb, configs, layout, units,
 };
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{KnownHostsFile, Session, SshOptions};
@@ -22,9 +22,9 @@ use secrecy::ExposeSecret;
 
 use crate::cmd_ssh;
 
+/// What every controller's converge shares (one per run, loaded once).
 pub struct ControllerContext {
     pub loaded: LoadedCluster,
-    pub controller: ControllerHost,
     pub bundle_dir: PathBuf,
     pub manifest: BundleManifest,
     pub cas: CaSet,
@@ -35,6 +35,15 @@ pub struct ControllerContext {
     pub created_cas: Vec<String>,
     /// zstd copies of the bundle's files, sent to hosts that have zstd.
     pub compressed: CompressedCache,
+}
+
+/// What `up` found out about a controller by looking at it: its Node name
+/// (also its etcd member name) and, with a virtual IP, the interface and
+/// source address it reaches the address's network with.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub node_name: String,
+    pub vip_route: Option<(String, String)>,
 }
 
 /// The rendered plan for the controller.
@@ -51,13 +60,6 @@ impl ControllerContext {
     /// `reset`), so nothing on the workstation changes.
     pub fn load(file: &Path, write_missing: bool) -> Result<Self> {
         let loaded = config::load(file)?;
-        let controller = loaded
-            .cluster
-            .spec
-            .controllers
-            .first()
-            .context("cluster.yaml names no controller")?
-            .clone();
         let failed = || {
             format!(
                 "failed to load the CAs from {} (run `kubeup init`)",
@@ -81,7 +83,6 @@ impl ControllerContext {
         let (bundle_dir, manifest) = resolve_bundle(&loaded)?;
         Ok(Self {
             loaded,
-            controller,
             bundle_dir,
             manifest,
             cas,
@@ -91,19 +92,32 @@ impl ControllerContext {
         })
     }
 
-    pub fn host_label(&self) -> String {
-        self.controller
-            .name
-            .clone()
-            .unwrap_or_else(|| self.controller.address.clone())
+    pub fn controllers(&self) -> &[ControllerHost] {
+        &self.loaded.cluster.spec.controllers
     }
 
+    /// The API's address for clients: the endpoint, or the first controller.
     pub fn api_server(&self) -> String {
-        format!("https://{}:6443", self.controller.address)
+        let spec = &self.loaded.cluster.spec;
+        match (&spec.control_plane_endpoint, spec.controllers.first()) {
+            (Some(e), _) => format!("https://{}:{}", e.address, e.port),
+            (None, Some(c)) => format!("https://{}:6443", c.address),
+            (None, None) => String::new(),
+        }
     }
 
-    pub async fn connect(&self) -> Result<Session> {
-        let mut target = cmd_ssh::target_for(&self.controller, &|p| self.loaded.resolve(p))?;
+    /// The virtual IP kubeup manages, if the cluster has one.
+    pub fn virtual_ip(&self) -> Option<&ControlPlaneEndpoint> {
+        self.loaded
+            .cluster
+            .spec
+            .control_plane_endpoint
+            .as_ref()
+            .filter(|e| e.kind == EndpointKind::VirtualIP)
+    }
+
+    pub async fn connect(&self, controller: &ControllerHost) -> Result<Session> {
+        let mut target = cmd_ssh::target_for(controller, &|p| self.loaded.resolve(p))?;
         target.sudo_password = std::env::var(cmd_ssh::SUDO_PASSWORD_ENV)
             .ok()
             .map(Into::into);
@@ -113,38 +127,73 @@ impl ControllerContext {
             .with_context(|| format!("failed to connect to the controller {}", target.label()))
     }
 
-    /// Render the plan; `hostname` (from preflight) names the node unless
-    /// the spec does.
-    pub fn plan(&self, hostname: &str) -> Result<ControllerPlan> {
-        let spec = &self.loaded.cluster.spec;
-        let net = &spec.networking;
-        let node_name = self
-            .controller
-            .name
-            .clone()
+    /// The Node (and etcd member) name of controller `index`: the spec's, or
+    /// `hostname` as preflight found it.
+    pub fn node_name(&self, index: usize, hostname: &str) -> Result<String> {
+        let name = self
+            .controllers()
+            .get(index)
+            .and_then(|c| c.name.clone())
             .unwrap_or_else(|| hostname.to_lowercase());
         // A name from the spec was validated with the file; one from the
         // host is checked here, before it reaches a unit file.
-        if !config::is_node_name(&node_name) {
+        if !config::is_node_name(&name) {
             anyhow::bail!(
-                "the controller's hostname {node_name:?} is not a valid Node name; set spec.controllers[0].name (lowercase letters, digits, '-' and '.')"
+                "the controller's hostname {name:?} is not a valid Node name; set spec.controllers[{index}].name (lowercase letters, digits, '-' and '.')"
             );
         }
+        Ok(name)
+    }
+
+    /// Render the plan of controller `index`, knowing every controller
+    /// (`all`, in the spec's order): etcd's members and the load
+    /// balancers' backends name them all.
+    pub fn plan(&self, index: usize, all: &[Observed]) -> Result<ControllerPlan> {
+        let spec = &self.loaded.cluster.spec;
+        let net = &spec.networking;
+        let controller = self
+            .controllers()
+            .get(index)
+            .context("no such controller")?;
+        let me = all.get(index).context("no such controller")?;
+        let node_name = me.node_name.clone();
+        let addresses: Vec<String> = self.controllers().iter().map(|c| c.address.clone()).collect();
         let node = NodeInput {
             node_name: node_name.clone(),
-            address: self.controller.address.clone(),
+            address: controller.address.clone(),
             kubernetes_version: self.manifest.kubernetes_version.clone(),
-            api_server: self.api_server(),
+            api_backends: addresses.clone(),
             cluster_dns: net.cluster_dns.clone(),
             cluster_domain: net.domain.clone(),
             pod_cidr: net.pod_cidr.clone(),
             pause_image: kubeup_provision::hostplan::node::pause_image(&self.manifest),
             register_taints: vec!["node-role.kubernetes.io/control-plane:NoSchedule".into()],
         };
+        let vip = match (self.virtual_ip(), &me.vip_route) {
+            (Some(e), Some((interface, source))) => Some(apilb::VipInput {
+                address: e.address.clone(),
+                router_id: e.virtual_router_id,
+                interface: interface.clone(),
+                peers: addresses
+                    .iter()
+                    .filter(|a| *a != source && **a != controller.address)
+                    .cloned()
+                    .collect(),
+            }),
+            _ => None,
+        };
         let input = ControllerInput {
             node,
             cluster_name: self.loaded.name().to_string(),
             service_cidr: net.service_cidr.clone(),
+            etcd_members: all
+                .iter()
+                .zip(self.controllers())
+                .map(|(o, c)| (o.node_name.clone(), c.address.clone()))
+                .collect(),
+            etcd_joins_existing: false,
+            endpoint: spec.control_plane_endpoint.as_ref().map(|e| e.address.clone()),
+            vip,
         };
         let svc: ipnet::Ipv4Net = net.service_cidr.parse().context("serviceCidr")?;
         let first_ip: Ipv4Addr = svc
@@ -222,6 +271,7 @@ impl ControllerContext {
             ),
             configs::encryption_config(&key),
             configs::audit_policy(),
+            configs::authentication_config(),
             configs::kubelet_config(
                 &c.node,
                 false,
@@ -239,6 +289,11 @@ impl ControllerContext {
             units::kube_proxy(&c.node),
             kubeup_provision::hostplan::node::sysctl_file(),
         ];
+        files.extend(apilb::node_files(&c.node));
+        if let Some(vip) = &c.vip {
+            files.push(apilb::keepalived_config(&c.node.node_name, &c.node.address, vip));
+            files.push(apilb::keepalived_unit());
+        }
         files.extend(configs::controller_kubeconfigs(&c.cluster_name));
         files.extend(configs::node_kubeconfigs(&c.cluster_name, &c.node));
         Ok(files)
@@ -327,8 +382,18 @@ fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
 
 /// A client for the cluster from a kubeconfig file.
 pub async fn admin_client(path: &Path) -> Result<kube::Client> {
+    admin_client_at(path, None).await
+}
+
+/// [`admin_client`] talking to `server` instead of the file's server (one
+/// controller's own apiserver; its certificate names every controller's
+/// address).
+pub async fn admin_client_at(path: &Path, server: Option<&str>) -> Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    if let Some(server) = server {
+        config.cluster_url = server.parse().context("the apiserver's URL")?;
+    }
     Ok(kube::Client::try_from(config)?)
 }

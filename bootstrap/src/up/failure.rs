@@ -39,7 +39,7 @@ pub fn explain<K: PhaseKey>(
 ) -> anyhow::Error {
     let phase = failed.phase.name();
     let mut message = format!("{phase} failed on {}: {:#}", failed.host, failed.error);
-    if let Some(hint) = hint(phase, command, file, &link.ctx.controller.address) {
+    if let Some(hint) = hint(phase, command, file, &link.controller.address) {
         message.push('\n');
         message.push_str(&hint);
     }

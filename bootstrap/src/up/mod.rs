@@ -15,6 +15,7 @@ mod phases;
 mod run;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
@@ -25,7 +26,7 @@ use crate::progress::Progress;
 use crate::{ClusterFile, Output};
 
 pub use connect::{Connect, Link};
-pub use context::{ControllerContext, admin_client};
+pub use context::{ControllerContext, admin_client, admin_client_at};
 pub use failure::{end_with, explain};
 pub use phases::UpPhase;
 
@@ -64,30 +65,101 @@ pub struct Converged {
     pub report: Report<UpPhase>,
 }
 
-/// The whole converge of the (single) controller: `dry_run` for `plan`.
+/// The whole converge, `dry_run` for `plan`, in the three stages of
+/// [`phases::STAGES`]: look at every controller (names, routes), converge
+/// them all at once (a new etcd's members must start together), then apply
+/// the cluster's objects through the first one. The first failure on any
+/// controller stops the run after the stage's other walks end.
 pub async fn converge_controller(
     file: &ClusterFile,
     progress: &Progress,
     dry_run: bool,
 ) -> Result<Converged> {
-    let ctx = ControllerContext::load(&file.file, !dry_run)?;
-    let mut run = run::UpRun::new(ctx);
-    let procedure = Procedure::new(run.link.host.clone(), phases::up_phases());
-    let walked = if dry_run {
-        procedure.dry_run(&run, progress).await
-    } else {
-        procedure.apply(&run, progress, None).await
-    };
-    run.link.close().await;
-    let command = if dry_run { "plan" } else { "up" };
-    let report = walked.map_err(|f| failure::explain(f, command, &file.file, &run.link))?;
-    if !dry_run {
-        after_up(&run, &report, progress);
+    let ctx = Arc::new(ControllerContext::load(&file.file, !dry_run)?);
+    let mut runs = (0..ctx.controllers().len())
+        .map(|i| run::UpRun::new(ctx.clone(), i))
+        .collect::<Result<Vec<_>>>()?;
+    let walked = walk_stages(&ctx, &runs, progress, dry_run, &file.file).await;
+    for run in &mut runs {
+        run.link.close().await;
     }
-    Ok(Converged {
-        changes: run.changes(),
-        report,
-    })
+    let report = walked?;
+    if !dry_run && let Some(first) = runs.first() {
+        after_up(first, &report, progress);
+    }
+    let mut changes = Changes::default();
+    for run in &runs {
+        changes.merge(run.changes());
+    }
+    Ok(Converged { changes, report })
+}
+
+async fn walk_stages(
+    ctx: &ControllerContext,
+    runs: &[run::UpRun],
+    progress: &Progress,
+    dry_run: bool,
+    file: &std::path::Path,
+) -> Result<Report<UpPhase>> {
+    let command = if dry_run { "plan" } else { "up" };
+    let mut report = Report { phases: vec![] };
+    for n in 0..phases::STAGES.len() {
+        // The cluster's objects are applied once, through the first controller.
+        let walkers = if n + 1 == phases::STAGES.len() {
+            runs.get(..1).unwrap_or_default()
+        } else {
+            runs
+        };
+        let results = futures::future::join_all(walkers.iter().map(|run| async move {
+            let procedure = Procedure::new(run.link.host.clone(), phases::stage(n));
+            let walked = if dry_run {
+                procedure.dry_run(run, progress).await
+            } else {
+                procedure.apply(run, progress, None).await
+            };
+            walked.map_err(|f| failure::explain(f, command, file, &run.link))
+        }))
+        .await;
+        let mut first = None;
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(r) if i == 0 => first = Some(r),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        report.phases.extend(first.map(|r| r.phases).unwrap_or_default());
+        if n == 0 {
+            between_look_and_converge(ctx, runs, dry_run)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Once every controller was looked at: each one's plan (etcd's members and
+/// the load balancers' backends name them all), and the admin kubeconfigs
+/// on the workstation, which every controller's later phases read.
+fn between_look_and_converge(
+    ctx: &ControllerContext,
+    runs: &[run::UpRun],
+    dry_run: bool,
+) -> Result<()> {
+    let observed = runs
+        .iter()
+        .map(|r| r.observed().cloned())
+        .collect::<Result<Vec<_>>>()?;
+    for run in runs {
+        run.render_plan(&observed)?;
+    }
+    if !dry_run && let Some(first) = runs.first() {
+        let issued = ctx.ensure_admin_credentials()?;
+        first.merge(Changes {
+            issued,
+            ..Changes::default()
+        });
+        ctx.write_admin_kubeconfigs()?;
+    }
+    Ok(())
 }
 
 /// Where the user goes from here.

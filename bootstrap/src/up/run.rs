@@ -4,7 +4,7 @@
 //! each is a cell or a lock.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anyhow::{Result, anyhow};
 use kubeup_provision::converge::Changes;
@@ -13,10 +13,12 @@ use kubeup_provision::hostplan::{Unit, layout, network};
 use kubeup_provision::ssh::Session;
 
 use super::connect::Link;
-use super::context::{ControllerContext, ControllerPlan};
+use super::context::{ControllerContext, ControllerPlan, Observed};
 
 pub struct UpRun {
     pub link: Link,
+    /// What preflight found (the Node name, the virtual IP's route).
+    observed: OnceLock<Observed>,
     plan: OnceLock<ControllerPlan>,
     client: OnceLock<kube::Client>,
     changes: Mutex<Changes>,
@@ -29,18 +31,24 @@ impl AsRef<Link> for UpRun {
 }
 
 impl UpRun {
-    pub fn new(ctx: ControllerContext) -> Self {
-        // CAs made on the workstation for this run count as issued by it.
+    /// The run of controller `index`. CAs made on the workstation for this
+    /// run count as issued by the first controller's.
+    pub fn new(ctx: Arc<ControllerContext>, index: usize) -> Result<Self> {
         let changes = Changes {
-            issued: ctx.created_cas.clone(),
+            issued: if index == 0 {
+                ctx.created_cas.clone()
+            } else {
+                vec![]
+            },
             ..Changes::default()
         };
-        Self {
-            link: Link::new(ctx),
+        Ok(Self {
+            link: Link::new(ctx, index)?,
+            observed: OnceLock::new(),
             plan: OnceLock::new(),
             client: OnceLock::new(),
             changes: Mutex::new(changes),
-        }
+        })
     }
 
     pub fn ctx(&self) -> &ControllerContext {
@@ -55,21 +63,31 @@ impl UpRun {
         self.plan.get().ok_or_else(|| not_yet("the plan"))
     }
 
-    /// The plan for the host preflight looked at: the controller's files and
-    /// certificates, with the pod network's (flanneld's own client
-    /// certificate, never the kubelet's identity).
-    pub fn render_plan(&self, hostname: &str) -> Result<()> {
+    pub fn observed(&self) -> Result<&Observed> {
+        self.observed
+            .get()
+            .ok_or_else(|| not_yet("what preflight found"))
+    }
+
+    pub fn set_observed(&self, o: Observed) {
+        // Preflight runs once per walk; a second value could only be the same.
+        let _ = self.observed.set(o);
+    }
+
+    /// The plan for this controller, once every controller was looked at
+    /// (`all`): its files and certificates, with the pod network's
+    /// (flanneld's own client certificate, never the kubelet's identity).
+    pub fn render_plan(&self, all: &[Observed]) -> Result<()> {
         let ctx = self.ctx();
-        let mut plan = ctx.plan(hostname)?;
+        let mut plan = ctx.plan(self.link.index, all)?;
         let net = &ctx.loaded.cluster.spec.networking;
         plan.files.extend(network::files_for(
             net.cni,
             &network::FlannelNode {
                 node_name: &plan.node_name,
-                address: &ctx.controller.address,
+                address: &self.link.controller.address,
                 kubernetes_version: &ctx.manifest.kubernetes_version,
                 cluster_pod_cidr: &net.pod_cidr,
-                api_server: &ctx.api_server(),
                 credential: network::FlannelCredential::ClientCertificate,
             },
         ));

@@ -340,17 +340,17 @@ pub fn node_input(
     manifest: &BundleManifest,
 ) -> NodeInput {
     let net = &cluster.spec.networking;
-    let controller = cluster
-        .spec
-        .controllers
-        .first()
-        .map(|c| c.address.clone())
-        .unwrap_or_default();
     NodeInput {
         node_name: node_name.to_string(),
         address: spec.address.clone(),
         kubernetes_version: manifest.kubernetes_version.clone(),
-        api_server: format!("https://{controller}:6443"),
+        // The worker's local load balancer spreads over every controller.
+        api_backends: cluster
+            .spec
+            .controllers
+            .iter()
+            .map(|c| c.address.clone())
+            .collect(),
         cluster_dns: net.cluster_dns.clone(),
         cluster_domain: net.domain.clone(),
         pod_cidr: net.pod_cidr.clone(),

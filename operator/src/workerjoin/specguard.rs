@@ -37,6 +37,10 @@ impl ClusterFacts {
                 controllers.push(n.to_lowercase());
             }
         }
+        // The endpoint is the apiservers' too: no worker may claim it.
+        if let Some(e) = &c.spec.control_plane_endpoint {
+            controllers.push(e.address.to_lowercase());
+        }
         let net = &c.spec.networking;
         Self {
             controllers,

@@ -11,14 +11,18 @@ const HEADER: &str = "\
 ";
 
 /// Sections of the spec in order, each with its comment.
-const SECTIONS: [(&str, &str); 7] = [
+const SECTIONS: [(&str, &str); 8] = [
     (
         "kubernetesVersion",
         "Kubernetes version; kubeup supports v1.34.x (cgroup v1 hosts).",
     ),
     (
         "controllers",
-        "The controller: etcd and the control plane run here; it also registers as a\ntainted Node. hostKey.policy is Pin (key required) or AcceptNew (first key is\nrecorded in ./known_hosts, a later change is refused). privateKeyFile is\nrelative to this directory; leave it out to use ssh-agent.",
+        "The controllers (1, 3 or 5): etcd and the control plane run on each; each also\nregisters as a tainted Node. hostKey.policy is Pin (key required) or AcceptNew\n(first key is recorded in ./known_hosts, a later change is refused).\nprivateKeyFile is relative to this directory; leave it out to use ssh-agent.",
+    ),
+    (
+        "controlPlaneEndpoint",
+        "Where kubectl reaches the API: kind VirtualIP (kubeup's keepalived moves the\naddress to a healthy controller) or LoadBalancer (yours, forwarding port to\nevery controller's 6443). Unset: the first controller. Nodes do not use it:\neach reaches every apiserver through its own local load balancer.",
     ),
     (
         "networking",

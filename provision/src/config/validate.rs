@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ipnet::Ipv4Net;
-use kubeup_crds::cluster::{Artifacts, CertificateLifetimes, ControllerHost, Networking};
+use kubeup_crds::cluster::{
+    Artifacts, CertificateLifetimes, ClusterSpec, ControlPlaneEndpoint, ControllerHost, EndpointKind,
+    Networking,
+};
 use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 use kubeup_crds::{API_VERSION, Cluster};
 
@@ -96,11 +99,21 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
             "no controller given",
             "add the machine that runs the control plane",
         )),
-        1 => {}
+        1 | 3 | 5 => {}
+        n if n % 2 == 0 => p.push(Problem::new(
+            "spec.controllers",
+            format!(
+                "{n} controllers given: etcd needs {} of {n} members for a majority, so {n} survive {} failure(s), no more than {} would",
+                n / 2 + 1,
+                (n - 1) / 2,
+                n - 1
+            ),
+            "list 1, 3 or 5 controllers (3 survive one failure, 5 survive two)",
+        )),
         n => p.push(Problem::new(
             "spec.controllers",
-            format!("{n} controllers given; kubeup supports one for now"),
-            "keep one controller and join the other machines as workers",
+            format!("{n} controllers given; kubeup runs at most 5"),
+            "list 1, 3 or 5 controllers: more members make every etcd write slower",
         )),
     }
     let mut seen = BTreeSet::new();
@@ -141,6 +154,9 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
         }
     }
     check_networking(&mut p, &spec.networking);
+    if let Some(e) = &spec.control_plane_endpoint {
+        check_endpoint(&mut p, e, spec);
+    }
     check_artifacts(&mut p, &spec.artifacts, dir);
     check_lifetimes(&mut p, &spec.certificates);
     p.extend(crate::addons::validate(&spec.addons));
@@ -322,6 +338,88 @@ fn check_networking(p: &mut Vec<Problem>, n: &Networking) {
             format!("{:?} is not a DNS domain", n.domain),
             "lowercase letters, digits, '-' and '.', e.g. cluster.local",
         ));
+    }
+}
+
+/// The endpoint is a client-facing address: never a controller's own, never
+/// inside the pod or Service network (kube-proxy and flannel own those), and
+/// a virtual IP is a plain IPv4 address on the apiservers' port.
+fn check_endpoint(p: &mut Vec<Problem>, e: &ControlPlaneEndpoint, spec: &ClusterSpec) {
+    const PATH: &str = "spec.controlPlaneEndpoint";
+    check_address(p, &format!("{PATH}.address"), &e.address);
+    let ip = e.address.parse::<Ipv4Addr>().ok();
+    if let Some(ip) = ip {
+        if ip.to_string() != e.address {
+            p.push(Problem::new(
+                format!("{PATH}.address"),
+                format!("{:?} is not written as a plain IPv4 address", e.address),
+                format!("write it as {ip}"),
+            ));
+        }
+        if ip.is_loopback() || ip.is_link_local() {
+            p.push(Problem::new(
+                format!("{PATH}.address"),
+                format!("{ip} is a loopback or link-local address"),
+                "use an address every client and controller can reach",
+            ));
+        }
+        for (field, cidr) in [
+            ("podCidr", &spec.networking.pod_cidr),
+            ("serviceCidr", &spec.networking.service_cidr),
+        ] {
+            if let Ok(net) = cidr.parse::<Ipv4Net>()
+                && net.contains(&ip)
+            {
+                p.push(Problem::new(
+                    format!("{PATH}.address"),
+                    format!("{ip} is inside networking.{field} {net}"),
+                    "use an address of the controllers' own network",
+                ));
+            }
+        }
+    }
+    match e.kind {
+        EndpointKind::VirtualIP => {
+            if ip.is_none() {
+                p.push(Problem::new(
+                    format!("{PATH}.address"),
+                    format!("a VirtualIP must be an IPv4 address, not {:?}", e.address),
+                    "give a free address of the controllers' network, or use kind LoadBalancer for a DNS name",
+                ));
+            }
+            for (i, c) in spec.controllers.iter().enumerate() {
+                if c.address.parse::<Ipv4Addr>().is_err() {
+                    p.push(Problem::new(
+                        format!("spec.controllers[{i}].address"),
+                        format!("{:?} is a name: keepalived's VRRP peers are addresses", c.address),
+                        "give the controllers' IPv4 addresses with a VirtualIP endpoint",
+                    ));
+                }
+            }
+            if let Some(c) = spec.controllers.iter().find(|c| c.address == e.address) {
+                p.push(Problem::new(
+                    format!("{PATH}.address"),
+                    format!("{} is the controller {}'s own address", e.address, c.address),
+                    "a virtual IP must be a free address that keepalived moves between the controllers",
+                ));
+            }
+            if e.port != kubeup_crds::cluster::API_PORT {
+                p.push(Problem::new(
+                    format!("{PATH}.port"),
+                    format!("a VirtualIP serves the apiservers' port 6443, not {}", e.port),
+                    "remove port, or use kind LoadBalancer to map another port",
+                ));
+            }
+        }
+        EndpointKind::LoadBalancer => {
+            if e.port == 0 {
+                p.push(Problem::new(
+                    format!("{PATH}.port"),
+                    "port 0 is not a valid port",
+                    "use the load balancer's port, usually 6443",
+                ));
+            }
+        }
     }
 }
 

@@ -15,8 +15,8 @@ pub enum Role {
 impl Role {
     fn ports(self) -> &'static [u16] {
         match self {
-            Role::Controller => &[2379, 2380, 6443, 10250, 10257, 10259],
-            Role::Worker => &[10250, 10256],
+            Role::Controller => &[2379, 2380, 6443, 7443, 10250, 10257, 10259],
+            Role::Worker => &[7443, 10250, 10256],
         }
     }
 }
@@ -37,6 +37,10 @@ pub struct PreflightReport {
     pub checks: Vec<Check>,
     /// Facts worth recording (os, kernel, hostname…).
     pub hostname: String,
+    /// What a controller holding a virtual IP needs and the host lacks
+    /// (`keepalived`, `curl`); judged by the caller, which knows whether
+    /// the cluster has one.
+    pub missing_for_vip: Vec<String>,
 }
 
 impl PreflightReport {
@@ -76,6 +80,7 @@ echo "ip_forward_writable=$([ -w /proc/sys/net/ipv4/ip_forward ] && echo yes || 
 echo "cgroup_ro=$(awk '$3 ~ /^cgroup/ && $4 ~ /(^|,)ro(,|$)/ {print $2}' /proc/mounts | tr '\n' ' ')"
 for t in systemctl iptables ip mount sed awk sha256sum; do command -v $t >/dev/null || echo "missing_tool=$t"; done
 echo "zstd=$(command -v zstd >/dev/null && echo yes || echo no)"
+for t in haproxy keepalived curl; do echo "$t=$([ -x /usr/sbin/$t ] || [ -x /usr/bin/$t ] && echo yes || echo no)"; done
 echo "time=$(date +%s)"
 echo "disk_kb=$(df -Pk /var 2>/dev/null | awk 'NR==2 {print $4}')"
 echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
@@ -218,6 +223,12 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
         false,
         "`zstd` is missing: binaries and images are sent uncompressed (about 3x the bytes; install zstd)".into(),
     );
+    check(
+        "haproxy",
+        get("haproxy") == "yes",
+        true,
+        "`haproxy` is missing: every node reaches the apiservers through a local haproxy (Debian: apt-get install haproxy)".into(),
+    );
     if let Ok(remote) = get("time").parse::<i64>() {
         let skew = (remote - now).abs();
         check(
@@ -246,6 +257,7 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
             "kubelet",
             "kube-proxy",
             "hyperkube",
+            "haproxy",
         ];
         for line in all("listen") {
             let (addr, proc_) = line.split_once(' ').unwrap_or((&line, ""));
@@ -284,6 +296,11 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
         host: host.to_string(),
         checks,
         hostname: get("hostname"),
+        missing_for_vip: ["keepalived", "curl"]
+            .into_iter()
+            .filter(|t| get(t) != "yes")
+            .map(str::to_string)
+            .collect(),
     }
 }
 
@@ -291,7 +308,7 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "os=debian 12\narch=x86_64\nhostname=node1\nsystemd=yes\nswap=0\noverlay=yes\nbr_netfilter=yes\nip_forward_writable=yes\ncgroup_ro=\ntime=1000\ndisk_kb=99999999\nlisten=0.0.0.0:22 users:((\"sshd\",pid=1,fd=3))\n";
+    const GOOD: &str = "os=debian 12\narch=x86_64\nhostname=node1\nhaproxy=yes\nsystemd=yes\nswap=0\noverlay=yes\nbr_netfilter=yes\nip_forward_writable=yes\ncgroup_ro=\ntime=1000\ndisk_kb=99999999\nlisten=0.0.0.0:22 users:((\"sshd\",pid=1,fd=3))\n";
 
     #[test]
     fn a_good_host_passes() {

@@ -158,8 +158,7 @@ echo $removed
 /// Stop and disable every kubeup unit, end the containers' shims, unmount
 /// what the kubelet and containerd mounted.
 fn stop_script() -> String {
-    let mut units: Vec<String> = Unit::CONTROLLER.iter().rev().map(|u| u.service()).collect();
-    units.insert(0, Unit::Flannel.service());
+    let units: Vec<String> = Unit::STOP_ORDER.iter().map(|u| u.service()).collect();
     let units = units.join(" ");
     format!(
         r#"systemctl stop {units} 2>/dev/null

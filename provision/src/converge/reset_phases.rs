@@ -101,8 +101,7 @@ where
         "stop and disable kubeup's units, end the containers"
     }
     fn plan<'a>(&'a self, _: &'a C) -> BoxFuture<'a, Result<Vec<String>, E>> {
-        let mut units: Vec<&str> = Unit::CONTROLLER.iter().rev().map(|u| u.name()).collect();
-        units.insert(0, Unit::Flannel.name());
+        let units: Vec<&str> = Unit::STOP_ORDER.iter().map(|u| u.name()).collect();
         let line = format!(
             "stop and disable {} (those present), end the containers, unmount their mounts",
             units.join(", ")

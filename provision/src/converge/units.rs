@@ -51,7 +51,13 @@ pub async fn ensure_units(
             actions.push(("start", *unit));
         } else if restart.contains(unit) {
             changes.restarted.push(unit.name().to_string());
-            actions.push(("restart", *unit));
+            // A new backend list must not cut the connections it carries.
+            let verb = if unit.reloads() {
+                "reload-or-restart"
+            } else {
+                "restart"
+            };
+            actions.push((verb, *unit));
         }
     }
     if dry_run || (actions.is_empty() && !units_changed) {

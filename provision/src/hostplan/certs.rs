@@ -40,6 +40,9 @@ pub fn controller_certs(
         "kubernetes.default.svc".into(),
         format!("kubernetes.default.svc.{domain}"),
     ];
+    // Clients of the endpoint (a virtual IP or the user's load balancer)
+    // reach any controller's apiserver under that name.
+    apiserver_sans.extend(c.endpoint.iter().cloned());
     apiserver_sans.dedup();
     let etcd_sans = vec![
         n.address.clone(),

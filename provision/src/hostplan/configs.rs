@@ -104,7 +104,7 @@ pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> [HostFile; 2] {
             format!("{K8S}/kubelet.kubeconfig"),
             kubeconfig_with_files(
                 cluster,
-                &n.api_server,
+                super::apilb::LOCAL_URL,
                 &ca,
                 &format!("system:node:{}", n.node_name),
                 layout::KUBELET_CLIENT_PEM,
@@ -117,7 +117,7 @@ pub fn node_kubeconfigs(cluster: &str, n: &NodeInput) -> [HostFile; 2] {
             format!("{K8S}/kube-proxy.kubeconfig"),
             kubeconfig_with_files(
                 cluster,
-                &n.api_server,
+                super::apilb::LOCAL_URL,
                 &ca,
                 "system:kube-proxy",
                 &format!("{PKI}/kube-proxy.crt"),
@@ -274,6 +274,31 @@ version = 2
         content,
         0o644,
         &[Unit::Containerd],
+    )
+}
+
+/// kube-apiserver's authentication configuration: anonymous requests are
+/// authenticated for the health endpoints only (`/readyz`, `/livez`,
+/// `/healthz`), which the node-local load balancers and keepalived probe
+/// without a credential. Any other anonymous request is refused with 401,
+/// whatever RBAC says.
+pub fn authentication_config() -> HostFile {
+    const CONFIG: &str = "\
+# Written by kubeup.
+apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /readyz
+  - path: /livez
+  - path: /healthz
+";
+    HostFile::new(
+        layout::AUTHENTICATION_CONFIG,
+        CONFIG,
+        0o644,
+        &[Unit::KubeApiserver],
     )
 }
 

@@ -29,6 +29,9 @@ pub const KUBELET_CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-curren
 /// The kubelet's certificate directory.
 pub const KUBELET_PKI_DIR: &str = "/var/lib/kubelet/pki";
 pub const ETCD_DATA: &str = "/var/lib/etcd";
+/// kube-apiserver's authentication configuration (see
+/// `configs::authentication_config`).
+pub const AUTHENTICATION_CONFIG: &str = "/etc/kubernetes/authentication-config.yaml";
 /// kube-apiserver's audit policy (see `configs::audit_policy`).
 pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
 /// kube-apiserver's audit log directory: made by systemd when the unit

@@ -3,6 +3,7 @@
 //! CLI (`kubeup up`) or the operator. Rendering is deterministic, so the
 //! same input gives the same bytes and a converged host sees no change.
 
+pub mod apilb;
 pub mod certs;
 pub mod configs;
 pub mod layout;
@@ -25,12 +26,20 @@ pub enum Unit {
     KubeProxy,
     /// flanneld, with `networking.cni: flannel` (see [`network`]).
     Flannel,
+    /// The node-local load balancer in front of every apiserver (haproxy on
+    /// loopback, see [`apilb`]): what the node's kubelet, kube-proxy and
+    /// flanneld dial.
+    ApiLb,
+    /// keepalived holding the control-plane virtual IP (controllers with a
+    /// `VirtualIP` endpoint only).
+    Vip,
 }
 
 impl Unit {
     /// Start order: containerd first, the API before its clients.
-    pub const CONTROLLER: [Unit; 7] = [
+    pub const CONTROLLER: [Unit; 8] = [
         Unit::Containerd,
+        Unit::ApiLb,
         Unit::Etcd,
         Unit::KubeApiserver,
         Unit::KubeControllerManager,
@@ -38,7 +47,21 @@ impl Unit {
         Unit::Kubelet,
         Unit::KubeProxy,
     ];
-    pub const WORKER: [Unit; 3] = [Unit::Containerd, Unit::Kubelet, Unit::KubeProxy];
+    pub const WORKER: [Unit; 4] = [Unit::Containerd, Unit::ApiLb, Unit::Kubelet, Unit::KubeProxy];
+    /// Every unit kubeup may have installed, in the order `reset` stops them:
+    /// the API's clients first, containerd last.
+    pub const STOP_ORDER: [Unit; 10] = [
+        Unit::Flannel,
+        Unit::KubeProxy,
+        Unit::Kubelet,
+        Unit::KubeScheduler,
+        Unit::KubeControllerManager,
+        Unit::Vip,
+        Unit::KubeApiserver,
+        Unit::Etcd,
+        Unit::ApiLb,
+        Unit::Containerd,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,7 +73,16 @@ impl Unit {
             Unit::Kubelet => "kubelet",
             Unit::KubeProxy => "kube-proxy",
             Unit::Flannel => "flanneld",
+            Unit::ApiLb => "kubeup-apiserver-lb",
+            Unit::Vip => "kubeup-vip",
         }
+    }
+
+    /// Units that take a new configuration without dropping what they
+    /// serve: `systemctl reload-or-restart` instead of `restart`. A new
+    /// backend list must not cut the kubelets' watches.
+    pub fn reloads(self) -> bool {
+        matches!(self, Unit::ApiLb | Unit::Vip)
     }
 
     pub fn service(self) -> String {
@@ -92,8 +124,10 @@ pub struct NodeInput {
     /// The address other machines reach this one at (InternalIP).
     pub address: String,
     pub kubernetes_version: String,
-    /// `https://<controller>:6443`.
-    pub api_server: String,
+    /// Every controller's address: the backends of the node's local load
+    /// balancer, through which all its components reach the API
+    /// ([`apilb::LOCAL_URL`]).
+    pub api_backends: Vec<String>,
     pub cluster_dns: String,
     pub cluster_domain: String,
     pub pod_cidr: String,
@@ -108,6 +142,16 @@ pub struct ControllerInput {
     pub node: NodeInput,
     pub cluster_name: String,
     pub service_cidr: String,
+    /// Every etcd member, this one included: (name, address).
+    pub etcd_members: Vec<(String, String)>,
+    /// `existing` when this member joins a running etcd (as a learner);
+    /// `new` when the members start together.
+    pub etcd_joins_existing: bool,
+    /// The client-facing endpoint's address, named in the apiserver's
+    /// certificate.
+    pub endpoint: Option<String>,
+    /// The virtual IP this controller takes part in holding.
+    pub vip: Option<apilb::VipInput>,
 }
 
 /// A worker's input for unit tests of the renderers.
@@ -117,7 +161,7 @@ pub(crate) fn sample_worker_input() -> NodeInput {
         node_name: "worker-1".into(),
         address: "198.18.0.11".into(),
         kubernetes_version: "v1.34.10".into(),
-        api_server: "https://198.18.0.10:6443".into(),
+        api_backends: vec!["198.18.0.10".into()],
         cluster_dns: "10.96.0.10".into(),
         cluster_domain: "cluster.local".into(),
         pod_cidr: "10.244.0.0/16".into(),

@@ -77,8 +77,6 @@ pub struct FlannelNode<'a> {
     pub kubernetes_version: &'a str,
     /// The cluster's pod CIDR (`networking.podCidr`).
     pub cluster_pod_cidr: &'a str,
-    /// The API server URL flanneld talks to.
-    pub api_server: &'a str,
     /// What flanneld authenticates with.
     pub credential: FlannelCredential,
 }
@@ -99,7 +97,6 @@ impl<'a> FlannelNode<'a> {
             address: &n.address,
             kubernetes_version: &n.kubernetes_version,
             cluster_pod_cidr: &n.pod_cidr,
-            api_server: &n.api_server,
             credential: FlannelCredential::ServiceAccountToken,
         }
     }
@@ -152,7 +149,7 @@ pub fn flannel_kubeconfig(n: &FlannelNode<'_>) -> HostFile {
             let (ns, name) = FLANNEL_SERVICE_ACCOUNT;
             configs::kubeconfig_with_token_file(
                 cluster,
-                n.api_server,
+                super::apilb::LOCAL_URL,
                 &ca,
                 &format!("system:serviceaccount:{ns}:{name}"),
                 FLANNEL_TOKEN,
@@ -162,7 +159,7 @@ pub fn flannel_kubeconfig(n: &FlannelNode<'_>) -> HostFile {
             let cert = flannel_controller_cert(0);
             configs::kubeconfig_with_files(
                 cluster,
-                n.api_server,
+                super::apilb::LOCAL_URL,
                 &ca,
                 FLANNEL_CONTROLLER_USER,
                 &cert.cert_path,
@@ -355,7 +352,7 @@ mod tests {
         );
         assert!(text.contains("- name: system:serviceaccount:kube-system:flannel\n"));
         assert!(
-            text.contains("server: https://198.18.0.10:6443\n"),
+            text.contains("server: https://127.0.0.1:7443\n"),
             "{text}"
         );
         assert!(

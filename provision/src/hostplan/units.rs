@@ -70,11 +70,15 @@ pub fn etcd(c: &ControllerInput) -> HostFile {
         flag("advertise-client-urls", format!("https://{a}:2379")),
         flag("listen-peer-urls", format!("https://{a}:2380")),
         flag("initial-advertise-peer-urls", format!("https://{a}:2380")),
+        flag("initial-cluster", initial_cluster(c)),
         flag(
-            "initial-cluster",
-            format!("{}=https://{a}:2380", n.node_name),
+            "initial-cluster-state",
+            if c.etcd_joins_existing {
+                "existing"
+            } else {
+                "new"
+            },
         ),
-        flag("initial-cluster-state", "new"),
         flag(
             "initial-cluster-token",
             format!("kubeup-{}", c.cluster_name),
@@ -102,13 +106,25 @@ pub fn etcd(c: &ControllerInput) -> HostFile {
     )
 }
 
+/// `name=https://address:2380,…` for every member, this one included.
+fn initial_cluster(c: &ControllerInput) -> String {
+    c.etcd_members
+        .iter()
+        .map(|(name, address)| format!("{name}=https://{address}:2380"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
     let n = &c.node;
     let flags = vec![
         flag("advertise-address", &n.address),
         flag("secure-port", 6443),
         flag("allow-privileged", true),
-        flag("anonymous-auth", false),
+        // Anonymous requests reach the health endpoints only (the load
+        // balancers and keepalived probe /readyz without a credential);
+        // every other anonymous request is refused before authorization.
+        flag("authentication-config", layout::AUTHENTICATION_CONFIG),
         flag("authorization-mode", "Node,RBAC"),
         flag("enable-admission-plugins", "NodeRestriction"),
         flag("client-ca-file", format!("{PKI}/ca.crt")),

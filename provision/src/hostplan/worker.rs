@@ -42,8 +42,9 @@ pub fn worker_files_with(n: &NodeInput, cluster_name: &str, eviction: Eviction) 
     ];
     let [kubelet_kubeconfig, _] = configs::node_kubeconfigs(cluster_name, n);
     files.push(kubelet_kubeconfig);
-    files.push(kube_proxy_kubeconfig(cluster_name, n));
+    files.push(kube_proxy_kubeconfig(cluster_name));
     files.push(super::node::sysctl_file());
+    files.extend(super::apilb::node_files(n));
     files.push(units::containerd(n));
     files.push(units::kubelet(n));
     files.push(units::kube_proxy(n));
@@ -51,13 +52,13 @@ pub fn worker_files_with(n: &NodeInput, cluster_name: &str, eviction: Eviction) 
 }
 
 /// kube-proxy's kubeconfig on a worker: the ServiceAccount token file.
-fn kube_proxy_kubeconfig(cluster_name: &str, n: &NodeInput) -> HostFile {
+fn kube_proxy_kubeconfig(cluster_name: &str) -> HostFile {
     let (ns, name) = KUBE_PROXY_SERVICE_ACCOUNT;
     HostFile::new(
         "/etc/kubernetes/kube-proxy.kubeconfig",
         configs::kubeconfig_with_token_file(
             cluster_name,
-            &n.api_server,
+            super::apilb::LOCAL_URL,
             CLUSTER_CA,
             &format!("system:serviceaccount:{ns}:{name}"),
             KUBE_PROXY_TOKEN,
@@ -105,13 +106,15 @@ mod tests {
             "/etc/kubernetes/kube-proxy.kubeconfig",
             "/etc/kubernetes/kubelet-config.yaml",
             SYSCTL_CONF,
+            "/etc/kubernetes/apiserver-lb.cfg",
+            "/etc/systemd/system/kubeup-apiserver-lb.service",
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
         for f in &files {
             let text = String::from_utf8_lossy(&f.content);
             assert!(!text.contains("etcd"), "{} mentions etcd", f.path);
-            assert!(!f.path.contains("apiserver"), "{}", f.path);
+            assert!(!f.path.contains("kube-apiserver"), "{}", f.path);
         }
         let proxy_kc = files
             .iter()
@@ -123,7 +126,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("client-key"), "{text}");
-        assert!(text.contains("https://198.18.0.10:6443"));
+        assert!(text.contains("https://127.0.0.1:7443"));
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 use futures::FutureExt;
-use kubeup_provision::converge::Changes;
 use kubeup_provision::hostplan::{Unit, network};
 use kubeup_provision::phase::{Live, Phase};
 
@@ -29,30 +28,31 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
     }
     fn plan<'a>(&'a self, run: &'a UpRun) -> Plan<'a> {
         let ctx = run.ctx();
-        let lines = vec![
-            format!(
-                "write {} and {}",
+        let mut lines = vec![];
+        if run.link.index == 0 {
+            lines.push(format!(
+                "write {} and {} (server {})",
                 ctx.loaded.admin_kubeconfig().display(),
-                ctx.loaded.super_admin_kubeconfig().display()
-            ),
-            format!("wait for {}/readyz", ctx.api_server()),
-        ];
+                ctx.loaded.super_admin_kubeconfig().display(),
+                ctx.api_server()
+            ));
+        }
+        lines.push(format!("wait for {}/readyz", own_api_server(run)));
         async move { Ok(lines) }.map(with_causes).boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
             let ctx = run.ctx();
-            let issued = ctx.ensure_admin_credentials()?;
-            run.merge(Changes {
-                issued,
-                ..Changes::default()
-            });
-            ctx.write_admin_kubeconfigs()?;
             // `up` installs and repairs the cluster with the break-glass
             // credential, as kubeadm does: the everyday admin's group has no
             // rights until the `kubeup:cluster-admins` binding (applied with
-            // the add-ons) exists.
-            let client = crate::up::admin_client(&ctx.loaded.super_admin_kubeconfig()).await?;
+            // the add-ons) exists. Each controller's phases talk to its own
+            // apiserver, whatever the endpoint does.
+            let client = crate::up::admin_client_at(
+                &ctx.loaded.super_admin_kubeconfig(),
+                Some(&own_api_server(run)),
+            )
+            .await?;
             node::wait_ready(&client, run.session()?).await?;
             run.set_client(client);
             Ok(String::new())
@@ -60,6 +60,11 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
         .map(with_causes)
         .boxed()
     }
+}
+
+/// This controller's own apiserver.
+fn own_api_server(run: &UpRun) -> String {
+    format!("https://{}:6443", run.link.controller.address)
 }
 
 pub(super) struct NodeReady;

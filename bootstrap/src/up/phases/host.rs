@@ -2,27 +2,40 @@
 //! certificates, units and images to the plan. In a dry run each says what
 //! it would change (it looks at the host, read-only).
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use futures::FutureExt;
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::Unit;
+use kubeup_provision::hostplan::{Unit, apilb};
+use kubeup_provision::ssh::{Command, Session};
 use kubeup_provision::phase::{Effect, Live, Phase};
 
 use super::{Plan, Run, UpPhase};
 use crate::up::connect::with_causes;
+use crate::up::context::Observed;
 use crate::up::node;
 use crate::up::run::UpRun;
 
 /// Everything but the kubelet, in start order: the kubelet starts with its
 /// Node (see [`node::ensure_node`]).
-const CONTROL_PLANE: [Unit; 6] = [
+const CONTROL_PLANE: [Unit; 7] = [
     Unit::Containerd,
+    Unit::ApiLb,
     Unit::Etcd,
     Unit::KubeApiserver,
     Unit::KubeControllerManager,
     Unit::KubeScheduler,
     Unit::KubeProxy,
 ];
+
+/// `units` and, when the cluster has a virtual IP, keepalived (after the
+/// apiserver it probes).
+fn with_vip(run: &UpRun, units: &[Unit]) -> Vec<Unit> {
+    let mut units = units.to_vec();
+    if run.ctx().virtual_ip().is_some() {
+        units.push(Unit::Vip);
+    }
+    units
+}
 
 /// Certificates with fewer days left are re-issued by `up`.
 const RENEW_DAYS: i64 = 30;
@@ -46,11 +59,30 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Preflight {
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
-            let report = converge::preflight(run.session()?, Role::Controller).await?;
-            if let Some(text) = report.error_text() {
-                bail!("the host is not ready; nothing was changed:\n{text}");
+            let session = run.session()?;
+            let report = converge::preflight(session, Role::Controller).await?;
+            let mut problems: Vec<String> = report.error_text().into_iter().collect();
+            let vip = run.ctx().virtual_ip();
+            if vip.is_some() && !report.missing_for_vip.is_empty() {
+                problems.push(format!(
+                    "- virtual IP: {} missing: the controllers hold the endpoint with keepalived, probing /readyz with curl (Debian: apt-get install keepalived curl)",
+                    report.missing_for_vip.join(" and ")
+                ));
             }
-            run.render_plan(&report.hostname)?;
+            if !problems.is_empty() {
+                bail!(
+                    "the host is not ready; nothing was changed:\n{}",
+                    problems.join("\n")
+                );
+            }
+            let vip_route = match vip {
+                Some(_) => Some(interface_of(session, &run.link.controller.address).await?),
+                None => None,
+            };
+            run.set_observed(Observed {
+                node_name: run.ctx().node_name(run.link.index, &report.hostname)?,
+                vip_route,
+            });
             let warnings: Vec<String> = report
                 .warnings()
                 .iter()
@@ -217,7 +249,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             let (restart, changed) = run.restart();
             // The plan names the kubelet too: up starts it with its Node.
             let c =
-                converge::ensure_units(run.session()?, &Unit::CONTROLLER, &restart, changed, true)
+                converge::ensure_units(run.session()?, &with_vip(run, &Unit::CONTROLLER), &restart, changed, true)
                     .await?;
             run.merge(c.clone());
             Ok(would(&c, "all running"))
@@ -231,7 +263,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             node::apply_sysctls(session, false).await?;
             let (restart, changed) = run.restart();
             let c =
-                converge::ensure_units(session, &CONTROL_PLANE, &restart, changed, false).await?;
+                converge::ensure_units(session, &with_vip(run, &CONTROL_PLANE), &restart, changed, false).await?;
             let detail = c.units_summary();
             run.merge(c);
             Ok(detail)
@@ -288,6 +320,30 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Images {
         }
         .map(with_causes)
         .boxed()
+    }
+}
+
+/// The interface holding the controller's own `address`: where keepalived
+/// puts the virtual IP and speaks VRRP from. (Not the route to the virtual
+/// IP: on the controller holding it, that route is `lo`.)
+async fn interface_of(session: &Session, address: &str) -> Result<(String, String)> {
+    let out = session
+        .output(&Command::new("ip").args(["-o", "-4", "addr", "show", "to", &format!("{address}/32")]))
+        .await
+        .with_context(|| format!("failed to list the host's addresses to find {address}"))?;
+    let text = out.stdout_str();
+    // "2: eth0    inet 198.18.0.11/24 brd … scope global eth0"
+    let interface = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string());
+    match interface {
+        Some(dev) if apilb::is_interface_name(&dev) => Ok((dev, address.to_string())),
+        _ => bail!(
+            "no interface of the host holds {address} (`ip -4 addr show to {address}/32` said {:?}): with a virtual IP, each controller's address in cluster.yaml must be one of its own",
+            text.trim()
+        ),
     }
 }
 

@@ -54,21 +54,38 @@ pub type UpStep = dyn Phase<UpRun, UpPhase, anyhow::Error>;
 /// `up`, in order. A phase starts once the ones its `after` names are done
 /// (by default the one before): the bundle streams while certificates are
 /// issued and files written, and images are imported while the apiserver
-/// comes up.
+/// comes up. The list is walked in three stages ([`STAGES`]): every
+/// controller is looked at, then every controller converges at once (etcd's
+/// members start together), then the cluster's objects are applied once.
 pub fn up_phases() -> Vec<&'static UpStep> {
     vec![
-        &Connect(UpPhase::Connect), //    looks
-        &Preflight,                 //    looks; renders the plan
-        &Artifacts,                 // ┐
-        &Certificates,              // ├ after preflight, at once
-        &Configuration,             // ┘
-        &Units,                     //    after the three
-        &Images,                    // ┐  after units, at once
-        &ControlPlaneReady,         // ┘
-        &NodeReady,                 //    after both
-        &AddOns,                    //    after node ready (DNS moves after kubelets)
-        &OperatorLeading,           //    only with a pod network kubeup runs
+        &Connect(UpPhase::Connect), //    looks                          ┐ each controller,
+        &Preflight,                 //    looks: names, routes           ┘ all at once
+        &Artifacts,                 // ┐                                 ┐
+        &Certificates,              // ├ after preflight, at once        │
+        &Configuration,             // ┘                                 │ each controller,
+        &Units,                     //    after the three                │ all at once (plans
+        &Images,                    // ┐  after units, at once           │ name every member)
+        &ControlPlaneReady,         // ┘                                 │
+        &NodeReady,                 //    after both                     ┘
+        &AddOns,                    //    after node ready               ┐ once, through the
+        &OperatorLeading,           //    only with a pod network        ┘ first controller
     ]
+}
+
+/// Where each stage ends in [`up_phases`]: look, converge, cluster.
+pub const STAGES: [UpPhase; 3] = [UpPhase::Preflight, UpPhase::NodeReady, UpPhase::OperatorLeading];
+
+/// The phases of stage `n` of [`STAGES`].
+pub fn stage(n: usize) -> Vec<&'static UpStep> {
+    let all = up_phases();
+    let end = |k: Option<&UpPhase>| {
+        k.and_then(|k| all.iter().position(|p| p.key() == *k))
+            .map_or(0, |i| i + 1)
+    };
+    let from = if n == 0 { 0 } else { end(STAGES.get(n - 1)) };
+    let to = end(STAGES.get(n));
+    all.get(from..to).map(<[_]>::to_vec).unwrap_or_default()
 }
 
 /// What phases return, boxed for the engine.
@@ -103,6 +120,19 @@ mod tests {
                 "cluster add-ons",
                 "operator leading",
             ]
+        );
+    }
+
+    #[test]
+    fn the_stages_cover_the_list_once_in_order() {
+        let staged: Vec<UpPhase> = (0..STAGES.len())
+            .flat_map(stage)
+            .map(|p| p.key())
+            .collect();
+        assert_eq!(staged, keys());
+        assert_eq!(
+            stage(0).iter().map(|p| p.key()).collect::<Vec<_>>(),
+            [UpPhase::Connect, UpPhase::Preflight]
         );
     }
 
