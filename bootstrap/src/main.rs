@@ -11,6 +11,7 @@ mod cmd_join;
 mod cmd_kubeconfig;
 mod cmd_reset;
 mod cmd_ssh;
+mod cmd_status;
 mod cmd_validate;
 mod operator_manifests;
 mod progress;
@@ -71,6 +72,11 @@ enum Command {
         after_help = "Example:\n  kubeup ssh -f mycluster/cluster.yaml 192.0.2.10 -- journalctl -u kubelet -n 20"
     )]
     Ssh(cmd_ssh::SshArgs),
+    /// Health of every controller: apiserver, etcd members, endpoint holder.
+    #[command(
+        after_help = "Example:\n  kubeup status -f mycluster/cluster.yaml\n  kubeup status -f mycluster/cluster.yaml -o json | jq '.controllers[] | select(.etcd.isLeader)'"
+    )]
+    Status(cmd_status::StatusArgs),
     /// Certificates of the cluster directory.
     #[command(
         after_help = "Example:\n  kubeup certs check -f mycluster/cluster.yaml --warn-days 60"
@@ -141,6 +147,7 @@ async fn main() -> ExitCode {
         Command::Reset(args) => cmd_reset::run(args).await,
         Command::Kubeconfig(args) => cmd_kubeconfig::run(args),
         Command::Join(args) => cmd_join::run(args).await,
+        Command::Status(args) => cmd_status::run(args).await,
         Command::Ssh(args) => cmd_ssh::run(args)
             .await
             .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
