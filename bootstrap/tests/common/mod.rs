@@ -137,10 +137,25 @@ pub fn on_host(dir: &Path, address: &str, script: &str) -> String {
 /// `kubeup sandbox up --hosts N --dir DIR`, waiting (up to 20 min) while
 /// another sandbox holds the address range: only one fits on a machine.
 pub fn sandbox_up(dir: &str, hosts: u32) {
+    sandbox_up_with(dir, hosts, 1)
+}
+
+/// [`sandbox_up`] with the first `controllers` hosts as controllers.
+pub fn sandbox_up_with(dir: &str, hosts: u32, controllers: u32) {
     let started = Instant::now();
     let hosts = hosts.to_string();
+    let controllers = controllers.to_string();
     loop {
-        let o = kubeup(&["sandbox", "up", "--hosts", &hosts, "--dir", dir]);
+        let o = kubeup(&[
+            "sandbox",
+            "up",
+            "--hosts",
+            &hosts,
+            "--controllers",
+            &controllers,
+            "--dir",
+            dir,
+        ]);
         if o.status.success() {
             return;
         }

@@ -1,0 +1,312 @@
+//! A highly available control plane, end to end on real sandbox hosts
+//! (issue 18): three controllers brought up at once behind a virtual IP
+//! kubeup's keepalived moves, a worker joined by the operator, then each
+//! controller that matters stopped in turn — the one holding the virtual
+//! IP, then the etcd leader — while a probe counts failed API requests
+//! through the endpoint. With one controller down the worker stays Ready,
+//! its pods keep running, and a second worker joins; started again, the
+//! controller rejoins etcd and the cluster is healthy. One sandbox (5 hosts:
+//! 3 controllers, 2 workers), steps in order, torn down even on panic.
+//!
+//! Needs root, the sandbox prerequisites, the bundle and the operator image
+//! (`cargo xtask bundle && cargo xtask image`). Only one sandbox fits on a
+//! machine: while another holds the address range this test waits.
+
+// An integration test, not product code: a panic here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const NS: &str = "kubeup-system";
+const VIP: &str = "198.18.0.250";
+
+struct Ha {
+    dir: PathBuf,
+}
+
+impl Ha {
+    fn file(&self) -> String {
+        self.dir.join("cluster.yaml").display().to_string()
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// `kubeup status -o json`, whatever its exit status.
+    fn status(&self) -> Value {
+        let o = kubeup(&["status", "-f", &self.file(), "-o", "json"]);
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", describe(&o)))
+    }
+
+    fn wait_healthy(&self, timeout_s: u64) -> Value {
+        let started = Instant::now();
+        loop {
+            let s = self.status();
+            if s["healthy"] == true {
+                return s;
+            }
+            assert!(
+                started.elapsed().as_secs() < timeout_s,
+                "the cluster was not healthy within {timeout_s}s: {s:#}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The name of the controller `pick` selects from a status.
+    fn controller(&self, s: &Value, pick: impl Fn(&Value) -> bool) -> String {
+        s["controllers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| pick(c))
+            .unwrap_or_else(|| panic!("no such controller in {s:#}"))["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn node_ready(&self, node: &str) -> bool {
+        let o = kubectl(
+            &self.dir,
+            &[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout) == "True"
+    }
+
+    fn join(&self, worker_file: &Path) -> String {
+        kubectl_ok(&self.dir, &["apply", "-f", worker_file.to_str().unwrap()]);
+        let name = worker_file.file_stem().unwrap().to_str().unwrap().to_string();
+        wait_for(&format!("WorkerJoin {name} Ready"), 240, || {
+            let o = kubectl(
+                &self.dir,
+                &[
+                    "-n",
+                    NS,
+                    "get",
+                    "workerjoin",
+                    &name,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ],
+            );
+            (String::from_utf8_lossy(&o.stdout) == "Ready").then_some(())
+        });
+        name
+    }
+
+    /// Stop controller `name` while a probe asks the endpoint's `/readyz`
+    /// every 50 ms; the probe's account once the API answers again.
+    fn stop_and_probe(&self, name: &str) -> Account {
+        let probe = Probe::start(&self.dir);
+        std::thread::sleep(Duration::from_secs(2));
+        kubeup_ok(&["sandbox", "stop", name, "--dir", self.dir()]);
+        // Long enough for a lost holder to be replaced (3 missed adverts).
+        std::thread::sleep(Duration::from_secs(8));
+        probe.finish()
+    }
+}
+
+/// Requests to the endpoint through the admin kubeconfig's server (the
+/// virtual IP), from the test machine, as a client sees it.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Account>,
+}
+
+#[derive(Debug, Default)]
+struct Account {
+    ok: u32,
+    failed: u32,
+    /// From the first failed request to the last one.
+    outage: Duration,
+}
+
+impl Probe {
+    fn start(dir: &Path) -> Probe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dir = dir.to_path_buf();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut account = Account::default();
+            let mut first_fail: Option<Instant> = None;
+            while !flag.load(Ordering::Relaxed) {
+                let o = kubectl(&dir, &["get", "--raw=/readyz", "--request-timeout=1s"]);
+                if o.status.success() {
+                    account.ok += 1;
+                } else {
+                    account.failed += 1;
+                    let at = Instant::now();
+                    let first = *first_fail.get_or_insert(at);
+                    account.outage = at - first;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            account
+        });
+        Probe { stop, thread }
+    }
+
+    fn finish(self) -> Account {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn worker_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("workers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The pods on `node` with their uid and restart count: what must not
+/// change while controllers come and go.
+fn pods_on(dir: &Path, node: &str) -> Vec<String> {
+    let out = kubectl_ok(
+        dir,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.containerStatuses[*].restartCount}{\"\\n\"}{end}",
+        ],
+    );
+    let mut pods: Vec<String> = out.lines().map(str::to_string).collect();
+    pods.sort();
+    pods
+}
+
+#[test]
+fn three_controllers_survive_losing_any_one() {
+    let dir = std::env::temp_dir().join(format!("kubeup-e2e-ha-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _guard = SandboxGuard(dir.clone());
+    sandbox_up_with(dir.to_str().unwrap(), 5, 3);
+    let c = Ha { dir: dir.clone() };
+
+    // From scratch: the three controllers converge at once.
+    let started = Instant::now();
+    let o = kubeup(&["up", "-f", &c.file(), "-o", "json"]);
+    assert!(o.status.success(), "up failed: {}", describe(&o));
+    eprintln!("up of 3 controllers: {:.1}s", started.elapsed().as_secs_f64());
+    let events = json_events(&o.stdout);
+    assert_every_start_ends(&events);
+    let hosts: std::collections::BTreeSet<String> = phases_with(&events, "done")
+        .iter()
+        .zip(events.iter().filter(|e| e["event"] == "done"))
+        .filter(|(p, _)| p.as_str() == "node ready")
+        .map(|(_, e)| e["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hosts.len(), 3, "node ready on every controller: {hosts:?}");
+
+    // kubectl goes through the virtual IP.
+    let kubeconfig = std::fs::read_to_string(dir.join("admin.kubeconfig")).unwrap();
+    assert!(kubeconfig.contains(&format!("server: https://{VIP}:6443")));
+    let nodes = kubectl_ok(&dir, &["get", "nodes", "--no-headers"]);
+    assert_eq!(nodes.lines().filter(|l| l.contains(" Ready ")).count(), 3, "{nodes}");
+
+    // etcd: three voting members, one leader, one holder of the address.
+    let s = c.wait_healthy(60);
+    let members = s["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{s:#}");
+    assert!(members.iter().all(|m| m["isLearner"] == false), "{s:#}");
+    let out = kubeup(&["status", "-f", &c.file()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("leader") && table.contains("holder"), "{table}");
+
+    // A second `up` changes nothing and restarts nothing.
+    let again = kubeup_ok(&["up", "-f", &c.file()]);
+    assert!(again.contains("no changes"), "{again}");
+
+    // A worker joins through the operator; its pods are what must survive.
+    let workers = worker_files(&dir);
+    assert_eq!(workers.len(), 2);
+    let first = c.join(&workers[0]);
+    wait_for("pods running on the worker", 120, || {
+        let o = kubectl(
+            &dir,
+            &[
+                "get",
+                "pods",
+                "-A",
+                "--field-selector",
+                &format!("spec.nodeName={first},status.phase=Running"),
+                "--no-headers",
+            ],
+        );
+        (!String::from_utf8_lossy(&o.stdout).trim().is_empty()).then_some(())
+    });
+    let pods_before = pods_on(&dir, &first);
+
+    // 1. The controller holding the virtual IP goes away.
+    let holder = c.controller(&s, |c| c["holdsEndpoint"] == true);
+    let account = c.stop_and_probe(&holder);
+    eprintln!("stopping the VIP holder {holder}: {account:?}");
+    assert!(account.ok > 0, "{account:?}");
+    assert!(
+        account.outage < Duration::from_secs(5),
+        "the API through {VIP} was out for {:?}",
+        account.outage
+    );
+    let after = c.status();
+    let new_holder = c.controller(&after, |c| c["holdsEndpoint"] == true);
+    assert_ne!(new_holder, holder, "{after:#}");
+    assert!(c.node_ready(&first), "the worker stays Ready");
+    // A new worker joins while a controller is down.
+    let second = c.join(&workers[1]);
+    assert!(c.node_ready(&second));
+    kubeup_ok(&["sandbox", "start", &holder, "--dir", c.dir()]);
+    let s = c.wait_healthy(120);
+    assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s:#}");
+
+    // 2. The etcd leader goes away.
+    let leader = c.controller(&s, |c| c["etcd"]["isLeader"] == true);
+    let account = c.stop_and_probe(&leader);
+    eprintln!("stopping the etcd leader {leader}: {account:?}");
+    assert!(account.ok > 0, "{account:?}");
+    assert!(
+        account.outage < Duration::from_secs(5),
+        "the API through {VIP} was out for {:?}",
+        account.outage
+    );
+    let after = c.status();
+    let new_leader = c.controller(&after, |c| c["etcd"]["isLeader"] == true);
+    assert_ne!(new_leader, leader, "{after:#}");
+    assert!(c.node_ready(&first) && c.node_ready(&second));
+    kubeup_ok(&["sandbox", "start", &leader, "--dir", c.dir()]);
+    c.wait_healthy(120);
+
+    // The worker's pods ran throughout: same pods, no restarts.
+    assert_eq!(pods_on(&dir, &first), pods_before);
+}
