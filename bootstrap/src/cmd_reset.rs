@@ -42,7 +42,11 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
         })
         .map(|(i, _)| i)
         .collect();
-    let addresses: Vec<&str> = ctx.controllers().iter().map(|c| c.address.as_str()).collect();
+    let addresses: Vec<&str> = ctx
+        .controllers()
+        .iter()
+        .map(|c| c.address.as_str())
+        .collect();
     if chosen.is_empty() {
         bail!(
             "{} names no host {:?}; its controllers are {}",
@@ -51,7 +55,10 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
             addresses.join(", ")
         );
     }
-    let targets: Vec<&str> = chosen.iter().filter_map(|i| addresses.get(*i).copied()).collect();
+    let targets: Vec<&str> = chosen
+        .iter()
+        .filter_map(|i| addresses.get(*i).copied())
+        .collect();
     let targets = targets.join(", ");
     if !args.yes {
         if !std::io::stdin().is_terminal() {

@@ -125,8 +125,7 @@ pub async fn gather(loaded: &LoadedCluster) -> ClusterHealth {
                 status.apiserver_ready = a.readyz.trim() == "ok";
                 status.holds_endpoint = a.holds_vip;
                 if let Some(pem) = a.apiserver_cert.filter(|p| !p.is_empty())
-                    && let Ok((not_after, text)) =
-                        kubeup_provision::pki::not_after_unix(&pem)
+                    && let Ok((not_after, text)) = kubeup_provision::pki::not_after_unix(&pem)
                 {
                     let now = time::OffsetDateTime::now_utc().unix_timestamp();
                     status.apiserver_cert_expires = Some(text);
@@ -259,7 +258,10 @@ fn parse_endpoint_status(json: &str) -> Option<EtcdMember> {
     Some(EtcdMember {
         member_id: format!("{id:x}"),
         is_leader: id == leader,
-        is_learner: s.get("isLearner").and_then(|l| l.as_bool()).unwrap_or(false),
+        is_learner: s
+            .get("isLearner")
+            .and_then(|l| l.as_bool())
+            .unwrap_or(false),
         raft_index: s.get("raftIndex").and_then(|i| i.as_u64()).unwrap_or(0),
         lag: 0,
     })
@@ -282,7 +284,10 @@ fn parse_member_list(json: &str) -> Vec<MemberEntry> {
                         .and_then(|i| i.as_u64())
                         .map(|i| format!("{i:x}"))
                         .unwrap_or_default(),
-                    is_learner: m.get("isLearner").and_then(|l| l.as_bool()).unwrap_or(false),
+                    is_learner: m
+                        .get("isLearner")
+                        .and_then(|l| l.as_bool())
+                        .unwrap_or(false),
                 })
                 .collect()
         })
@@ -290,18 +295,20 @@ fn parse_member_list(json: &str) -> Vec<MemberEntry> {
 }
 
 fn table(h: &ClusterHealth) -> String {
-    let mut rows = vec![[
-        "CONTROLLER",
-        "ADDRESS",
-        "APISERVER",
-        "ETCD",
-        "MEMBER",
-        "RAFT INDEX",
-        "LAG",
-        "ENDPOINT",
-        "CERT EXPIRES",
-    ]
-    .map(String::from)];
+    let mut rows = vec![
+        [
+            "CONTROLLER",
+            "ADDRESS",
+            "APISERVER",
+            "ETCD",
+            "MEMBER",
+            "RAFT INDEX",
+            "LAG",
+            "ENDPOINT",
+            "CERT EXPIRES",
+        ]
+        .map(String::from),
+    ];
     for c in &h.controllers {
         if !c.error.is_empty() {
             rows.push([
@@ -335,8 +342,18 @@ fn table(h: &ClusterHealth) -> String {
         rows.push([
             c.name.clone(),
             c.address.clone(),
-            if c.apiserver_ready { "ready" } else { "not ready" }.into(),
-            if c.etcd_healthy { "healthy" } else { "unhealthy" }.into(),
+            if c.apiserver_ready {
+                "ready"
+            } else {
+                "not ready"
+            }
+            .into(),
+            if c.etcd_healthy {
+                "healthy"
+            } else {
+                "unhealthy"
+            }
+            .into(),
             member,
             index,
             lag,

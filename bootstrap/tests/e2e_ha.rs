@@ -98,7 +98,12 @@ impl Ha {
 
     fn join(&self, worker_file: &Path) -> String {
         kubectl_ok(&self.dir, &["apply", "-f", worker_file.to_str().unwrap()]);
-        let name = worker_file.file_stem().unwrap().to_str().unwrap().to_string();
+        let name = worker_file
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         wait_for(&format!("WorkerJoin {name} Ready"), 240, || {
             let o = kubectl(
                 &self.dir,
@@ -218,7 +223,10 @@ fn three_controllers_survive_losing_any_one() {
     let started = Instant::now();
     let o = kubeup(&["up", "-f", &c.file(), "-o", "json"]);
     assert!(o.status.success(), "up failed: {}", describe(&o));
-    eprintln!("up of 3 controllers: {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "up of 3 controllers: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let events = json_events(&o.stdout);
     assert_every_start_ends(&events);
     let hosts: std::collections::BTreeSet<String> = phases_with(&events, "done")
@@ -233,7 +241,11 @@ fn three_controllers_survive_losing_any_one() {
     let kubeconfig = std::fs::read_to_string(dir.join("admin.kubeconfig")).unwrap();
     assert!(kubeconfig.contains(&format!("server: https://{VIP}:6443")));
     let nodes = kubectl_ok(&dir, &["get", "nodes", "--no-headers"]);
-    assert_eq!(nodes.lines().filter(|l| l.contains(" Ready ")).count(), 3, "{nodes}");
+    assert_eq!(
+        nodes.lines().filter(|l| l.contains(" Ready ")).count(),
+        3,
+        "{nodes}"
+    );
 
     // etcd: three voting members, one leader, one holder of the address.
     let s = c.wait_healthy(60);
@@ -243,7 +255,10 @@ fn three_controllers_survive_losing_any_one() {
     let out = kubeup(&["status", "-f", &c.file()]);
     assert!(out.status.success(), "{}", describe(&out));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("leader") && table.contains("holder"), "{table}");
+    assert!(
+        table.contains("leader") && table.contains("holder"),
+        "{table}"
+    );
 
     // A second `up` changes nothing and restarts nothing.
     let again = kubeup_ok(&["up", "-f", &c.file()]);

@@ -504,8 +504,15 @@ fn a_virtual_ip_is_a_free_plain_ipv4_address_outside_the_cluster_networks() {
             "{bad}: {problems:?}"
         );
     }
-    let yaml = THREE.replace("address: 198.18.0.100", "address: 198.18.0.100\n    port: 443");
-    assert!(problems_for(&yaml).iter().any(|p| p.starts_with("spec.controlPlaneEndpoint.port")));
+    let yaml = THREE.replace(
+        "address: 198.18.0.100",
+        "address: 198.18.0.100\n    port: 443",
+    );
+    assert!(
+        problems_for(&yaml)
+            .iter()
+            .any(|p| p.starts_with("spec.controlPlaneEndpoint.port"))
+    );
 }
 
 #[test]

@@ -25,6 +25,14 @@ fn example_cluster_yaml_is_valid() {
     assert_eq!(loaded.name(), "homelab");
 }
 
+#[test]
+fn example_ha_cluster_yaml_is_valid() {
+    let loaded = kubeup_provision::config::load(&examples().join("cluster-ha.yaml"))
+        .expect("examples/cluster-ha.yaml is valid");
+    assert_eq!(loaded.cluster.spec.controllers.len(), 3);
+    assert!(loaded.cluster.spec.control_plane_endpoint.is_some());
+}
+
 fn workerjoins_in(text: &str) -> Vec<WorkerJoin> {
     serde_yaml_ng::Deserializer::from_str(text)
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())

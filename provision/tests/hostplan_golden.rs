@@ -24,7 +24,11 @@ fn node() -> NodeInput {
         node_name: "ctl-1".into(),
         address: "192.0.2.10".into(),
         kubernetes_version: "v1.34.10".into(),
-        api_backends: vec!["192.0.2.10".into(), "192.0.2.12".into(), "192.0.2.13".into()],
+        api_backends: vec![
+            "192.0.2.10".into(),
+            "192.0.2.12".into(),
+            "192.0.2.13".into(),
+        ],
         cluster_dns: "10.96.0.10".into(),
         cluster_domain: "cluster.local".into(),
         pod_cidr: "10.244.0.0/16".into(),
@@ -56,6 +60,7 @@ fn rendered() -> Vec<(String, HostFile)> {
     let mut files = vec![
         units::containerd(&c.node),
         units::etcd(&c),
+        units::etcd_bootstrap_env(&c),
         units::kube_apiserver(&c),
         units::kube_controller_manager(&c),
         units::kube_scheduler(&c),

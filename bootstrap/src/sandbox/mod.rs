@@ -574,7 +574,11 @@ fn table(st: &State, probe: bool) -> String {
             h.address,
             host_state(h),
             if ssh { "yes" } else { "no" },
-            if h.index == 1 { "controller" } else { "worker" }
+            if h.index <= st.controllers.max(1) {
+                "controller"
+            } else {
+                "worker"
+            }
         );
     }
     out

@@ -157,7 +157,11 @@ impl ControllerContext {
             .context("no such controller")?;
         let me = all.get(index).context("no such controller")?;
         let node_name = me.node_name.clone();
-        let addresses: Vec<String> = self.controllers().iter().map(|c| c.address.clone()).collect();
+        let addresses: Vec<String> = self
+            .controllers()
+            .iter()
+            .map(|c| c.address.clone())
+            .collect();
         let node = NodeInput {
             node_name: node_name.clone(),
             address: controller.address.clone(),
@@ -192,7 +196,10 @@ impl ControllerContext {
                 .map(|(o, c)| (o.node_name.clone(), c.address.clone()))
                 .collect(),
             etcd_joins_existing: false,
-            endpoint: spec.control_plane_endpoint.as_ref().map(|e| e.address.clone()),
+            endpoint: spec
+                .control_plane_endpoint
+                .as_ref()
+                .map(|e| e.address.clone()),
             vip,
         };
         let svc: ipnet::Ipv4Net = net.service_cidr.parse().context("serviceCidr")?;
@@ -282,6 +289,7 @@ impl ControllerContext {
             configs::containerd_config(&c.node),
             units::containerd(&c.node),
             units::etcd(c),
+            units::etcd_bootstrap_env(c),
             units::kube_apiserver(c),
             units::kube_controller_manager(c),
             units::kube_scheduler(c),
@@ -291,7 +299,11 @@ impl ControllerContext {
         ];
         files.extend(apilb::node_files(&c.node));
         if let Some(vip) = &c.vip {
-            files.push(apilb::keepalived_config(&c.node.node_name, &c.node.address, vip));
+            files.push(apilb::keepalived_config(
+                &c.node.node_name,
+                &c.node.address,
+                vip,
+            ));
             files.push(apilb::keepalived_unit());
         }
         files.extend(configs::controller_kubeconfigs(&c.cluster_name));

@@ -87,9 +87,26 @@ pub async fn converge_controller(
     if !dry_run && let Some(first) = runs.first() {
         after_up(first, &report, progress);
     }
+    // With several controllers each line names its host.
+    let several = runs.len() > 1;
     let mut changes = Changes::default();
     for run in &runs {
-        changes.merge(run.changes());
+        let mut c = run.changes();
+        if several {
+            let host = &run.link.host;
+            for list in [
+                &mut c.uploaded,
+                &mut c.written,
+                &mut c.issued,
+                &mut c.started,
+                &mut c.restarted,
+            ] {
+                for item in list.iter_mut() {
+                    *item = format!("{host}: {item}");
+                }
+            }
+        }
+        changes.merge(c);
     }
     Ok(Converged { changes, report })
 }
@@ -128,7 +145,9 @@ async fn walk_stages(
                 Err(e) => return Err(e),
             }
         }
-        report.phases.extend(first.map(|r| r.phases).unwrap_or_default());
+        report
+            .phases
+            .extend(first.map(|r| r.phases).unwrap_or_default());
         if n == 0 {
             between_look_and_converge(ctx, runs, dry_run)?;
         }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 use kubeup_crds::cluster::{
-    Artifacts, CertificateLifetimes, ClusterSpec, ControlPlaneEndpoint, ControllerHost, EndpointKind,
-    Networking,
+    Artifacts, CertificateLifetimes, ClusterSpec, ControlPlaneEndpoint, ControllerHost,
+    EndpointKind, Networking,
 };
 use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 use kubeup_crds::{API_VERSION, Cluster};
@@ -391,7 +391,10 @@ fn check_endpoint(p: &mut Vec<Problem>, e: &ControlPlaneEndpoint, spec: &Cluster
                 if c.address.parse::<Ipv4Addr>().is_err() {
                     p.push(Problem::new(
                         format!("spec.controllers[{i}].address"),
-                        format!("{:?} is a name: keepalived's VRRP peers are addresses", c.address),
+                        format!(
+                            "{:?} is a name: keepalived's VRRP peers are addresses",
+                            c.address
+                        ),
                         "give the controllers' IPv4 addresses with a VirtualIP endpoint",
                     ));
                 }
@@ -406,7 +409,10 @@ fn check_endpoint(p: &mut Vec<Problem>, e: &ControlPlaneEndpoint, spec: &Cluster
             if e.port != kubeup_crds::cluster::API_PORT {
                 p.push(Problem::new(
                     format!("{PATH}.port"),
-                    format!("a VirtualIP serves the apiservers' port 6443, not {}", e.port),
+                    format!(
+                        "a VirtualIP serves the apiservers' port 6443, not {}",
+                        e.port
+                    ),
                     "remove port, or use kind LoadBalancer to map another port",
                 ));
             }

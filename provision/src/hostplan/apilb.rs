@@ -108,11 +108,7 @@ pub fn haproxy_unit() -> HostFile {
 /// again. The probe fails while the local apiserver is not ready, which
 /// puts this controller in FAULT and gives the address up.
 pub fn keepalived_config(node_name: &str, own_address: &str, vip: &VipInput) -> HostFile {
-    let peers: String = vip
-        .peers
-        .iter()
-        .map(|p| format!("    {p}\n"))
-        .collect();
+    let peers: String = vip.peers.iter().map(|p| format!("    {p}\n")).collect();
     let content = format!(
         "# Written by kubeup; changes are overwritten by `kubeup up`.\n\
          global_defs {{\n  router_id {node_name}\n  enable_script_security\n  script_user root\n  vrrp_garp_master_delay 0\n  vrrp_garp_master_refresh 10\n}}\n\n\

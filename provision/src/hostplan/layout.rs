@@ -29,6 +29,8 @@ pub const KUBELET_CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-curren
 /// The kubelet's certificate directory.
 pub const KUBELET_PKI_DIR: &str = "/var/lib/kubelet/pki";
 pub const ETCD_DATA: &str = "/var/lib/etcd";
+/// etcd's first-start settings (see `units::etcd_bootstrap_env`).
+pub const ETCD_BOOTSTRAP_ENV: &str = "/etc/kubernetes/etcd-bootstrap.env";
 /// kube-apiserver's authentication configuration (see
 /// `configs::authentication_config`).
 pub const AUTHENTICATION_CONFIG: &str = "/etc/kubernetes/authentication-config.yaml";

@@ -47,7 +47,12 @@ impl Unit {
         Unit::Kubelet,
         Unit::KubeProxy,
     ];
-    pub const WORKER: [Unit; 4] = [Unit::Containerd, Unit::ApiLb, Unit::Kubelet, Unit::KubeProxy];
+    pub const WORKER: [Unit; 4] = [
+        Unit::Containerd,
+        Unit::ApiLb,
+        Unit::Kubelet,
+        Unit::KubeProxy,
+    ];
     /// Every unit kubeup may have installed, in the order `reset` stops them:
     /// the API's clients first, containerd last.
     pub const STOP_ORDER: [Unit; 10] = [

@@ -351,10 +351,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("- name: system:serviceaccount:kube-system:flannel\n"));
-        assert!(
-            text.contains("server: https://127.0.0.1:7443\n"),
-            "{text}"
-        );
+        assert!(text.contains("server: https://127.0.0.1:7443\n"), "{text}");
         assert!(
             !text.contains("kubelet"),
             "never the kubelet's identity: {text}"

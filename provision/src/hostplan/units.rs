@@ -70,19 +70,6 @@ pub fn etcd(c: &ControllerInput) -> HostFile {
         flag("advertise-client-urls", format!("https://{a}:2379")),
         flag("listen-peer-urls", format!("https://{a}:2380")),
         flag("initial-advertise-peer-urls", format!("https://{a}:2380")),
-        flag("initial-cluster", initial_cluster(c)),
-        flag(
-            "initial-cluster-state",
-            if c.etcd_joins_existing {
-                "existing"
-            } else {
-                "new"
-            },
-        ),
-        flag(
-            "initial-cluster-token",
-            format!("kubeup-{}", c.cluster_name),
-        ),
         flag("listen-metrics-urls", "http://127.0.0.1:2381"),
         flag("cert-file", format!("{ETCD_PKI}/server.crt")),
         flag("key-file", format!("{ETCD_PKI}/server.key")),
@@ -101,9 +88,32 @@ pub fn etcd(c: &ControllerInput) -> HostFile {
             "network-online.target",
             &layout::bin(&n.kubernetes_version, "etcd"),
             &flags,
-            "Type=notify\nLimitNOFILE=65536\n",
+            &format!(
+                "Type=notify\nLimitNOFILE=65536\nEnvironmentFile=-{}\n",
+                layout::ETCD_BOOTSTRAP_ENV
+            ),
         ),
     )
+}
+
+/// How this etcd member first starts: the members it starts with and
+/// whether it joins a running cluster (`existing`, added as a learner
+/// first) or starts a new one with them. etcd reads these only on its first
+/// start (no data yet), so the file changes when controllers are added
+/// without restarting a running member.
+pub fn etcd_bootstrap_env(c: &ControllerInput) -> HostFile {
+    let state = if c.etcd_joins_existing {
+        "existing"
+    } else {
+        "new"
+    };
+    let content = format!(
+        "# Written by kubeup: read by etcd on its first start only.\n\
+         ETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_CLUSTER_STATE={state}\nETCD_INITIAL_CLUSTER_TOKEN=kubeup-{}\n",
+        initial_cluster(c),
+        c.cluster_name
+    );
+    HostFile::new(layout::ETCD_BOOTSTRAP_ENV, content, 0o644, &[])
 }
 
 /// `name=https://address:2380,…` for every member, this one included.

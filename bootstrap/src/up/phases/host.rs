@@ -6,8 +6,8 @@ use anyhow::{Context as _, Result, bail};
 use futures::FutureExt;
 use kubeup_provision::converge::{self, Changes, Role};
 use kubeup_provision::hostplan::{Unit, apilb};
-use kubeup_provision::ssh::{Command, Session};
 use kubeup_provision::phase::{Effect, Live, Phase};
+use kubeup_provision::ssh::{Command, Session};
 
 use super::{Plan, Run, UpPhase};
 use crate::up::connect::with_causes;
@@ -248,9 +248,14 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
         async move {
             let (restart, changed) = run.restart();
             // The plan names the kubelet too: up starts it with its Node.
-            let c =
-                converge::ensure_units(run.session()?, &with_vip(run, &Unit::CONTROLLER), &restart, changed, true)
-                    .await?;
+            let c = converge::ensure_units(
+                run.session()?,
+                &with_vip(run, &Unit::CONTROLLER),
+                &restart,
+                changed,
+                true,
+            )
+            .await?;
             run.merge(c.clone());
             Ok(would(&c, "all running"))
         }
@@ -262,8 +267,14 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             let session = run.session()?;
             node::apply_sysctls(session, false).await?;
             let (restart, changed) = run.restart();
-            let c =
-                converge::ensure_units(session, &with_vip(run, &CONTROL_PLANE), &restart, changed, false).await?;
+            let c = converge::ensure_units(
+                session,
+                &with_vip(run, &CONTROL_PLANE),
+                &restart,
+                changed,
+                false,
+            )
+            .await?;
             let detail = c.units_summary();
             run.merge(c);
             Ok(detail)
@@ -328,7 +339,14 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Images {
 /// IP: on the controller holding it, that route is `lo`.)
 async fn interface_of(session: &Session, address: &str) -> Result<(String, String)> {
     let out = session
-        .output(&Command::new("ip").args(["-o", "-4", "addr", "show", "to", &format!("{address}/32")]))
+        .output(&Command::new("ip").args([
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "to",
+            &format!("{address}/32"),
+        ]))
         .await
         .with_context(|| format!("failed to list the host's addresses to find {address}"))?;
     let text = out.stdout_str();

@@ -74,7 +74,11 @@ pub fn up_phases() -> Vec<&'static UpStep> {
 }
 
 /// Where each stage ends in [`up_phases`]: look, converge, cluster.
-pub const STAGES: [UpPhase; 3] = [UpPhase::Preflight, UpPhase::NodeReady, UpPhase::OperatorLeading];
+pub const STAGES: [UpPhase; 3] = [
+    UpPhase::Preflight,
+    UpPhase::NodeReady,
+    UpPhase::OperatorLeading,
+];
 
 /// The phases of stage `n` of [`STAGES`].
 pub fn stage(n: usize) -> Vec<&'static UpStep> {
@@ -125,10 +129,7 @@ mod tests {
 
     #[test]
     fn the_stages_cover_the_list_once_in_order() {
-        let staged: Vec<UpPhase> = (0..STAGES.len())
-            .flat_map(stage)
-            .map(|p| p.key())
-            .collect();
+        let staged: Vec<UpPhase> = (0..STAGES.len()).flat_map(stage).map(|p| p.key()).collect();
         assert_eq!(staged, keys());
         assert_eq!(
             stage(0).iter().map(|p| p.key()).collect::<Vec<_>>(),
