@@ -17,7 +17,13 @@ const ONE_REPLICA: &str = "\n  replicas: 1\n";
 /// cluster with several controllers) is `replicas=2`: a second operator
 /// on another controller takes the Lease over when the first one's machine
 /// is lost.
-pub fn render(host_network: bool, standby: bool) -> String {
+///
+/// `image_sha256` stamps the pod template with the operator image's digest:
+/// a new image (same tag, imported from the bundle) rolls the pods in the
+/// same apply that creates or updates the Deployment. (A patch after the
+/// apply rolled a fresh Deployment twice, and a pod of the first rollout
+/// could take the Lease with it as it went.)
+pub fn render(host_network: bool, standby: bool, image_sha256: Option<&str>) -> String {
     let mut text = if host_network {
         MANIFESTS.replacen(AFTER, &format!("{AFTER}{HOST_NETWORK}"), 1)
     } else {
@@ -26,8 +32,18 @@ pub fn render(host_network: bool, standby: bool) -> String {
     if standby {
         text = text.replacen(ONE_REPLICA, "\n  replicas: 2\n", 1);
     }
+    if let Some(sha) = image_sha256 {
+        text = text.replacen(
+            POD_ANNOTATIONS,
+            &format!("{POD_ANNOTATIONS}        kubeup.dev/image-sha256: \"{sha}\"\n"),
+            1,
+        );
+    }
     text
 }
+
+/// Where the pod template's annotations begin.
+const POD_ANNOTATIONS: &str = "      annotations:\n";
 
 #[cfg(test)]
 mod tests {
@@ -36,16 +52,23 @@ mod tests {
     #[test]
     fn host_network_is_one_insertion_in_the_pod_spec() {
         assert!(MANIFESTS.contains(AFTER));
-        assert!(!render(false, false).contains("hostNetwork"));
-        let on = render(true, false);
+        assert!(!render(false, false, None).contains("hostNetwork"));
+        let on = render(true, false, None);
         assert_eq!(on.matches("hostNetwork: true").count(), 1);
         assert_eq!(on.len(), MANIFESTS.len() + HOST_NETWORK.len());
     }
 
     #[test]
+    fn the_image_digest_stamps_the_pod_template_once() {
+        assert_eq!(MANIFESTS.matches(POD_ANNOTATIONS).count(), 1);
+        let text = render(false, false, Some("abc"));
+        assert_eq!(text.matches("kubeup.dev/image-sha256: \"abc\"").count(), 1);
+    }
+
+    #[test]
     fn several_controllers_get_a_standby_operator() {
         assert_eq!(MANIFESTS.matches(ONE_REPLICA).count(), 1);
-        let two = render(false, true);
+        let two = render(false, true, None);
         assert!(two.contains("\n  replicas: 2\n") && !two.contains(ONE_REPLICA));
         assert!(two.contains("podAntiAffinity"));
     }

@@ -212,6 +212,7 @@ fn pods_on(dir: &Path, node: &str) -> Vec<String> {
 
 #[test]
 fn three_controllers_survive_losing_any_one() {
+    let _one_at_a_time = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
     let dir = std::env::temp_dir().join(format!("kubeup-e2e-ha-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -324,4 +325,161 @@ fn three_controllers_survive_losing_any_one() {
 
     // The worker's pods ran throughout: same pods, no restarts.
     assert_eq!(pods_on(&dir, &first), pods_before);
+}
+
+/// The two tests each need the machine's one sandbox: one after the other.
+static SANDBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// cluster.yaml with only its first controller and no endpoint: the
+/// cluster as it was before it grew.
+fn shrink_to_one_controller(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let spec = doc.get_mut("spec").unwrap().as_mapping_mut().unwrap();
+    spec.remove("controlPlaneEndpoint");
+    let controllers = spec
+        .get_mut("controllers")
+        .unwrap()
+        .as_sequence_mut()
+        .unwrap();
+    controllers.truncate(1);
+    std::fs::write(file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    text
+}
+
+/// A loop on `address` asking `url` every 100 ms for `seconds`, in the
+/// background; [`service_failures`] reads its account.
+fn start_service_probe(dir: &Path, address: &str, url: &str, seconds: u32) {
+    on_host(
+        dir,
+        address,
+        &format!(
+            "rm -f /tmp/probe.txt; nohup sh -c 'for i in $(seq {n}); do curl -s -o /dev/null -w \"%{{http_code}}\\n\" --max-time 1 {url} >> /tmp/probe.txt; sleep 0.1; done; echo end >> /tmp/probe.txt' >/dev/null 2>&1 &",
+            n = seconds * 10
+        ),
+    );
+}
+
+/// (answered 200, failed) of the probe so far.
+fn service_failures(dir: &Path, address: &str) -> (usize, usize) {
+    let out = on_host(dir, address, "cat /tmp/probe.txt");
+    let codes: Vec<&str> = out.lines().filter(|l| *l != "end").collect();
+    let ok = codes.iter().filter(|c| **c == "200").count();
+    (ok, codes.len() - ok)
+}
+
+#[test]
+fn grow_from_one_controller_to_three_under_load() {
+    let _one_at_a_time = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("kubeup-e2e-grow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _guard = SandboxGuard(dir.clone());
+    sandbox_up_with(dir.to_str().unwrap(), 4, 3);
+    let c = Ha { dir: dir.clone() };
+    let file = dir.join("cluster.yaml");
+    let three = shrink_to_one_controller(&file);
+
+    // One controller, a worker, and a workload with a Service on it.
+    kubeup_ok(&["up", "-f", &c.file()]);
+    let worker_file = worker_files(&dir).pop().unwrap();
+    let worker = c.join(&worker_file);
+    let worker_address = std::fs::read_to_string(&worker_file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("address: ").map(str::to_string))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {worker}}}\n      containers:\n      - name: web\n        image: kubeup.dev/busybox:test\n        imagePullPolicy: Never\n        command: [sh, -c, 'echo ok > /tmp/index.html && exec httpd -f -p 8080 -h /tmp']\n        ports: [{{containerPort: 8080}}]\n        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+    );
+    let path = dir.join("web.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    kubectl_ok(&dir, &["apply", "-f", path.to_str().unwrap()]);
+    kubectl_ok(
+        &dir,
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+    );
+    let ip = kubectl_ok(
+        &dir,
+        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    let kubelet_pid = |c: &Ha| {
+        c_on(
+            c,
+            &worker_address,
+            "systemctl show -p MainPID --value kubelet",
+        )
+    };
+    let pid_before = kubelet_pid(&c);
+    let pods_before = pods_on(&dir, &worker);
+
+    // Grow: cluster.yaml lists three controllers and the endpoint now.
+    std::fs::write(&file, three).unwrap();
+    let plan = kubeup_ok(&["plan", "-f", &c.file()]);
+    assert!(plan.contains("as a learner"), "{plan}");
+    start_service_probe(
+        &dir,
+        &worker_address,
+        &format!("http://{ip}/index.html"),
+        120,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let o = kubeup(&["up", "-f", &c.file(), "-o", "json"]);
+    let took = started.elapsed();
+    assert!(o.status.success(), "growing failed: {}", describe(&o));
+    let events = json_events(&o.stdout);
+    assert_every_start_ends(&events);
+    let done_on = |phase: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "done" && e["phase"] == phase)
+            .map(|e| e["host"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(done_on("etcd join").len(), 2, "two learners added");
+    assert_eq!(done_on("etcd promote").len(), 2, "two learners promoted");
+
+    // etcd has three voters; the admin kubeconfig names the virtual IP.
+    let s = c.wait_healthy(60);
+    assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s:#}");
+    assert!(
+        std::fs::read_to_string(dir.join("admin.kubeconfig"))
+            .unwrap()
+            .contains(&format!("server: https://{VIP}:6443"))
+    );
+    // The worker's load balancer lists all three, by the operator, without
+    // a kubelet restart; its pods ran throughout.
+    wait_for(
+        "the worker's load balancer to list 3 apiservers",
+        90,
+        || {
+            let cfg = c_on(&c, &worker_address, "cat /etc/kubernetes/apiserver-lb.cfg");
+            (cfg.matches("\n  server apiserver-").count() == 3).then_some(())
+        },
+    );
+    assert_eq!(
+        kubelet_pid(&c),
+        pid_before,
+        "the worker's kubelet restarted"
+    );
+    assert_eq!(pods_on(&dir, &worker), pods_before);
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, failed) = service_failures(&dir, &worker_address);
+    eprintln!(
+        "grow 1 -> 3: {:.1}s; Service requests during it: {ok} answered, {failed} failed",
+        took.as_secs_f64()
+    );
+    assert!(ok > 0);
+    assert_eq!(
+        failed, 0,
+        "the workload's Service failed while the cluster grew"
+    );
+    assert!(c.node_ready(&worker));
+}
+
+fn c_on(c: &Ha, address: &str, script: &str) -> String {
+    on_host(&c.dir, address, script).trim().to_string()
 }

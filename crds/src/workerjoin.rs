@@ -414,6 +414,11 @@ pub struct WorkerJoinStatus {
     /// passed (or when it is missing), not on every resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_renew_at: Option<String>,
+    /// The apiservers the machine's local load balancer spreads over, as
+    /// last written there: kept equal to the Cluster's controllers (a
+    /// changed list is written and haproxy reloaded, the kubelet untouched).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_backends: Vec<String>,
 }
 
 #[cfg(test)]

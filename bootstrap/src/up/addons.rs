@@ -83,11 +83,15 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     let net = &ctx.loaded.cluster.spec.networking;
     let host_network = !kubeup_provision::hostplan::network::runs_flannel(net.cni);
     let standby = ctx.controllers().len() > 1;
-    let operator = crate::operator_manifests::render(host_network, standby);
+    let image = ctx
+        .manifest
+        .files
+        .get("images/kubeup-operator.tar")
+        .map(|f| f.sha256.as_str());
+    let operator = crate::operator_manifests::render(host_network, standby, image);
     n += apply_yaml(client, &operator)
         .await
         .context("failed to apply the operator manifests")?;
-    restart_on_new_image(client, ctx).await?;
     let network = kubeup_provision::hostplan::network::addon_manifests(
         net.cni,
         &net.cluster_dns,
@@ -196,26 +200,6 @@ fn api_for(
         ),
         Scope::Cluster => Api::all_with(client.clone(), ar),
     }
-}
-
-/// The image tag stays the crate version while its content changes between
-/// builds: stamp the pod template with the image's sha256 so a new image
-/// rolls the operator out (and the same image changes nothing).
-async fn restart_on_new_image(client: &Client, ctx: &ControllerContext) -> Result<()> {
-    let Some(file) = ctx.manifest.files.get("images/kubeup-operator.tar") else {
-        return Ok(());
-    };
-    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(client.clone(), "kubeup-system");
-    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubeup.dev/image-sha256": file.sha256}}}}});
-    api.patch(
-        "kubeup-operator",
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .context("failed to stamp the operator Deployment with its image digest")?;
-    Ok(())
 }
 
 /// A Service's cluster IP cannot change in place: when `clusterDns` was

@@ -44,6 +44,14 @@ pub struct ControllerContext {
 pub struct Observed {
     pub node_name: String,
     pub vip_route: Option<(String, String)>,
+    /// The host has etcd data: it is (or was) a member of the running etcd.
+    pub etcd_data: bool,
+}
+
+/// Whether controller `index` joins a running etcd: it has no data while
+/// another controller has.
+pub fn joins_running_etcd(all: &[Observed], index: usize) -> bool {
+    all.get(index).is_some_and(|me| !me.etcd_data) && all.iter().any(|o| o.etcd_data)
 }
 
 /// The rendered plan for the controller.
@@ -190,12 +198,17 @@ impl ControllerContext {
             node,
             cluster_name: self.loaded.name().to_string(),
             service_cidr: net.service_cidr.clone(),
+            // A fresh cluster's members start together; a controller
+            // joining a running etcd starts with the members that run and
+            // those added before it (one at a time, in the file's order).
             etcd_members: all
                 .iter()
                 .zip(self.controllers())
-                .map(|(o, c)| (o.node_name.clone(), c.address.clone()))
+                .enumerate()
+                .filter(|(j, (o, _))| !joins_running_etcd(all, index) || o.etcd_data || *j <= index)
+                .map(|(_, (o, c))| (o.node_name.clone(), c.address.clone()))
                 .collect(),
-            etcd_joins_existing: false,
+            etcd_joins_existing: joins_running_etcd(all, index),
             endpoint: spec
                 .control_plane_endpoint
                 .as_ref()

@@ -121,28 +121,23 @@ async fn walk_stages(
     let command = if dry_run { "plan" } else { "up" };
     let mut report = Report { phases: vec![] };
     for n in 0..phases::STAGES.len() {
-        // The cluster's objects are applied once, through the first controller.
-        let walkers = if n + 1 == phases::STAGES.len() {
-            runs.get(..1).unwrap_or_default()
-        } else {
-            runs
-        };
-        let results = futures::future::join_all(walkers.iter().map(|run| async move {
-            let procedure = Procedure::new(run.link.host.clone(), phases::stage(n));
-            let walked = if dry_run {
-                procedure.dry_run(run, progress).await
-            } else {
-                procedure.apply(run, progress, None).await
-            };
-            walked.map_err(|f| failure::explain(f, command, file, &run.link))
-        }))
-        .await;
         let mut first = None;
-        for (i, result) in results.into_iter().enumerate() {
-            match result {
-                Ok(r) if i == 0 => first = Some(r),
-                Ok(_) => {}
-                Err(e) => return Err(e),
+        for wave in waves(n, runs) {
+            let results = futures::future::join_all(wave.iter().map(|run| async move {
+                let procedure = Procedure::new(run.link.host.clone(), phases::stage(n));
+                let walked = if dry_run {
+                    procedure.dry_run(run, progress).await
+                } else {
+                    procedure.apply(run, progress, None).await
+                };
+                walked.map_err(|f| failure::explain(f, command, file, &run.link))
+            }))
+            .await;
+            for (run, result) in wave.iter().zip(results) {
+                let r = result?;
+                if run.link.index == 0 {
+                    first = Some(r);
+                }
             }
         }
         report
@@ -153,6 +148,26 @@ async fn walk_stages(
         }
     }
     Ok(report)
+}
+
+/// Who walks stage `n`, in waves (each wave at once, waves in order):
+/// every controller looks at once; the cluster's objects are applied once,
+/// through the first controller; controllers joining a running etcd
+/// converge one at a time (each a learner promoted before the next is
+/// added) before the running ones take the new member list (whose
+/// apiservers then restart while the new ones serve); a fresh cluster's
+/// controllers converge all at once.
+fn waves(n: usize, runs: &[run::UpRun]) -> Vec<Vec<&run::UpRun>> {
+    if n + 1 == phases::STAGES.len() {
+        return vec![runs.iter().take(1).collect()];
+    }
+    if n == 0 {
+        return vec![runs.iter().collect()];
+    }
+    let (joining, running): (Vec<_>, Vec<_>) = runs.iter().partition(|r| r.joins_running_etcd());
+    let mut waves: Vec<Vec<&run::UpRun>> = joining.into_iter().map(|r| vec![r]).collect();
+    waves.push(running);
+    waves
 }
 
 /// Once every controller was looked at: each one's plan (etcd's members and

@@ -19,6 +19,8 @@ pub struct UpRun {
     pub link: Link,
     /// What preflight found (the Node name, the virtual IP's route).
     observed: OnceLock<Observed>,
+    /// What preflight found on every controller, in the file's order.
+    all: OnceLock<Vec<Observed>>,
     plan: OnceLock<ControllerPlan>,
     client: OnceLock<kube::Client>,
     changes: Mutex<Changes>,
@@ -45,6 +47,7 @@ impl UpRun {
         Ok(Self {
             link: Link::new(ctx, index)?,
             observed: OnceLock::new(),
+            all: OnceLock::new(),
             plan: OnceLock::new(),
             client: OnceLock::new(),
             changes: Mutex::new(changes),
@@ -69,6 +72,28 @@ impl UpRun {
             .ok_or_else(|| not_yet("what preflight found"))
     }
 
+    /// This controller has no etcd data while another one has: it joins
+    /// the running etcd as a learner.
+    pub fn joins_running_etcd(&self) -> bool {
+        self.all
+            .get()
+            .is_some_and(|all| super::context::joins_running_etcd(all, self.link.index))
+    }
+
+    /// The client URLs of the controllers whose etcd runs (has data).
+    pub fn running_members(&self) -> Result<Vec<String>> {
+        let all = self
+            .all
+            .get()
+            .ok_or_else(|| not_yet("every controller's state"))?;
+        Ok(all
+            .iter()
+            .zip(self.ctx().controllers())
+            .filter(|(o, _)| o.etcd_data)
+            .map(|(_, c)| format!("https://{}:2379", c.address))
+            .collect())
+    }
+
     pub fn set_observed(&self, o: Observed) {
         // Preflight runs once per walk; a second value could only be the same.
         let _ = self.observed.set(o);
@@ -78,6 +103,7 @@ impl UpRun {
     /// (`all`): its files and certificates, with the pod network's
     /// (flanneld's own client certificate, never the kubelet's identity).
     pub fn render_plan(&self, all: &[Observed]) -> Result<()> {
+        let _ = self.all.set(all.to_vec());
         let ctx = self.ctx();
         let mut plan = ctx.plan(self.link.index, all)?;
         let net = &ctx.loaded.cluster.spec.networking;

@@ -14,7 +14,7 @@ use crate::runtime::context::Context;
 use crate::workerjoin::decide::{Decision, NodeView};
 use crate::workerjoin::join::Join;
 use crate::workerjoin::observe::Observation;
-use crate::workerjoin::{node, nodetoken, phases, status};
+use crate::workerjoin::{apiservers, node, nodetoken, phases, status};
 
 /// What the effects did.
 pub enum Done {
@@ -137,6 +137,14 @@ async fn sync(ctx: &Context, wj: &WorkerJoin, obs: &Observation) -> Result<Done>
     node::sync_node(&ctx.client, n, &obs.key, wj).await?;
     let mut current = obs.current.clone();
     status::apply_node_conditions(&mut current, Some(&node::node_view(n)), obs.generation);
+    // Controllers added or removed: the machine's load balancer follows.
+    if let Err(e) = apiservers::keep_current(ctx, wj, &mut current).await {
+        return Ok(Done::Synced {
+            status: Box::new(current),
+            again: nodetoken::RENEW_RETRY,
+            renew_error: Some(e),
+        });
+    }
     if let Some(left) = nodetoken::renewal_due_in(&current) {
         return Ok(Done::Synced {
             status: Box::new(current),

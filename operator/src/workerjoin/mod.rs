@@ -9,6 +9,7 @@
 //!   keys), [`csr`] and [`nodetoken`] (credentials the node gets).
 
 pub mod access;
+pub mod apiservers;
 pub mod cleanup;
 pub mod credentials;
 pub mod csr;

@@ -328,6 +328,8 @@ impl<'a> Phase<Join<'a>, P, Error> for Configuring {
             )?;
             let detail = format!("{} written", written.written.len());
             j.merge_changes(written, true).await?;
+            j.with_status(|s| s.api_backends = input.api_backends.clone())
+                .await;
             if let Some(cidr) = cidr {
                 let conflist: Vec<_> = network::cni_conflist(cni, &cidr).into_iter().collect();
                 let c = converge::write_files(session, &conflist, false).await?;

@@ -243,6 +243,17 @@ pub async fn run(
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect::<Vec<_>>()
     });
+    // The Cluster → every WorkerJoin: controllers added or removed change
+    // what each machine's load balancer must list.
+    let cluster_store = store.clone();
+    let clusters: Api<PartialObjectMeta<kubeup_crds::Cluster>> = Api::all(client.clone());
+    controller = controller.watches(clusters, watcher::Config::default(), move |_| {
+        cluster_store
+            .state()
+            .iter()
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect::<Vec<_>>()
+    });
     // Secrets → the WorkerJoins in their namespace that reference them;
     // watched in the served namespaces only (the RBAC grants no more).
     for ns in ctx.settings.served_namespaces() {

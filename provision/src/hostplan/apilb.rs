@@ -56,9 +56,9 @@ pub fn is_interface_name(s: &str) -> bool {
 /// haproxy's configuration: one TCP frontend on loopback, every apiserver a
 /// backend. TLS passes through (clients verify the apiserver and present
 /// their own certificates); only the health check speaks TLS itself.
-pub fn haproxy_config(n: &NodeInput) -> HostFile {
+pub fn haproxy_config(backends: &[String]) -> HostFile {
     let mut servers = String::new();
-    for (i, address) in n.api_backends.iter().enumerate() {
+    for (i, address) in backends.iter().enumerate() {
         servers.push_str(&format!("  server apiserver-{i} {address}:6443\n"));
     }
     let content = format!(
@@ -143,7 +143,7 @@ pub fn keepalived_unit() -> HostFile {
 
 /// The files of the load balancer every node runs.
 pub fn node_files(n: &NodeInput) -> [HostFile; 2] {
-    [haproxy_config(n), haproxy_unit()]
+    [haproxy_config(&n.api_backends), haproxy_unit()]
 }
 
 #[cfg(test)]
@@ -152,9 +152,8 @@ mod tests {
 
     #[test]
     fn every_controller_is_a_checked_backend_behind_loopback() {
-        let mut n = super::super::sample_worker_input();
-        n.api_backends = vec!["198.18.0.11".into(), "198.18.0.12".into()];
-        let text = String::from_utf8(haproxy_config(&n).content).unwrap();
+        let backends = ["198.18.0.11".to_string(), "198.18.0.12".to_string()];
+        let text = String::from_utf8(haproxy_config(&backends).content).unwrap();
         assert!(text.contains("bind 127.0.0.1:7443\n"));
         assert!(text.contains("server apiserver-0 198.18.0.11:6443\n"));
         assert!(text.contains("server apiserver-1 198.18.0.12:6443\n"));

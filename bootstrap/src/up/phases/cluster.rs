@@ -24,7 +24,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
         "wait for the apiserver's /readyz"
     }
     fn after(&self) -> Option<&'static [UpPhase]> {
-        Some(&[UpPhase::Units])
+        Some(&[UpPhase::Units, UpPhase::EtcdPromote])
     }
     fn plan<'a>(&'a self, run: &'a UpRun) -> Plan<'a> {
         let ctx = run.ctx();

@@ -79,9 +79,22 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Preflight {
                 Some(_) => Some(interface_of(session, &run.link.controller.address).await?),
                 None => None,
             };
+            let etcd_data = session
+                .output(
+                    &Command::shell(format!(
+                        "test -d {}/member && echo yes || echo no",
+                        kubeup_provision::hostplan::layout::ETCD_DATA
+                    ))
+                    .privileged(),
+                )
+                .await?
+                .stdout_str()
+                .trim()
+                == "yes";
             run.set_observed(Observed {
                 node_name: run.ctx().node_name(run.link.index, &report.hostname)?,
                 vip_route,
+                etcd_data,
             });
             let warnings: Vec<String> = report
                 .warnings()
@@ -242,6 +255,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             UpPhase::Artifacts,
             UpPhase::Certificates,
             UpPhase::Configuration,
+            UpPhase::EtcdJoin,
         ])
     }
     fn plan<'a>(&'a self, run: &'a UpRun) -> Plan<'a> {

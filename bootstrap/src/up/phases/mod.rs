@@ -4,6 +4,7 @@
 //! looks before it acts, so a converged host sees no write and no restart.
 
 mod cluster;
+mod etcd;
 mod host;
 
 use anyhow::Result;
@@ -13,6 +14,7 @@ use kubeup_provision::phase::{Phase, PhaseKey};
 use super::connect::Connect;
 use super::run::UpRun;
 use cluster::{AddOns, ControlPlaneReady, NodeReady, OperatorLeading};
+use etcd::{EtcdJoin, EtcdPromote};
 use host::{Artifacts, Certificates, Configuration, Images, Preflight, Units};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,7 +24,9 @@ pub enum UpPhase {
     Artifacts,
     Certificates,
     Configuration,
+    EtcdJoin,
     Units,
+    EtcdPromote,
     Images,
     ControlPlaneReady,
     NodeReady,
@@ -39,7 +43,9 @@ impl PhaseKey for UpPhase {
             UpPhase::Artifacts => "artifacts",
             UpPhase::Certificates => "certificates",
             UpPhase::Configuration => "configuration",
+            UpPhase::EtcdJoin => "etcd join",
             UpPhase::Units => "units",
+            UpPhase::EtcdPromote => "etcd promote",
             UpPhase::Images => "images",
             UpPhase::ControlPlaneReady => "control plane ready",
             UpPhase::NodeReady => "node ready",
@@ -64,9 +70,11 @@ pub fn up_phases() -> Vec<&'static UpStep> {
         &Artifacts,                 // ┐                                 ┐
         &Certificates,              // ├ after preflight, at once        │
         &Configuration,             // ┘                                 │ each controller,
-        &Units,                     //    after the three                │ all at once (plans
-        &Images,                    // ┐  after units, at once           │ name every member)
-        &ControlPlaneReady,         // ┘                                 │
+        &EtcdJoin,                  //    joining a running etcd only    │ all at once (plans
+        &Units,                     //    after the four                 │ name every member);
+        &EtcdPromote,               //    joining only: learner → voter  │ one at a time when
+        &Images,                    // ┐  after units, at once           │ they join a running
+        &ControlPlaneReady,         // ┘  (after a promotion)            │ etcd
         &NodeReady,                 //    after both                     ┘
         &AddOns,                    //    after node ready               ┐ once, through the
         &OperatorLeading,           //    only with a pod network        ┘ first controller
@@ -117,7 +125,9 @@ mod tests {
                 "artifacts",
                 "certificates",
                 "configuration",
+                "etcd join",
                 "units",
+                "etcd promote",
                 "images",
                 "control plane ready",
                 "node ready",
