@@ -365,7 +365,13 @@ fn table(h: &ClusterHealth) -> String {
         ]);
     }
     let widths: Vec<usize> = (0..9)
-        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(String::len).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in &rows {

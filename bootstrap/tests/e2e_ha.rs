@@ -330,21 +330,22 @@ fn three_controllers_survive_losing_any_one() {
 /// The two tests each need the machine's one sandbox: one after the other.
 static SANDBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// cluster.yaml with only its first controller and no endpoint: the
-/// cluster as it was before it grew.
-fn shrink_to_one_controller(file: &Path) -> String {
-    let text = std::fs::read_to_string(file).unwrap();
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+/// Write `three` (the sandbox's cluster.yaml) to `file` with only the
+/// controllers at `keep`, and its endpoint only if `endpoint`.
+fn with_controllers(file: &Path, three: &str, keep: &[usize], endpoint: bool) {
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(three).unwrap();
     let spec = doc.get_mut("spec").unwrap().as_mapping_mut().unwrap();
-    spec.remove("controlPlaneEndpoint");
+    if !endpoint {
+        spec.remove("controlPlaneEndpoint");
+    }
     let controllers = spec
         .get_mut("controllers")
         .unwrap()
         .as_sequence_mut()
         .unwrap();
-    controllers.truncate(1);
+    let kept: Vec<_> = keep.iter().map(|i| controllers[*i].clone()).collect();
+    *controllers = kept;
     std::fs::write(file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
-    text
 }
 
 /// A loop on `address` asking `url` every 100 ms for `seconds`, in the
@@ -378,7 +379,9 @@ fn grow_from_one_controller_to_three_under_load() {
     sandbox_up_with(dir.to_str().unwrap(), 4, 3);
     let c = Ha { dir: dir.clone() };
     let file = dir.join("cluster.yaml");
-    let three = shrink_to_one_controller(&file);
+    let three = std::fs::read_to_string(&file).unwrap();
+    // The cluster as it was before it grew: one controller, no endpoint.
+    with_controllers(&file, &three, &[0], false);
 
     // One controller, a worker, and a workload with a Service on it.
     kubeup_ok(&["up", "-f", &c.file()]);
@@ -392,7 +395,7 @@ fn grow_from_one_controller_to_three_under_load() {
         .trim_matches('"')
         .to_string();
     let manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {worker}}}\n      containers:\n      - name: web\n        image: kubeup.dev/busybox:test\n        imagePullPolicy: Never\n        command: [sh, -c, 'echo ok > /tmp/index.html && exec httpd -f -p 8080 -h /tmp']\n        ports: [{{containerPort: 8080}}]\n        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {worker}}}\n      containers:\n      - name: web\n        image: kubeup.dev/busybox:test\n        imagePullPolicy: Never\n        command: [/bin/busybox, sh, -c, 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www']\n        ports: [{{containerPort: 8080}}]\n        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
     );
     let path = dir.join("web.yaml");
     std::fs::write(&path, manifest).unwrap();
@@ -416,8 +419,8 @@ fn grow_from_one_controller_to_three_under_load() {
     let pods_before = pods_on(&dir, &worker);
 
     // Grow: cluster.yaml lists three controllers and the endpoint now.
-    std::fs::write(&file, three).unwrap();
-    let plan = kubeup_ok(&["plan", "-f", &c.file()]);
+    std::fs::write(&file, &three).unwrap();
+    let plan = plan_of(&c);
     assert!(plan.contains("as a learner"), "{plan}");
     start_service_probe(
         &dir,
@@ -478,6 +481,79 @@ fn grow_from_one_controller_to_three_under_load() {
         "the workload's Service failed while the cluster grew"
     );
     assert!(c.node_ready(&worker));
+
+    // Shrinking. A removal that would leave etcd without a healthy
+    // majority is refused before anything changes: with the third
+    // controller stopped, removing the second leaves 2 members, 1 healthy.
+    let names: Vec<String> = s["controllers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    kubeup_ok(&["sandbox", "stop", &names[2], "--dir", c.dir()]);
+    with_controllers(&file, &three, &[0, 2], true);
+    let o = kubeup(&["up", "-f", &c.file()]);
+    let text = describe(&o);
+    assert!(!o.status.success(), "a removal without quorum ran: {text}");
+    assert!(
+        text.contains("quorum gate failed") && text.contains("a majority of 2 is 2"),
+        "{text}"
+    );
+    kubeup_ok(&["sandbox", "start", &names[2], "--dir", c.dir()]);
+    let s = c.wait_healthy(120);
+    assert_eq!(
+        s["members"].as_array().unwrap().len(),
+        3,
+        "nothing was removed: {s:#}"
+    );
+
+    // 3 → 1, one at a time: drained, out of etcd, reset, Node deleted.
+    with_controllers(&file, &three, &[0], true);
+    let plan = plan_of(&c);
+    assert!(plan.contains("remove etcd member"), "{plan}");
+    kubeup_ok(&["up", "-f", &c.file()]);
+    let s = c.wait_healthy(60);
+    assert_eq!(s["members"].as_array().unwrap().len(), 1, "{s:#}");
+    let nodes = kubectl_ok(&dir, &["get", "nodes", "-o", "name"]);
+    assert!(
+        !nodes.contains(&names[1]) && !nodes.contains(&names[2]),
+        "{nodes}"
+    );
+    for gone in [1, 2] {
+        let address = s_address(&three, gone);
+        let active = c_on(&c, &address, "systemctl is-active kubelet etcd || true");
+        assert!(
+            !active.lines().any(|l| l == "active"),
+            "{address}: {active}"
+        );
+    }
+    wait_for("the worker's load balancer to list 1 apiserver", 90, || {
+        let cfg = c_on(&c, &worker_address, "cat /etc/kubernetes/apiserver-lb.cfg");
+        (cfg.matches("\n  server apiserver-").count() == 1).then_some(())
+    });
+    assert!(c.node_ready(&worker));
+    assert_eq!(
+        kubelet_pid(&c),
+        pid_before,
+        "the worker's kubelet restarted"
+    );
+}
+
+/// `kubeup plan`'s whole output (its planned lines are progress, on stderr).
+fn plan_of(c: &Ha) -> String {
+    let o = kubeup(&["plan", "-f", &c.file()]);
+    assert!(o.status.success(), "plan failed: {}", describe(&o));
+    describe(&o)
+}
+
+/// The address of controller `i` in a cluster.yaml's text.
+fn s_address(cluster_yaml: &str, i: usize) -> String {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(cluster_yaml).unwrap();
+    doc["spec"]["controllers"][i]["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn c_on(c: &Ha, address: &str, script: &str) -> String {

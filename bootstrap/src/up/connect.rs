@@ -45,6 +45,20 @@ impl Link {
         })
     }
 
+    /// A controller cluster.yaml no longer lists (being removed).
+    pub fn for_host(ctx: Arc<ControllerContext>, controller: ControllerHost) -> Self {
+        Self {
+            host: controller
+                .name
+                .clone()
+                .unwrap_or_else(|| controller.address.clone()),
+            ctx,
+            index: usize::MAX,
+            controller,
+            session: OnceLock::new(),
+        }
+    }
+
     /// End the session, if one was opened (every exit path of a command).
     pub async fn close(&mut self) {
         if let Some(session) = self.session.take() {

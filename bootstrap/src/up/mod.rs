@@ -12,6 +12,7 @@ mod metrics;
 mod node;
 mod operator;
 mod phases;
+mod remove;
 mod run;
 
 use std::process::ExitCode;
@@ -76,6 +77,12 @@ pub async fn converge_controller(
     dry_run: bool,
 ) -> Result<Converged> {
     let ctx = Arc::new(ControllerContext::load(&file.file, !dry_run)?);
+    // Controllers cluster.yaml no longer lists leave first, one at a time,
+    // each behind its quorum gate.
+    let leaving = remove::removed_controllers(&ctx).await?;
+    if !leaving.is_empty() {
+        remove::remove_all(ctx.clone(), leaving, progress, dry_run, &file.file).await?;
+    }
     let mut runs = (0..ctx.controllers().len())
         .map(|i| run::UpRun::new(ctx.clone(), i))
         .collect::<Result<Vec<_>>>()?;

@@ -108,12 +108,19 @@ pub fn haproxy_unit() -> HostFile {
 /// again. The probe fails while the local apiserver is not ready, which
 /// puts this controller in FAULT and gives the address up.
 pub fn keepalived_config(node_name: &str, own_address: &str, vip: &VipInput) -> HostFile {
-    let peers: String = vip.peers.iter().map(|p| format!("    {p}\n")).collect();
+    // Alone (a cluster shrunk to one controller), keepalived holds the
+    // address by itself: no peer block (an empty one is refused).
+    let peers: String = if vip.peers.is_empty() {
+        String::new()
+    } else {
+        let list: String = vip.peers.iter().map(|p| format!("    {p}\n")).collect();
+        format!("  unicast_peer {{\n{list}  }}\n")
+    };
     let content = format!(
         "# Written by kubeup; changes are overwritten by `kubeup up`.\n\
          global_defs {{\n  router_id {node_name}\n  enable_script_security\n  script_user root\n  vrrp_garp_master_delay 0\n  vrrp_garp_master_refresh 10\n}}\n\n\
          vrrp_script apiserver_ready {{\n  script \"{CURL_BIN} --silent --fail --max-time 1 --cacert {PKI}/ca.crt https://127.0.0.1:6443/readyz\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 1\n}}\n\n\
-         vrrp_instance apiserver {{\n  state BACKUP\n  nopreempt\n  interface {iface}\n  virtual_router_id {id}\n  priority 100\n  advert_int 1\n  unicast_src_ip {own_address}\n  unicast_peer {{\n{peers}  }}\n  virtual_ipaddress {{\n    {address}/32 dev {iface}\n  }}\n  track_script {{\n    apiserver_ready\n  }}\n}}\n",
+         vrrp_instance apiserver {{\n  state BACKUP\n  nopreempt\n  interface {iface}\n  virtual_router_id {id}\n  priority 100\n  advert_int 1\n  unicast_src_ip {own_address}\n{peers}  virtual_ipaddress {{\n    {address}/32 dev {iface}\n  }}\n  track_script {{\n    apiserver_ready\n  }}\n}}\n",
         iface = vip.interface,
         id = vip.router_id,
         address = vip.address,

@@ -88,9 +88,14 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for EtcdJoin {
     fn title(&self) -> &'static str {
         "add this controller to the running etcd as a learner"
     }
-    /// It needs etcdctl (the bundle) and the etcd client certificate.
+    /// It needs etcdctl (the bundle), the etcd client certificate and the
+    /// etcd CA (a configuration file).
     fn after(&self) -> Option<&'static [UpPhase]> {
-        Some(&[UpPhase::Artifacts, UpPhase::Certificates])
+        Some(&[
+            UpPhase::Artifacts,
+            UpPhase::Certificates,
+            UpPhase::Configuration,
+        ])
     }
     fn needed(&self, run: &UpRun, resumed_past: bool) -> bool {
         !resumed_past && run.joins_running_etcd()

@@ -1,0 +1,437 @@
+//! Shrinking by editing cluster.yaml: a controller the running cluster's
+//! `Cluster` object lists and cluster.yaml no longer does is removed by
+//! `up`, one at a time, before the remaining controllers converge:
+//!
+//! connect → quorum gate → drain → leave etcd → stop units → remove files →
+//! clean network → delete its Node.
+//!
+//! The gate refuses a removal that would leave etcd without a majority of
+//! healthy members (the arithmetic is in the message) or no controller at
+//! all; it runs before anything changes. The host leaves etcd before it is
+//! reset, so no stale member stays behind. Its SSH details come from the
+//! `Cluster` object as the last `up` applied it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{EvictParams, ListParams, Patch, PatchParams};
+use kubeup_crds::Cluster;
+use kubeup_crds::cluster::ControllerHost;
+use kubeup_provision::converge::ConvergeError;
+use kubeup_provision::converge::reset_phases::{OnHost, ResetPhase, ResetSteps};
+use kubeup_provision::hostplan::layout;
+use kubeup_provision::phase::{Effect, Live, Phase, PhaseKey, Procedure};
+use kubeup_provision::ssh::{Command, Session};
+use serde::Deserialize;
+
+use super::connect::{Connect, Link, with_causes};
+use super::context::ControllerContext;
+use crate::progress::Progress;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovePhase {
+    Connect,
+    QuorumGate,
+    Drain,
+    LeaveEtcd,
+}
+
+impl PhaseKey for RemovePhase {
+    fn name(self) -> &'static str {
+        match self {
+            RemovePhase::Connect => "connect",
+            RemovePhase::QuorumGate => "quorum gate",
+            RemovePhase::Drain => "drain",
+            RemovePhase::LeaveEtcd => "leave etcd",
+        }
+    }
+}
+
+/// The controllers the running cluster has that cluster.yaml no longer
+/// lists, with the SSH details the cluster's `Cluster` object keeps. None
+/// when no cluster answers yet (a first `up`).
+pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<ControllerHost>> {
+    let kubeconfig = ctx.loaded.super_admin_kubeconfig();
+    let Some(first) = ctx.controllers().first() else {
+        return Ok(vec![]);
+    };
+    if !kubeconfig.exists() {
+        return Ok(vec![]);
+    }
+    let server = format!("https://{}:6443", first.address);
+    let Ok(client) = super::admin_client_at(&kubeconfig, Some(&server)).await else {
+        return Ok(vec![]);
+    };
+    let api: Api<Cluster> = Api::all(client);
+    let Ok(Ok(list)) =
+        tokio::time::timeout(Duration::from_secs(5), api.list(&ListParams::default())).await
+    else {
+        return Ok(vec![]);
+    };
+    let Some(running) = list.items.into_iter().next() else {
+        return Ok(vec![]);
+    };
+    let keep: Vec<&str> = ctx
+        .controllers()
+        .iter()
+        .map(|c| c.address.as_str())
+        .collect();
+    Ok(running
+        .spec
+        .controllers
+        .into_iter()
+        .filter(|c| !keep.contains(&c.address.as_str()))
+        .collect())
+}
+
+/// One leaving controller: its session, the cluster, what the gate found.
+struct Leaving {
+    link: Link,
+    client: kube::Client,
+    /// The remaining controllers' etcd client URLs.
+    remaining: Vec<String>,
+    node: OnceLock<String>,
+    member: OnceLock<u64>,
+}
+
+impl AsRef<Link> for Leaving {
+    fn as_ref(&self) -> &Link {
+        &self.link
+    }
+}
+
+impl OnHost for Leaving {
+    fn session(&self) -> Result<&Session, ConvergeError> {
+        self.link.session()
+    }
+}
+
+/// Remove every controller in `leaving`, one at a time; `dry_run` plans.
+pub async fn remove_all(
+    ctx: Arc<ControllerContext>,
+    leaving: Vec<ControllerHost>,
+    progress: &Progress,
+    dry_run: bool,
+    file: &std::path::Path,
+) -> Result<()> {
+    let remaining: Vec<String> = ctx
+        .controllers()
+        .iter()
+        .map(|c| format!("https://{}:2379", c.address))
+        .collect();
+    let first = ctx
+        .controllers()
+        .first()
+        .map(|c| format!("https://{}:6443", c.address))
+        .unwrap_or_default();
+    let client = super::admin_client_at(&ctx.loaded.super_admin_kubeconfig(), Some(&first)).await?;
+    for host in leaving {
+        let mut l = Leaving {
+            link: Link::for_host(ctx.clone(), host),
+            client: client.clone(),
+            remaining: remaining.clone(),
+            node: OnceLock::new(),
+            member: OnceLock::new(),
+        };
+        let result = remove_one(&l, progress, dry_run).await;
+        l.link.close().await;
+        let command = if dry_run { "plan" } else { "up" };
+        result.map_err(|e| match e {
+            Removal::Prepare(f) => super::failure::explain(f, command, file, &l.link),
+            Removal::Reset(f) => super::failure::explain(f, command, file, &l.link),
+            Removal::Other(e) => e,
+        })?;
+    }
+    Ok(())
+}
+
+enum Removal {
+    Prepare(kubeup_provision::phase::Failed<RemovePhase, anyhow::Error>),
+    Reset(kubeup_provision::phase::Failed<ResetPhase, anyhow::Error>),
+    Other(anyhow::Error),
+}
+
+async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(), Removal> {
+    let host = l.link.host.clone();
+    let connect = Connect(RemovePhase::Connect);
+    let prepare: Vec<&dyn Phase<Leaving, RemovePhase, anyhow::Error>> =
+        vec![&connect, &QuorumGate, &Drain, &LeaveEtcd];
+    let procedure = Procedure::new(host.clone(), prepare);
+    let walked = if dry_run {
+        procedure.dry_run(l, progress).await
+    } else {
+        procedure.apply(l, progress, None).await
+    };
+    walked.map_err(Removal::Prepare)?;
+    let steps = ResetSteps::default();
+    let reset = Procedure::new(host, steps.phases::<Leaving, anyhow::Error>());
+    let walked = if dry_run {
+        reset.dry_run(l, progress).await
+    } else {
+        reset.apply(l, progress, None).await
+    };
+    walked.map_err(Removal::Reset)?;
+    if !dry_run && let Some(node) = l.node.get() {
+        let nodes: Api<Node> = Api::all(l.client.clone());
+        match nodes.delete(node, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(Removal::Other(
+                    anyhow::Error::new(e).context(format!("failed to delete Node {node}")),
+                ));
+            }
+        }
+        progress.info(&l.link.host, &format!("removed; Node {node} deleted"));
+    }
+    Ok(())
+}
+
+type Planned<'a> = BoxFuture<'a, Result<Vec<String>>>;
+type Ran<'a> = BoxFuture<'a, Result<String>>;
+
+#[derive(Debug, Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Member {
+    #[serde(rename = "ID")]
+    id: u64,
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    client_urls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Health {
+    endpoint: String,
+    health: bool,
+}
+
+/// etcdctl on the leaving host (it has the binary and a client
+/// certificate of the etcd CA), against `endpoints`.
+async fn etcdctl(l: &Leaving, endpoints: &str, args: &[&str]) -> Result<String> {
+    let ctx = &l.link.ctx;
+    let p = layout::ETCD_PKI;
+    let cmd = Command::new(layout::bin(&ctx.manifest.kubernetes_version, "etcdctl"))
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={p}/ca.crt"))
+        .arg(format!("--cert={p}/healthcheck-client.crt"))
+        .arg(format!("--key={p}/healthcheck-client.key"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .privileged()
+        .timeout(Duration::from_secs(20));
+    let out = l.link.session()?.output(&cmd).await?;
+    // `endpoint health` exits 1 when a member is unhealthy, with the JSON.
+    if out.exit_status != Some(0) && out.stdout.is_empty() {
+        bail!(
+            "etcdctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout_str())
+}
+
+struct QuorumGate;
+
+impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
+    fn key(&self) -> RemovePhase {
+        RemovePhase::QuorumGate
+    }
+    fn title(&self) -> &'static str {
+        "check that etcd keeps a healthy majority without this member"
+    }
+    fn effect(&self) -> Effect {
+        Effect::Observe
+    }
+    fn plan<'a>(&'a self, _: &'a Leaving) -> Planned<'a> {
+        async {
+            Ok(vec![
+                "count etcd's healthy members without this one".to_string(),
+            ])
+        }
+        .boxed()
+    }
+    fn run<'a>(&'a self, l: &'a Leaving, _: &'a Live) -> Ran<'a> {
+        async move {
+            let address = &l.link.controller.address;
+            let peer = format!("https://{address}:2380");
+            let local = "https://127.0.0.1:2379";
+            let list: MemberList = serde_json::from_str(
+                &etcdctl(l, local, &["member", "list", "-w", "json"]).await?,
+            )
+            .context("etcdctl member list printed no JSON")?;
+            let me = list.members.iter().find(|m| m.peer_urls.contains(&peer));
+            let health: Vec<Health> = serde_json::from_str(
+                &etcdctl(l, local, &["endpoint", "health", "--cluster", "-w", "json"]).await?,
+            )
+            .context("etcdctl endpoint health printed no JSON")?;
+            let healthy = |m: &Member| {
+                health
+                    .iter()
+                    .any(|h| h.health && m.client_urls.contains(&h.endpoint))
+            };
+            let others: Vec<&Member> = list
+                .members
+                .iter()
+                .filter(|m| !m.peer_urls.contains(&peer))
+                .collect();
+            let after = others.len();
+            let healthy_after: Vec<&str> = others
+                .iter()
+                .filter(|m| healthy(m))
+                .map(|m| m.name.as_str())
+                .collect();
+            let need = after / 2 + 1;
+            if after == 0 {
+                bail!("{address} is etcd's last member: a cluster keeps at least one controller");
+            }
+            if healthy_after.len() < need {
+                bail!(
+                    "removing {address} leaves {after} etcd member(s) of which {} healthy ({}); a majority of {after} is {need}: start the stopped controllers first (`kubeup status` shows them), then run up again",
+                    healthy_after.len(),
+                    healthy_after.join(", ")
+                );
+            }
+            if let Some(me) = me {
+                let _ = l.member.set(me.id);
+            }
+            // Its Node: the one with this InternalIP.
+            let nodes: Api<Node> = Api::all(l.client.clone());
+            let node = nodes.list(&ListParams::default()).await?.items.into_iter().find(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .is_some_and(|a| a.iter().any(|a| a.type_ == "InternalIP" && a.address == *address))
+            });
+            if let Some(n) = node.and_then(|n| n.metadata.name) {
+                let _ = l.node.set(n);
+            }
+            Ok(format!(
+                "{after} member(s) remain, {} healthy, majority {need}",
+                healthy_after.len()
+            ))
+        }
+        .map(with_causes)
+        .boxed()
+    }
+}
+
+struct Drain;
+
+impl Phase<Leaving, RemovePhase, anyhow::Error> for Drain {
+    fn key(&self) -> RemovePhase {
+        RemovePhase::Drain
+    }
+    fn title(&self) -> &'static str {
+        "cordon the Node and evict its pods"
+    }
+    fn plan<'a>(&'a self, l: &'a Leaving) -> Planned<'a> {
+        let line = format!(
+            "cordon Node {} and evict its pods (DaemonSets' stay)",
+            l.node.get().map(String::as_str).unwrap_or("(none found)")
+        );
+        async move { Ok(vec![line]) }.boxed()
+    }
+    fn run<'a>(&'a self, l: &'a Leaving, _: &'a Live) -> Ran<'a> {
+        async move {
+            let Some(node) = l.node.get() else {
+                return Ok("no Node".to_string());
+            };
+            let nodes: Api<Node> = Api::all(l.client.clone());
+            nodes
+                .patch(
+                    node,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+                )
+                .await?;
+            let pods: Api<Pod> = Api::all(l.client.clone());
+            let started = Instant::now();
+            loop {
+                let on = pods
+                    .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+                    .await?;
+                let movable: Vec<&Pod> = on.items.iter().filter(|p| !daemon_or_mirror(p)).collect();
+                if movable.is_empty() {
+                    return Ok(format!("{node} drained"));
+                }
+                if started.elapsed() > Duration::from_secs(120) {
+                    bail!("{} pod(s) still on {node} after 120s", movable.len());
+                }
+                for p in movable {
+                    let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
+                        continue;
+                    };
+                    let api: Api<Pod> = Api::namespaced(l.client.clone(), ns);
+                    // A PodDisruptionBudget may say "not now": try again.
+                    let _ = api.evict(name, &EvictParams::default()).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        .map(with_causes)
+        .boxed()
+    }
+}
+
+fn daemon_or_mirror(p: &Pod) -> bool {
+    let mirror = p
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let daemon = p
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"));
+    mirror || daemon
+}
+
+struct LeaveEtcd;
+
+impl Phase<Leaving, RemovePhase, anyhow::Error> for LeaveEtcd {
+    fn key(&self) -> RemovePhase {
+        RemovePhase::LeaveEtcd
+    }
+    fn title(&self) -> &'static str {
+        "remove this member from etcd, before its host is reset"
+    }
+    fn plan<'a>(&'a self, l: &'a Leaving) -> Planned<'a> {
+        let line = format!(
+            "remove etcd member {} (via {})",
+            l.member
+                .get()
+                .map(|m| format!("{m:x}"))
+                .unwrap_or_else(|| "(not a member)".into()),
+            l.remaining.join(", ")
+        );
+        async move { Ok(vec![line]) }.boxed()
+    }
+    fn run<'a>(&'a self, l: &'a Leaving, _: &'a Live) -> Ran<'a> {
+        async move {
+            let Some(id) = l.member.get() else {
+                return Ok("not a member".to_string());
+            };
+            let id = format!("{id:x}");
+            etcdctl(l, &l.remaining.join(","), &["member", "remove", &id]).await?;
+            Ok(format!("member {id} removed"))
+        }
+        .map(with_causes)
+        .boxed()
+    }
+}
