@@ -395,7 +395,7 @@ fn grow_from_one_controller_to_three_under_load() {
         .trim_matches('"')
         .to_string();
     let manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {worker}}}\n      containers:\n      - name: web\n        image: kubeup.dev/busybox:test\n        imagePullPolicy: Never\n        command: [/bin/busybox, sh, -c, 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www']\n        ports: [{{containerPort: 8080}}]\n        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {worker}}}\n      containers:\n      - name: web\n        image: kubeup.dev/busybox:test\n        imagePullPolicy: Never\n        command: [/bin/busybox, sh, -c, 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www']\n        ports: [{{containerPort: 8080}}]\n        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
     );
     let path = dir.join("web.yaml");
     std::fs::write(&path, manifest).unwrap();
@@ -404,9 +404,18 @@ fn grow_from_one_controller_to_three_under_load() {
         &dir,
         &["rollout", "status", "deployment/web", "--timeout=120s"],
     );
-    let ip = kubectl_ok(
+    // Sandbox hosts have no default route, so a ClusterIP is unreachable
+    // from a host itself: the Service's node port on the worker's address
+    // goes through kube-proxy's rules all the same.
+    let port = kubectl_ok(
         &dir,
-        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+        &[
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
     );
     let kubelet_pid = |c: &Ha| {
         c_on(
@@ -425,7 +434,7 @@ fn grow_from_one_controller_to_three_under_load() {
     start_service_probe(
         &dir,
         &worker_address,
-        &format!("http://{ip}/index.html"),
+        &format!("http://{worker_address}:{port}/index.html"),
         120,
     );
     std::thread::sleep(Duration::from_secs(2));
