@@ -38,6 +38,11 @@ pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.10";
         type_ = "string",
         json_path = ".spec.controllers[0].address"
     ),
+    printcolumn(
+        name = "Controllers",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"ControllersReady\")].message"
+    ),
     printcolumn(name = "CNI", type_ = "string", json_path = ".spec.networking.cni"),
     printcolumn(
         name = "Certificates",

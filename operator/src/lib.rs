@@ -7,6 +7,7 @@
 //!   Events in one place).
 //! - [`serving`]: approves the kubelet-serving CSRs of the nodes it joined.
 //! - [`certexpiry`]: reports the controller's certificate expiry.
+//! - [`controlplane`]: reports every controller's apiserver readiness.
 //! - [`runtime`]: what they share: context, leader lease, metrics and
 //!   health endpoints, the artifact bundle, single-object watches.
 //!
@@ -14,6 +15,7 @@
 //! use is re-exported below, so dead code warns.
 
 pub mod certexpiry;
+pub mod controlplane;
 mod error;
 mod runtime;
 pub mod serving;

@@ -224,6 +224,8 @@ pub async fn run(
     let approver = crate::serving::run(ctx.clone(), store.clone());
     // The controller's certificate expiry, beside the joins.
     let expiry = tokio::spawn(crate::certexpiry::run(ctx.clone()));
+    // Every controller's readiness, beside them.
+    let controllers = tokio::spawn(crate::controlplane::run(ctx.clone()));
     let mut controller = controller.watches(nodes, watcher::Config::default(), move |node| {
         let name = node.name_any();
         if let Some((ns, wj)) = node
@@ -274,6 +276,7 @@ pub async fn run(
         });
     futures::future::join(joins, approver).await;
     expiry.abort();
+    controllers.abort();
 }
 
 /// The WorkerJoins that name this Secret (SSH key or bastion key).

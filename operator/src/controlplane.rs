@@ -1,0 +1,172 @@
+//! The control plane's health as the `Cluster`'s `ControllersReady`
+//! condition: every controller's apiserver is asked for `/readyz` (which
+//! includes its etcd) at its own address, every [`INTERVAL`], so a
+//! controller that is down shows in `kubectl get clusters` without anyone
+//! running a command. (`kubeup status` goes further over SSH: etcd's
+//! members, leader and lag, and who holds the virtual IP.)
+
+use std::time::Duration;
+
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use kubeup_crds::Cluster;
+use kubeup_crds::conditions::{Condition, ConditionStatus};
+
+use crate::error::{Error, Result};
+use crate::runtime::context::{Context, FIELD_MANAGER};
+
+pub const CONDITION: &str = "ControllersReady";
+pub const INTERVAL: Duration = Duration::from_secs(15);
+
+/// One controller's answer: its address and `Ok` or why not.
+pub type Answer = (String, std::result::Result<(), String>);
+
+/// The condition for these answers.
+pub fn condition(answers: &[Answer]) -> Condition {
+    let ready = answers.iter().filter(|(_, r)| r.is_ok()).count();
+    let total = answers.len();
+    let (status, reason, message) = if total == 0 {
+        (
+            ConditionStatus::Unknown,
+            "NoControllers",
+            "the Cluster lists no controller".to_string(),
+        )
+    } else if ready == total {
+        (
+            ConditionStatus::True,
+            "AllReady",
+            format!("{ready}/{total} apiservers ready"),
+        )
+    } else {
+        let down: Vec<String> = answers
+            .iter()
+            .filter_map(|(a, r)| r.as_ref().err().map(|e| format!("{a}: {e}")))
+            .collect();
+        (
+            ConditionStatus::False,
+            if ready > total / 2 {
+                "Degraded"
+            } else {
+                "NoMajority"
+            },
+            format!(
+                "{ready}/{total} apiservers ready; not ready: {}",
+                down.join("; ")
+            ),
+        )
+    };
+    Condition {
+        type_: CONDITION.into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_time: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        observed_generation: None,
+    }
+}
+
+/// `/readyz` of the apiserver at `address`, with the operator's own
+/// in-cluster credentials and the cluster CA (the apiserver's certificate
+/// names every controller's address).
+async fn ask(address: &str) -> std::result::Result<(), String> {
+    let mut config = kube::Config::incluster().map_err(|e| e.to_string())?;
+    config.cluster_url = format!("https://{address}:6443")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    config.read_timeout = Some(Duration::from_secs(3));
+    config.connect_timeout = Some(Duration::from_secs(2));
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let request = http::Request::get("/readyz")
+        .body(vec![])
+        .map_err(|e| e.to_string())?;
+    match client.request_text(request).await {
+        Ok(body) if body.trim() == "ok" => Ok(()),
+        Ok(body) => Err(body.trim().chars().take(200).collect()),
+        Err(e) => Err(e.to_string().chars().take(200).collect()),
+    }
+}
+
+/// Ask every controller of every Cluster once; write the condition.
+pub async fn check(ctx: &Context) -> Result<()> {
+    let clusters: Api<Cluster> = Api::all(ctx.client.clone());
+    for c in clusters
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list Clusters"))?
+    {
+        let answers: Vec<Answer> = futures::future::join_all(
+            c.spec
+                .controllers
+                .iter()
+                .map(|h| async move { (h.address.clone(), ask(&h.address).await) }),
+        )
+        .await;
+        let new = condition(&answers);
+        let mut conditions = c.status.clone().unwrap_or_default().conditions;
+        kubeup_crds::conditions::set_condition(&mut conditions, new);
+        let patch = serde_json::json!({
+            "apiVersion": "kubeup.dev/v1alpha1",
+            "kind": "Cluster",
+            "status": {"conditions": conditions},
+        });
+        clusters
+            .patch_status(
+                &c.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::kube(format!(
+                "update the status of Cluster {}",
+                c.name_any()
+            )))?;
+    }
+    Ok(())
+}
+
+/// Check every [`INTERVAL`]; errors are logged and retried.
+pub async fn run(ctx: std::sync::Arc<Context>) {
+    loop {
+        if let Err(e) = check(&ctx).await {
+            tracing::warn!(error = %e, "failed to check the controllers");
+        }
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(a: &str, ok: bool) -> Answer {
+        (
+            a.into(),
+            if ok {
+                Ok(())
+            } else {
+                Err("connection refused".into())
+            },
+        )
+    }
+
+    #[test]
+    fn all_ready_counts_them() {
+        let c = condition(&[answer("a", true), answer("b", true), answer("c", true)]);
+        assert_eq!(c.status, ConditionStatus::True);
+        assert_eq!(c.message, "3/3 apiservers ready");
+    }
+
+    #[test]
+    fn one_down_is_degraded_and_named() {
+        let c = condition(&[answer("a", true), answer("b", false), answer("c", true)]);
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::False, "Degraded")
+        );
+        assert!(c.message.contains("2/3") && c.message.contains("b: connection refused"));
+        let c = condition(&[answer("a", false), answer("b", false), answer("c", true)]);
+        assert_eq!(c.reason, "NoMajority");
+    }
+}
