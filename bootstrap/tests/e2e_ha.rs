@@ -39,6 +39,17 @@ struct Ha {
 }
 
 impl Ha {
+    /// A fresh sandbox of `hosts` machines, the first three controllers;
+    /// the guard removes it.
+    fn sandbox(name: &str, hosts: u32) -> (Ha, SandboxGuard) {
+        let dir = std::env::temp_dir().join(format!("kubeup-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let guard = SandboxGuard(dir.clone());
+        sandbox_up_with(dir.to_str().unwrap(), hosts, 3);
+        (Ha { dir }, guard)
+    }
+
     fn file(&self) -> String {
         self.dir.join("cluster.yaml").display().to_string()
     }
@@ -229,12 +240,8 @@ fn pods_on(dir: &Path, node: &str) -> Vec<String> {
 #[test]
 fn three_controllers_survive_losing_any_one() {
     let _one_at_a_time = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = std::env::temp_dir().join(format!("kubeup-e2e-ha-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _guard = SandboxGuard(dir.clone());
-    sandbox_up_with(dir.to_str().unwrap(), 5, 3);
-    let c = Ha { dir: dir.clone() };
+    let (c, _guard) = Ha::sandbox("ha", 5);
+    let dir = c.dir.clone();
 
     // From scratch: the three controllers converge at once.
     let started = Instant::now();
@@ -410,12 +417,8 @@ fn service_failures(dir: &Path, address: &str) -> (usize, usize) {
 #[test]
 fn grow_from_one_controller_to_three_under_load() {
     let _one_at_a_time = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = std::env::temp_dir().join(format!("kubeup-e2e-grow-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _guard = SandboxGuard(dir.clone());
-    sandbox_up_with(dir.to_str().unwrap(), 4, 3);
-    let c = Ha { dir: dir.clone() };
+    let (c, _guard) = Ha::sandbox("grow", 4);
+    let dir = c.dir.clone();
     let file = dir.join("cluster.yaml");
     let three = std::fs::read_to_string(&file).unwrap();
     // The cluster as it was before it grew: one controller, no endpoint.

@@ -44,6 +44,27 @@ impl From<bool> for ConditionStatus {
 
 /// Set (insert or replace) `new` in `conditions`, keeping the old
 /// `lastTransitionTime` when the status did not change, as Kubernetes does.
+impl Condition {
+    /// A condition that changed now (its transition time set to now).
+    pub fn now(
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            observed_generation: None,
+        }
+    }
+}
+
 pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
     if let Some(old) = conditions.iter_mut().find(|c| c.type_ == new.type_) {
         if old.status == new.status {

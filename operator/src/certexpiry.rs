@@ -117,16 +117,7 @@ pub fn condition(expiries: &[Expiry], damaged: &[String], warn_days: i64) -> Con
             "no certificates published yet (run `kubeup up`)".into(),
         )
     };
-    Condition {
-        type_: CONDITION.into(),
-        status,
-        reason: reason.into(),
-        message,
-        last_transition_time: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        observed_generation: None,
-    }
+    Condition::now(CONDITION, status, reason, message)
 }
 
 /// Look once: metric and condition on every Cluster.
@@ -156,26 +147,37 @@ pub async fn check(ctx: &Context) -> Result<Condition> {
         .await
         .map_err(Error::kube("list Clusters"))?
     {
-        let mut conditions = c.status.clone().unwrap_or_default().conditions;
-        kubeup_crds::conditions::set_condition(&mut conditions, new.clone());
-        let patch = serde_json::json!({
-            "apiVersion": "kubeup.dev/v1alpha1",
-            "kind": "Cluster",
-            "status": {"conditions": conditions},
-        });
-        clusters
-            .patch_status(
-                &c.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(Error::kube(format!(
-                "update the status of Cluster {}",
-                c.name_any()
-            )))?;
+        set_cluster_condition(&clusters, &c, new.clone()).await?;
     }
     Ok(new)
+}
+
+/// Set one condition of a Cluster's status, keeping the others (the
+/// certificate and controller checks each own one).
+pub async fn set_cluster_condition(
+    clusters: &Api<Cluster>,
+    c: &Cluster,
+    condition: Condition,
+) -> Result<()> {
+    let mut conditions = c.status.clone().unwrap_or_default().conditions;
+    kubeup_crds::conditions::set_condition(&mut conditions, condition);
+    let patch = serde_json::json!({
+        "apiVersion": "kubeup.dev/v1alpha1",
+        "kind": "Cluster",
+        "status": {"conditions": conditions},
+    });
+    clusters
+        .patch_status(
+            &c.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "update the status of Cluster {}",
+            c.name_any()
+        )))?;
+    Ok(())
 }
 
 /// Check now and every [`INTERVAL`]; errors are logged and retried.

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::ListParams;
 use kubeup_crds::Cluster;
 use kubeup_crds::conditions::{Condition, ConditionStatus};
 
 use crate::error::{Error, Result};
-use crate::runtime::context::{Context, FIELD_MANAGER};
+use crate::runtime::context::Context;
 
 pub const CONDITION: &str = "ControllersReady";
 pub const INTERVAL: Duration = Duration::from_secs(15);
@@ -55,16 +55,7 @@ pub fn condition(answers: &[Answer]) -> Condition {
             ),
         )
     };
-    Condition {
-        type_: CONDITION.into(),
-        status,
-        reason: reason.into(),
-        message,
-        last_transition_time: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        observed_generation: None,
-    }
+    Condition::now(CONDITION, status, reason, message)
 }
 
 /// `/readyz` of the apiserver at `address`, with the operator's own
@@ -103,25 +94,7 @@ pub async fn check(ctx: &Context) -> Result<()> {
                 .map(|h| async move { (h.address.clone(), ask(&h.address).await) }),
         )
         .await;
-        let new = condition(&answers);
-        let mut conditions = c.status.clone().unwrap_or_default().conditions;
-        kubeup_crds::conditions::set_condition(&mut conditions, new);
-        let patch = serde_json::json!({
-            "apiVersion": "kubeup.dev/v1alpha1",
-            "kind": "Cluster",
-            "status": {"conditions": conditions},
-        });
-        clusters
-            .patch_status(
-                &c.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(Error::kube(format!(
-                "update the status of Cluster {}",
-                c.name_any()
-            )))?;
+        crate::certexpiry::set_cluster_condition(&clusters, &c, condition(&answers)).await?;
     }
     Ok(())
 }

@@ -37,12 +37,13 @@ fn node() -> NodeInput {
     }
 }
 
-fn rendered() -> Vec<(String, HostFile)> {
-    let c = ControllerInput {
+/// The first of three controllers behind a virtual IP: the rendering
+/// names them all.
+fn controller() -> ControllerInput {
+    ControllerInput {
         node: node(),
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
-        // Three controllers behind a virtual IP: the rendering names all.
         etcd_members: vec![
             ("ctl-1".into(), "192.0.2.10".into()),
             ("ctl-2".into(), "192.0.2.12".into()),
@@ -56,7 +57,11 @@ fn rendered() -> Vec<(String, HostFile)> {
             interface: "eth0".into(),
             peers: vec!["192.0.2.12".into(), "192.0.2.13".into()],
         }),
-    };
+    }
+}
+
+fn rendered() -> Vec<(String, HostFile)> {
+    let c = controller();
     let mut files = vec![
         units::containerd(&c.node),
         units::etcd(&c),
@@ -329,25 +334,7 @@ fn the_audit_policy_logs_sensitive_resources_at_metadata_and_drops_noise() {
 
 #[test]
 fn the_apiserver_writes_the_audit_log_into_a_directory_systemd_makes() {
-    let c = ControllerInput {
-        node: node(),
-        cluster_name: "demo".into(),
-        service_cidr: "10.96.0.0/12".into(),
-        // Three controllers behind a virtual IP: the rendering names all.
-        etcd_members: vec![
-            ("ctl-1".into(), "192.0.2.10".into()),
-            ("ctl-2".into(), "192.0.2.12".into()),
-            ("ctl-3".into(), "192.0.2.13".into()),
-        ],
-        etcd_joins_existing: false,
-        endpoint: Some("192.0.2.100".into()),
-        vip: Some(apilb::VipInput {
-            address: "192.0.2.100".into(),
-            router_id: 51,
-            interface: "eth0".into(),
-            peers: vec!["192.0.2.12".into(), "192.0.2.13".into()],
-        }),
-    };
+    let c = controller();
     let unit = text(&units::kube_apiserver(&c));
     for flag in [
         "--audit-policy-file=/etc/kubernetes/audit-policy.yaml",

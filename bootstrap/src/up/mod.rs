@@ -7,6 +7,7 @@ mod addons;
 mod certinfo;
 mod connect;
 mod context;
+mod etcdctl;
 mod failure;
 mod metrics;
 mod node;

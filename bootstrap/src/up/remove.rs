@@ -14,6 +14,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::etcdctl::{Health, Member, MemberList};
 use anyhow::{Context as _, Result, bail};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -24,10 +25,8 @@ use kubeup_crds::Cluster;
 use kubeup_crds::cluster::ControllerHost;
 use kubeup_provision::converge::ConvergeError;
 use kubeup_provision::converge::reset_phases::{OnHost, ResetPhase, ResetSteps};
-use kubeup_provision::hostplan::layout;
 use kubeup_provision::phase::{Effect, Live, Phase, PhaseKey, Procedure};
-use kubeup_provision::ssh::{Command, Session};
-use serde::Deserialize;
+use kubeup_provision::ssh::Session;
 
 use super::connect::{Connect, Link, with_causes};
 use super::context::ControllerContext;
@@ -195,44 +194,11 @@ async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(
 type Planned<'a> = BoxFuture<'a, Result<Vec<String>>>;
 type Ran<'a> = BoxFuture<'a, Result<String>>;
 
-#[derive(Debug, Deserialize)]
-struct MemberList {
-    #[serde(default)]
-    members: Vec<Member>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Member {
-    #[serde(rename = "ID")]
-    id: u64,
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "peerURLs", default)]
-    peer_urls: Vec<String>,
-    #[serde(rename = "clientURLs", default)]
-    client_urls: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Health {
-    endpoint: String,
-    health: bool,
-}
-
 /// etcdctl on the leaving host (it has the binary and a client
 /// certificate of the etcd CA), against `endpoints`.
 async fn etcdctl(l: &Leaving, endpoints: &str, args: &[&str]) -> Result<String> {
-    let ctx = &l.link.ctx;
-    let p = layout::ETCD_PKI;
-    let cmd = Command::new(layout::bin(&ctx.manifest.kubernetes_version, "etcdctl"))
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--cacert={p}/ca.crt"))
-        .arg(format!("--cert={p}/healthcheck-client.crt"))
-        .arg(format!("--key={p}/healthcheck-client.key"))
-        .arg("--command-timeout=5s")
-        .args(args)
-        .privileged()
-        .timeout(Duration::from_secs(20));
+    let version = &l.link.ctx.manifest.kubernetes_version;
+    let cmd = super::etcdctl::command(version, endpoints, args);
     let out = l.link.session()?.output(&cmd).await?;
     // `endpoint health` exits 1 when a member is unhealthy, with the JSON.
     if out.exit_status != Some(0) && out.stdout.is_empty() {

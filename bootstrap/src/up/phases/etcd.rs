@@ -9,12 +9,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::up::etcdctl::{Member, MemberList};
 use anyhow::{Context as _, Result, bail};
 use futures::FutureExt;
-use kubeup_provision::hostplan::layout;
 use kubeup_provision::phase::{Live, Phase};
 use kubeup_provision::ssh::Command;
-use serde::Deserialize;
 
 use super::{Plan, Run, UpPhase};
 use crate::up::connect::with_causes;
@@ -23,40 +22,14 @@ use crate::up::run::UpRun;
 /// How long a learner may take to catch up before `up` gives up.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Deserialize)]
-struct MemberList {
-    #[serde(default)]
-    members: Vec<Member>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Member {
-    #[serde(rename = "ID")]
-    id: u64,
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "peerURLs", default)]
-    peer_urls: Vec<String>,
-    #[serde(rename = "isLearner", default)]
-    is_learner: bool,
-}
-
 /// `etcdctl …` on this controller against the members that run now.
 fn etcdctl(run: &UpRun, args: &[&str]) -> Result<Command> {
-    let ctx = run.ctx();
     let endpoints = run.running_members()?.join(",");
-    let p = layout::ETCD_PKI;
-    Ok(
-        Command::new(layout::bin(&ctx.manifest.kubernetes_version, "etcdctl"))
-            .arg(format!("--endpoints={endpoints}"))
-            .arg(format!("--cacert={p}/ca.crt"))
-            .arg(format!("--cert={p}/healthcheck-client.crt"))
-            .arg(format!("--key={p}/healthcheck-client.key"))
-            .arg("--command-timeout=5s")
-            .args(args)
-            .privileged()
-            .timeout(Duration::from_secs(15)),
-    )
+    Ok(crate::up::etcdctl::command(
+        &run.ctx().manifest.kubernetes_version,
+        &endpoints,
+        args,
+    ))
 }
 
 async fn members(run: &UpRun) -> Result<Vec<Member>> {

@@ -1,0 +1,72 @@
+//! etcdctl on a controller, as `up` runs it to add, promote, count and
+//! remove etcd members: the bundle's binary with the controller's etcd
+//! client certificate (issued by the etcd CA; etcd's peers and clients are
+//! all mTLS), and the JSON it prints.
+
+use std::time::Duration;
+
+use kubeup_provision::hostplan::layout;
+use kubeup_provision::ssh::Command;
+use serde::Deserialize;
+
+/// `etcdctl --endpoints=… ARGS` for Kubernetes `version`'s bundle.
+pub fn command(version: &str, endpoints: &str, args: &[&str]) -> Command {
+    let p = layout::ETCD_PKI;
+    Command::new(layout::bin(version, "etcdctl"))
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={p}/ca.crt"))
+        .arg(format!("--cert={p}/healthcheck-client.crt"))
+        .arg(format!("--key={p}/healthcheck-client.key"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .privileged()
+        .timeout(Duration::from_secs(20))
+}
+
+/// `member list -w json`.
+#[derive(Debug, Deserialize)]
+pub struct MemberList {
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Member {
+    #[serde(rename = "ID")]
+    pub id: u64,
+    /// Empty for a member added but not started yet.
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
+}
+
+/// One entry of `endpoint health -w json`.
+#[derive(Debug, Deserialize)]
+pub struct Health {
+    pub endpoint: String,
+    pub health: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_list_parses_with_learners_and_unstarted_members() {
+        let json = r#"{"header":{},"members":[{"ID":1,"name":"a","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]},{"ID":2,"peerURLs":["https://10.0.0.2:2380"],"isLearner":true}]}"#;
+        let list: MemberList = serde_json::from_str(json).unwrap();
+        assert_eq!(list.members.len(), 2);
+        assert!(!list.members[0].is_learner && list.members[1].is_learner);
+        assert!(list.members[1].name.is_empty() && list.members[1].client_urls.is_empty());
+        let health: Vec<Health> = serde_json::from_str(
+            r#"[{"endpoint":"https://10.0.0.1:2379","health":false,"error":"x"}]"#,
+        )
+        .unwrap();
+        assert!(!health[0].health);
+    }
+}
