@@ -552,6 +552,8 @@ fn grow_from_one_controller_to_three_under_load() {
         "{text}"
     );
     kubeup_ok(&["sandbox", "start", &names[2], "--dir", c.dir()]);
+    // `status` asks the controllers cluster.yaml lists: all three again.
+    std::fs::write(&file, &three).unwrap();
     let s = c.wait_healthy(120);
     assert_eq!(
         s["members"].as_array().unwrap().len(),
