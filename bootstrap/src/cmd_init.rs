@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use kubeup_crds::Cluster;
-use kubeup_crds::cluster::{ClusterSpec, ControllerHost};
+use kubeup_crds::cluster::{ClusterSpec, ControlPlaneEndpoint, ControllerHost, EndpointKind};
 use kubeup_crds::host::{HostKeyPolicy, HostKeyTrust};
 use kubeup_provision::init::init_cluster_dir;
 use kubeup_provision::pki::InitOutcome;
@@ -19,9 +19,14 @@ pub struct InitArgs {
     /// Cluster name (metadata.name).
     #[arg(long, default_value = "kubeup")]
     pub name: String,
-    /// The controller's address (IPv4 or DNS name).
-    #[arg(long, default_value = "192.0.2.10")]
-    pub controller: String,
+    /// A controller's address (IPv4 or DNS name); repeat it for 3 or 5
+    /// controllers.
+    #[arg(long = "controller", default_value = "192.0.2.10")]
+    pub controllers: Vec<String>,
+    /// A virtual IP kubeup's keepalived moves among the controllers, as the
+    /// API's endpoint (`controlPlaneEndpoint`, kind VirtualIP).
+    #[arg(long)]
+    pub endpoint: Option<String>,
     /// SSH user on the controller.
     #[arg(long, default_value = "root")]
     pub user: String,
@@ -38,6 +43,11 @@ pub struct InitArgs {
 }
 
 pub fn run(args: InitArgs) -> Result<ExitCode> {
+    if args.host_key.is_some() && args.controllers.len() > 1 {
+        anyhow::bail!(
+            "--host-key pins one host's key: with several controllers, pin each in cluster.yaml (or leave it out to record each key on first use)"
+        );
+    }
     let cluster = template(&args);
     let summary = init_cluster_dir(&args.dir, &cluster).with_context(|| {
         format!(
@@ -80,16 +90,25 @@ fn template(args: &InitArgs) -> Cluster {
     };
     let spec = ClusterSpec {
         kubernetes_version: kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION.into(),
-        controllers: vec![ControllerHost {
-            address: args.controller.clone(),
-            port: args.port,
-            user: args.user.clone(),
-            private_key_file: args.private_key_file.clone(),
-            host_key,
-            name: None,
-            bastion: None,
-        }],
-        control_plane_endpoint: None,
+        controllers: args
+            .controllers
+            .iter()
+            .map(|address| ControllerHost {
+                address: address.clone(),
+                port: args.port,
+                user: args.user.clone(),
+                private_key_file: args.private_key_file.clone(),
+                host_key: host_key.clone(),
+                name: None,
+                bastion: None,
+            })
+            .collect(),
+        control_plane_endpoint: args.endpoint.as_ref().map(|address| ControlPlaneEndpoint {
+            address: address.clone(),
+            kind: EndpointKind::VirtualIP,
+            port: kubeup_crds::cluster::API_PORT,
+            virtual_router_id: 51,
+        }),
         networking: Default::default(),
         artifacts: Default::default(),
         certificates: Default::default(),
@@ -97,4 +116,39 @@ fn template(args: &InitArgs) -> Cluster {
         addons: Default::default(),
     };
     Cluster::new(&args.name, spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InitArgs,
+    }
+
+    #[test]
+    fn three_controllers_and_a_virtual_ip_make_a_valid_cluster_yaml() {
+        let cli = Cli::parse_from([
+            "init",
+            "--controller",
+            "192.0.2.10",
+            "--controller",
+            "192.0.2.11",
+            "--controller",
+            "192.0.2.12",
+            "--endpoint",
+            "192.0.2.100",
+        ]);
+        let text = kubeup_provision::config::render_cluster_yaml(&template(&cli.args));
+        let cluster = kubeup_provision::config::parse(&text, std::path::Path::new("/nonexistent"))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(cluster.spec.controllers.len(), 3);
+        assert_eq!(
+            cluster.spec.control_plane_endpoint.map(|e| e.address),
+            Some("192.0.2.100".to_string())
+        );
+    }
 }

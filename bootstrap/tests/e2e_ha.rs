@@ -591,6 +591,27 @@ fn grow_from_one_controller_to_three_under_load() {
         pid_before,
         "the worker's kubelet restarted"
     );
+
+    // The endpoint taken out too: keepalived stops and gives the address up;
+    // kubectl goes to the controller itself.
+    with_controllers(&file, &three, &[0], false);
+    kubeup_ok(&["up", "-f", &c.file()]);
+    let first = s_address(&three, 0);
+    let vip = c_on(
+        &c,
+        &first,
+        &format!("systemctl is-active kubeup-vip || true; ip -4 -o addr show to {VIP}/32"),
+    );
+    assert!(
+        !vip.contains(VIP) && !vip.lines().any(|l| l == "active"),
+        "{vip}"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("admin.kubeconfig"))
+            .unwrap()
+            .contains(&format!("server: https://{first}:6443"))
+    );
+    kubectl_ok(&dir, &["get", "nodes"]);
 }
 
 /// `kubeup plan`'s whole output (its planned lines are progress, on stderr).

@@ -281,7 +281,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
             let session = run.session()?;
             node::apply_sysctls(session, false).await?;
             let (restart, changed) = run.restart();
-            let c = converge::ensure_units(
+            let mut c = converge::ensure_units(
                 session,
                 &with_vip(run, &CONTROL_PLANE),
                 &restart,
@@ -289,6 +289,9 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
                 false,
             )
             .await?;
+            if run.ctx().virtual_ip().is_none() {
+                c.merge(retire_vip(session).await?);
+            }
             let detail = c.units_summary();
             run.merge(c);
             Ok(detail)
@@ -346,6 +349,27 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Images {
         .map(with_causes)
         .boxed()
     }
+}
+
+/// A virtual IP taken out of cluster.yaml: keepalived stops (giving the
+/// address up) and its files go. Nothing when it never ran here.
+async fn retire_vip(session: &Session) -> Result<Changes> {
+    let unit = kubeup_provision::hostplan::layout::SYSTEMD.to_string() + "/" + &Unit::Vip.service();
+    let script = format!(
+        "if [ -e {unit} ]; then systemctl disable --now --quiet {service}; rm -f {unit} {config}; systemctl daemon-reload; echo retired; fi",
+        service = Unit::Vip.service(),
+        config = apilb::KEEPALIVED_CONFIG,
+    );
+    let out = session
+        .output(&Command::shell(script).privileged())
+        .await
+        .context("failed to stop keepalived of the removed virtual IP")?;
+    let mut c = Changes::default();
+    if out.stdout_str().trim() == "retired" {
+        c.restarted
+            .push(format!("{} (stopped: no virtual IP)", Unit::Vip.name()));
+    }
+    Ok(c)
 }
 
 /// The interface holding the controller's own `address`: where keepalived
