@@ -3,10 +3,11 @@
 //! client certificate (issued by the etcd CA; etcd's peers and clients are
 //! all mTLS), and the JSON it prints.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::{Result, bail};
 use kubeup_provision::hostplan::layout;
-use kubeup_provision::ssh::Command;
+use kubeup_provision::ssh::{Command, Session};
 use serde::Deserialize;
 
 /// `etcdctl --endpoints=… ARGS` for Kubernetes `version`'s bundle.
@@ -21,6 +22,28 @@ pub fn command(version: &str, endpoints: &str, args: &[&str]) -> Command {
         .args(args)
         .privileged()
         .timeout(Duration::from_secs(20))
+}
+
+/// Run a membership change (`member add|promote|remove`). etcd refuses one
+/// with "unhealthy cluster" while a member has been back for less than its
+/// health interval (5 s), e.g. a controller just started again: such a
+/// refusal is tried again for up to a minute; any other error ends it, with
+/// etcdctl's last line.
+pub async fn reconfigure(session: &Session, cmd: &Command, what: &str) -> Result<String> {
+    let started = Instant::now();
+    loop {
+        let out = session.output(cmd).await?;
+        if out.exit_status == Some(0) {
+            return Ok(out.stdout_str());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if stderr.contains("unhealthy cluster") && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let last = stderr.trim().lines().last().unwrap_or("").to_string();
+        bail!("etcdctl {what} failed: {last}");
+    }
 }
 
 /// `member list -w json`.

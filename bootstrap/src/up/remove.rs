@@ -394,7 +394,13 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for LeaveEtcd {
                 return Ok("not a member".to_string());
             };
             let id = format!("{id:x}");
-            etcdctl(l, &l.remaining.join(","), &["member", "remove", &id]).await?;
+            let version = &l.link.ctx.manifest.kubernetes_version;
+            let remove = super::etcdctl::command(
+                version,
+                &l.remaining.join(","),
+                &["member", "remove", &id],
+            );
+            super::etcdctl::reconfigure(l.link.session()?, &remove, "member remove").await?;
             Ok(format!("member {id} removed"))
         }
         .map(with_causes)

@@ -107,19 +107,11 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for EtcdJoin {
                     l.name
                 );
             }
-            let out = run
-                .session()?
-                .output(&etcdctl(
-                    run,
-                    &["member", "add", &name, &format!("--peer-urls={url}"), "--learner"],
-                )?)
-                .await?;
-            if out.exit_status != Some(0) {
-                bail!(
-                    "etcdctl member add failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            let add = etcdctl(
+                run,
+                &["member", "add", &name, &format!("--peer-urls={url}"), "--learner"],
+            )?;
+            crate::up::etcdctl::reconfigure(run.session()?, &add, "member add").await?;
             Ok(format!("learner {name}"))
         }
         .map(with_causes)
