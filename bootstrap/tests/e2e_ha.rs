@@ -532,6 +532,61 @@ fn grow_from_one_controller_to_three_under_load() {
     );
     assert!(c.node_ready(&worker));
 
+    // Whoever may edit the Cluster object cannot make `up` drain and reset
+    // a machine: a "controller" only the object lists (here the worker and
+    // an address nobody has) is no etcd member, so `up` refuses and touches
+    // nothing.
+    let cluster_name = kubectl_ok(
+        &dir,
+        &[
+            "get",
+            "clusters",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    let forged = format!(
+        r#"[{{"op":"add","path":"/spec/controllers/-","value":{{"address":"{worker_address}"}}}},{{"op":"add","path":"/spec/controllers/-","value":{{"address":"198.18.0.99"}}}}]"#
+    );
+    kubectl_ok(
+        &dir,
+        &[
+            "patch",
+            "cluster",
+            &cluster_name,
+            "--type=json",
+            "-p",
+            &forged,
+        ],
+    );
+    let o = kubeup(&["up", "-f", &c.file()]);
+    let text = describe(&o);
+    assert!(
+        !o.status.success(),
+        "a forged controller was acted on: {text}"
+    );
+    assert!(
+        text.contains("is no etcd member: nothing removed"),
+        "{text}"
+    );
+    assert!(c.node_ready(&worker));
+    assert_eq!(
+        kubelet_pid(&c),
+        pid_before,
+        "the worker's kubelet restarted"
+    );
+    kubectl_ok(
+        &dir,
+        &[
+            "patch",
+            "cluster",
+            &cluster_name,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/controllers/4"},{"op":"remove","path":"/spec/controllers/3"}]"#,
+        ],
+    );
+
     // Shrinking. A removal that would leave etcd without a healthy
     // majority is refused before anything changes: with the third
     // controller stopped, shrinking to one starts by removing the second,

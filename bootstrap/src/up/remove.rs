@@ -80,12 +80,59 @@ pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<Controll
         .iter()
         .map(|c| c.address.as_str())
         .collect();
-    Ok(running
+    let candidates: Vec<ControllerHost> = running
         .spec
         .controllers
         .into_iter()
         .filter(|c| !keep.contains(&c.address.as_str()))
-        .collect())
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    // Whoever may edit the Cluster object must not make `up` drain, reset
+    // and SSH into a machine of their choosing: only a host etcd itself
+    // (asked on a controller cluster.yaml lists) has as a member leaves.
+    let members = members_seen_by(ctx, first).await?;
+    let (members, strangers): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|c| members.contains(&format!("https://{}:2380", c.address)));
+    if let Some(s) = strangers.first() {
+        bail!(
+            "the running Cluster lists the controller {} that cluster.yaml does not, but it is no etcd member: nothing removed. Put it back in cluster.yaml or remove it from the Cluster object (`kubectl edit clusters`)",
+            s.address
+        );
+    }
+    Ok(members)
+}
+
+/// The peer URLs of etcd's members, asked on `controller` over SSH.
+async fn members_seen_by(
+    ctx: &ControllerContext,
+    controller: &ControllerHost,
+) -> Result<Vec<String>> {
+    let session = ctx.connect(controller).await?;
+    let cmd = super::etcdctl::command(
+        &ctx.manifest.kubernetes_version,
+        "https://127.0.0.1:2379",
+        &["member", "list", "-w", "json"],
+    );
+    let out = session.output(&cmd).await;
+    session.close().await;
+    let out = out?;
+    if out.exit_status != Some(0) {
+        bail!(
+            "failed to list etcd's members on {}: {}",
+            controller.address,
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let list: MemberList =
+        serde_json::from_slice(&out.stdout).context("etcdctl member list printed no JSON")?;
+    Ok(list.members.into_iter().flat_map(|m| m.peer_urls).collect())
 }
 
 /// One leaving controller: its session, the cluster, what the gate found.
@@ -275,9 +322,11 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
             if let Some(me) = me {
                 let _ = l.member.set(me.id);
             }
-            // Its Node: the one with this InternalIP.
+            // Its Node: the controller with this InternalIP (never a worker).
             let nodes: Api<Node> = Api::all(l.client.clone());
-            let node = nodes.list(&ListParams::default()).await?.items.into_iter().find(|n| {
+            let controllers =
+                ListParams::default().labels(kubeup_provision::hostplan::node::CONTROL_PLANE_ROLE);
+            let node = nodes.list(&controllers).await?.items.into_iter().find(|n| {
                 n.status
                     .as_ref()
                     .and_then(|s| s.addresses.as_ref())
