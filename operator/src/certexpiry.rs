@@ -152,24 +152,30 @@ pub async fn check(ctx: &Context) -> Result<Condition> {
     Ok(new)
 }
 
-/// Set one condition of a Cluster's status, keeping the others (the
-/// certificate and controller checks each own one).
+/// Set one condition of a Cluster's status, leaving the others alone. Each
+/// condition is applied by a field manager of its own, with only its own
+/// entry (the list is keyed by type): one checker applying the whole list
+/// as it last read it would drop a condition another one set meanwhile,
+/// which server-side apply does for fields a manager stops sending.
 pub async fn set_cluster_condition(
     clusters: &Api<Cluster>,
     c: &Cluster,
     condition: Condition,
 ) -> Result<()> {
+    let type_ = condition.type_.clone();
     let mut conditions = c.status.clone().unwrap_or_default().conditions;
+    // Keeps the transition time when the status did not change.
     kubeup_crds::conditions::set_condition(&mut conditions, condition);
+    let mine: Vec<&Condition> = conditions.iter().filter(|x| x.type_ == type_).collect();
     let patch = serde_json::json!({
         "apiVersion": "kubeup.dev/v1alpha1",
         "kind": "Cluster",
-        "status": {"conditions": conditions},
+        "status": {"conditions": mine},
     });
     clusters
         .patch_status(
             &c.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(&format!("{FIELD_MANAGER}-{}", type_.to_lowercase())).force(),
             &Patch::Apply(&patch),
         )
         .await

@@ -84,7 +84,21 @@ async fn published_certificates_become_a_condition_and_a_metric() {
         ..Default::default()
     };
     cms.create(&PostParams::default(), &cm).await.unwrap();
+    // The controller check read the Cluster before this one writes: its
+    // later write (with only what it read) must not drop this condition.
+    let stale = clusters.get("test").await.unwrap();
     let c = certexpiry::check(&ctx).await.unwrap();
+    let ready = kubeup_crds::conditions::Condition::now(
+        "ControllersReady",
+        ConditionStatus::True,
+        "AllReady",
+        "1/1 apiservers ready",
+    );
+    certexpiry::set_cluster_condition(&clusters, &stale, ready)
+        .await
+        .unwrap();
+    let status = clusters.get("test").await.unwrap().status.unwrap();
+    assert!(find(&status.conditions, "ControllersReady").is_some());
     assert_eq!(c.status, ConditionStatus::True, "{}", c.message);
     let status = clusters.get("test").await.unwrap().status.unwrap();
     let on_cluster = find(&status.conditions, CONDITION).expect("the condition on the Cluster");
