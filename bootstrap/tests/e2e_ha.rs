@@ -109,6 +109,41 @@ impl Ha {
         (status.to_string(), message.to_string())
     }
 
+    /// Wait until the worker's load balancer lists `n` apiservers (the
+    /// operator follows the Cluster); on timeout, what the operator did.
+    fn wait_backends(&self, worker: &str, n: usize) {
+        let started = Instant::now();
+        loop {
+            let cfg = on_host(&self.dir, worker, "cat /etc/kubernetes/apiserver-lb.cfg");
+            if cfg.matches("\n  server apiserver-").count() == n {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                let logs = kubectl(
+                    &self.dir,
+                    &[
+                        "-n",
+                        NS,
+                        "logs",
+                        "-l",
+                        "app.kubernetes.io/name=kubeup-operator",
+                        "--tail=80",
+                        "--prefix",
+                    ],
+                );
+                let wjs = kubectl(&self.dir, &["-n", NS, "get", "workerjoins", "-o", "yaml"]);
+                let cluster = kubectl(&self.dir, &["get", "clusters", "-o", "yaml"]);
+                panic!(
+                    "the worker's load balancer does not list {n} apiservers after 180s:\n{cfg}\n{}\n{}\n{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&wjs.stdout),
+                    String::from_utf8_lossy(&cluster.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     fn node_ready(&self, node: &str) -> bool {
         let o = kubectl(
             &self.dir,
@@ -505,14 +540,7 @@ fn grow_from_one_controller_to_three_under_load() {
     );
     // The worker's load balancer lists all three, by the operator, without
     // a kubelet restart; its pods ran throughout.
-    wait_for(
-        "the worker's load balancer to list 3 apiservers",
-        90,
-        || {
-            let cfg = c_on(&c, &worker_address, "cat /etc/kubernetes/apiserver-lb.cfg");
-            (cfg.matches("\n  server apiserver-").count() == 3).then_some(())
-        },
-    );
+    c.wait_backends(&worker_address, 3);
     assert_eq!(
         kubelet_pid(&c),
         pid_before,
@@ -636,10 +664,7 @@ fn grow_from_one_controller_to_three_under_load() {
             "{address}: {active}"
         );
     }
-    wait_for("the worker's load balancer to list 1 apiserver", 90, || {
-        let cfg = c_on(&c, &worker_address, "cat /etc/kubernetes/apiserver-lb.cfg");
-        (cfg.matches("\n  server apiserver-").count() == 1).then_some(())
-    });
+    c.wait_backends(&worker_address, 1);
     assert!(c.node_ready(&worker));
     assert_eq!(
         kubelet_pid(&c),

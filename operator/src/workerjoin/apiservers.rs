@@ -15,6 +15,9 @@ use crate::error::Result;
 use crate::runtime::context::Context;
 use crate::workerjoin::{access, join};
 
+/// How soon a failed update is tried again.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Make the machine's backends the Cluster's controllers when they differ
 /// from what `status` says was written; records the new list in `status`.
 /// SSH only when they differ.

@@ -139,9 +139,11 @@ async fn sync(ctx: &Context, wj: &WorkerJoin, obs: &Observation) -> Result<Done>
     status::apply_node_conditions(&mut current, Some(&node::node_view(n)), obs.generation);
     // Controllers added or removed: the machine's load balancer follows.
     if let Err(e) = apiservers::keep_current(ctx, wj, &mut current).await {
+        // Soon again: until it is written, the machine's kubelet may lean
+        // on a controller that is leaving.
         return Ok(Done::Synced {
             status: Box::new(current),
-            again: nodetoken::RENEW_RETRY,
+            again: apiservers::RETRY,
             renew_error: Some(e),
         });
     }
