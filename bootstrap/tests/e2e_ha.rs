@@ -133,6 +133,8 @@ impl Ha {
                 );
                 let wjs = kubectl(&self.dir, &["-n", NS, "get", "workerjoins", "-o", "yaml"]);
                 let cluster = kubectl(&self.dir, &["get", "clusters", "-o", "yaml"]);
+                let pods = kubectl(&self.dir, &["-n", NS, "get", "pods", "-o", "wide"]);
+                eprintln!("{}", String::from_utf8_lossy(&pods.stdout));
                 panic!(
                     "the worker's load balancer does not list {n} apiservers after 180s:\n{cfg}\n{}\n{}\n{}",
                     String::from_utf8_lossy(&logs.stdout),

@@ -79,6 +79,7 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     .await
     .context("failed to apply the Cluster object")?;
     n += 1;
+    nudge_worker_joins(client, ctx).await?;
 
     let net = &ctx.loaded.cluster.spec.networking;
     let host_network = !kubeup_provision::hostplan::network::runs_flannel(net.cni);
@@ -200,6 +201,47 @@ fn api_for(
         ),
         Scope::Cluster => Api::all_with(client.clone(), ar),
     }
+}
+
+/// WorkerJoins whose machine's load balancer lists other apiservers than
+/// the Cluster's controllers get an annotation naming the controllers: a
+/// change of their own object wakes the operator for each at once (beside
+/// its watch on the Cluster), and it writes the new list to the machine.
+async fn nudge_worker_joins(client: &Client, ctx: &ControllerContext) -> Result<()> {
+    let want: Vec<String> = ctx
+        .controllers()
+        .iter()
+        .map(|c| c.address.clone())
+        .collect();
+    let api: Api<kubeup_crds::WorkerJoin> = Api::all(client.clone());
+    let list = match api.list(&Default::default()).await {
+        Ok(list) => list,
+        // No CRD served yet on a first `up`: nothing to nudge.
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e).context("failed to list WorkerJoins"),
+    };
+    let annotation = serde_json::json!({"metadata": {"annotations": {
+        "kubeup.dev/controllers": want.join(",")
+    }}});
+    for wj in list.items {
+        let written = wj
+            .status
+            .as_ref()
+            .map(|s| s.api_backends.clone())
+            .unwrap_or_default();
+        if written.is_empty() || written == want {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (wj.metadata.namespace.clone(), wj.metadata.name.clone())
+        else {
+            continue;
+        };
+        let api: Api<kubeup_crds::WorkerJoin> = Api::namespaced(client.clone(), &ns);
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&annotation))
+            .await
+            .with_context(|| format!("failed to annotate WorkerJoin {ns}/{name}"))?;
+    }
+    Ok(())
 }
 
 /// A Service's cluster IP cannot change in place: when `clusterDns` was
