@@ -81,12 +81,14 @@ pub async fn run(args: SshArgs) -> Result<i32> {
             )
         })?;
 
-    let mut target = target_for(host, &|p| loaded.resolve(p))?;
-    target.sudo_password = sudo_password(&args)?;
-    let store = Arc::new(KnownHostsFile::new(loaded.known_hosts()));
-    let session = Session::connect(&target, store, &SshOptions::default())
-        .await
-        .with_context(|| format!("failed to connect to {}", target.label()))?;
+    let session = connect(
+        &loaded,
+        host,
+        sudo_password(&args)?,
+        &SshOptions::default(),
+        |label| format!("failed to connect to {label}"),
+    )
+    .await?;
 
     let Some((program, program_args)) = args.command.split_first() else {
         bail!("give the command to run after `--`");
@@ -103,6 +105,24 @@ pub async fn run(args: SshArgs) -> Result<i32> {
     std::io::stderr().write_all(&out.stderr)?;
     session.close().await;
     Ok(out.exit_status.map(|c| c as i32).unwrap_or(255))
+}
+
+/// A session to a controller of `loaded`, its host key checked against the
+/// cluster directory's known_hosts; `failed` says what a failure means,
+/// given the target's label (`user@host:port`).
+pub async fn connect(
+    loaded: &config::LoadedCluster,
+    host: &ControllerHost,
+    sudo_password: Option<Secret>,
+    options: &SshOptions,
+    failed: impl FnOnce(&str) -> String,
+) -> Result<Session> {
+    let mut target = target_for(host, &|p| loaded.resolve(p))?;
+    target.sudo_password = sudo_password;
+    let store = Arc::new(KnownHostsFile::new(loaded.known_hosts()));
+    Session::connect(&target, store, options)
+        .await
+        .with_context(|| failed(&target.label()))
 }
 
 /// The SSH target of a controller: key file (relative to the cluster

@@ -6,15 +6,14 @@
 //! the others. Exit status 1 when anything is unhealthy.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use kubeup_crds::cluster::{ControllerHost, EndpointKind};
 use kubeup_provision::config::{self, LoadedCluster};
 use kubeup_provision::hostplan::layout;
-use kubeup_provision::ssh::{Command, KnownHostsFile, Session, SshOptions};
+use kubeup_provision::ssh::{Command, SshOptions};
 use serde::Serialize;
 
 use crate::{ClusterFile, Output, cmd_ssh};
@@ -105,11 +104,9 @@ pub async fn gather(loaded: &LoadedCluster) -> ClusterHealth {
         .as_ref()
         .filter(|e| e.kind == EndpointKind::VirtualIP)
         .map(|e| e.address.clone());
-    let store = Arc::new(KnownHostsFile::new(loaded.known_hosts()));
     let answers = futures::future::join_all(spec.controllers.iter().map(|c| {
-        let store = store.clone();
         let vip = vip.clone();
-        async move { ask(loaded, c, store, vip.as_deref()).await }
+        async move { ask(loaded, c, vip.as_deref()).await }
     }))
     .await;
     let mut controllers = vec![];
@@ -191,27 +188,22 @@ struct Answer {
 
 /// One SSH command per controller: every answer in one script, each
 /// section read on its own so one that fails leaves the others.
-async fn ask(
-    loaded: &LoadedCluster,
-    c: &ControllerHost,
-    store: Arc<KnownHostsFile>,
-    vip: Option<&str>,
-) -> Result<Answer> {
-    let target = cmd_ssh::target_for(c, &|p| loaded.resolve(p))?;
+async fn ask(loaded: &LoadedCluster, c: &ControllerHost, vip: Option<&str>) -> Result<Answer> {
     let options = SshOptions {
         connect_timeout: Duration::from_secs(5),
         ..SshOptions::default()
     };
-    let session = Session::connect(&target, store, &options)
-        .await
-        .with_context(|| format!("unreachable over SSH ({})", target.label()))?;
+    let session = cmd_ssh::connect(loaded, c, None, &options, |label| {
+        format!("unreachable over SSH ({label})")
+    })
+    .await?;
     let bin = format!(
         "{}/bin",
         layout::bundle_dir(&loaded.cluster.spec.kubernetes_version)
     );
     let etcd = format!(
-        "{bin}/etcdctl --command-timeout=2s --endpoints=https://127.0.0.1:2379 --cacert={p}/ca.crt --cert={p}/healthcheck-client.crt --key={p}/healthcheck-client.key",
-        p = layout::ETCD_PKI
+        "{bin}/etcdctl --command-timeout=2s {}",
+        crate::up::etcdctl::connection_flags("https://127.0.0.1:2379").join(" ")
     );
     let vip_check = vip
         .map(|v| format!("ip -4 -o addr show to {v}/32 | grep -q . && echo yes || echo no"))
@@ -269,29 +261,17 @@ fn parse_endpoint_status(json: &str) -> Option<EtcdMember> {
 
 /// `etcdctl member list -w json`.
 fn parse_member_list(json: &str) -> Vec<MemberEntry> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+    let Ok(list) = serde_json::from_str::<crate::up::etcdctl::MemberList>(json) else {
         return vec![];
     };
-    v.get("members")
-        .and_then(|m| m.as_array())
-        .map(|members| {
-            members
-                .iter()
-                .map(|m| MemberEntry {
-                    name: m.get("name").and_then(|n| n.as_str()).unwrap_or("").into(),
-                    member_id: m
-                        .get("ID")
-                        .and_then(|i| i.as_u64())
-                        .map(|i| format!("{i:x}"))
-                        .unwrap_or_default(),
-                    is_learner: m
-                        .get("isLearner")
-                        .and_then(|l| l.as_bool())
-                        .unwrap_or(false),
-                })
-                .collect()
+    list.members
+        .into_iter()
+        .map(|m| MemberEntry {
+            name: m.name,
+            member_id: format!("{:x}", m.id),
+            is_learner: m.is_learner,
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 fn table(h: &ClusterHealth) -> String {

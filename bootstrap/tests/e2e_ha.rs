@@ -186,6 +186,29 @@ impl Ha {
         name
     }
 
+    /// Stop controller `name` (`what` it is) under the probe: the API through
+    /// the endpoint answered throughout or was back within 5 s. The status
+    /// after.
+    fn lose(&self, name: &str, what: &str) -> Value {
+        let account = self.stop_and_probe(name);
+        eprintln!("stopping {what} {name}: {account:?}");
+        assert!(account.ok > 0, "{account:?}");
+        assert!(
+            account.outage < Duration::from_secs(5),
+            "the API through {VIP} was out for {:?}",
+            account.outage
+        );
+        self.status()
+    }
+
+    /// `up` that must fail; its whole output.
+    fn up_refused(&self, why: &str) -> String {
+        let o = kubeup(&["up", "-f", &self.file()]);
+        let text = describe(&o);
+        assert!(!o.status.success(), "{why}: {text}");
+        text
+    }
+
     /// Stop controller `name` while a probe asks the endpoint's `/readyz`
     /// every 50 ms; the probe's account once the API answers again.
     fn stop_and_probe(&self, name: &str) -> Account {
@@ -352,15 +375,7 @@ fn three_controllers_survive_losing_any_one() {
 
     // 1. The controller holding the virtual IP goes away.
     let holder = c.controller(&s, |c| c["holdsEndpoint"] == true);
-    let account = c.stop_and_probe(&holder);
-    eprintln!("stopping the VIP holder {holder}: {account:?}");
-    assert!(account.ok > 0, "{account:?}");
-    assert!(
-        account.outage < Duration::from_secs(5),
-        "the API through {VIP} was out for {:?}",
-        account.outage
-    );
-    let after = c.status();
+    let after = c.lose(&holder, "the VIP holder");
     let new_holder = c.controller(&after, |c| c["holdsEndpoint"] == true);
     assert_ne!(new_holder, holder, "{after:#}");
     let holder_address = after["controllers"]
@@ -390,15 +405,7 @@ fn three_controllers_survive_losing_any_one() {
 
     // 2. The etcd leader goes away.
     let leader = c.controller(&s, |c| c["etcd"]["isLeader"] == true);
-    let account = c.stop_and_probe(&leader);
-    eprintln!("stopping the etcd leader {leader}: {account:?}");
-    assert!(account.ok > 0, "{account:?}");
-    assert!(
-        account.outage < Duration::from_secs(5),
-        "the API through {VIP} was out for {:?}",
-        account.outage
-    );
-    let after = c.status();
+    let after = c.lose(&leader, "the etcd leader");
     let new_leader = c.controller(&after, |c| c["etcd"]["isLeader"] == true);
     assert_ne!(new_leader, leader, "{after:#}");
     assert!(c.node_ready(&first) && c.node_ready(&second));
@@ -588,12 +595,7 @@ fn grow_from_one_controller_to_three_under_load() {
             forged,
         ],
     );
-    let o = kubeup(&["up", "-f", &c.file()]);
-    let text = describe(&o);
-    assert!(
-        !o.status.success(),
-        "a forged controller was acted on: {text}"
-    );
+    let text = c.up_refused("a forged controller was acted on");
     assert!(
         text.contains("is no etcd member: nothing removed"),
         "{text}"
@@ -628,9 +630,7 @@ fn grow_from_one_controller_to_three_under_load() {
         .collect();
     kubeup_ok(&["sandbox", "stop", &names[2], "--dir", c.dir()]);
     with_controllers(&file, &three, &[0], true);
-    let o = kubeup(&["up", "-f", &c.file()]);
-    let text = describe(&o);
-    assert!(!o.status.success(), "a removal without quorum ran: {text}");
+    let text = c.up_refused("a removal without quorum ran");
     assert!(
         text.contains("quorum gate failed") && text.contains("a majority of 2 is 2"),
         "{text}"

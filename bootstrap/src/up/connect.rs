@@ -34,18 +34,13 @@ impl Link {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("cluster.yaml names no controller {index}"))?;
         Ok(Self {
-            host: controller
-                .name
-                .clone()
-                .unwrap_or_else(|| controller.address.clone()),
-            ctx,
             index,
-            controller,
-            session: OnceLock::new(),
+            ..Self::for_host(ctx, controller)
         })
     }
 
-    /// A controller cluster.yaml no longer lists (being removed).
+    /// The link to `controller`; one cluster.yaml no longer lists (being
+    /// removed) keeps no index.
     pub fn for_host(ctx: Arc<ControllerContext>, controller: ControllerHost) -> Self {
         Self {
             host: controller

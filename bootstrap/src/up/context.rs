@@ -4,7 +4,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -17,7 +16,7 @@ use kubeup_provision::hostplan::{
     ControllerInput, HostFile, NodeInput, Unit, apilb, configs, layout, units,
 };
 use kubeup_provision::pki;
-use kubeup_provision::ssh::{KnownHostsFile, Session, SshOptions};
+use kubeup_provision::ssh::{Session, SshOptions};
 use secrecy::ExposeSecret;
 
 use crate::cmd_ssh;
@@ -125,14 +124,17 @@ impl ControllerContext {
     }
 
     pub async fn connect(&self, controller: &ControllerHost) -> Result<Session> {
-        let mut target = cmd_ssh::target_for(controller, &|p| self.loaded.resolve(p))?;
-        target.sudo_password = std::env::var(cmd_ssh::SUDO_PASSWORD_ENV)
+        let sudo = std::env::var(cmd_ssh::SUDO_PASSWORD_ENV)
             .ok()
             .map(Into::into);
-        let store = Arc::new(KnownHostsFile::new(self.loaded.known_hosts()));
-        Session::connect(&target, store, &SshOptions::default())
-            .await
-            .with_context(|| format!("failed to connect to the controller {}", target.label()))
+        cmd_ssh::connect(
+            &self.loaded,
+            controller,
+            sudo,
+            &SshOptions::default(),
+            |label| format!("failed to connect to the controller {label}"),
+        )
+        .await
     }
 
     /// The Node (and etcd member) name of controller `index`: the spec's, or

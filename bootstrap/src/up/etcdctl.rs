@@ -10,14 +10,21 @@ use kubeup_provision::hostplan::layout;
 use kubeup_provision::ssh::{Command, Session};
 use serde::Deserialize;
 
+/// The endpoints and the controller's etcd client credentials, as flags.
+pub fn connection_flags(endpoints: &str) -> [String; 4] {
+    let p = layout::ETCD_PKI;
+    [
+        format!("--endpoints={endpoints}"),
+        format!("--cacert={p}/ca.crt"),
+        format!("--cert={p}/healthcheck-client.crt"),
+        format!("--key={p}/healthcheck-client.key"),
+    ]
+}
+
 /// `etcdctl --endpoints=… ARGS` for Kubernetes `version`'s bundle.
 pub fn command(version: &str, endpoints: &str, args: &[&str]) -> Command {
-    let p = layout::ETCD_PKI;
     Command::new(layout::bin(version, "etcdctl"))
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--cacert={p}/ca.crt"))
-        .arg(format!("--cert={p}/healthcheck-client.crt"))
-        .arg(format!("--key={p}/healthcheck-client.key"))
+        .args(connection_flags(endpoints))
         .arg("--command-timeout=5s")
         .args(args)
         .privileged()

@@ -7,7 +7,7 @@ mod addons;
 mod certinfo;
 mod connect;
 mod context;
-mod etcdctl;
+pub mod etcdctl;
 mod failure;
 mod metrics;
 mod node;
