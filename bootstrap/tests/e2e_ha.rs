@@ -584,17 +584,13 @@ fn grow_from_one_controller_to_three_under_load() {
         ],
     );
     let forged = r#"[{"op":"add","path":"/spec/controllers/-","value":{"address":"198.18.0.98"}},{"op":"add","path":"/spec/controllers/-","value":{"address":"198.18.0.99"}}]"#;
-    kubectl_ok(
-        &dir,
-        &[
-            "patch",
-            "cluster",
-            &cluster_name,
-            "--type=json",
-            "-p",
-            forged,
-        ],
-    );
+    let patch_cluster = |ops: &str| {
+        kubectl_ok(
+            &dir,
+            &["patch", "cluster", &cluster_name, "--type=json", "-p", ops],
+        )
+    };
+    patch_cluster(forged);
     let text = c.up_refused("a forged controller was acted on");
     assert!(
         text.contains("is no etcd member: nothing removed"),
@@ -606,16 +602,8 @@ fn grow_from_one_controller_to_three_under_load() {
         pid_before,
         "the worker's kubelet restarted"
     );
-    kubectl_ok(
-        &dir,
-        &[
-            "patch",
-            "cluster",
-            &cluster_name,
-            "--type=json",
-            "-p",
-            r#"[{"op":"remove","path":"/spec/controllers/4"},{"op":"remove","path":"/spec/controllers/3"}]"#,
-        ],
+    patch_cluster(
+        r#"[{"op":"remove","path":"/spec/controllers/4"},{"op":"remove","path":"/spec/controllers/3"}]"#,
     );
 
     // Shrinking. A removal that would leave etcd without a healthy
