@@ -311,8 +311,12 @@ pub enum Reason {
     DryRun,
     /// the join stopped on an error that needs a change.
     Failed,
-    /// the spec can never work (see the message); change it.
+    /// the spec can never work with this cluster (see the message);
+    /// change it, or the Cluster it conflicts with.
     InvalidSpec,
+    /// the host reports no hostname, or one no Node may have (a name of
+    /// the apiserver); set spec.nodeName.
+    InvalidHostName,
     /// the node name is another's (a Node or an earlier WorkerJoin).
     NodeNameTaken,
     /// an earlier WorkerJoin joins the same machine.
@@ -348,6 +352,7 @@ impl Reason {
             Self::DryRun => "DryRun",
             Self::Failed => "Failed",
             Self::InvalidSpec => "InvalidSpec",
+            Self::InvalidHostName => "InvalidHostName",
             Self::NodeNameTaken => "NodeNameTaken",
             Self::DuplicateAddress => "DuplicateAddress",
             Self::NamespaceNotServed => "NamespaceNotServed",

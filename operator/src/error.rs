@@ -26,6 +26,10 @@ pub enum Error {
     Preflight { host: String, failures: String },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// Found only on the host, so only a walk finds it: blocks like any
+    /// permanent error until the WorkerJoin (spec.nodeName) changes.
+    #[error("{0}")]
+    InvalidHostName(String),
     #[error("Secret {namespace}/{name}: {reason}")]
     Secret {
         namespace: String,
@@ -73,6 +77,7 @@ impl Error {
             Error::Converge(e) => e.category(),
             Error::Preflight { .. } => "PreflightFailed",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidHostName(_) => "InvalidHostName",
             Error::Secret { .. } => "SecretInvalid",
             Error::NoCluster => "ClusterNotFound",
             Error::Bundle { .. } => "BundleUnavailable",
@@ -103,7 +108,10 @@ impl Error {
         match self {
             Error::Ssh { source, .. } => source.is_permanent(),
             Error::Converge(e) => e.is_permanent(),
-            Error::InvalidSpec(_) | Error::NodeNameTaken(_) | Error::KnownHosts(_) => true,
+            Error::InvalidSpec(_)
+            | Error::InvalidHostName(_)
+            | Error::NodeNameTaken(_)
+            | Error::KnownHosts(_) => true,
             _ => false,
         }
     }

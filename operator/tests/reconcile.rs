@@ -187,6 +187,24 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
         "the recorded key is in kubeup-known-hosts: {entry}"
     );
 
+    // 3b. A Cluster edit that lists this machine as a controller refuses
+    // it (decided again on the Cluster's change, no SSH); fixing the
+    // Cluster lifts the refusal by itself: it was never remembered as a
+    // failure that waits for the WorkerJoin to change.
+    common::set_cluster_controller(&api, "127.0.0.1").await;
+    let wj = wait_for(&wjs, "a-first", "refused as a controller's address", |w| {
+        condition(w, "Ready").is_some_and(|c| {
+            c.reason == "InvalidSpec" && c.message.contains("controller's address")
+        })
+    })
+    .await;
+    assert_eq!(wj.status.unwrap().phase, Phase::Failed);
+    common::set_cluster_controller(&api, "127.0.0.2").await;
+    wait_for(&wjs, "a-first", "the dry run again", |w| {
+        condition(w, "Ready").is_some_and(|c| c.reason != "InvalidSpec")
+    })
+    .await;
+
     // 4. The host key changes: the next pass (a spec change) stops with both
     // fingerprints named, and waits.
     sshd.restart_with_new_host_keys().unwrap();

@@ -295,9 +295,16 @@ impl Join<'_> {
         let facts =
             specguard::ClusterFacts::from_cluster(cluster, self.ctx.settings.allow_loopback);
         specguard::node_name(name, &facts).map_err(|why| {
-            Error::InvalidSpec(format!(
-                "node name {name:?} (spec.nodeName, else the host's hostname): {why}; set spec.nodeName"
-            ))
+            // The spec's name is checked again on every reconcile (a
+            // refusal that lifts when the Cluster changes); the host's
+            // name is seen only here, so that failure waits for a change.
+            if self.wj.spec.node_name.is_some() {
+                Error::InvalidSpec(format!("spec.nodeName: {why}"))
+            } else {
+                Error::InvalidHostName(format!(
+                    "the host's hostname {name:?} cannot name a Node: {why}; set spec.nodeName"
+                ))
+            }
         })?;
         nodeclaim::ensure(self.ctx, self.wj, name).await
     }

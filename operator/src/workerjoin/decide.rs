@@ -80,6 +80,14 @@ pub enum Decision {
     InSync,
 }
 
+/// The reasons [`decide`] refuses with, from what it observes each time
+/// (never from a walk's memory): none of them blocks a WorkerJoin.
+pub const REFUSALS: [Reason; 3] = [
+    Reason::InvalidSpec,
+    Reason::NodeNameTaken,
+    Reason::DuplicateAddress,
+];
+
 /// Checks the schema cannot express and that need no cluster facts
 /// (addresses, names, labels and taints are [`crate::workerjoin::specguard`]'s).
 pub fn validate(spec: &WorkerJoinSpec) -> Result<(), String> {

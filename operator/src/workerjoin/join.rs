@@ -119,7 +119,7 @@ impl<'a> Join<'a> {
 
     pub fn known_node_name(&self) -> Result<&str> {
         self.node_name().ok_or_else(|| {
-            Error::InvalidSpec("the host reports no hostname: set spec.nodeName".into())
+            Error::InvalidHostName("the host reports no hostname: set spec.nodeName".into())
         })
     }
 

@@ -264,7 +264,7 @@ fn time_left(renew_at: Option<&str>, now: OffsetDateTime) -> Option<Duration> {
 pub async fn renew(join: &Join<'_>) -> Result<()> {
     let recorded = join.with_status(|s| s.node_name.clone()).await;
     let node_name = recorded
-        .ok_or_else(|| Error::InvalidSpec("a joined WorkerJoin without status.nodeName".into()))?;
+        .ok_or_else(|| Error::Internal("a joined WorkerJoin without status.nodeName".into()))?;
     let ctx = join.ctx;
     let conn = crate::workerjoin::access::connect(
         &ctx.client,

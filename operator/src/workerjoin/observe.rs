@@ -97,15 +97,18 @@ pub async fn observe(ctx: &Context, wj: &WorkerJoin) -> Result<Observation> {
     let conflict = decide::conflicting_owner((&me.0, &me.1), &claims(ctx, wj, &mine).await);
 
     let mut mem = ctx.memory(&key);
-    // A refused duplicate is not blocked: it may own the machine once the
-    // other WorkerJoin is gone.
-    let refused_duplicate =
+    // A refusal is decided again on every reconcile from the object and
+    // the cluster, so it never blocks: a duplicate may own the machine once
+    // the other WorkerJoin is gone, and a spec that conflicts with the
+    // Cluster (a worker's address now listed as a controller) joins again
+    // once the Cluster is fixed.
+    let refused =
         kubeup_crds::conditions::find(&current.conditions, WorkerJoinCondition::Ready.as_str())
-            .is_some_and(|c| c.reason == "DuplicateAddress" || c.reason == "NodeNameTaken");
+            .is_some_and(|c| decide::REFUSALS.iter().any(|r| r.as_str() == c.reason));
     let blocked = current.phase == Phase::Failed
         && current.observed_generation == Some(generation)
         && current.last_error.is_some()
-        && !refused_duplicate
+        && !refused
         && match &mem.blocked_secret_rv {
             Some(rv) => Some(rv) == secret_rv.as_ref(),
             None => {

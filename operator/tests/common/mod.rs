@@ -77,6 +77,20 @@ spec:
   controllers: [{address: 127.0.0.2}]
 "#;
 
+/// Make `address` the one controller of [`CLUSTER`].
+pub async fn set_cluster_controller(api: &ApiServer, address: &str) {
+    let clusters: kube::Api<kubeup_crds::Cluster> = kube::Api::all(api.client.clone());
+    let patch = serde_json::json!({"spec": {"controllers": [{"address": address}]}});
+    clusters
+        .patch(
+            "test",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+}
+
 /// A client that acts as the operator's ServiceAccount (impersonation by
 /// the admin), so every request is checked against the chart's RBAC.
 pub async fn operator_client(api: &ApiServer) -> kube::Client {
