@@ -90,6 +90,7 @@ fn template(args: &InitArgs) -> Cluster {
     };
     let spec = ClusterSpec {
         kubernetes_version: kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION.into(),
+        etcd: Default::default(),
         controllers: args
             .controllers
             .iter()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use kubeup_crds::cluster::ControllerHost;
 use kubeup_provision::converge::reset_phases::{ResetPhase, ResetSteps};
 use kubeup_provision::phase::{Phase, Procedure};
 
@@ -20,7 +21,8 @@ use crate::{ClusterFile, Output};
 pub struct ResetArgs {
     #[command(flatten)]
     pub file: ClusterFile,
-    /// Hosts to reset (name or address); default: every controller.
+    /// Hosts to reset (name or address); default: every controller and
+    /// etcd host.
     pub hosts: Vec<String>,
     /// Do not ask for confirmation (required when not on a terminal).
     #[arg(long, short = 'y')]
@@ -29,36 +31,34 @@ pub struct ResetArgs {
 
 pub async fn run(args: ResetArgs) -> Result<ExitCode> {
     let ctx = Arc::new(ControllerContext::load(&args.file.file, false)?);
-    let chosen: Vec<usize> = ctx
+    // Every machine kubeup manages over SSH: controllers, etcd hosts.
+    let all: Vec<ControllerHost> = ctx
         .controllers()
         .iter()
-        .enumerate()
-        .filter(|(_, c)| {
+        .chain(ctx.etcd_hosts())
+        .cloned()
+        .collect();
+    let chosen: Vec<ControllerHost> = all
+        .iter()
+        .filter(|c| {
             args.hosts.is_empty()
                 || args
                     .hosts
                     .iter()
                     .any(|h| *h == c.address || Some(h) == c.name.as_ref())
         })
-        .map(|(i, _)| i)
-        .collect();
-    let addresses: Vec<&str> = ctx
-        .controllers()
-        .iter()
-        .map(|c| c.address.as_str())
+        .cloned()
         .collect();
     if chosen.is_empty() {
+        let addresses: Vec<&str> = all.iter().map(|c| c.address.as_str()).collect();
         bail!(
-            "{} names no host {:?}; its controllers are {}",
+            "{} names no host {:?}; its controllers and etcd hosts are {}",
             args.file.file.display(),
             args.hosts,
             addresses.join(", ")
         );
     }
-    let targets: Vec<&str> = chosen
-        .iter()
-        .filter_map(|i| addresses.get(*i).copied())
-        .collect();
+    let targets: Vec<&str> = chosen.iter().map(|c| c.address.as_str()).collect();
     let targets = targets.join(", ");
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -79,7 +79,7 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
     let results = futures::future::join_all(
         chosen
             .into_iter()
-            .map(|i| reset_one(ctx.clone(), i, &progress, file)),
+            .map(|host| reset_one(ctx.clone(), host, &progress, file)),
     )
     .await;
     let result = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
@@ -88,11 +88,11 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
 
 async fn reset_one(
     ctx: Arc<ControllerContext>,
-    index: usize,
+    host: ControllerHost,
     progress: &Progress,
     file: &std::path::Path,
 ) -> Result<()> {
-    let mut link = Link::new(ctx, index)?;
+    let mut link = Link::for_host(ctx, host);
     let connect = Connect(ResetPhase::Connect);
     let steps = ResetSteps::default();
     let mut phases: Vec<&dyn Phase<Link, ResetPhase, anyhow::Error>> = vec![&connect];

@@ -1,5 +1,6 @@
 //! `kubeup status -f cluster.yaml`: each controller's apiserver and etcd
-//! health, the etcd members (leader, learners, how far each lags behind
+//! health (etcd's on the dedicated etcd hosts when it runs there), the etcd
+//! members (leader, learners, how far each lags behind
 //! the leader's raft index), who holds the endpoint, and when each
 //! apiserver's certificate expires. Read-only; every controller is asked
 //! over SSH at once, so one that is down shows as such instead of hiding
@@ -27,12 +28,14 @@ pub struct StatusArgs {
     pub output: Output,
 }
 
-/// What one controller said about itself.
+/// What one machine said about itself.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerStatus {
     pub name: String,
     pub address: String,
+    /// `controller`, or `etcd` for a dedicated etcd host.
+    pub role: &'static str,
     /// Empty when reachable; otherwise why not.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
@@ -67,6 +70,9 @@ pub struct EtcdMember {
 #[serde(rename_all = "camelCase")]
 pub struct ClusterHealth {
     pub controllers: Vec<ControllerStatus>,
+    /// The dedicated etcd hosts (none when etcd runs on the controllers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub etcd_hosts: Vec<ControllerStatus>,
     /// The etcd members by name (from the first controller that answered).
     pub members: Vec<MemberEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,17 +110,24 @@ pub async fn gather(loaded: &LoadedCluster) -> ClusterHealth {
         .as_ref()
         .filter(|e| e.kind == EndpointKind::VirtualIP)
         .map(|e| e.address.clone());
-    let answers = futures::future::join_all(spec.controllers.iter().map(|c| {
+    let hosts: Vec<(&ControllerHost, &'static str)> = spec
+        .controllers
+        .iter()
+        .map(|c| (c, "controller"))
+        .chain(spec.etcd.external.iter().map(|c| (c, "etcd")))
+        .collect();
+    let answers = futures::future::join_all(hosts.iter().map(|(c, _)| {
         let vip = vip.clone();
         async move { ask(loaded, c, vip.as_deref()).await }
     }))
     .await;
     let mut controllers = vec![];
     let mut members = vec![];
-    for (c, answer) in spec.controllers.iter().zip(answers) {
+    for ((c, role), answer) in hosts.iter().zip(answers) {
         let mut status = ControllerStatus {
             name: c.name.clone().unwrap_or_else(|| c.address.clone()),
             address: c.address.clone(),
+            role,
             ..ControllerStatus::default()
         };
         match answer {
@@ -159,13 +172,23 @@ pub async fn gather(loaded: &LoadedCluster) -> ClusterHealth {
         .filter(|c| c.etcd.as_ref().is_some_and(|e| e.is_leader))
         .count();
     let holders = controllers.iter().filter(|c| c.holds_endpoint).count();
-    let healthy = controllers
-        .iter()
-        .all(|c| c.error.is_empty() && c.apiserver_ready && c.etcd_healthy)
-        && leaders == 1
+    // Each machine is healthy in what it runs: an apiserver on every
+    // controller, an etcd member wherever etcd runs.
+    let stacked = spec.etcd.is_stacked();
+    let healthy = controllers.iter().all(|c| {
+        let runs_apiserver = c.role == "controller";
+        let runs_etcd = !runs_apiserver || stacked;
+        c.error.is_empty()
+            && (!runs_apiserver || c.apiserver_ready)
+            && (!runs_etcd || c.etcd_healthy)
+    }) && leaders == 1
         && (vip.is_none() || holders == 1);
+    let (controllers, etcd_hosts) = controllers
+        .into_iter()
+        .partition(|c| c.role == "controller");
     ClusterHealth {
         controllers,
+        etcd_hosts,
         members,
         endpoint: spec
             .control_plane_endpoint
@@ -277,7 +300,8 @@ fn parse_member_list(json: &str) -> Vec<MemberEntry> {
 fn table(h: &ClusterHealth) -> String {
     let mut rows = vec![
         [
-            "CONTROLLER",
+            "HOST",
+            "ROLE",
             "ADDRESS",
             "APISERVER",
             "ETCD",
@@ -289,10 +313,11 @@ fn table(h: &ClusterHealth) -> String {
         ]
         .map(String::from),
     ];
-    for c in &h.controllers {
+    for c in h.controllers.iter().chain(&h.etcd_hosts) {
         if !c.error.is_empty() {
             rows.push([
                 c.name.clone(),
+                c.role.into(),
                 c.address.clone(),
                 "unreachable".into(),
                 "-".into(),
@@ -319,19 +344,21 @@ fn table(h: &ClusterHealth) -> String {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
+        let etcd_here = c.etcd.is_some() || c.role == "etcd" || h.etcd_hosts.is_empty();
         rows.push([
             c.name.clone(),
+            c.role.into(),
             c.address.clone(),
-            if c.apiserver_ready {
-                "ready"
-            } else {
-                "not ready"
+            match (c.role, c.apiserver_ready) {
+                ("etcd", _) => "-",
+                (_, true) => "ready",
+                (_, false) => "not ready",
             }
             .into(),
-            if c.etcd_healthy {
-                "healthy"
-            } else {
-                "unhealthy"
+            match (etcd_here, c.etcd_healthy) {
+                (false, _) => "-",
+                (true, true) => "healthy",
+                (true, false) => "unhealthy",
             }
             .into(),
             member,
@@ -344,7 +371,7 @@ fn table(h: &ClusterHealth) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|i| {
             rows.iter()
                 .filter_map(|r| r.get(i))

@@ -57,16 +57,22 @@ pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.10";
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.networking.podCidr != self.networking.serviceCidr").message("networking.podCidr and networking.serviceCidr must differ"))]
-#[x_kube(validation = Rule::new("size(self.controllers) % 2 == 1").message("controllers: etcd needs an odd number of members (1, 3 or 5) to keep a majority"))]
+#[x_kube(validation = Rule::new("(has(self.etcd) && size(self.etcd.external) > 0) || size(self.controllers) % 2 == 1").message("controllers: etcd needs an odd number of members (1, 3 or 5) to keep a majority"))]
+#[x_kube(validation = Rule::new("!has(self.etcd) || size(self.etcd.external) % 2 == 1 || size(self.etcd.external) == 0").message("etcd.external: etcd needs an odd number of members (1, 3 or 5) to keep a majority"))]
 pub struct ClusterSpec {
     /// Kubernetes version to run; only v1.34.x is supported.
     #[serde(default = "default_version")]
     #[schemars(pattern(SUPPORTED_VERSION_PATTERN))]
     pub kubernetes_version: String,
-    /// The controller hosts (1, 3 or 5): etcd and the control plane run on
-    /// each, and each also registers as a tainted Node.
+    /// The controller hosts (1, 3 or 5; with dedicated etcd hosts, 1 to
+    /// 5): the control plane (and etcd, unless `etcd.external` lists its own
+    /// hosts) runs on each, and each also registers as a tainted Node.
     #[schemars(length(min = 1, max = 5))]
     pub controllers: Vec<ControllerHost>,
+    /// Where etcd runs: a member on each controller (default), or on
+    /// dedicated hosts.
+    #[serde(default, skip_serializing_if = "Etcd::is_stacked")]
+    pub etcd: Etcd,
     /// Where clients reach the API: a virtual IP kubeup moves among the
     /// controllers, or a load balancer you run. Unset: the admin kubeconfig
     /// names the first controller. Nodes never depend on it: each reaches
@@ -95,7 +101,28 @@ fn default_version() -> String {
     DEFAULT_KUBERNETES_VERSION.into()
 }
 
-/// A controller machine and how the CLI reaches it.
+/// Where etcd runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Etcd {
+    /// Dedicated etcd hosts (1, 3 or 5), reached over SSH like the
+    /// controllers: kubeup runs etcd on them (and nothing else), and the
+    /// apiservers use them instead of a member on each controller. A host's
+    /// `name` is its etcd member name (default: its hostname).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub external: Vec<ControllerHost>,
+}
+
+impl Etcd {
+    /// etcd runs on the controllers.
+    pub fn is_stacked(&self) -> bool {
+        self.external.is_empty()
+    }
+}
+
+/// A machine the CLI reaches over SSH: a controller, or a dedicated etcd
+/// host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllerHost {
@@ -117,7 +144,8 @@ pub struct ControllerHost {
     /// directory's `known_hosts`).
     #[serde(default)]
     pub host_key: HostKeyTrust,
-    /// Node name; defaults to the machine's hostname.
+    /// Node name (an etcd host's member name); defaults to the machine's
+    /// hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Optional jump host.

@@ -19,6 +19,7 @@ use kubeup_provision::config::{parse, render_cluster_yaml};
 fn rendered_yaml_is_commented_and_round_trips() {
     let spec = ClusterSpec {
         kubernetes_version: "v1.34.10".into(),
+        etcd: Default::default(),
         controllers: vec![ControllerHost {
             address: "198.18.0.11".into(),
             port: 22,

@@ -523,3 +523,86 @@ fn a_load_balancer_may_be_a_dns_name_on_another_port() {
     );
     assert_eq!(problems_for(&yaml), Vec::<String>::new());
 }
+
+const DEDICATED: &str = r#"
+apiVersion: kubeup.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+spec:
+  controllers:
+    - address: 198.18.0.11
+    - address: 198.18.0.12
+  etcd:
+    external:
+      - address: 198.18.0.21
+      - address: 198.18.0.22
+        name: etcd-b
+      - address: 198.18.0.23
+"#;
+
+#[test]
+fn dedicated_etcd_hosts_are_accepted_and_free_the_controller_count() {
+    // Two apiservers are fine when etcd keeps its majority elsewhere.
+    let cluster = parse(DEDICATED, Path::new("/nonexistent-dir")).unwrap();
+    assert_eq!(cluster.spec.etcd.external.len(), 3);
+    assert_eq!(
+        cluster.spec.etcd.external[1].name.as_deref(),
+        Some("etcd-b")
+    );
+    assert!(!cluster.spec.etcd.is_stacked());
+}
+
+#[test]
+fn dedicated_etcd_hosts_are_checked_like_controllers() {
+    for (from, to, field, why) in [
+        // An even member count, with the arithmetic.
+        (
+            "      - address: 198.18.0.23\n",
+            "      - address: 198.18.0.23\n      - address: 198.18.0.24\n",
+            "spec.etcd.external",
+            "3 of 4 members for a majority",
+        ),
+        // A machine is a controller or an etcd host, not both.
+        (
+            "address: 198.18.0.21",
+            "address: 198.18.0.11",
+            "spec.etcd.external[0].address",
+            "duplicate host",
+        ),
+        (
+            "address: 198.18.0.23",
+            "address: \"198.18.0.23 --x\"",
+            "spec.etcd.external[2].address",
+            "not a usable",
+        ),
+        (
+            "name: etcd-b",
+            "name: \"etcd b\"",
+            "spec.etcd.external[1].name",
+            "not a valid",
+        ),
+        (
+            "    - address: 198.18.0.12\n",
+            "    - address: 198.18.0.12\n      name: etcd-b\n",
+            "spec.etcd.external[1].name",
+            "given twice",
+        ),
+    ] {
+        let yaml = DEDICATED.replacen(from, to, 1);
+        let problems = problems_for(&yaml);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(field) && p.contains(why)),
+            "{to}: {problems:?}"
+        );
+    }
+    // Without dedicated hosts two controllers are an even etcd again.
+    let stacked = DEDICATED.split("  etcd:").next().unwrap();
+    assert!(
+        problems_for(stacked)
+            .iter()
+            .any(|p| p.starts_with("spec.controllers") && p.contains("2 of 2 members"))
+    );
+}

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use kubeup_crds::cluster::Cni;
 use kubeup_provision::hostplan::configs::Eviction;
 use kubeup_provision::hostplan::{
-    ControllerInput, HostFile, NodeInput, apilb, configs, network, units, worker,
+    ControllerInput, EtcdMember, EtcdPlacement, HostFile, NodeInput, apilb, configs, network,
+    units, worker,
 };
 
 fn node() -> NodeInput {
@@ -44,12 +45,18 @@ fn controller() -> ControllerInput {
         node: node(),
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
-        etcd_members: vec![
-            ("ctl-1".into(), "192.0.2.10".into()),
-            ("ctl-2".into(), "192.0.2.12".into()),
-            ("ctl-3".into(), "192.0.2.13".into()),
-        ],
-        etcd_joins_existing: false,
+        etcd: EtcdPlacement::Stacked(EtcdMember {
+            name: "ctl-1".into(),
+            address: "192.0.2.10".into(),
+            kubernetes_version: "v1.34.10".into(),
+            cluster_name: "demo".into(),
+            members: vec![
+                ("ctl-1".into(), "192.0.2.10".into()),
+                ("ctl-2".into(), "192.0.2.12".into()),
+                ("ctl-3".into(), "192.0.2.13".into()),
+            ],
+            joins_existing: false,
+        }),
         endpoint: Some("192.0.2.100".into()),
         vip: Some(apilb::VipInput {
             address: "192.0.2.100".into(),
@@ -64,8 +71,8 @@ fn rendered() -> Vec<(String, HostFile)> {
     let c = controller();
     let mut files = vec![
         units::containerd(&c.node),
-        units::etcd(&c),
-        units::etcd_bootstrap_env(&c),
+        units::etcd(c.etcd.local().unwrap()),
+        units::etcd_bootstrap_env(c.etcd.local().unwrap()),
         units::kube_apiserver(&c),
         units::kube_controller_manager(&c),
         units::kube_scheduler(&c),

@@ -103,7 +103,7 @@ fn each_ca_verifies_its_own_leaves_and_not_the_others() {
 }
 
 fn controller_kubelet_serving_plan() -> kubeup_provision::hostplan::certs::CertPlan {
-    use kubeup_provision::hostplan::{ControllerInput, NodeInput};
+    use kubeup_provision::hostplan::{ControllerInput, EtcdMember, EtcdPlacement, NodeInput};
     let c = ControllerInput {
         node: NodeInput {
             node_name: "ctl-1".into(),
@@ -118,8 +118,14 @@ fn controller_kubelet_serving_plan() -> kubeup_provision::hostplan::certs::CertP
         },
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
-        etcd_members: vec![("ctl-1".into(), "192.0.2.10".into())],
-        etcd_joins_existing: false,
+        etcd: EtcdPlacement::Stacked(EtcdMember {
+            name: "ctl-1".into(),
+            address: "192.0.2.10".into(),
+            kubernetes_version: "v1.34.10".into(),
+            cluster_name: "demo".into(),
+            members: vec![("ctl-1".into(), "192.0.2.10".into())],
+            joins_existing: false,
+        }),
         endpoint: None,
         vip: None,
     };

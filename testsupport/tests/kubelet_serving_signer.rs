@@ -21,7 +21,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kubeup_provision::hostplan::{ControllerInput, NodeInput, layout, units};
+use kubeup_provision::hostplan::{
+    ControllerInput, EtcdMember, EtcdPlacement, NodeInput, layout, units,
+};
 use kubeup_testsupport::apiserver::ApiServer;
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
@@ -62,8 +64,14 @@ fn rendered_signing_flags(pki: &Path) -> Vec<String> {
         },
         cluster_name: "demo".into(),
         service_cidr: "10.96.0.0/12".into(),
-        etcd_members: vec![("ctl-1".into(), "192.0.2.10".into())],
-        etcd_joins_existing: false,
+        etcd: EtcdPlacement::Stacked(EtcdMember {
+            name: "ctl-1".into(),
+            address: "192.0.2.10".into(),
+            kubernetes_version: "v1.34.10".into(),
+            cluster_name: "demo".into(),
+            members: vec![("ctl-1".into(), "192.0.2.10".into())],
+            joins_existing: false,
+        }),
         endpoint: None,
         vip: None,
     };

@@ -86,26 +86,34 @@ fn pin(h: &Host) -> Result<HostKeyTrust, FilesError> {
 }
 
 /// The Cluster document for the sandbox: the first `st.controllers` hosts
-/// are the controllers; several share a virtual IP.
+/// are the controllers (several share a virtual IP), the next
+/// `st.etcd_hosts` dedicated etcd hosts.
 pub fn cluster(st: &State) -> Result<Cluster, FilesError> {
     if st.hosts.is_empty() {
         return Err(FilesError::NoHosts);
     }
+    let reach = |h: &Host| {
+        Ok(ControllerHost {
+            address: h.address.to_string(),
+            port: 22,
+            user: "root".into(),
+            private_key_file: Some(KEY_FILE.into()),
+            host_key: pin(h)?,
+            name: Some(h.name.clone()),
+            bastion: None,
+        })
+    };
     let controllers = st
         .hosts
         .iter()
-        .take(st.controllers.max(1) as usize)
-        .map(|h| {
-            Ok(ControllerHost {
-                address: h.address.to_string(),
-                port: 22,
-                user: "root".into(),
-                private_key_file: Some(KEY_FILE.into()),
-                host_key: pin(h)?,
-                name: Some(h.name.clone()),
-                bastion: None,
-            })
-        })
+        .filter(|h| st.role(h.index) == "controller")
+        .map(reach)
+        .collect::<Result<Vec<_>, FilesError>>()?;
+    let external = st
+        .hosts
+        .iter()
+        .filter(|h| st.role(h.index) == "etcd")
+        .map(reach)
         .collect::<Result<Vec<_>, FilesError>>()?;
     let control_plane_endpoint = (controllers.len() > 1).then(|| ControlPlaneEndpoint {
         address: super::network::VIRTUAL_IP.into(),
@@ -115,6 +123,7 @@ pub fn cluster(st: &State) -> Result<Cluster, FilesError> {
     });
     let spec = ClusterSpec {
         kubernetes_version: kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION.into(),
+        etcd: kubeup_crds::cluster::Etcd { external },
         controllers,
         control_plane_endpoint,
         networking: Default::default(),
@@ -214,7 +223,7 @@ pub fn write_all(st: &State) -> Result<Vec<PathBuf>, FilesError> {
             }
         }
     }
-    for h in st.hosts.iter().skip(st.controllers.max(1) as usize) {
+    for h in st.hosts.iter().skip(st.not_workers()) {
         let (secret, wj) = worker(h, &private_key)?;
         let body = format!(
             "# Written by `kubeup sandbox up`: apply with `kubectl apply -f` to join {} ({}).\n{}---\n{}",

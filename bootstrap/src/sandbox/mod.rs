@@ -76,6 +76,10 @@ pub enum SandboxCommand {
         /// `198.18.0.250` as its control-plane endpoint.
         #[arg(long, default_value_t = 1, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["1", "3", "5"]), |s| s.parse::<u32>().unwrap_or(1)))]
         controllers: u32,
+        /// How many hosts after the controllers run etcd alone (cluster.yaml
+        /// lists them in spec.etcd.external): 0, 1, 3 or 5.
+        #[arg(long, default_value_t = 0, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["0", "1", "3", "5"]), |s| s.parse::<u32>().unwrap_or(0)))]
+        etcd_hosts: u32,
         /// Leave what was made in place when `up` fails (for debugging;
         /// `sandbox down` removes it).
         #[arg(long)]
@@ -164,12 +168,15 @@ fn run_blocking(args: SandboxArgs) -> anyhow::Result<()> {
         SandboxCommand::Up {
             hosts,
             controllers,
+            etcd_hosts,
             keep_on_failure,
         } => {
-            if controllers > hosts {
-                anyhow::bail!("--controllers {controllers} needs at least as many --hosts");
+            if controllers + etcd_hosts > hosts {
+                anyhow::bail!(
+                    "--controllers {controllers} and --etcd-hosts {etcd_hosts} need at least as many --hosts"
+                );
             }
-            up(&args.dir, hosts, controllers, keep_on_failure)
+            up(&args.dir, hosts, (controllers, etcd_hosts), keep_on_failure)
         }
         SandboxCommand::Down => down(&args.dir),
         SandboxCommand::Status { json } => status(&args.dir, json),
@@ -257,7 +264,9 @@ fn sysctl_path(name: &str) -> PathBuf {
     Path::new("/proc/sys").join(name.replace('.', "/"))
 }
 
-fn up(dir: &Path, count: u32, controllers: u32, keep_on_failure: bool) -> anyhow::Result<()> {
+/// `roles`: how many controllers, then how many dedicated etcd hosts.
+fn up(dir: &Path, count: u32, roles: (u32, u32), keep_on_failure: bool) -> anyhow::Result<()> {
+    let (controllers, etcd_hosts) = roles;
     require_tool("systemd-nspawn", "systemd-container")?;
     require_tool("ssh-keygen", "openssh-client")?;
     if !rootfs::rootfs_path().is_dir() {
@@ -284,6 +293,7 @@ fn up(dir: &Path, count: u32, controllers: u32, keep_on_failure: bool) -> anyhow
         id: id.clone(),
         dir: dir.clone(),
         controllers,
+        etcd_hosts,
         ..State::default()
     };
     st.save()?;
@@ -574,11 +584,7 @@ fn table(st: &State, probe: bool) -> String {
             h.address,
             host_state(h),
             if ssh { "yes" } else { "no" },
-            if h.index <= st.controllers.max(1) {
-                "controller"
-            } else {
-                "worker"
-            }
+            st.role(h.index)
         );
     }
     out

@@ -60,6 +60,32 @@ pub struct State {
     /// How many of the first hosts are controllers.
     #[serde(default = "one")]
     pub controllers: u32,
+    /// How many hosts after the controllers are dedicated etcd hosts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub etcd_hosts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl State {
+    /// What host `index` (1-based) is: `controller`, `etcd` or `worker`.
+    pub fn role(&self, index: u32) -> &'static str {
+        let controllers = self.controllers.max(1);
+        if index <= controllers {
+            "controller"
+        } else if index <= controllers + self.etcd_hosts {
+            "etcd"
+        } else {
+            "worker"
+        }
+    }
+
+    /// How many of the first hosts are no worker.
+    pub fn not_workers(&self) -> usize {
+        (self.controllers.max(1) + self.etcd_hosts) as usize
+    }
 }
 
 fn one() -> u32 {

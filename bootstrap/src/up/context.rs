@@ -13,7 +13,8 @@ use kubeup_provision::config::{self, LoadedCluster};
 use kubeup_provision::converge::CaSet;
 use kubeup_provision::hostplan::certs::{CertPlan, controller_certs};
 use kubeup_provision::hostplan::{
-    ControllerInput, HostFile, NodeInput, Unit, apilb, configs, layout, units,
+    ControllerInput, EtcdMember, EtcdPlacement, HostFile, NodeInput, Unit, apilb, configs, layout,
+    units,
 };
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Session, SshOptions};
@@ -200,17 +201,7 @@ impl ControllerContext {
             node,
             cluster_name: self.loaded.name().to_string(),
             service_cidr: net.service_cidr.clone(),
-            // A fresh cluster's members start together; a controller
-            // joining a running etcd starts with the members that run and
-            // those added before it (one at a time, in the file's order).
-            etcd_members: all
-                .iter()
-                .zip(self.controllers())
-                .enumerate()
-                .filter(|(j, (o, _))| !joins_running_etcd(all, index) || o.etcd_data || *j <= index)
-                .map(|(_, (o, c))| (o.node_name.clone(), c.address.clone()))
-                .collect(),
-            etcd_joins_existing: joins_running_etcd(all, index),
+            etcd: self.etcd_placement(index, all),
             endpoint: spec
                 .control_plane_endpoint
                 .as_ref()
@@ -229,6 +220,58 @@ impl ControllerContext {
             certs,
             files,
         })
+    }
+
+    /// Where controller `index`'s apiserver finds etcd: the dedicated
+    /// hosts, or its own member. A fresh cluster's members start together;
+    /// a controller joining a running etcd starts with the members that run
+    /// and those added before it (one at a time, in the file's order).
+    fn etcd_placement(&self, index: usize, all: &[Observed]) -> EtcdPlacement {
+        if !self.loaded.cluster.spec.etcd.is_stacked() {
+            return EtcdPlacement::External(
+                self.etcd_hosts()
+                    .iter()
+                    .map(|h| h.address.clone())
+                    .collect(),
+            );
+        }
+        let joins = joins_running_etcd(all, index);
+        let members = all
+            .iter()
+            .zip(self.controllers())
+            .enumerate()
+            .filter(|(j, (o, _))| !joins || o.etcd_data || *j <= index)
+            .map(|(_, (o, c))| (o.node_name.clone(), c.address.clone()))
+            .collect();
+        let me = all.get(index);
+        EtcdPlacement::Stacked(EtcdMember {
+            name: me.map(|o| o.node_name.clone()).unwrap_or_default(),
+            address: self
+                .controllers()
+                .get(index)
+                .map(|c| c.address.clone())
+                .unwrap_or_default(),
+            kubernetes_version: self.manifest.kubernetes_version.clone(),
+            cluster_name: self.loaded.name().to_string(),
+            members,
+            joins_existing: joins,
+        })
+    }
+
+    /// The dedicated etcd hosts (empty: etcd runs on the controllers).
+    pub fn etcd_hosts(&self) -> &[ControllerHost] {
+        &self.loaded.cluster.spec.etcd.external
+    }
+
+    /// The units a controller runs, in start order: etcd only when it is
+    /// stacked.
+    pub fn controller_units(&self, units: &[Unit]) -> Vec<Unit> {
+        let stacked = self.etcd_hosts().is_empty();
+        units
+            .iter()
+            .copied()
+            .filter(|u| stacked || *u != Unit::Etcd)
+            .collect()
     }
 
     fn files(&self, c: &ControllerInput) -> Result<Vec<HostFile>> {
@@ -303,8 +346,6 @@ impl ControllerContext {
             configs::kube_proxy_config(&c.node),
             configs::containerd_config(&c.node),
             units::containerd(&c.node),
-            units::etcd(c),
-            units::etcd_bootstrap_env(c),
             units::kube_apiserver(c),
             units::kube_controller_manager(c),
             units::kube_scheduler(c),
@@ -312,6 +353,9 @@ impl ControllerContext {
             units::kube_proxy(&c.node),
             kubeup_provision::hostplan::node::sysctl_file(),
         ];
+        if let Some(member) = c.etcd.local() {
+            files.extend([units::etcd(member), units::etcd_bootstrap_env(member)]);
+        }
         files.extend(apilb::node_files(&c.node));
         if let Some(vip) = &c.vip {
             files.push(apilb::keepalived_config(

@@ -8,6 +8,7 @@ mod certinfo;
 mod connect;
 mod context;
 pub mod etcdctl;
+mod etcdhosts;
 mod failure;
 mod metrics;
 mod node;
@@ -91,43 +92,36 @@ pub async fn converge_controller(
     for run in &mut runs {
         run.link.close().await;
     }
-    let report = walked?;
+    let (report, mut changes) = walked?;
     if !dry_run && let Some(first) = runs.first() {
         after_up(first, &report, progress);
     }
     // With several controllers each line names its host.
-    let several = runs.len() > 1;
-    let mut changes = Changes::default();
+    let several = runs.len() > 1 || !ctx.etcd_hosts().is_empty();
     for run in &runs {
         let mut c = run.changes();
         if several {
-            let host = &run.link.host;
-            for list in [
-                &mut c.uploaded,
-                &mut c.written,
-                &mut c.issued,
-                &mut c.started,
-                &mut c.restarted,
-            ] {
-                for item in list.iter_mut() {
-                    *item = format!("{host}: {item}");
-                }
-            }
+            c.prefix_items(&run.link.host);
         }
         changes.merge(c);
     }
     Ok(Converged { changes, report })
 }
 
+/// The stages of every controller, with the dedicated etcd hosts (if any)
+/// converged between the look and the converge: after every check on the
+/// controllers, before any apiserver starts against them. Returns the
+/// first controller's report and what changed on the etcd hosts.
 async fn walk_stages(
-    ctx: &ControllerContext,
+    ctx: &Arc<ControllerContext>,
     runs: &[run::UpRun],
     progress: &Progress,
     dry_run: bool,
     file: &std::path::Path,
-) -> Result<Report<UpPhase>> {
+) -> Result<(Report<UpPhase>, Changes)> {
     let command = if dry_run { "plan" } else { "up" };
     let mut report = Report { phases: vec![] };
+    let mut etcd_hosts = Changes::default();
     for n in 0..phases::STAGES.len() {
         let mut first = None;
         for wave in waves(n, runs) {
@@ -153,9 +147,10 @@ async fn walk_stages(
             .extend(first.map(|r| r.phases).unwrap_or_default());
         if n == 0 {
             between_look_and_converge(ctx, runs, dry_run)?;
+            etcd_hosts = etcdhosts::converge_all(ctx, progress, dry_run, file).await?;
         }
     }
-    Ok(report)
+    Ok((report, etcd_hosts))
 }
 
 /// Who walks stage `n`, in waves (each wave at once, waves in order):
@@ -190,6 +185,16 @@ fn between_look_and_converge(
         .iter()
         .map(|r| r.observed().cloned())
         .collect::<Result<Vec<_>>>()?;
+    // A controller with etcd data is a stacked member: its cluster's data
+    // would stay behind if the apiservers moved to dedicated hosts.
+    if !ctx.etcd_hosts().is_empty()
+        && let Some((run, _)) = runs.iter().zip(&observed).find(|(_, o)| o.etcd_data)
+    {
+        anyhow::bail!(
+            "spec.etcd.external: the controller {} holds etcd data (a stacked member): moving etcd to dedicated hosts is not supported; nothing was changed. Remove spec.etcd, or `kubeup reset` the controller if its data is a leftover",
+            run.link.host
+        );
+    }
     for run in runs {
         run.render_plan(&observed)?;
     }

@@ -75,6 +75,7 @@ pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<Controll
     let Some(running) = list.items.into_iter().next() else {
         return Ok(vec![]);
     };
+    check_etcd_kept(&running, ctx)?;
     let keep: Vec<&str> = ctx
         .controllers()
         .iter()
@@ -91,18 +92,111 @@ pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<Controll
     }
     // Whoever may edit the Cluster object must not make `up` drain, reset
     // and SSH into a machine of their choosing: only a host etcd itself
-    // (asked on a controller cluster.yaml lists) has as a member leaves.
-    let members = members_seen_by(ctx, first).await?;
-    let (members, strangers): (Vec<_>, Vec<_>) = candidates
+    // (asked on a controller cluster.yaml lists) has as a member leaves;
+    // with dedicated etcd hosts, only a host that is a control-plane Node
+    // (that label is kubeup's to set: no kubelet may give it itself).
+    let (known, what) = if ctx.etcd_hosts().is_empty() {
+        let peers = members_seen_by(ctx, first).await?;
+        let addresses = peers
+            .iter()
+            .filter_map(|u| u.strip_prefix("https://")?.strip_suffix(":2380"))
+            .map(str::to_string)
+            .collect();
+        (addresses, "etcd member")
+    } else {
+        (
+            control_plane_addresses(&api_client(ctx).await?).await?,
+            "control-plane Node",
+        )
+    };
+    let (known, strangers): (Vec<_>, Vec<_>) = candidates
         .into_iter()
-        .partition(|c| members.contains(&format!("https://{}:2380", c.address)));
+        .partition(|c| known.contains(&c.address));
     if let Some(s) = strangers.first() {
         bail!(
-            "the running Cluster lists the controller {} that cluster.yaml does not, but it is no etcd member: nothing removed. Put it back in cluster.yaml or remove it from the Cluster object (`kubectl edit clusters`)",
+            "the running Cluster lists the controller {} that cluster.yaml does not, but it is no {what}: nothing removed. Put it back in cluster.yaml or remove it from the Cluster object (`kubectl edit clusters`)",
             s.address
         );
     }
-    Ok(members)
+    Ok(known)
+}
+
+/// Where etcd runs is chosen when the cluster is made: moving it between
+/// the controllers and dedicated hosts, or changing the dedicated hosts,
+/// would point the apiservers at another (empty) etcd. Refused before
+/// anything changes.
+fn check_etcd_kept(running: &Cluster, ctx: &ControllerContext) -> Result<()> {
+    let addresses = |hosts: &[ControllerHost]| -> Vec<String> {
+        hosts.iter().map(|h| h.address.clone()).collect()
+    };
+    let was = addresses(&running.spec.etcd.external);
+    let now = addresses(ctx.etcd_hosts());
+    if was != now {
+        let say = |a: &[String]| {
+            if a.is_empty() {
+                "on the controllers".to_string()
+            } else {
+                format!("on {}", a.join(", "))
+            }
+        };
+        bail!(
+            "spec.etcd.external: the running cluster's etcd runs {}, cluster.yaml says {}: moving etcd or changing its dedicated hosts is not supported; nothing was changed. Put spec.etcd back as it was",
+            say(&was),
+            say(&now)
+        );
+    }
+    Ok(())
+}
+
+/// The super-admin client through the first controller's apiserver.
+async fn api_client(ctx: &ControllerContext) -> Result<kube::Client> {
+    let first = ctx
+        .controllers()
+        .first()
+        .map(|c| format!("https://{}:6443", c.address))
+        .unwrap_or_default();
+    super::admin_client_at(&ctx.loaded.super_admin_kubeconfig(), Some(&first)).await
+}
+
+/// The InternalIPs of the control-plane Nodes.
+async fn control_plane_addresses(client: &kube::Client) -> Result<Vec<String>> {
+    Ok(control_plane_nodes(client)
+        .await?
+        .into_iter()
+        .flat_map(|n| internal_ips(&n))
+        .collect())
+}
+
+async fn control_plane_nodes(client: &kube::Client) -> Result<Vec<Node>> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let controllers =
+        ListParams::default().labels(kubeup_provision::hostplan::node::CONTROL_PLANE_ROLE);
+    Ok(nodes.list(&controllers).await?.items)
+}
+
+fn internal_ips(n: &Node) -> Vec<String> {
+    n.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+        .collect()
+}
+
+/// The leaving controller's Node (the control-plane Node with its address;
+/// never a worker's), remembered for the drain and the deletion.
+async fn find_node(l: &Leaving) -> Result<()> {
+    let address = &l.link.controller.address;
+    let node = control_plane_nodes(&l.client)
+        .await?
+        .into_iter()
+        .find(|n| internal_ips(n).contains(address));
+    if let Some(n) = node.and_then(|n| n.metadata.name) {
+        let _ = l.node.set(n);
+    }
+    Ok(())
 }
 
 /// The peer URLs of etcd's members, asked on `controller` over SSH.
@@ -170,12 +264,7 @@ pub async fn remove_all(
         .iter()
         .map(|c| format!("https://{}:2379", c.address))
         .collect();
-    let first = ctx
-        .controllers()
-        .first()
-        .map(|c| format!("https://{}:6443", c.address))
-        .unwrap_or_default();
-    let client = super::admin_client_at(&ctx.loaded.super_admin_kubeconfig(), Some(&first)).await?;
+    let client = api_client(&ctx).await?;
     for host in leaving {
         let mut l = Leaving {
             link: Link::for_host(ctx.clone(), host),
@@ -280,6 +369,10 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
     }
     fn run<'a>(&'a self, l: &'a Leaving, _: &'a Live) -> Ran<'a> {
         async move {
+            if !l.link.ctx.etcd_hosts().is_empty() {
+                find_node(l).await?;
+                return Ok("etcd runs on its own hosts: this controller holds no member".into());
+            }
             let address = &l.link.controller.address;
             let peer = format!("https://{address}:2380");
             let local = "https://127.0.0.1:2379";
@@ -322,19 +415,7 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
             if let Some(me) = me {
                 let _ = l.member.set(me.id);
             }
-            // Its Node: the controller with this InternalIP (never a worker).
-            let nodes: Api<Node> = Api::all(l.client.clone());
-            let controllers =
-                ListParams::default().labels(kubeup_provision::hostplan::node::CONTROL_PLANE_ROLE);
-            let node = nodes.list(&controllers).await?.items.into_iter().find(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.addresses.as_ref())
-                    .is_some_and(|a| a.iter().any(|a| a.type_ == "InternalIP" && a.address == *address))
-            });
-            if let Some(n) = node.and_then(|n| n.metadata.name) {
-                let _ = l.node.set(n);
-            }
+            find_node(l).await?;
             Ok(format!(
                 "{after} member(s) remain, {} healthy, majority {need}",
                 healthy_after.len()

@@ -78,7 +78,11 @@ pub struct SandboxGuard(pub PathBuf);
 impl Drop for SandboxGuard {
     fn drop(&mut self) {
         let o = kubeup(&["sandbox", "down", "--dir", self.0.to_str().unwrap()]);
-        if !o.status.success() {
+        if o.status.success() {
+            // The cluster directory goes too; kept when the hosts are not
+            // gone, for whoever cleans up by hand.
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
             eprintln!("cleanup: sandbox down failed: {}", describe(&o));
         }
     }
@@ -142,9 +146,16 @@ pub fn sandbox_up(dir: &str, hosts: u32) {
 
 /// [`sandbox_up`] with the first `controllers` hosts as controllers.
 pub fn sandbox_up_with(dir: &str, hosts: u32, controllers: u32) {
+    sandbox_up_roles(dir, hosts, controllers, 0);
+}
+
+/// [`sandbox_up`] with `controllers` controllers and, after them,
+/// `etcd_hosts` dedicated etcd hosts.
+pub fn sandbox_up_roles(dir: &str, hosts: u32, controllers: u32, etcd_hosts: u32) {
     let started = Instant::now();
     let hosts = hosts.to_string();
     let controllers = controllers.to_string();
+    let etcd_hosts = etcd_hosts.to_string();
     loop {
         let o = kubeup(&[
             "sandbox",
@@ -153,6 +164,8 @@ pub fn sandbox_up_with(dir: &str, hosts: u32, controllers: u32) {
             &hosts,
             "--controllers",
             &controllers,
+            "--etcd-hosts",
+            &etcd_hosts,
             "--dir",
             dir,
         ]);

@@ -11,7 +11,7 @@ const HEADER: &str = "\
 ";
 
 /// Sections of the spec in order, each with its comment.
-const SECTIONS: [(&str, &str); 8] = [
+const SECTIONS: [(&str, &str); 9] = [
     (
         "kubernetesVersion",
         "Kubernetes version; kubeup supports v1.34.x (cgroup v1 hosts).",
@@ -19,6 +19,10 @@ const SECTIONS: [(&str, &str); 8] = [
     (
         "controllers",
         "The controllers (1, 3 or 5): etcd and the control plane run on each; each also\nregisters as a tainted Node. hostKey.policy is Pin (key required) or AcceptNew\n(first key is recorded in ./known_hosts, a later change is refused).\nprivateKeyFile is relative to this directory; leave it out to use ssh-agent.",
+    ),
+    (
+        "etcd",
+        "Dedicated etcd hosts (1, 3 or 5) instead of a member on each controller:\netcd.external lists them like controllers (address, user, hostKey, name = member\nname); kubeup runs etcd alone on them and the apiservers use them all.",
     ),
     (
         "controlPlaneEndpoint",

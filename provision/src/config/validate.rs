@@ -93,64 +93,49 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
             "kubeup supports v1.34.x (the last minor whose kubelet runs on cgroup v1 by default)",
         ));
     }
-    match spec.controllers.len() {
-        0 => p.push(Problem::new(
+    let dedicated = spec.etcd.external.len();
+    match (spec.controllers.len(), dedicated) {
+        (0, _) => p.push(Problem::new(
             "spec.controllers",
             "no controller given",
             "add the machine that runs the control plane",
         )),
-        1 | 3 | 5 => {}
-        n if n % 2 == 0 => p.push(Problem::new(
-            "spec.controllers",
-            format!(
-                "{n} controllers given: etcd needs {} of {n} members for a majority, so {n} survive {} failure(s), no more than {} would",
-                n / 2 + 1,
-                (n - 1) / 2,
-                n - 1
-            ),
-            "list 1, 3 or 5 controllers (3 survive one failure, 5 survive two)",
-        )),
-        n => p.push(Problem::new(
+        // With dedicated etcd hosts the apiservers need no majority.
+        (1..=5, 1..) | (1 | 3 | 5, 0) => {}
+        (n, 0) if n % 2 == 0 => p.push(even_members("spec.controllers", n)),
+        (n, _) => p.push(Problem::new(
             "spec.controllers",
             format!("{n} controllers given; kubeup runs at most 5"),
             "list 1, 3 or 5 controllers: more members make every etcd write slower",
         )),
     }
+    match dedicated {
+        0 | 1 | 3 | 5 => {}
+        n if n % 2 == 0 => p.push(even_members("spec.etcd.external", n)),
+        n => p.push(Problem::new(
+            "spec.etcd.external",
+            format!("{n} etcd hosts given; kubeup runs at most 5"),
+            "list 1, 3 or 5 etcd hosts: more members make every etcd write slower",
+        )),
+    }
+    // One list of machines: a host is a controller or an etcd host, once.
     let mut seen = BTreeSet::new();
-    for (i, c) in spec.controllers.iter().enumerate() {
-        let path = format!("spec.controllers[{i}]");
-        check_address(&mut p, &format!("{path}.address"), &c.address);
-        if c.port == 0 {
-            p.push(Problem::new(
-                format!("{path}.port"),
-                "port 0 is not a valid SSH port",
-                "use 1-65535, usually 22",
-            ));
-        }
-        check_user(&mut p, &format!("{path}.user"), &c.user);
-        check_controller_name(&mut p, &path, c);
-        if !seen.insert((c.address.clone(), c.port)) {
-            p.push(Problem::new(
-                format!("{path}.address"),
-                format!("duplicate host {}:{}", c.address, c.port),
-                "list each machine once",
-            ));
-        }
-        check_host_key(&mut p, &format!("{path}.hostKey"), &c.host_key);
-        if let Some(key) = &c.private_key_file {
-            let resolved = super::resolve(dir, key);
-            if !resolved.is_file() {
+    let mut names = BTreeSet::new();
+    for (list, hosts) in [
+        ("spec.controllers", &spec.controllers),
+        ("spec.etcd.external", &spec.etcd.external),
+    ] {
+        for (i, c) in hosts.iter().enumerate() {
+            check_host(&mut p, &format!("{list}[{i}]"), c, dir, &mut seen);
+            if let Some(name) = &c.name
+                && !names.insert(name.clone())
+            {
                 p.push(Problem::new(
-                    format!("{path}.privateKeyFile"),
-                    format!("{} does not exist", resolved.display()),
-                    "give the path of the SSH private key (relative to the cluster directory), or remove it to use ssh-agent",
+                    format!("{list}[{i}].name"),
+                    format!("the name {name} is given twice"),
+                    "give each machine its own name (Node and etcd member names are unique)",
                 ));
             }
-        }
-        if let Some(b) = &c.bastion {
-            check_address(&mut p, &format!("{path}.bastion.address"), &b.address);
-            check_user(&mut p, &format!("{path}.bastion.user"), &b.user);
-            check_host_key(&mut p, &format!("{path}.bastion.hostKey"), &b.host_key);
         }
     }
     check_networking(&mut p, &spec.networking);
@@ -161,6 +146,63 @@ pub fn validate(cluster: &Cluster, dir: &Path) -> Vec<Problem> {
     check_lifetimes(&mut p, &spec.certificates);
     p.extend(crate::addons::validate(&spec.addons));
     p
+}
+
+/// An even number of etcd members: the majority arithmetic, in words.
+fn even_members(path: &str, n: usize) -> Problem {
+    Problem::new(
+        path,
+        format!(
+            "{n} etcd members given: etcd needs {} of {n} members for a majority, so {n} survive {} failure(s), no more than {} would",
+            n / 2 + 1,
+            (n - 1) / 2,
+            n - 1
+        ),
+        "list 1, 3 or 5 (3 survive one failure, 5 survive two)",
+    )
+}
+
+/// One machine reached over SSH (a controller or an etcd host) at `path`.
+fn check_host(
+    p: &mut Vec<Problem>,
+    path: &str,
+    c: &ControllerHost,
+    dir: &Path,
+    seen: &mut BTreeSet<(String, u16)>,
+) {
+    check_address(p, &format!("{path}.address"), &c.address);
+    if c.port == 0 {
+        p.push(Problem::new(
+            format!("{path}.port"),
+            "port 0 is not a valid SSH port",
+            "use 1-65535, usually 22",
+        ));
+    }
+    check_user(p, &format!("{path}.user"), &c.user);
+    check_controller_name(p, path, c);
+    if !seen.insert((c.address.clone(), c.port)) {
+        p.push(Problem::new(
+            format!("{path}.address"),
+            format!("duplicate host {}:{}", c.address, c.port),
+            "list each machine once: a controller or an etcd host, not both",
+        ));
+    }
+    check_host_key(p, &format!("{path}.hostKey"), &c.host_key);
+    if let Some(key) = &c.private_key_file {
+        let resolved = super::resolve(dir, key);
+        if !resolved.is_file() {
+            p.push(Problem::new(
+                format!("{path}.privateKeyFile"),
+                format!("{} does not exist", resolved.display()),
+                "give the path of the SSH private key (relative to the cluster directory), or remove it to use ssh-agent",
+            ));
+        }
+    }
+    if let Some(b) = &c.bastion {
+        check_address(p, &format!("{path}.bastion.address"), &b.address);
+        check_user(p, &format!("{path}.bastion.user"), &b.user);
+        check_host_key(p, &format!("{path}.bastion.hostKey"), &b.host_key);
+    }
 }
 
 fn is_supported_version(v: &str) -> bool {
@@ -403,6 +445,13 @@ fn check_endpoint(p: &mut Vec<Problem>, e: &ControlPlaneEndpoint, spec: &Cluster
                 p.push(Problem::new(
                     format!("{PATH}.address"),
                     format!("{} is the controller {}'s own address", e.address, c.address),
+                    "a virtual IP must be a free address that keepalived moves between the controllers",
+                ));
+            }
+            if let Some(c) = spec.etcd.external.iter().find(|c| c.address == e.address) {
+                p.push(Problem::new(
+                    format!("{PATH}.address"),
+                    format!("{} is the etcd host {}'s own address", e.address, c.address),
                     "a virtual IP must be a free address that keepalived moves between the controllers",
                 ));
             }

@@ -66,6 +66,21 @@ impl Changes {
         }
     }
 
+    /// Name `host` in front of every line (a run over several hosts).
+    pub fn prefix_items(&mut self, host: &str) {
+        for list in [
+            &mut self.uploaded,
+            &mut self.written,
+            &mut self.issued,
+            &mut self.started,
+            &mut self.restarted,
+        ] {
+            for item in list.iter_mut() {
+                *item = format!("{host}: {item}");
+            }
+        }
+    }
+
     pub fn merge(&mut self, other: Changes) {
         self.uploaded.extend(other.uploaded);
         self.written.extend(other.written);

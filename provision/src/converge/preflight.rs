@@ -10,6 +10,8 @@ use crate::ssh::{Command, Session};
 pub enum Role {
     Controller,
     Worker,
+    /// A dedicated etcd host: etcd alone, no container runtime or Node.
+    Etcd,
 }
 
 impl Role {
@@ -17,6 +19,7 @@ impl Role {
         match self {
             Role::Controller => &[2379, 2380, 6443, 7443, 10250, 10257, 10259],
             Role::Worker => &[7443, 10250, 10256],
+            Role::Etcd => &[2379, 2380, 2381],
         }
     }
 }
@@ -153,6 +156,9 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
         });
     };
 
+    // What only a Node needs (a container runtime, forwarding, the local
+    // load balancer) is no etcd host's concern.
+    let etcd_only = role == Role::Etcd;
     let os = get("os");
     check(
         "os",
@@ -184,26 +190,26 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
     );
     check(
         "kernel modules",
-        get("overlay") == "yes",
+        etcd_only || get("overlay") == "yes",
         true,
         "the overlay filesystem is not available: load the `overlay` module".into(),
     );
     check(
         "br_netfilter",
-        get("br_netfilter") == "yes",
+        etcd_only || get("br_netfilter") == "yes",
         false,
         "net.bridge.bridge-nf-call-iptables is absent: load `br_netfilter` if Services misbehave on bridged pods".into(),
     );
     check(
         "sysctl",
-        get("ip_forward_writable") == "yes",
+        etcd_only || get("ip_forward_writable") == "yes",
         true,
         "net.ipv4.ip_forward cannot be set: kubeup needs to enable forwarding".into(),
     );
     let ro = get("cgroup_ro");
     check(
         "cgroups",
-        ro.is_empty(),
+        etcd_only || ro.is_empty(),
         true,
         format!("cgroup hierarchies mounted read-only ({ro}): containers cannot be created"),
     );
@@ -225,7 +231,7 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
     );
     check(
         "haproxy",
-        get("haproxy") == "yes",
+        etcd_only || get("haproxy") == "yes",
         true,
         "`haproxy` is missing: every node reaches the apiservers through a local haproxy (Debian: apt-get install haproxy)".into(),
     );
@@ -241,7 +247,7 @@ pub fn judge(host: &str, facts: &str, role: Role, now: i64) -> PreflightReport {
         );
     }
     let disk_gb = get("disk_kb").parse::<u64>().unwrap_or(0) / 1024 / 1024;
-    let need = if role == Role::Controller { 2 } else { 1 };
+    let need = if role == Role::Worker { 1 } else { 2 };
     check(
         "disk",
         disk_gb >= need,
@@ -339,6 +345,25 @@ mod tests {
             judge("h", &rerun, Role::Controller, 1000)
                 .failures()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_etcd_host_needs_no_runtime_or_load_balancer_but_its_ports() {
+        let bare = GOOD
+            .replace("overlay=yes", "overlay=no")
+            .replace("haproxy=yes", "haproxy=no");
+        assert!(judge("h", &bare, Role::Etcd, 1000).failures().is_empty());
+        assert!(
+            !judge("h", &bare, Role::Controller, 1000)
+                .failures()
+                .is_empty()
+        );
+        let busy = format!("{GOOD}listen=0.0.0.0:2380 users:((\"nginx\",pid=9,fd=3))\n");
+        let r = judge("h", &busy, Role::Etcd, 1000);
+        assert!(
+            r.error_text().unwrap_or_default().contains("port 2380"),
+            "{r:?}"
         );
     }
 

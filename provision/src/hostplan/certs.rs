@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use crate::pki::{CaKind, LeafSpec, Usage};
 
 use super::layout::{ETCD_PKI, PKI};
-use super::{ControllerInput, Unit};
+use super::{ControllerInput, EtcdMember, Unit};
 
 /// One certificate to have on the host.
 #[derive(Clone, Debug)]
@@ -44,54 +44,13 @@ pub fn controller_certs(
     // reach any controller's apiserver under that name.
     apiserver_sans.extend(c.endpoint.iter().cloned());
     apiserver_sans.dedup();
-    let etcd_sans = vec![
-        n.address.clone(),
-        "127.0.0.1".into(),
-        "localhost".into(),
-        n.node_name.clone(),
-    ];
-    let pair = |name: &'static str, ca, spec, dir: &str, affects: &[Unit]| CertPlan {
-        name,
-        ca,
-        spec,
-        cert_path: format!("{dir}/{name}.crt"),
-        key_path: format!("{dir}/{name}.key"),
-        affects: affects.to_vec(),
-    };
-    let mut certs = vec![
-        pair(
-            "server",
-            CaKind::Etcd,
-            LeafSpec {
-                common_name: n.node_name.clone(),
-                organizations: vec![],
-                sans: etcd_sans.clone(),
-                usage: Usage::ServerAndClient,
-                days,
-            },
-            ETCD_PKI,
-            &[Unit::Etcd],
-        ),
-        pair(
-            "peer",
-            CaKind::Etcd,
-            LeafSpec {
-                common_name: n.node_name.clone(),
-                organizations: vec![],
-                sans: etcd_sans,
-                usage: Usage::ServerAndClient,
-                days,
-            },
-            ETCD_PKI,
-            &[Unit::Etcd],
-        ),
-        pair(
-            "healthcheck-client",
-            CaKind::Etcd,
-            LeafSpec::client("kube-etcd-healthcheck-client", &[], days),
-            ETCD_PKI,
-            &[],
-        ),
+    let mut certs = c
+        .etcd
+        .local()
+        .map(|m| etcd_member_certs(m, days))
+        .unwrap_or_default();
+    certs.extend([
+        etcd_healthcheck_client(days),
         pair(
             "apiserver-etcd-client",
             CaKind::Etcd,
@@ -141,7 +100,7 @@ pub fn controller_certs(
             PKI,
             &[Unit::KubeProxy],
         ),
-    ];
+    ]);
     certs.push(kubelet_client(&n.node_name, days));
     // The kubelet's serving certificate, from the kubelet-serving CA like the
     // ones workers get through the CSR API (kube-controller-manager's
@@ -164,6 +123,58 @@ pub fn controller_certs(
         &[Unit::Kubelet],
     ));
     certs
+}
+
+/// A certificate and its key, side by side in `dir`.
+fn pair(name: &'static str, ca: CaKind, spec: LeafSpec, dir: &str, affects: &[Unit]) -> CertPlan {
+    CertPlan {
+        name,
+        ca,
+        spec,
+        cert_path: format!("{dir}/{name}.crt"),
+        key_path: format!("{dir}/{name}.key"),
+        affects: affects.to_vec(),
+    }
+}
+
+/// An etcd member's serving and peer certificates (both also clients:
+/// etcd's peers authenticate each other with them).
+pub fn etcd_member_certs(m: &EtcdMember, days: u32) -> Vec<CertPlan> {
+    let sans = vec![
+        m.address.clone(),
+        "127.0.0.1".into(),
+        "localhost".into(),
+        m.name.clone(),
+    ];
+    ["server", "peer"]
+        .into_iter()
+        .map(|name| {
+            pair(
+                name,
+                CaKind::Etcd,
+                LeafSpec {
+                    common_name: m.name.clone(),
+                    organizations: vec![],
+                    sans: sans.clone(),
+                    usage: Usage::ServerAndClient,
+                    days,
+                },
+                ETCD_PKI,
+                &[Unit::Etcd],
+            )
+        })
+        .collect()
+}
+
+/// etcdctl's client certificate (health checks, membership changes).
+pub fn etcd_healthcheck_client(days: u32) -> CertPlan {
+    pair(
+        "healthcheck-client",
+        CaKind::Etcd,
+        LeafSpec::client("kube-etcd-healthcheck-client", &[], days),
+        ETCD_PKI,
+        &[],
+    )
 }
 
 /// The kubelet's client certificate, one PEM with its key where the

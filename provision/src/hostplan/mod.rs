@@ -6,6 +6,7 @@
 pub mod apilb;
 pub mod certs;
 pub mod configs;
+pub mod etcdhost;
 pub mod layout;
 pub mod network;
 pub mod node;
@@ -147,16 +148,60 @@ pub struct ControllerInput {
     pub node: NodeInput,
     pub cluster_name: String,
     pub service_cidr: String,
-    /// Every etcd member, this one included: (name, address).
-    pub etcd_members: Vec<(String, String)>,
-    /// `existing` when this member joins a running etcd (as a learner);
-    /// `new` when the members start together.
-    pub etcd_joins_existing: bool,
+    /// Where its apiserver finds etcd.
+    pub etcd: EtcdPlacement,
     /// The client-facing endpoint's address, named in the apiserver's
     /// certificate.
     pub endpoint: Option<String>,
     /// The virtual IP this controller takes part in holding.
     pub vip: Option<apilb::VipInput>,
+}
+
+/// Where a controller's apiserver finds etcd.
+#[derive(Clone, Debug)]
+pub enum EtcdPlacement {
+    /// A member on the controller itself (the apiserver dials loopback).
+    Stacked(EtcdMember),
+    /// Dedicated etcd hosts, by address: the apiserver dials every one.
+    External(Vec<String>),
+}
+
+impl EtcdPlacement {
+    /// The member on this host, when etcd is stacked.
+    pub fn local(&self) -> Option<&EtcdMember> {
+        match self {
+            EtcdPlacement::Stacked(m) => Some(m),
+            EtcdPlacement::External(_) => None,
+        }
+    }
+
+    /// `--etcd-servers`: the local member, or every dedicated host.
+    pub fn servers(&self) -> String {
+        match self {
+            EtcdPlacement::Stacked(_) => "https://127.0.0.1:2379".into(),
+            EtcdPlacement::External(hosts) => hosts
+                .iter()
+                .map(|a| format!("https://{a}:2379"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// One etcd member (on a controller or a dedicated host).
+#[derive(Clone, Debug)]
+pub struct EtcdMember {
+    /// The member name (a controller's Node name).
+    pub name: String,
+    pub address: String,
+    pub kubernetes_version: String,
+    /// Names the cluster token, so two clusters' members never mix.
+    pub cluster_name: String,
+    /// Every member, this one included: (name, address).
+    pub members: Vec<(String, String)>,
+    /// `existing` when this member joins a running etcd (as a learner);
+    /// `new` when the members start together.
+    pub joins_existing: bool,
 }
 
 /// A worker's input for unit tests of the renderers.

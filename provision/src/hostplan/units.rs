@@ -2,7 +2,7 @@
 //! TLS hop is authenticated (etcd peers and clients, apiserver, kubelet).
 
 use super::layout::{self, ETCD_PKI, K8S, PKI};
-use super::{ControllerInput, HostFile, NodeInput, Unit};
+use super::{ControllerInput, EtcdMember, HostFile, NodeInput, Unit};
 
 fn unit(
     description: &str,
@@ -57,11 +57,10 @@ pub fn containerd(node: &NodeInput) -> HostFile {
     )
 }
 
-pub fn etcd(c: &ControllerInput) -> HostFile {
-    let n = &c.node;
-    let a = &n.address;
+pub fn etcd(m: &EtcdMember) -> HostFile {
+    let a = &m.address;
     let flags = vec![
-        flag("name", &n.node_name),
+        flag("name", &m.name),
         flag("data-dir", layout::ETCD_DATA),
         flag(
             "listen-client-urls",
@@ -86,7 +85,7 @@ pub fn etcd(c: &ControllerInput) -> HostFile {
         unit(
             "etcd key-value store (kubeup)",
             "network-online.target",
-            &layout::bin(&n.kubernetes_version, "etcd"),
+            &layout::bin(&m.kubernetes_version, "etcd"),
             &flags,
             &format!(
                 "Type=notify\nLimitNOFILE=65536\nEnvironmentFile=-{}\n",
@@ -101,24 +100,20 @@ pub fn etcd(c: &ControllerInput) -> HostFile {
 /// first) or starts a new one with them. etcd reads these only on its first
 /// start (no data yet), so the file changes when controllers are added
 /// without restarting a running member.
-pub fn etcd_bootstrap_env(c: &ControllerInput) -> HostFile {
-    let state = if c.etcd_joins_existing {
-        "existing"
-    } else {
-        "new"
-    };
+pub fn etcd_bootstrap_env(m: &EtcdMember) -> HostFile {
+    let state = if m.joins_existing { "existing" } else { "new" };
     let content = format!(
         "# Written by kubeup: read by etcd on its first start only.\n\
          ETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_CLUSTER_STATE={state}\nETCD_INITIAL_CLUSTER_TOKEN=kubeup-{}\n",
-        initial_cluster(c),
-        c.cluster_name
+        initial_cluster(m),
+        m.cluster_name
     );
     HostFile::new(layout::ETCD_BOOTSTRAP_ENV, content, 0o644, &[])
 }
 
 /// `name=https://address:2380,…` for every member, this one included.
-fn initial_cluster(c: &ControllerInput) -> String {
-    c.etcd_members
+fn initial_cluster(m: &EtcdMember) -> String {
+    m.members
         .iter()
         .map(|(name, address)| format!("{name}=https://{address}:2380"))
         .collect::<Vec<_>>()
@@ -140,7 +135,7 @@ pub fn kube_apiserver(c: &ControllerInput) -> HostFile {
         flag("client-ca-file", format!("{PKI}/ca.crt")),
         flag("tls-cert-file", format!("{PKI}/apiserver.crt")),
         flag("tls-private-key-file", format!("{PKI}/apiserver.key")),
-        flag("etcd-servers", "https://127.0.0.1:2379"),
+        flag("etcd-servers", c.etcd.servers()),
         flag("etcd-cafile", format!("{ETCD_PKI}/ca.crt")),
         flag("etcd-certfile", format!("{PKI}/apiserver-etcd-client.crt")),
         flag("etcd-keyfile", format!("{PKI}/apiserver-etcd-client.key")),

@@ -27,10 +27,10 @@ const CONTROL_PLANE: [Unit; 7] = [
     Unit::KubeProxy,
 ];
 
-/// `units` and, when the cluster has a virtual IP, keepalived (after the
-/// apiserver it probes).
+/// `units` (without etcd when it runs on dedicated hosts) and, when the
+/// cluster has a virtual IP, keepalived (after the apiserver it probes).
 fn with_vip(run: &UpRun, units: &[Unit]) -> Vec<Unit> {
-    let mut units = units.to_vec();
+    let mut units = run.ctx().controller_units(units);
     if run.ctx().virtual_ip().is_some() {
         units.push(Unit::Vip);
     }
@@ -404,7 +404,7 @@ async fn interface_of(session: &Session, address: &str) -> Result<(String, Strin
 }
 
 /// A dry run's lines for what a step would change; `none` when nothing.
-pub(super) fn would(c: &Changes, none: &str) -> Vec<String> {
+pub(in crate::up) fn would(c: &Changes, none: &str) -> Vec<String> {
     let mut lines = vec![];
     let mut count = |verb: &str, items: &[String], what: &str| {
         if !items.is_empty() {

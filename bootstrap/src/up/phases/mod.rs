@@ -15,6 +15,7 @@ use super::connect::Connect;
 use super::run::UpRun;
 use cluster::{AddOns, ControlPlaneReady, NodeReady, OperatorLeading};
 use etcd::{EtcdJoin, EtcdPromote};
+pub(in crate::up) use host::would;
 use host::{Artifacts, Certificates, Configuration, Images, Preflight, Units};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
