@@ -23,6 +23,10 @@ pub struct InitArgs {
     /// controllers.
     #[arg(long = "controller", default_value = "192.0.2.10")]
     pub controllers: Vec<String>,
+    /// A dedicated etcd host's address; repeat it for 3 or 5 (default: etcd
+    /// runs on each controller).
+    #[arg(long = "etcd-host")]
+    pub etcd_hosts: Vec<String>,
     /// A virtual IP kubeup's keepalived moves among the controllers, as the
     /// API's endpoint (`controlPlaneEndpoint`, kind VirtualIP).
     #[arg(long)]
@@ -43,7 +47,7 @@ pub struct InitArgs {
 }
 
 pub fn run(args: InitArgs) -> Result<ExitCode> {
-    if args.host_key.is_some() && args.controllers.len() > 1 {
+    if args.host_key.is_some() && args.controllers.len() + args.etcd_hosts.len() > 1 {
         anyhow::bail!(
             "--host-key pins one host's key: with several controllers, pin each in cluster.yaml (or leave it out to record each key on first use)"
         );
@@ -88,22 +92,21 @@ fn template(args: &InitArgs) -> Cluster {
             key: None,
         },
     };
+    let host = |address: &String| ControllerHost {
+        address: address.clone(),
+        port: args.port,
+        user: args.user.clone(),
+        private_key_file: args.private_key_file.clone(),
+        host_key: host_key.clone(),
+        name: None,
+        bastion: None,
+    };
     let spec = ClusterSpec {
         kubernetes_version: kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION.into(),
-        etcd: Default::default(),
-        controllers: args
-            .controllers
-            .iter()
-            .map(|address| ControllerHost {
-                address: address.clone(),
-                port: args.port,
-                user: args.user.clone(),
-                private_key_file: args.private_key_file.clone(),
-                host_key: host_key.clone(),
-                name: None,
-                bastion: None,
-            })
-            .collect(),
+        etcd: kubeup_crds::cluster::Etcd {
+            external: args.etcd_hosts.iter().map(host).collect(),
+        },
+        controllers: args.controllers.iter().map(host).collect(),
         control_plane_endpoint: args.endpoint.as_ref().map(|address| ControlPlaneEndpoint {
             address: address.clone(),
             kind: EndpointKind::VirtualIP,
@@ -151,5 +154,27 @@ mod tests {
             cluster.spec.control_plane_endpoint.map(|e| e.address),
             Some("192.0.2.100".to_string())
         );
+        assert!(cluster.spec.etcd.is_stacked());
+    }
+
+    #[test]
+    fn dedicated_etcd_hosts_make_a_valid_cluster_yaml() {
+        let mut argv = vec!["init", "--controller", "192.0.2.10"];
+        for a in ["192.0.2.20", "192.0.2.21", "192.0.2.22"] {
+            argv.extend(["--etcd-host", a]);
+        }
+        let cli = Cli::parse_from(argv);
+        let text = kubeup_provision::config::render_cluster_yaml(&template(&cli.args));
+        assert!(text.contains("  # Dedicated etcd hosts"), "{text}");
+        let cluster = kubeup_provision::config::parse(&text, std::path::Path::new("/nonexistent"))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        let hosts: Vec<&str> = cluster
+            .spec
+            .etcd
+            .external
+            .iter()
+            .map(|h| h.address.as_str())
+            .collect();
+        assert_eq!(hosts, ["192.0.2.20", "192.0.2.21", "192.0.2.22"]);
     }
 }

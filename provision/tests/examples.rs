@@ -33,6 +33,14 @@ fn example_ha_cluster_yaml_is_valid() {
     assert!(loaded.cluster.spec.control_plane_endpoint.is_some());
 }
 
+#[test]
+fn example_dedicated_etcd_cluster_yaml_is_valid() {
+    let loaded = kubeup_provision::config::load(&examples().join("cluster-etcd.yaml"))
+        .expect("examples/cluster-etcd.yaml is valid");
+    let spec = &loaded.cluster.spec;
+    assert_eq!((spec.controllers.len(), spec.etcd.external.len()), (2, 3));
+}
+
 fn workerjoins_in(text: &str) -> Vec<WorkerJoin> {
     serde_yaml_ng::Deserializer::from_str(text)
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
