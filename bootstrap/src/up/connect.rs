@@ -54,6 +54,17 @@ impl Link {
         }
     }
 
+    /// Open the session (the host key checked against known_hosts); its
+    /// host key's fingerprint.
+    pub async fn open(&self) -> Result<String> {
+        let session = self.ctx.connect(&self.controller).await?;
+        let fingerprint = session.host_key_fingerprint().await.unwrap_or_default();
+        if let Err(extra) = self.session.set(session) {
+            extra.close().await;
+        }
+        Ok(fingerprint)
+    }
+
     /// End the session, if one was opened (every exit path of a command).
     pub async fn close(&mut self) {
         if let Some(session) = self.session.take() {
@@ -99,17 +110,9 @@ impl<K: PhaseKey, C: AsRef<Link> + Sync> Phase<C, K, anyhow::Error> for Connect<
             .boxed()
     }
     fn run<'a>(&'a self, ctx: &'a C, _: &'a Live) -> BoxFuture<'a, Result<String>> {
-        async move {
-            let link = ctx.as_ref();
-            let session = link.ctx.connect(&link.controller).await?;
-            let fingerprint = session.host_key_fingerprint().await.unwrap_or_default();
-            if let Err(extra) = link.session.set(session) {
-                extra.close().await;
-            }
-            Ok(fingerprint)
-        }
-        .map(with_causes)
-        .boxed()
+        async move { ctx.as_ref().open().await }
+            .map(with_causes)
+            .boxed()
     }
 }
 

@@ -40,11 +40,17 @@ pub struct UpArgs {
     /// Progress format: text (live on a terminal, lines otherwise) or json.
     #[arg(long, short = 'o', value_enum, default_value_t)]
     pub output: Output,
+    /// A controller removed from cluster.yaml that no longer answers over
+    /// SSH (gone for good) leaves etcd and loses its Node through a
+    /// remaining controller, without a drain or a reset. Without it, such a
+    /// removal is refused.
+    #[arg(long)]
+    pub forget_unreachable: bool,
 }
 
 pub async fn run_up(args: UpArgs) -> Result<ExitCode> {
     let progress = Progress::new(args.output);
-    let result = converge_controller(&args.file, &progress, false).await;
+    let result = converge_controller(&args, &progress, false).await;
     end_with(
         &progress,
         "up",
@@ -54,7 +60,7 @@ pub async fn run_up(args: UpArgs) -> Result<ExitCode> {
 
 pub async fn run_plan(args: UpArgs) -> Result<ExitCode> {
     let progress = Progress::new(args.output);
-    let result = converge_controller(&args.file, &progress, true).await;
+    let result = converge_controller(&args, &progress, true).await;
     end_with(
         &progress,
         "plan",
@@ -74,16 +80,25 @@ pub struct Converged {
 /// the cluster's objects through the first one. The first failure on any
 /// controller stops the run after the stage's other walks end.
 pub async fn converge_controller(
-    file: &ClusterFile,
+    args: &UpArgs,
     progress: &Progress,
     dry_run: bool,
 ) -> Result<Converged> {
+    let file = &args.file;
     let ctx = Arc::new(ControllerContext::load(&file.file, !dry_run)?);
     // Controllers cluster.yaml no longer lists leave first, one at a time,
     // each behind its quorum gate.
     let leaving = remove::removed_controllers(&ctx).await?;
     if !leaving.is_empty() {
-        remove::remove_all(ctx.clone(), leaving, progress, dry_run, &file.file).await?;
+        remove::remove_all(
+            ctx.clone(),
+            leaving,
+            progress,
+            dry_run,
+            args.forget_unreachable,
+            &file.file,
+        )
+        .await?;
     }
     let mut runs = (0..ctx.controllers().len())
         .map(|i| run::UpRun::new(ctx.clone(), i))

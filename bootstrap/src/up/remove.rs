@@ -237,6 +237,23 @@ struct Leaving {
     remaining: Vec<String>,
     node: OnceLock<String>,
     member: OnceLock<u64>,
+    /// A remaining controller, for a leaving one that no longer answers:
+    /// etcdctl runs there.
+    via: Option<Link>,
+    /// The addresses of the controllers removed before this one in the same
+    /// run: gone when it runs, still members in a dry run's view.
+    left_before: Vec<String>,
+}
+
+impl Leaving {
+    /// The session etcdctl runs in: the leaving host's own, or the
+    /// remaining controller's when the leaving one is unreachable.
+    fn etcd_session(&self) -> Result<&Session> {
+        Ok(match &self.via {
+            Some(via) => via.session()?,
+            None => self.link.session()?,
+        })
+    }
 }
 
 impl AsRef<Link> for Leaving {
@@ -252,11 +269,16 @@ impl OnHost for Leaving {
 }
 
 /// Remove every controller in `leaving`, one at a time; `dry_run` plans.
+/// Those that do not answer over SSH go first (a member that is down
+/// cannot lower etcd's healthy count), and only with `forget_unreachable`:
+/// they leave etcd and lose their Node through a remaining controller,
+/// without being drained or reset.
 pub async fn remove_all(
     ctx: Arc<ControllerContext>,
     leaving: Vec<ControllerHost>,
     progress: &Progress,
     dry_run: bool,
+    forget_unreachable: bool,
     file: &std::path::Path,
 ) -> Result<()> {
     let remaining: Vec<String> = ctx
@@ -265,16 +287,41 @@ pub async fn remove_all(
         .map(|c| format!("https://{}:2379", c.address))
         .collect();
     let client = api_client(&ctx).await?;
+    let mut order = vec![];
     for host in leaving {
+        let reachable = reachable(&ctx, &host).await;
+        order.push((reachable, host));
+    }
+    order.sort_by_key(|(reachable, _)| reachable.is_ok());
+    let mut left_before = vec![];
+    for (reachable, host) in order {
+        let via = match reachable {
+            Ok(()) => None,
+            Err(_) if forget_unreachable => Some(Link::new(ctx.clone(), 0)?),
+            Err(why) => bail!(
+                "the controller {} to remove does not answer over SSH ({why:#}); nothing was removed. Start it again, or if it is gone for good run `kubeup up --forget-unreachable`: it then leaves etcd and loses its Node through a remaining controller, without being drained or reset",
+                host.address
+            ),
+        };
         let mut l = Leaving {
             link: Link::for_host(ctx.clone(), host),
             client: client.clone(),
             remaining: remaining.clone(),
             node: OnceLock::new(),
             member: OnceLock::new(),
+            via,
+            left_before: left_before.clone(),
         };
-        let result = remove_one(&l, progress, dry_run).await;
+        let result = if l.via.is_some() {
+            forget_one(&l, progress, dry_run).await
+        } else {
+            remove_one(&l, progress, dry_run).await
+        };
         l.link.close().await;
+        if let Some(via) = &mut l.via {
+            via.close().await;
+        }
+        left_before.push(l.link.controller.address.clone());
         let command = if dry_run { "plan" } else { "up" };
         result.map_err(|e| match e {
             Removal::Prepare(f) => super::failure::explain(f, command, file, &l.link),
@@ -312,19 +359,90 @@ async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(
     };
     walked.map_err(Removal::Reset)?;
     if !dry_run && let Some(node) = l.node.get() {
-        let nodes: Api<Node> = Api::all(l.client.clone());
-        match nodes.delete(node, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => {
-                return Err(Removal::Other(
-                    anyhow::Error::new(e).context(format!("failed to delete Node {node}")),
-                ));
-            }
-        }
+        delete_node(l).await.map_err(Removal::Other)?;
         progress.info(&l.link.host, &format!("removed; Node {node} deleted"));
     }
     Ok(())
+}
+
+/// Whether `host` answers over SSH now (the session is closed again).
+async fn reachable(ctx: &ControllerContext, host: &ControllerHost) -> Result<()> {
+    let session = ctx.connect(host).await?;
+    session.close().await;
+    Ok(())
+}
+
+/// A controller gone for good: through a remaining controller, the quorum
+/// gate and leaving etcd; then its Node is deleted. Not drained (its pods
+/// are gone with it) and not reset (it cannot be reached).
+async fn forget_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(), Removal> {
+    let prepare: Vec<&dyn Phase<Leaving, RemovePhase, anyhow::Error>> =
+        vec![&ConnectVia, &QuorumGate, &LeaveEtcd];
+    let procedure = Procedure::new(l.link.host.clone(), prepare);
+    let walked = if dry_run {
+        procedure.dry_run(l, progress).await
+    } else {
+        procedure.apply(l, progress, None).await
+    };
+    walked.map_err(Removal::Prepare)?;
+    if !dry_run {
+        delete_node(l).await.map_err(Removal::Other)?;
+        progress.info(
+            &l.link.host,
+            "forgotten without a reset (unreachable): wipe the machine before it runs again, or its kubelet registers its Node anew",
+        );
+    }
+    Ok(())
+}
+
+/// Delete the leaving controller's Node, if it has one.
+async fn delete_node(l: &Leaving) -> Result<()> {
+    let Some(node) = l.node.get() else {
+        return Ok(());
+    };
+    let nodes: Api<Node> = Api::all(l.client.clone());
+    match nodes.delete(node, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("failed to delete Node {node}")));
+        }
+    }
+    Ok(())
+}
+
+/// Open a session to a remaining controller, for an unreachable one.
+struct ConnectVia;
+
+impl Phase<Leaving, RemovePhase, anyhow::Error> for ConnectVia {
+    fn key(&self) -> RemovePhase {
+        RemovePhase::Connect
+    }
+    fn title(&self) -> &'static str {
+        "open an SSH session to a remaining controller (this one is unreachable)"
+    }
+    fn effect(&self) -> Effect {
+        Effect::Observe
+    }
+    fn plan<'a>(&'a self, l: &'a Leaving) -> Planned<'a> {
+        let line = format!(
+            "unreachable: act through {}",
+            l.via.as_ref().map_or("?", |v| v.host.as_str())
+        );
+        async move { Ok(vec![line]) }.boxed()
+    }
+    fn run<'a>(&'a self, l: &'a Leaving, _: &'a Live) -> Ran<'a> {
+        async move {
+            let via = l
+                .via
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("no remaining controller to act through"))?;
+            via.open().await?;
+            Ok(format!("unreachable: through {}", via.host))
+        }
+        .map(with_causes)
+        .boxed()
+    }
 }
 
 type Planned<'a> = BoxFuture<'a, Result<Vec<String>>>;
@@ -335,7 +453,7 @@ type Ran<'a> = BoxFuture<'a, Result<String>>;
 async fn etcdctl(l: &Leaving, endpoints: &str, args: &[&str]) -> Result<String> {
     let version = &l.link.ctx.manifest.kubernetes_version;
     let cmd = super::etcdctl::command(version, endpoints, args);
-    let out = l.link.session()?.output(&cmd).await?;
+    let out = l.etcd_session()?.output(&cmd).await?;
     // `endpoint health` exits 1 when a member is unhealthy, with the JSON.
     if out.exit_status != Some(0) && out.stdout.is_empty() {
         bail!(
@@ -390,10 +508,16 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
                     .iter()
                     .any(|h| h.health && m.client_urls.contains(&h.endpoint))
             };
+            let gone: Vec<String> = l
+                .left_before
+                .iter()
+                .chain([address])
+                .map(|a| format!("https://{a}:2380"))
+                .collect();
             let others: Vec<&Member> = list
                 .members
                 .iter()
-                .filter(|m| !m.peer_urls.contains(&peer))
+                .filter(|m| !m.peer_urls.iter().any(|u| gone.contains(u)))
                 .collect();
             let after = others.len();
             let healthy_after: Vec<&str> = others
@@ -530,7 +654,7 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for LeaveEtcd {
                 &l.remaining.join(","),
                 &["member", "remove", &id],
             );
-            super::etcdctl::reconfigure(l.link.session()?, &remove, "member remove").await?;
+            super::etcdctl::reconfigure(l.etcd_session()?, &remove, "member remove").await?;
             Ok(format!("member {id} removed"))
         }
         .map(with_causes)
