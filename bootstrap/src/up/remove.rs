@@ -426,7 +426,7 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for ConnectVia {
     }
     fn plan<'a>(&'a self, l: &'a Leaving) -> Planned<'a> {
         let line = format!(
-            "unreachable: act through {}",
+            "unreachable: through {}",
             l.via.as_ref().map_or("?", |v| v.host.as_str())
         );
         async move { Ok(vec![line]) }.boxed()
