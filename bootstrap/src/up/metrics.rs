@@ -93,6 +93,7 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
             METRICS_SERVER_IMAGE,
             &b64(ca.cert_pem()),
             &b64(ctx.cas.kubelet_serving.cert_pem()),
+            ctx.controllers().len(),
         ),
     )
     .await

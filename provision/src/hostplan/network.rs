@@ -227,8 +227,16 @@ pub fn coredns_manifest(cluster_dns: &str, domain: &str, image: &str) -> String 
 /// `kubelet_ca_b64` is the kubelet-serving CA certificate (PEM) in base64:
 /// metrics-server verifies the kubelets' serving certificates against it
 /// (ConfigMap [`METRICS_SERVER_KUBELET_CA`]), never against the cluster CA.
-pub fn metrics_server_manifest(image: &str, ca_bundle_b64: &str, kubelet_ca_b64: &str) -> String {
+/// `controllers`: two replicas where there are two controllers (spread
+/// over them by anti-affinity), one otherwise.
+pub fn metrics_server_manifest(
+    image: &str,
+    ca_bundle_b64: &str,
+    kubelet_ca_b64: &str,
+    controllers: usize,
+) -> String {
     METRICS_SERVER
+        .replace("${REPLICAS}", &controllers.clamp(1, 2).to_string())
         .replace("${IMAGE}", image)
         .replace("${CA_BUNDLE}", ca_bundle_b64)
         .replace("${KUBELET_CA_BUNDLE}", kubelet_ca_b64)
@@ -406,7 +414,7 @@ mod tests {
 
     #[test]
     fn metrics_server_is_verified_both_ways() {
-        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK");
+        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK", 1);
         // The comment names the placeholders; no line uses one any more.
         assert!(
             !y.lines()
@@ -431,7 +439,7 @@ mod tests {
 
     #[test]
     fn the_metrics_server_manifest_parses() {
-        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK");
+        let y = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK", 3);
         let docs: Vec<serde_yaml_ng::Value> = y
             .split("\n---\n")
             .map(|doc| serde_yaml_ng::from_str(doc).expect("valid YAML"))
@@ -449,6 +457,7 @@ mod tests {
             "Service",
             "Deployment",
             "APIService",
+            "PodDisruptionBudget",
         ] {
             assert!(kinds.contains(&want), "{want} missing: {kinds:?}");
         }
@@ -464,6 +473,11 @@ mod tests {
         assert_eq!(dns, METRICS_SERVER_DNS_NAME);
         assert_eq!(api["caBundle"], "Q0EK");
         assert!(api.get("insecureSkipTLSVerify").is_none());
+        // Two replicas on two controllers, one of them always serving.
+        assert_eq!(of("Deployment")["spec"]["replicas"], 2);
+        assert_eq!(of("PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+        let single = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK", 1);
+        assert!(single.contains("  replicas: 1\n"));
         let pod = &of("Deployment")["spec"]["template"]["spec"];
         assert_eq!(
             pod["volumes"][1]["secret"]["secretName"],
