@@ -121,6 +121,20 @@ pub fn images_for(manifest: &BundleManifest, addons: &Addons) -> BundleManifest 
     m
 }
 
+/// The images a controller imports into its own containerd: those of
+/// [`images_for`] without Traefik's, unless `addons.traefik.nodeSelector`
+/// may pick a controller (by default Traefik runs on every node but the
+/// controllers). Its tar stays in the controller's bundle: the operator
+/// sends it to the workers from there. The largest image, so the shortest
+/// `up`.
+pub fn controller_images(manifest: &BundleManifest, addons: &Addons) -> BundleManifest {
+    let mut m = images_for(manifest, addons);
+    if addons.traefik.node_selector.is_empty() {
+        m.files.retain(|name, _| name != TRAEFIK_IMAGE_FILE);
+    }
+    m
+}
+
 /// Directories a volume directory may never be in (or be): the system's,
 /// and kubeup's and the node components' own, which `reset` removes whole.
 const FORBIDDEN_DIRS: [&str; 16] = [
@@ -477,5 +491,22 @@ mod tests {
         assert!(w.files.contains_key(LOCAL_PATH_IMAGE_FILE));
         assert!(!w.files.contains_key(TRAEFIK_IMAGE_FILE));
         assert!(w.files.contains_key("images/pause.tar"));
+        // A controller imports Traefik only when its nodeSelector may pick
+        // one; workers get it either way.
+        let mut a = Addons::default();
+        assert!(images_for(&m, &a).files.contains_key(TRAEFIK_IMAGE_FILE));
+        assert!(
+            !controller_images(&m, &a)
+                .files
+                .contains_key(TRAEFIK_IMAGE_FILE)
+        );
+        a.traefik
+            .node_selector
+            .insert("ingress".into(), "true".into());
+        assert!(
+            controller_images(&m, &a)
+                .files
+                .contains_key(TRAEFIK_IMAGE_FILE)
+        );
     }
 }

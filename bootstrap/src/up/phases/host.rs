@@ -305,8 +305,12 @@ pub(super) struct Images;
 
 impl Images {
     async fn converge(&self, run: &UpRun, dry_run: bool) -> Result<Vec<String>> {
-        let imported =
-            converge::import_images(run.session()?, &run.ctx().manifest, dry_run).await?;
+        let ctx = run.ctx();
+        let images = kubeup_provision::addons::controller_images(
+            &ctx.manifest,
+            &ctx.loaded.cluster.spec.addons,
+        );
+        let imported = converge::import_images(run.session()?, &images, dry_run).await?;
         run.merge(Changes {
             uploaded: imported.iter().map(|i| format!("image {i}")).collect(),
             ..Changes::default()
