@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 use futures::FutureExt;
+use kubeup_provision::converge;
 use kubeup_provision::hostplan::{Unit, network};
 use kubeup_provision::phase::{Live, Phase};
 
@@ -21,7 +22,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
         UpPhase::ControlPlaneReady
     }
     fn title(&self) -> &'static str {
-        "wait for the apiserver's /readyz"
+        "wait for the apiserver's /readyz, then start its controllers"
     }
     fn after(&self) -> Option<&'static [UpPhase]> {
         Some(&[UpPhase::Units, UpPhase::EtcdPromote])
@@ -37,7 +38,10 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
                 ctx.api_server()
             ));
         }
-        lines.push(format!("wait for {}/readyz", own_api_server(run)));
+        lines.push(format!(
+            "wait for {}/readyz, then start the controller-manager and scheduler",
+            own_api_server(run)
+        ));
         async move { Ok(lines) }.map(with_causes).boxed()
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
@@ -55,7 +59,19 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for ControlPlaneReady {
             .await?;
             node::wait_ready(&client, run.session()?).await?;
             run.set_client(client);
-            Ok(String::new())
+            let (restart, _) = run.restart();
+            // Unit files were loaded by the units phase: no second reload.
+            let c = converge::ensure_units(
+                run.session()?,
+                &super::host::AFTER_READY,
+                &restart,
+                false,
+                false,
+            )
+            .await?;
+            let detail = c.units_summary();
+            run.merge(c);
+            Ok(detail)
         }
         .map(with_causes)
         .boxed()

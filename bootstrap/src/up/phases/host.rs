@@ -15,21 +15,27 @@ use crate::up::context::Observed;
 use crate::up::node;
 use crate::up::run::UpRun;
 
-/// Everything but the kubelet, in start order: the kubelet starts with its
-/// Node (see [`node::ensure_node`]).
-const CONTROL_PLANE: [Unit; 7] = [
+/// What starts with the units phase, in start order: the API and what it
+/// needs. The controller-manager and scheduler start once the apiserver is
+/// ready ([`AFTER_READY`]), the kubelet with its Node (see
+/// [`node::ensure_node`]).
+const CONTROL_PLANE: [Unit; 5] = [
     Unit::Containerd,
     Unit::ApiLb,
     Unit::Etcd,
     Unit::KubeApiserver,
-    Unit::KubeControllerManager,
-    Unit::KubeScheduler,
     Unit::KubeProxy,
 ];
 
+/// Started once the local apiserver is ready: their first leader-election
+/// attempt then succeeds, where one against an apiserver still starting
+/// fails and waits out the retry period (2 s and jitter) before the
+/// controllers that create the add-ons' pods begin.
+pub(super) const AFTER_READY: [Unit; 2] = [Unit::KubeControllerManager, Unit::KubeScheduler];
+
 /// `units` (without etcd when it runs on dedicated hosts) and, when the
 /// cluster has a virtual IP, keepalived (after the apiserver it probes).
-fn with_vip(run: &UpRun, units: &[Unit]) -> Vec<Unit> {
+pub(super) fn with_vip(run: &UpRun, units: &[Unit]) -> Vec<Unit> {
     let mut units = run.ctx().controller_units(units);
     if run.ctx().virtual_ip().is_some() {
         units.push(Unit::Vip);
