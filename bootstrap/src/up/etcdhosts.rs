@@ -149,11 +149,7 @@ async fn walk(
         let results = futures::future::join_all(runs.iter().map(|run| {
             let procedure = Procedure::new(run.link.host.clone(), phases.clone());
             async move {
-                let walked = if dry_run {
-                    procedure.dry_run(run, progress).await
-                } else {
-                    procedure.apply(run, progress, None).await
-                };
+                let walked = procedure.apply_or_plan(run, progress, dry_run).await;
                 walked.map_err(|f| super::explain(f, command, file, &run.link))
             }
         }))

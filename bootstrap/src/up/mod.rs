@@ -142,11 +142,7 @@ async fn walk_stages(
         for wave in waves(n, runs) {
             let results = futures::future::join_all(wave.iter().map(|run| async move {
                 let procedure = Procedure::new(run.link.host.clone(), phases::stage(n));
-                let walked = if dry_run {
-                    procedure.dry_run(run, progress).await
-                } else {
-                    procedure.apply(run, progress, None).await
-                };
+                let walked = procedure.apply_or_plan(run, progress, dry_run).await;
                 walked.map_err(|f| failure::explain(f, command, file, &run.link))
             }))
             .await;

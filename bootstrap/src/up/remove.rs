@@ -344,19 +344,11 @@ async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(
     let prepare: Vec<&dyn Phase<Leaving, RemovePhase, anyhow::Error>> =
         vec![&connect, &QuorumGate, &Drain, &LeaveEtcd];
     let procedure = Procedure::new(host.clone(), prepare);
-    let walked = if dry_run {
-        procedure.dry_run(l, progress).await
-    } else {
-        procedure.apply(l, progress, None).await
-    };
+    let walked = procedure.apply_or_plan(l, progress, dry_run).await;
     walked.map_err(Removal::Prepare)?;
     let steps = ResetSteps::default();
     let reset = Procedure::new(host, steps.phases::<Leaving, anyhow::Error>());
-    let walked = if dry_run {
-        reset.dry_run(l, progress).await
-    } else {
-        reset.apply(l, progress, None).await
-    };
+    let walked = reset.apply_or_plan(l, progress, dry_run).await;
     walked.map_err(Removal::Reset)?;
     if !dry_run && let Some(node) = l.node.get() {
         delete_node(l).await.map_err(Removal::Other)?;
@@ -379,11 +371,7 @@ async fn forget_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(
     let prepare: Vec<&dyn Phase<Leaving, RemovePhase, anyhow::Error>> =
         vec![&ConnectVia, &QuorumGate, &LeaveEtcd];
     let procedure = Procedure::new(l.link.host.clone(), prepare);
-    let walked = if dry_run {
-        procedure.dry_run(l, progress).await
-    } else {
-        procedure.apply(l, progress, None).await
-    };
+    let walked = procedure.apply_or_plan(l, progress, dry_run).await;
     walked.map_err(Removal::Prepare)?;
     if !dry_run {
         delete_node(l).await.map_err(Removal::Other)?;

@@ -68,6 +68,18 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
         self.walk(ctx, progress, None, Mode::DryRun).await
     }
 
+    /// [`Self::dry_run`] when `dry_run` (a command's `plan`), else
+    /// [`Self::apply`] from the start.
+    pub async fn apply_or_plan(
+        &self,
+        ctx: &C,
+        progress: &dyn Progress<K, E>,
+        dry_run: bool,
+    ) -> Result<Report<K>, Failed<K, E>> {
+        let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
+        self.walk(ctx, progress, None, mode).await
+    }
+
     /// Indices of the phases `i` waits for. Keys not in the list are
     /// ignored (a dependency on a phase this flow does not have).
     fn deps(&self, i: usize) -> Vec<usize> {
