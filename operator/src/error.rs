@@ -1,6 +1,10 @@
-//! The operator's one error type. Every variant names the WorkerJoin or the
-//! host it concerns; none ever carries key material (Secret contents are
-//! never formatted, SSH errors are secret-free by construction).
+//! The operator's error: what a reconcile reports, wrapping the errors of
+//! the modules that have their own ([`crate::workerjoin::csr::CsrError`],
+//! [`crate::workerjoin::knownhosts::KnownHostsError`],
+//! [`crate::workerjoin::nodetoken::TokenError`], the SSH and converge
+//! errors) with their sources kept. Every variant names the WorkerJoin or
+//! the host it concerns; none ever carries key material (Secret contents
+//! are never formatted, SSH errors are secret-free by construction).
 
 use kubeup_provision::converge::ConvergeError;
 use kubeup_provision::ssh::SshError;
@@ -50,12 +54,14 @@ pub enum Error {
     },
     #[error("certificate {name}: {reason}")]
     Certificate { name: String, reason: String },
-    #[error("CertificateSigningRequest {name} is not approved: {reason}")]
-    CsrRefused { name: String, reason: String },
+    #[error(transparent)]
+    Csr(#[from] crate::workerjoin::csr::CsrError),
+    #[error(transparent)]
+    Token(#[from] crate::workerjoin::nodetoken::TokenError),
     #[error("{0}")]
     NodeNameTaken(String),
-    #[error("known host keys: {0}")]
-    KnownHosts(String),
+    #[error(transparent)]
+    KnownHosts(#[from] crate::workerjoin::knownhosts::KnownHostsError),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("drain of node {node}: {reason}")]
@@ -82,9 +88,10 @@ impl Error {
             Error::NoCluster => "ClusterNotFound",
             Error::Bundle { .. } => "BundleUnavailable",
             Error::Certificate { .. } => "CertificateFailed",
-            Error::CsrRefused { .. } => "CsrRefused",
+            Error::Csr(e) => e.category(),
+            Error::Token(e) => e.category(),
             Error::NodeNameTaken(_) => "NodeNameTaken",
-            Error::KnownHosts(_) => "KnownHostsUnreadable",
+            Error::KnownHosts(e) => e.category(),
             Error::Timeout { .. } => "Timeout",
             Error::Drain { .. } => "DrainFailed",
             Error::Finalizer(_) => "FinalizerFailed",
@@ -108,10 +115,8 @@ impl Error {
         match self {
             Error::Ssh { source, .. } => source.is_permanent(),
             Error::Converge(e) => e.is_permanent(),
-            Error::InvalidSpec(_)
-            | Error::InvalidHostName(_)
-            | Error::NodeNameTaken(_)
-            | Error::KnownHosts(_) => true,
+            Error::KnownHosts(e) => e.is_permanent(),
+            Error::InvalidSpec(_) | Error::InvalidHostName(_) | Error::NodeNameTaken(_) => true,
             _ => false,
         }
     }
@@ -155,6 +160,36 @@ mod tests {
         assert_eq!(e.ssh_category(), Some("sudo_needs_password"));
         assert!(!Error::NoCluster.is_permanent());
         assert!(Error::InvalidSpec("x".into()).is_permanent());
+    }
+
+    /// A module's own error keeps its category, its permanence and its
+    /// message through `?`.
+    #[test]
+    fn module_errors_keep_their_category_and_message() {
+        use crate::workerjoin::csr::CsrError;
+        use crate::workerjoin::knownhosts::KnownHostsError;
+        use crate::workerjoin::nodetoken::TokenError;
+        let refused = Error::from(CsrError::Refused {
+            name: "c".into(),
+            reason: "public key".into(),
+        });
+        assert_eq!(refused.category(), "CsrRefused");
+        assert!(!refused.is_permanent());
+        assert_eq!(
+            refused.to_string(),
+            "CertificateSigningRequest c is not approved: public key"
+        );
+        let bad_json = serde_json::from_str::<u8>("x").unwrap_err();
+        let unreadable = Error::from(KnownHostsError::Unreadable {
+            uid: "u".into(),
+            namespace: "ns".into(),
+            source: bad_json,
+        });
+        assert_eq!(unreadable.category(), "KnownHostsUnreadable");
+        assert!(unreadable.is_permanent());
+        assert!(std::error::Error::source(&unreadable).is_some());
+        let unbound = Error::from(TokenError::Unbound { node: "n".into() });
+        assert_eq!(unbound.category(), "CertificateFailed");
     }
 }
 

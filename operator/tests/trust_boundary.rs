@@ -28,7 +28,6 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeup_crds::WorkerJoin;
 use kubeup_crds::workerjoin::WorkerJoinPhase as Phase;
-use kubeup_operator::Error;
 use kubeup_operator::context::Settings;
 use kubeup_operator::csr::{self, ClientCert, Expected};
 use kubeup_testsupport::apiserver::ApiServer;
@@ -432,7 +431,7 @@ async fn csr_approval_checks(api: &ApiServer, sa: &kube::Client) {
         )
         .await;
         match r {
-            Err(Error::CsrRefused { reason, .. }) => {
+            Err(csr::CsrError::Refused { reason, .. }) => {
                 assert!(reason.contains(why), "{name}: {reason}")
             }
             other => panic!("{name}: expected a refusal, got {other:?}"),

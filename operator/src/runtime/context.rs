@@ -124,6 +124,7 @@ impl Context {
             .get_or_try_init(|| crate::workerjoin::csr::whoami(&self.client))
             .await
             .cloned()
+            .map_err(Into::into)
     }
 
     pub fn memory(&self, key: &str) -> Memory {

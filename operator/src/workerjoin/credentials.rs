@@ -251,7 +251,7 @@ impl Join<'_> {
         .await;
         let cert_pem = match signed {
             Ok(pem) => pem,
-            Err(e @ Error::CsrRefused { .. }) => {
+            Err(e @ csr::CsrError::Refused { .. }) => {
                 // Never this one again: the next attempt makes a new key
                 // and CSR.
                 self.with_status(|s| {
@@ -260,9 +260,9 @@ impl Join<'_> {
                 })
                 .await;
                 self.save().await?;
-                return Err(e);
+                return Err(e.into());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         pki::is_current(&cert_pem, ca_pem, &kubelet.leaf_spec(), 0).map_err(|reason| {
             Error::Certificate {

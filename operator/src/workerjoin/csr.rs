@@ -15,9 +15,59 @@ use kubeup_provision::pki::LeafSpec;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use secrecy::SecretString;
 
-use crate::error::{Error, Result};
 use crate::runtime::watch;
 use crate::workerjoin::decide::NODE_LABEL;
+
+/// What can go wrong issuing a client certificate through the CSR API.
+/// Secret-free: names and reasons only, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    #[error("certificate {name}: failed to build the CSR: {source}")]
+    Build {
+        name: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The request could not be used: not ours, denied, deleted, not PEM.
+    #[error("certificate {name}: {reason}")]
+    Unusable { name: String, reason: String },
+    /// It does not match what this join asked for: never approved.
+    #[error("CertificateSigningRequest {name} is not approved: {reason}")]
+    Refused { name: String, reason: String },
+    #[error(
+        "timed out after {secs}s waiting for CertificateSigningRequest {name} to be signed by {signer} (is kube-controller-manager running with --cluster-signing-*?)"
+    )]
+    Timeout {
+        name: String,
+        signer: String,
+        secs: u64,
+    },
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl CsrError {
+    /// Stable PascalCase reason for Events, conditions and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            CsrError::Build { .. } | CsrError::Unusable { .. } => "CertificateFailed",
+            CsrError::Refused { .. } => "CsrRefused",
+            CsrError::Timeout { .. } => "Timeout",
+            CsrError::Kube { .. } => "KubeApiError",
+        }
+    }
+
+    fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> CsrError {
+        let action = action.into();
+        move |source| CsrError::Kube { action, source }
+    }
+}
+
+type Result<T, E = CsrError> = std::result::Result<T, E>;
 
 pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// Annotation on a CSR naming the WorkerJoin (`ns/name`) and its uid: the
@@ -72,9 +122,9 @@ impl std::fmt::Debug for Generated {
 
 /// Generate a P-256 key pair and a CSR with the wanted subject.
 pub fn generate(cert: &ClientCert) -> Result<Generated> {
-    let err = |e: rcgen::Error| Error::Certificate {
+    let err = |source: rcgen::Error| CsrError::Build {
         name: cert.common_name.clone(),
-        reason: format!("failed to build the CSR: {e}"),
+        source,
     };
     let key = KeyPair::generate().map_err(err)?;
     let mut params = CertificateParams::default();
@@ -106,7 +156,7 @@ pub async fn whoami(client: &kube::Client) -> Result<String> {
     let review = api
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
-        .map_err(Error::kube(
+        .map_err(CsrError::kube(
             "ask the apiserver who the operator is (SelfSubjectReview)",
         ))?;
     review
@@ -114,7 +164,7 @@ pub async fn whoami(client: &kube::Client) -> Result<String> {
         .and_then(|s| s.user_info)
         .and_then(|u| u.username)
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| Error::Certificate {
+        .ok_or_else(|| CsrError::Unusable {
             name: "kubelet client".into(),
             reason: "the apiserver did not say who the operator is".into(),
         })
@@ -287,11 +337,11 @@ pub async fn create(
     let created = api
         .create(&PostParams::default(), &obj)
         .await
-        .map_err(Error::kube(format!(
+        .map_err(CsrError::kube(format!(
             "create CertificateSigningRequest {name}"
         )))?;
     if !is_ours(&created, owner_uid) {
-        return Err(Error::Certificate {
+        return Err(CsrError::Unusable {
             name: name.into(),
             reason: "the created CSR does not carry the WorkerJoin's uid".into(),
         });
@@ -318,18 +368,17 @@ pub async fn approve_and_wait(
 ) -> Result<String> {
     let signer = want.cert.signer;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let mut csr = api
-        .get(name)
-        .await
-        .map_err(Error::kube(format!("get CertificateSigningRequest {name}")))?;
+    let mut csr = api.get(name).await.map_err(CsrError::kube(format!(
+        "get CertificateSigningRequest {name}"
+    )))?;
     if !is_ours(&csr, owner_uid) {
-        return Err(Error::CsrRefused {
+        return Err(CsrError::Refused {
             name: name.into(),
             reason: format!("it does not carry WorkerJoin {owner}'s uid"),
         });
     }
     if let Some(reason) = mismatch(&csr, want) {
-        return Err(Error::CsrRefused {
+        return Err(CsrError::Refused {
             name: name.into(),
             reason,
         });
@@ -351,7 +400,7 @@ pub async fn approve_and_wait(
         csr.status = Some(status);
         api.replace_subresource("approval", name, &PostParams::default(), &csr)
             .await
-            .map_err(Error::kube(format!(
+            .map_err(CsrError::kube(format!(
                 "approve CertificateSigningRequest {name}"
             )))?;
     }
@@ -360,7 +409,7 @@ pub async fn approve_and_wait(
     let mut changes = std::pin::pin!(watch::changes(api, name, deadline));
     while let Some(csr) = changes.next().await {
         let Some(csr) = csr else {
-            return Err(Error::Certificate {
+            return Err(CsrError::Unusable {
                 name: name.into(),
                 reason: "it was deleted before its certificate was issued".into(),
             });
@@ -372,7 +421,7 @@ pub async fn approve_and_wait(
             .into_iter()
             .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
         {
-            return Err(Error::Certificate {
+            return Err(CsrError::Unusable {
                 name: name.into(),
                 reason: format!(
                     "{}: {} {}",
@@ -383,16 +432,15 @@ pub async fn approve_and_wait(
             });
         }
         if let Some(pem) = status.certificate.filter(|c| !c.0.is_empty()) {
-            return String::from_utf8(pem.0).map_err(|_| Error::Certificate {
+            return String::from_utf8(pem.0).map_err(|_| CsrError::Unusable {
                 name: name.into(),
                 reason: "the issued certificate is not PEM text".into(),
             });
         }
     }
-    Err(Error::Timeout {
-        what: format!(
-            "CertificateSigningRequest {name} to be signed by {signer} (is kube-controller-manager running with --cluster-signing-*?)"
-        ),
+    Err(CsrError::Timeout {
+        name: name.into(),
+        signer: signer.to_string(),
         secs: timeout.as_secs(),
     })
 }

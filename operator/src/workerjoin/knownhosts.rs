@@ -17,9 +17,54 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
 pub const CONFIGMAP: &str = "kubeup-known-hosts";
+
+/// What can go wrong with the record of host keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownHostsError {
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// An entry that cannot be read: never taken as "nothing recorded"
+    /// (that would trust whatever key answers next).
+    #[error(
+        "known host keys: the entry {uid} of ConfigMap {namespace}/{CONFIGMAP} cannot be read ({source}); remove that entry to trust the machine afresh"
+    )]
+    Unreadable {
+        uid: String,
+        namespace: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("known host keys: encode the record: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl KnownHostsError {
+    /// Stable PascalCase reason for Events, conditions and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            KnownHostsError::Kube { .. } => "KubeApiError",
+            KnownHostsError::Unreadable { .. } | KnownHostsError::Encode(_) => {
+                "KnownHostsUnreadable"
+            }
+        }
+    }
+
+    /// An unreadable record waits for a person; the API may answer later.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, KnownHostsError::Kube { .. })
+    }
+
+    fn kube(action: String) -> impl FnOnce(kube::Error) -> KnownHostsError {
+        move |source| KnownHostsError::Kube { action, source }
+    }
+}
+
+type Result<T, E = KnownHostsError> = std::result::Result<T, E>;
 
 /// The keys recorded for one WorkerJoin (OpenSSH public key lines).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +97,7 @@ pub async fn load(client: &kube::Client, namespace: &str, uid: &str) -> Result<O
     let cm = api(client, namespace)
         .get_opt(CONFIGMAP)
         .await
-        .map_err(Error::kube(format!(
+        .map_err(KnownHostsError::kube(format!(
             "read ConfigMap {namespace}/{CONFIGMAP}"
         )))?;
     let Some(text) = cm.and_then(|c| c.data).and_then(|mut d| d.remove(uid)) else {
@@ -60,9 +105,11 @@ pub async fn load(client: &kube::Client, namespace: &str, uid: &str) -> Result<O
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| Error::KnownHosts(format!(
-            "the entry {uid} of ConfigMap {namespace}/{CONFIGMAP} cannot be read ({e}); remove that entry to trust the machine afresh"
-        )))
+        .map_err(|source| KnownHostsError::Unreadable {
+            uid: uid.to_string(),
+            namespace: namespace.to_string(),
+            source,
+        })
 }
 
 /// Record the keys of the WorkerJoin `uid`.
@@ -72,8 +119,7 @@ pub async fn save(
     uid: &str,
     record: &Record,
 ) -> Result<()> {
-    let text = serde_json::to_string(record)
-        .map_err(|e| Error::KnownHosts(format!("encode the record: {e}")))?;
+    let text = serde_json::to_string(record).map_err(KnownHostsError::Encode)?;
     apply(
         client,
         namespace,
@@ -107,7 +153,7 @@ async fn apply(
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(Error::kube(format!(
+        .map_err(KnownHostsError::kube(format!(
             "record host keys in ConfigMap {namespace}/{CONFIGMAP}"
         )))?;
     Ok(())

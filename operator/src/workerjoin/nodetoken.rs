@@ -29,6 +29,32 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
+
+/// What can go wrong issuing a Node-bound token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("certificate Node {node}: the Node has no uid to bind tokens to")]
+    Unbound { node: String },
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The TokenRequest answered with something that is no usable token.
+    #[error("certificate {subject}: {reason}")]
+    Unusable { subject: String, reason: String },
+}
+
+impl TokenError {
+    /// Stable PascalCase reason for Events, conditions and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            TokenError::Kube { .. } => "KubeApiError",
+            TokenError::Unbound { .. } | TokenError::Unusable { .. } => "CertificateFailed",
+        }
+    }
+}
 use crate::workerjoin::join::Join;
 use kubeup_crds::workerjoin::WorkerJoinStatus;
 
@@ -89,12 +115,11 @@ pub struct BoundNode {
 
 impl BoundNode {
     /// A Node read from the API (so it has a uid).
-    pub fn of(node: &Node) -> Result<Self> {
+    pub fn of(node: &Node) -> Result<Self, TokenError> {
         let name = node.name_any();
-        let uid = node.uid().ok_or_else(|| Error::Certificate {
-            name: format!("Node {name}"),
-            reason: "the Node has no uid to bind tokens to".into(),
-        })?;
+        let uid = node
+            .uid()
+            .ok_or_else(|| TokenError::Unbound { node: name.clone() })?;
         Ok(Self { name, uid })
     }
 }
@@ -195,7 +220,7 @@ pub async fn request(
     client: &kube::Client,
     component: &Component,
     node: &BoundNode,
-) -> Result<Issued> {
+) -> Result<Issued, TokenError> {
     let (ns, name) = component.service_account;
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let req = TokenRequest {
@@ -214,13 +239,16 @@ pub async fn request(
     let out = api
         .create_token_request(name, &PostParams::default(), &req)
         .await
-        .map_err(Error::kube(format!(
-            "request a token for ServiceAccount {ns}/{name} bound to Node {} (is it there, and may the operator create serviceaccounts/token for it?)",
-            node.name
-        )))?;
+        .map_err(|source| TokenError::Kube {
+            action: format!(
+                "request a token for ServiceAccount {ns}/{name} bound to Node {} (is it there, and may the operator create serviceaccounts/token for it?)",
+                node.name
+            ),
+            source,
+        })?;
     let token = SecretString::from(out.status.map(|s| s.token).unwrap_or_default());
-    let unusable = |reason: String| Error::Certificate {
-        name: component.subject(),
+    let unusable = |reason: String| TokenError::Unusable {
+        subject: component.subject(),
         reason,
     };
     let payload = token
