@@ -29,6 +29,22 @@ one=$(timed_up 1)
 three=$(timed_up 3)
 printf 'up cold, 1 controller:  %.1f s   = %.1fx the 3.5 s raw control-plane bound\n' "$one" "$(echo "$one / 3.5" | bc -l)"
 printf 'up cold, 3 controllers: %.1f s   = %.2fx one controller (aim <= 1.5x)\n' "$three" "$(echo "$three / $one" | bc -l)"
+# Where the time goes: each phase's longest run over the hosts, side by side.
+python3 - "$dir/up-1.json" "$dir/up-3.json" <<'PY'
+import json, sys
+def phases(path):
+    out = {}
+    for line in open(path):
+        try: e = json.loads(line)
+        except ValueError: continue
+        if e.get("event") == "done" and e.get("elapsedSeconds") is not None:
+            out[e["phase"]] = max(out.get(e["phase"], 0.0), e["elapsedSeconds"])
+    return out
+one, three = phases(sys.argv[1]), phases(sys.argv[2])
+print("  phase (longest host)     1 ctl    3 ctl")
+for p in dict.fromkeys(list(one) + list(three)):
+    print(f"  {p:<24} {one.get(p, 0):6.1f} s {three.get(p, 0):6.1f} s")
+PY
 
 # Requests through the virtual IP while one controller is stopped.
 probe() { # probe SECONDS → "ok failed outage_s"

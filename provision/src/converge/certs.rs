@@ -4,6 +4,7 @@
 use secrecy::ExposeSecret;
 
 use super::{Changes, ConvergeError, ssh_err};
+use crate::hostplan::HostFile;
 use crate::hostplan::certs::CertPlan;
 use crate::pki::{self, CaKind, CertificateAuthority};
 use crate::ssh::{Command, Session, quote};
@@ -92,6 +93,7 @@ pub async fn ensure_certs(
 ) -> Result<Changes, ConvergeError> {
     let existing = remote_certs(session, plans).await?;
     let mut changes = Changes::default();
+    let mut files = vec![];
     for (plan, current) in plans.iter().zip(existing) {
         let ca = cas.get(plan.ca);
         let fresh = current
@@ -111,26 +113,21 @@ pub async fn ensure_certs(
             step: "certificates",
             source,
         })?;
-        let write = |data: Vec<u8>, path: String, mode: u32| async move {
-            session
-                .write_file(&data, &path, mode, Some("root:root"))
-                .await
-                .map_err(ssh_err(session.host(), "certificates"))
-        };
         if plan.key_path == plan.cert_path {
             let combined = format!("{}{}", issued.cert_pem, issued.key_pem.expose_secret());
-            write(combined.into_bytes(), plan.cert_path.clone(), 0o600).await?;
+            files.push(HostFile::new(&plan.cert_path, combined, 0o600, &[]));
         } else {
-            // Key first: a crash in between leaves a key without its cert,
+            // Key first: a write cut short leaves a key without its cert,
             // which the next run sees as "missing" and replaces.
-            write(
-                issued.key_pem.expose_secret().as_bytes().to_vec(),
-                plan.key_path.clone(),
-                0o600,
-            )
-            .await?;
-            write(issued.cert_pem.into_bytes(), plan.cert_path.clone(), 0o644).await?;
+            let key = issued.key_pem.expose_secret().as_bytes().to_vec();
+            files.push(HostFile::new(&plan.key_path, key, 0o600, &[]));
+            files.push(HostFile::new(&plan.cert_path, issued.cert_pem, 0o644, &[]));
         }
+    }
+    // Every issued pair in one round trip (one SSH command per file cost a
+    // controller ~3 s, and three at once on a small machine ~11 s).
+    if !files.is_empty() {
+        super::files::write_batch(session, &files.iter().collect::<Vec<_>>()).await?;
     }
     Ok(changes)
 }

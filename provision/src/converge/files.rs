@@ -71,7 +71,10 @@ pub async fn write_files(
 /// its sha256 (a script cut short never commits a truncated file), sets
 /// mode and owner and renames it into place, so a reader sees the old file
 /// or the new one, never a part.
-async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), ConvergeError> {
+pub(super) async fn write_batch(
+    session: &Session,
+    files: &[&HostFile],
+) -> Result<(), ConvergeError> {
     use base64::Engine;
     let mut script = String::from(
         "set -eu\n\
