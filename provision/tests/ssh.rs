@@ -830,6 +830,92 @@ async fn interrupted_upload_leaves_the_old_file() {
     assert_eq!(o, UploadOutcome::Uploaded { bytes: 200 << 20 });
 }
 
+/// The processes holding `path` open (what the remote upload script writes).
+fn holders(path: &str) -> Vec<String> {
+    let mut pids = vec![];
+    for proc_dir in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = proc_dir.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == path))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_host_that_stops_reading_fails_the_upload_as_stalled() {
+    let f = fixture();
+    let mut o = opts();
+    o.stall_timeout = Duration::from_secs(2);
+    let s = Arc::new(Session::connect(&f.root(), memory(), &o).await.unwrap());
+    let remote_dir = tempfile::tempdir().unwrap();
+    let dest = remote_dir.path().join("kubelet");
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = local_dir.path().join("big");
+    write_pattern(&local, 200 << 20, 5);
+    let upload = {
+        let (s, local, dest) = (s.clone(), local.clone(), dest.clone());
+        tokio::spawn(async move { s.upload(&local, dest.to_str().unwrap(), 0o755, None).await })
+    };
+    // Once bytes flow, freeze whatever writes the partial file: the host
+    // stops reading, as a hung disk or process would.
+    let started = Instant::now();
+    let frozen = loop {
+        let partial = walk(remote_dir.path())
+            .into_iter()
+            .find(|p| p.contains(".kubeup-"));
+        if let Some(p) = partial
+            && std::fs::metadata(&p).is_ok_and(|m| m.len() > (1 << 20))
+        {
+            let pids = holders(&p);
+            if !pids.is_empty() {
+                let mut args = vec!["-STOP".to_string()];
+                args.extend(pids.iter().cloned());
+                std::process::Command::new("kill")
+                    .args(&args)
+                    .status()
+                    .unwrap();
+                break pids;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let stopped = Instant::now();
+    let err = upload.await.unwrap().unwrap_err();
+    let waited = stopped.elapsed();
+    let mut args = vec!["-CONT".to_string()];
+    args.extend(frozen);
+    std::process::Command::new("kill")
+        .args(&args)
+        .status()
+        .unwrap();
+    assert_eq!(err.category(), "upload_stalled", "{err}");
+    assert!(!err.is_permanent(), "{err}");
+    assert!(waited < Duration::from_secs(20), "took {waited:?}");
+    // The session is still usable for the retry.
+    assert_eq!(
+        s.run(&Command::new("echo").arg("ok"))
+            .await
+            .unwrap()
+            .stdout_str(),
+        "ok\n"
+    );
+    assert!(!dest.exists());
+}
+
 #[tokio::test]
 async fn command_timeout_then_session_still_usable() {
     let f = fixture();

@@ -126,6 +126,13 @@ pub enum SshError {
         after: Duration,
     },
 
+    #[error("{command} on {host} stalled: the host took no bytes for {after:?}")]
+    UploadStalled {
+        host: String,
+        command: String,
+        after: Duration,
+    },
+
     #[error(
         "user {user} on host {host} needs a password for sudo: give one (CLI: KUBEUP_SUDO_PASSWORD \
          or --sudo-password-file; operator: sudoPasswordKey in the SSH Secret) or configure \
@@ -190,6 +197,7 @@ impl SshError {
             SshError::Disconnected { .. } => "disconnected",
             SshError::CommandFailed { .. } => "command_failed",
             SshError::CommandTimeout { .. } => "command_timeout",
+            SshError::UploadStalled { .. } => "upload_stalled",
             SshError::SudoNeedsPassword { .. } => "sudo_needs_password",
             SshError::SudoPasswordRejected { .. } => "sudo_password_rejected",
             SshError::SudoFailed { .. } => "sudo_failed",
@@ -220,6 +228,7 @@ impl SshError {
             SshError::Disconnected { .. } => "Disconnected",
             SshError::CommandFailed { .. } => "CommandFailed",
             SshError::CommandTimeout { .. } => "CommandTimeout",
+            SshError::UploadStalled { .. } => "UploadStalled",
             SshError::SudoNeedsPassword { .. } => "SudoNeedsPassword",
             SshError::SudoPasswordRejected { .. } => "SudoPasswordRejected",
             SshError::SudoFailed { .. } => "SudoFailed",

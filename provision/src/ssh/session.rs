@@ -98,6 +98,10 @@ pub struct SshOptions {
     pub auth_timeout: Duration,
     /// Default limit for one command; [`Command::timeout`] overrides it.
     pub command_timeout: Duration,
+    /// An upload whose bytes the host stops taking for this long has
+    /// stalled: it fails (and is retried) instead of waiting out the
+    /// command timeout.
+    pub stall_timeout: Duration,
     /// Keepalive after this much silence from the server…
     pub keepalive_interval: Duration,
     /// …and give the connection up after this many unanswered ones.
@@ -119,6 +123,7 @@ impl Default for SshOptions {
             connect_timeout: Duration::from_secs(20),
             auth_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(600),
+            stall_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
             max_channels: 8,

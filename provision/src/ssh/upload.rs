@@ -541,14 +541,28 @@ impl Session {
         let reader =
             tokio::task::spawn_blocking(move || read_segments(segments, stream_len, chunks_tx));
 
+        let stall = self.options().stall_timeout;
+        let stalled = || SshError::UploadStalled {
+            host: self.host().to_owned(),
+            command: display.clone(),
+            after: stall,
+        };
+        // Each chunk must be taken within `stall`: a host that stops
+        // reading (the window stays shut) fails the upload now.
+        let put = |data: Vec<u8>| async {
+            match tokio::time::timeout(stall, tx.data_bytes(data)).await {
+                Ok(sent) => sent.map_err(chan_err),
+                Err(_) => Err(stalled()),
+            }
+        };
         let work = async {
             tx.exec(true, line.as_bytes()).await.map_err(chan_err)?;
             let send = async {
                 if let Some(p) = prefix {
-                    tx.data_bytes(p).await.map_err(chan_err)?;
+                    put(p).await?;
                 }
                 while let Some(chunk) = chunks.recv().await {
-                    tx.data_bytes(chunk).await.map_err(chan_err)?;
+                    put(chunk).await?;
                 }
                 let streamed = reader
                     .await
@@ -578,12 +592,20 @@ impl Session {
             // lost) stop sending: the window would never open again.
             let (sent, out): (Result<()>, Output) = tokio::select! {
                 out = &mut recv => (Ok(()), out),
-                sent = &mut send => (sent, recv.await),
+                sent = &mut send => match sent {
+                    // The host is not reading: nor would it answer.
+                    Err(e @ SshError::UploadStalled { .. }) => return Err(e),
+                    sent => (sent, recv.await),
+                },
             };
             Ok::<_, SshError>((sent, out))
         };
         let timeout = self.options().command_timeout;
         let (sent, out) = match tokio::time::timeout(timeout, work).await {
+            Ok(Err(e @ SshError::UploadStalled { .. })) => {
+                kill(&tx).await;
+                return Err(e);
+            }
             Ok(r) => r?,
             Err(_) => {
                 kill(&tx).await;
