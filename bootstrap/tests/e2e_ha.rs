@@ -504,18 +504,28 @@ fn start_service_probe(dir: &Path, address: &str, url: &str, seconds: u32) {
         dir,
         address,
         &format!(
-            "rm -f /tmp/probe.txt; nohup sh -c 'for i in $(seq {n}); do curl -s -o /dev/null -w \"%{{http_code}}\\n\" --max-time 1 {url} >> /tmp/probe.txt; sleep 0.1; done; echo end >> /tmp/probe.txt' >/dev/null 2>&1 &",
+            "rm -f /tmp/probe.txt; nohup sh -c 'for i in $(seq {n}); do curl -s -o /dev/null -w \"%{{http_code}} %{{time_total}}s\\n\" --max-time 3 {url} >> /tmp/probe.txt || echo \"curl exit $?\" >> /tmp/probe.txt; sleep 0.1; done; echo end >> /tmp/probe.txt' >/dev/null 2>&1 &",
             n = seconds * 10
         ),
     );
 }
 
-/// (answered 200, failed) of the probe so far.
-fn service_failures(dir: &Path, address: &str) -> (usize, usize) {
+/// (answered 200, the failed requests' lines) of the probe so far. A
+/// request may take up to 3 s: the hosts share this machine's 2 cores with
+/// three controllers converging; a refused, reset or unanswered one fails.
+fn service_failures(dir: &Path, address: &str) -> (usize, Vec<String>) {
     let out = on_host(dir, address, "cat /tmp/probe.txt");
-    let codes: Vec<&str> = out.lines().filter(|l| *l != "end").collect();
-    let ok = codes.iter().filter(|c| **c == "200").count();
-    (ok, codes.len() - ok)
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| *l != "end" && !l.starts_with("curl exit"))
+        .collect();
+    let ok = lines.iter().filter(|l| l.starts_with("200 ")).count();
+    let failed = lines
+        .iter()
+        .filter(|l| !l.starts_with("200 "))
+        .map(|l| l.to_string())
+        .collect();
+    (ok, failed)
 }
 
 #[test]
@@ -619,13 +629,14 @@ fn grow_from_one_controller_to_three_under_load() {
     std::thread::sleep(Duration::from_secs(2));
     let (ok, failed) = service_failures(&dir, &worker_address);
     eprintln!(
-        "grow 1 -> 3: {:.1}s; Service requests during it: {ok} answered, {failed} failed",
-        took.as_secs_f64()
+        "grow 1 -> 3: {:.1}s; Service requests during it: {ok} answered, {} failed",
+        took.as_secs_f64(),
+        failed.len()
     );
     assert!(ok > 0);
-    assert_eq!(
-        failed, 0,
-        "the workload's Service failed while the cluster grew"
+    assert!(
+        failed.is_empty(),
+        "the workload's Service failed while the cluster grew: {failed:?}"
     );
     assert!(c.node_ready(&worker));
 
