@@ -787,24 +787,7 @@ async fn interrupted_upload_leaves_the_old_file() {
         let (s, local, dest) = (s.clone(), local.clone(), dest.clone());
         tokio::spawn(async move { s.upload(&local, dest.to_str().unwrap(), 0o755, None).await })
     };
-    let started = Instant::now();
-    loop {
-        let partial = walk(remote_dir.path())
-            .into_iter()
-            .find(|p| p.contains(".kubeup-"));
-        if let Some(p) = partial
-            && std::fs::metadata(&p)
-                .map(|m| m.len() > (1 << 20))
-                .unwrap_or(false)
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    partial_upload(remote_dir.path()).await;
     s.close().await;
     let err = upload.await.unwrap().unwrap_err();
     assert!(!err.is_permanent(), "{err}");
@@ -828,6 +811,24 @@ async fn interrupted_upload_leaves_the_old_file() {
         .await
         .unwrap();
     assert_eq!(o, UploadOutcome::Uploaded { bytes: 200 << 20 });
+}
+
+/// The upload's temp file in `dir` once more than 1 MiB has arrived.
+async fn partial_upload(dir: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        let partial = walk(dir).into_iter().find(|p| p.contains(".kubeup-"));
+        if let Some(p) = partial
+            && std::fs::metadata(&p).is_ok_and(|m| m.len() > (1 << 20))
+        {
+            return p;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The processes holding `path` open (what the remote upload script writes).
@@ -868,31 +869,15 @@ async fn a_host_that_stops_reading_fails_the_upload_as_stalled() {
     };
     // Once bytes flow, freeze whatever writes the partial file: the host
     // stops reading, as a hung disk or process would.
-    let started = Instant::now();
-    let frozen = loop {
-        let partial = walk(remote_dir.path())
-            .into_iter()
-            .find(|p| p.contains(".kubeup-"));
-        if let Some(p) = partial
-            && std::fs::metadata(&p).is_ok_and(|m| m.len() > (1 << 20))
-        {
-            let pids = holders(&p);
-            if !pids.is_empty() {
-                let mut args = vec!["-STOP".to_string()];
-                args.extend(pids.iter().cloned());
-                std::process::Command::new("kill")
-                    .args(&args)
-                    .status()
-                    .unwrap();
-                break pids;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let partial = partial_upload(remote_dir.path()).await;
+    let frozen = holders(&partial);
+    assert!(!frozen.is_empty(), "nothing holds {partial}");
+    let mut args = vec!["-STOP".to_string()];
+    args.extend(frozen.iter().cloned());
+    std::process::Command::new("kill")
+        .args(&args)
+        .status()
+        .unwrap();
     let stopped = Instant::now();
     let err = upload.await.unwrap().unwrap_err();
     let waited = stopped.elapsed();

@@ -22,7 +22,7 @@ use kubeup_provision::ssh::{Command, Session};
 
 use super::connect::{Connect, Link, with_causes};
 use super::context::ControllerContext;
-use super::phases::would;
+use super::phases::{RENEW_DAYS, would};
 use crate::progress::Progress;
 
 /// The phases on an etcd host.
@@ -302,7 +302,7 @@ impl Install {
             dry_run,
         )
         .await?;
-        c.merge(converge::ensure_certs(session, certs, &ctx.cas, 30, dry_run).await?);
+        c.merge(converge::ensure_certs(session, certs, &ctx.cas, RENEW_DAYS, dry_run).await?);
         c.merge(converge::write_files(session, files, dry_run).await?);
         let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         installed.extend(

@@ -44,7 +44,7 @@ pub(super) fn with_vip(run: &UpRun, units: &[Unit]) -> Vec<Unit> {
 }
 
 /// Certificates with fewer days left are re-issued by `up`.
-const RENEW_DAYS: i64 = 30;
+pub(in crate::up) const RENEW_DAYS: i64 = 30;
 
 pub(super) struct Preflight;
 

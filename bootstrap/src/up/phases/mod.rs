@@ -15,8 +15,8 @@ use super::connect::Connect;
 use super::run::UpRun;
 use cluster::{AddOns, ControlPlaneReady, NodeReady, OperatorLeading};
 use etcd::{EtcdJoin, EtcdPromote};
-pub(in crate::up) use host::would;
 use host::{Artifacts, Certificates, Configuration, Images, Preflight, Units};
+pub(in crate::up) use host::{RENEW_DAYS, would};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UpPhase {
