@@ -54,9 +54,12 @@ impl Link {
         }
     }
 
-    /// Open the session (the host key checked against known_hosts); its
-    /// host key's fingerprint.
+    /// Open the session (the host key checked against known_hosts), unless
+    /// it is open already; its host key's fingerprint.
     pub async fn open(&self) -> Result<String> {
+        if let Some(open) = self.session.get() {
+            return Ok(open.host_key_fingerprint().await.unwrap_or_default());
+        }
         let session = self.ctx.connect(&self.controller).await?;
         let fingerprint = session.host_key_fingerprint().await.unwrap_or_default();
         if let Err(extra) = self.session.set(session) {

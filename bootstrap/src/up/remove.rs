@@ -287,24 +287,39 @@ pub async fn remove_all(
         .map(|c| format!("https://{}:2379", c.address))
         .collect();
     let client = api_client(&ctx).await?;
+    // Each leaving controller's session, opened once: the removal's connect
+    // phase uses it.
     let mut order = vec![];
     for host in leaving {
-        let reachable = reachable(&ctx, &host).await;
-        order.push((reachable, host));
+        let link = Link::for_host(ctx.clone(), host);
+        let reachable = link.open().await.map(|_| ());
+        order.push((reachable, link));
     }
     order.sort_by_key(|(reachable, _)| reachable.is_ok());
+    let refused = order
+        .iter()
+        .find_map(|(r, link)| {
+            r.as_ref()
+                .err()
+                .map(|why| (link.controller.address.clone(), format!("{why:#}")))
+        })
+        .filter(|_| !forget_unreachable);
+    if let Some((address, why)) = refused {
+        for (_, link) in &mut order {
+            link.close().await;
+        }
+        bail!(
+            "the controller {address} to remove does not answer over SSH ({why}); nothing was removed. Start it again, or if it is gone for good run `kubeup up --forget-unreachable`: it then leaves etcd and loses its Node through a remaining controller, without being drained or reset"
+        );
+    }
     let mut left_before = vec![];
-    for (reachable, host) in order {
+    for (reachable, link) in order {
         let via = match reachable {
             Ok(()) => None,
-            Err(_) if forget_unreachable => Some(Link::new(ctx.clone(), 0)?),
-            Err(why) => bail!(
-                "the controller {} to remove does not answer over SSH ({why:#}); nothing was removed. Start it again, or if it is gone for good run `kubeup up --forget-unreachable`: it then leaves etcd and loses its Node through a remaining controller, without being drained or reset",
-                host.address
-            ),
+            Err(_) => Some(Link::new(ctx.clone(), 0)?),
         };
         let mut l = Leaving {
-            link: Link::for_host(ctx.clone(), host),
+            link,
             client: client.clone(),
             remaining: remaining.clone(),
             node: OnceLock::new(),
@@ -354,13 +369,6 @@ async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(
         delete_node(l).await.map_err(Removal::Other)?;
         progress.info(&l.link.host, &format!("removed; Node {node} deleted"));
     }
-    Ok(())
-}
-
-/// Whether `host` answers over SSH now (the session is closed again).
-async fn reachable(ctx: &ControllerContext, host: &ControllerHost) -> Result<()> {
-    let session = ctx.connect(host).await?;
-    session.close().await;
     Ok(())
 }
 
