@@ -62,8 +62,13 @@ pub enum Error {
     NodeNameTaken(String),
     #[error(transparent)]
     KnownHosts(#[from] crate::workerjoin::knownhosts::KnownHostsError),
-    #[error("timed out after {secs}s waiting for {what}")]
-    Timeout { what: String, secs: u64 },
+    /// A phase that ran past the join's phase timeout (a host or
+    /// connection that stopped answering): transient, the session is closed
+    /// and the join resumes from its last finished phase.
+    #[error(
+        "{phase} did not finish within {secs}s (the host or the connection stopped answering); the SSH session was closed and the join resumes from its last finished phase"
+    )]
+    PhaseTimeout { phase: &'static str, secs: u64 },
     #[error("drain of node {node}: {reason}")]
     Drain { node: String, reason: String },
     #[error("failed to finalize: {0}")]
@@ -92,7 +97,7 @@ impl Error {
             Error::Token(e) => e.category(),
             Error::NodeNameTaken(_) => "NodeNameTaken",
             Error::KnownHosts(e) => e.category(),
-            Error::Timeout { .. } => "Timeout",
+            Error::PhaseTimeout { .. } => "PhaseTimedOut",
             Error::Drain { .. } => "DrainFailed",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::Internal(_) => "InternalError",

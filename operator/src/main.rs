@@ -59,6 +59,10 @@ struct Args {
     /// Seconds a drain may take before the delete is retried.
     #[arg(long, env = "KUBEUP_DRAIN_TIMEOUT", default_value_t = 120)]
     drain_timeout: u64,
+    /// Seconds one phase of a join may run before it fails and the join
+    /// is retried (a host or connection that stopped answering).
+    #[arg(long, env = "KUBEUP_PHASE_TIMEOUT", default_value_t = 300)]
+    phase_timeout: u64,
     /// Elect a leader through a Lease in the operator's namespace, so that
     /// several replicas can run and only one reconciles.
     #[arg(long, env = "KUBEUP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         csr_timeout: Duration::from_secs(args.csr_timeout),
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        phase_timeout: Duration::from_secs(args.phase_timeout),
         ..Settings::default()
     };
     let ready = Arc::new(AtomicBool::new(false));

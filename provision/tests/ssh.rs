@@ -1462,3 +1462,82 @@ async fn bundle_goes_compressed_where_the_host_has_zstd_and_plain_elsewhere() {
         "nothing compressed for a host without zstd"
     );
 }
+
+/// Three connections, each with a 60 MiB upload, a dozen small uploads,
+/// commands streaming output and commands fed stdin, all at once: more
+/// channels than `max_channels`, windows filling both ways. Everything
+/// finishes, with its bytes. `ROUNDS=n` repeats it (a stress run by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_channels_at_once_on_each_connection_all_finish() {
+    let f = fixture();
+    let mut o = opts();
+    o.command_timeout = Duration::from_secs(60);
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = local_dir.path().join("big");
+    write_pattern(&local, 60 << 20, 7);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for round in 0..rounds {
+        let mut sessions = vec![];
+        for _ in 0..3 {
+            sessions.push(Arc::new(
+                Session::connect(&f.root(), memory(), &o).await.unwrap(),
+            ));
+        }
+        let remote = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let mut uploads = vec![];
+        let mut small = vec![];
+        for (i, s) in sessions.iter().enumerate() {
+            let (s2, local) = (s.clone(), local.clone());
+            let dest = remote.path().join(format!("big{i}"));
+            uploads.push(tokio::spawn(async move {
+                s2.upload(&local, dest.to_str().unwrap(), 0o755, None).await
+            }));
+            for k in 0..12 {
+                let s2 = s.clone();
+                let dest = remote.path().join(format!("small{i}-{k}"));
+                small.push(tokio::spawn(async move {
+                    let data = format!("data {k}\n").repeat(2000);
+                    s2.write_file(data.as_bytes(), dest.to_str().unwrap(), 0o600, None)
+                        .await?;
+                    let streamed = s2
+                        .run(&Command::shell(
+                            "head -c 300000 /dev/zero | tr '\\0' x; echo done >&2",
+                        ))
+                        .await?;
+                    let fed = s2
+                        .run(&Command::shell("wc -c").stdin(vec![b'y'; 200_000]))
+                        .await?;
+                    Ok::<_, SshError>((streamed, fed, dest, data))
+                }));
+            }
+        }
+        for u in uploads {
+            let outcome = u
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(outcome, UploadOutcome::Uploaded { bytes: 60 << 20 });
+        }
+        for t in small {
+            let (streamed, fed, dest, data) = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(streamed.stdout.len(), 300_000);
+            assert_eq!(streamed.stderr_str(), "done\n");
+            assert_eq!(fed.stdout_str().trim(), "200000");
+            assert_eq!(std::fs::read_to_string(dest).unwrap(), data);
+        }
+        for i in 0..3 {
+            assert_eq!(
+                std::fs::read(remote.path().join(format!("big{i}"))).unwrap(),
+                std::fs::read(&local).unwrap()
+            );
+        }
+        eprintln!("round {round}: {:?}", started.elapsed());
+    }
+}

@@ -328,8 +328,10 @@ spec:
             get_with_host(&addr, "web.e2e.test", "/").filter(|r| r.contains("hello from web1 /"))
         });
         assert!(one.contains("hello from web1 /\n"), "{one}");
+        // Traefik routes a path only once its Service has endpoints; until
+        // web2's are published, /two falls through to the `/` rule (web1).
         let two = wait_for(&format!("web.e2e.test/two on {addr}"), 60, || {
-            get_with_host(&addr, "web.e2e.test", "/two")
+            get_with_host(&addr, "web.e2e.test", "/two").filter(|r| r.contains("hello from web2"))
         });
         assert!(two.contains("hello from web2 /two\n"), "{two}");
         // An unknown host is no route.

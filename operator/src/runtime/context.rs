@@ -29,6 +29,9 @@ pub struct Settings {
     /// How long one reconcile waits for the Node before requeueing.
     pub node_wait: Duration,
     pub drain_timeout: Duration,
+    /// How long one phase of a join may run before it fails (transient):
+    /// a stalled host or connection ends in a retry, not a hung join.
+    pub phase_timeout: Duration,
     pub ssh: SshOptions,
     /// Namespaces whose WorkerJoins (and SSH Secrets) the operator serves;
     /// empty: its own only. A WorkerJoin elsewhere is refused: its author
@@ -61,6 +64,7 @@ impl Default for Settings {
             csr_timeout: Duration::from_secs(60),
             node_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(120),
+            phase_timeout: Duration::from_secs(300),
             ssh: SshOptions {
                 connect_timeout: Duration::from_secs(15),
                 reconnect_attempts: 2,

@@ -285,3 +285,41 @@ async fn a_sink_error_stops_the_walk_before_the_phase_runs() {
     );
     assert!(!ctx.log().contains(&"begin Bytes".to_string()));
 }
+
+#[tokio::test]
+async fn a_phase_past_its_deadline_fails_with_the_deadline_error_and_others_finish() {
+    // Bytes "hangs" (an hour); Certs finishes within the deadline.
+    let mut toys = toys();
+    toys[1].ms = 3_600_000;
+    let ctx = Ctx::default();
+    let rec = Recorder::default();
+    let started = std::time::Instant::now();
+    let err = procedure(&toys)
+        .with_deadline(Duration::from_millis(200), |k, after| {
+            format!("{k:?} did not finish within {after:?}")
+        })
+        .apply(&ctx, &rec, None)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.phase, K::Bytes);
+    assert_eq!(err.error, "Bytes did not finish within 200ms");
+    let events = rec.events();
+    assert!(
+        events.contains(&"Certs done Some(Bytes)".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("Bytes failed")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e.starts_with("Start")), "{events:?}");
+    // Phases that finish in time are not touched by the deadline.
+    toys[1].ms = 10;
+    let ok = procedure(&toys)
+        .with_deadline(Duration::from_secs(5), |k, _| format!("{k:?}"))
+        .apply(&Ctx::default(), &Recorder::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(ok.walked().len(), 4);
+}

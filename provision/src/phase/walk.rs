@@ -12,6 +12,13 @@ use super::{Effect, Event, Failed, Live, Outcome, Phase, PhaseKey, Progress, Rep
 pub struct Procedure<'p, C: ?Sized, K: PhaseKey, E> {
     host: String,
     phases: Vec<&'p dyn Phase<C, K, E>>,
+    deadline: Option<Deadline<K, E>>,
+}
+
+/// How long one phase may take, and the error it fails with after that.
+struct Deadline<K, E> {
+    after: Duration,
+    timed_out: fn(K, Duration) -> E,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -35,7 +42,18 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
         Self {
             host: host.into(),
             phases,
+            deadline: None,
         }
+    }
+
+    /// Every phase fails with `timed_out(phase, after)` once it has run for
+    /// `after`: a host or connection that stops answering ends the walk
+    /// with an error that names the phase, instead of hanging it. The
+    /// phase's future is dropped there; its flow must be safe to resume
+    /// (uploads are atomic, steps idempotent).
+    pub fn with_deadline(mut self, after: Duration, timed_out: fn(K, Duration) -> E) -> Self {
+        self.deadline = Some(Deadline { after, timed_out });
+        self
     }
 
     /// The phases' keys in list order (what the docs and `--help` show).
@@ -149,13 +167,24 @@ impl<'p, C: ?Sized + Sync, K: PhaseKey, E: std::fmt::Display + Send> Procedure<'
                         continue;
                     }
                     let live = &live;
+                    let deadline = self.deadline.as_ref();
                     running.push(async move {
                         let started = Instant::now();
-                        let result = match (mode, phase.effect()) {
-                            (Mode::Apply, _) | (Mode::DryRun, Effect::Observe) => {
-                                phase.run(ctx, live).await.map(Ran::Detail)
+                        let work = async {
+                            match (mode, phase.effect()) {
+                                (Mode::Apply, _) | (Mode::DryRun, Effect::Observe) => {
+                                    phase.run(ctx, live).await.map(Ran::Detail)
+                                }
+                                (Mode::DryRun, Effect::Change) => {
+                                    phase.plan(ctx).await.map(Ran::Plan)
+                                }
                             }
-                            (Mode::DryRun, Effect::Change) => phase.plan(ctx).await.map(Ran::Plan),
+                        };
+                        let result = match deadline {
+                            None => work.await,
+                            Some(d) => tokio::time::timeout(d.after, work)
+                                .await
+                                .unwrap_or_else(|_| Err((d.timed_out)(phase.key(), d.after))),
                         };
                         (i, result, started.elapsed())
                     });
