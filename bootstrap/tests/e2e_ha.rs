@@ -95,13 +95,41 @@ impl Ha {
 
     /// The Cluster's `ControllersReady` condition: (status, message).
     fn controllers_ready(&self) -> (String, String) {
+        self.cluster_condition("ControllersReady")
+    }
+
+    /// The address of controller `name` in a status.
+    fn address_of(&self, s: &Value, name: &str) -> String {
+        s["controllers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap_or_else(|| panic!("no controller {name} in {s:#}"))["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Wait until the operator's `EndpointReady` names `address` as the
+    /// virtual IP's holder (the same one `status` found over SSH).
+    fn wait_endpoint_held_by(&self, address: &str) {
+        let want = format!("{VIP}:6443 held by {address}");
+        wait_for(&format!("EndpointReady: {want}"), 60, || {
+            let (status, message) = self.cluster_condition("EndpointReady");
+            (status == "True" && message == want).then_some(())
+        });
+    }
+
+    /// A condition of the Cluster: (status, message).
+    fn cluster_condition(&self, type_: &str) -> (String, String) {
         let o = kubectl(
             &self.dir,
             &[
                 "get",
                 "clusters",
                 "-o",
-                "jsonpath={.items[0].status.conditions[?(@.type==\"ControllersReady\")]['status','message']}",
+                &format!("jsonpath={{.items[0].status.conditions[?(@.type==\"{type_}\")]['status','message']}}"),
             ],
         );
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -370,6 +398,9 @@ fn three_controllers_survive_losing_any_one() {
         table.contains("leader") && table.contains("holder"),
         "{table}"
     );
+    // The operator finds the same holder, by TLS alone.
+    let holder = c.controller(&s, |c| c["holdsEndpoint"] == true);
+    c.wait_endpoint_held_by(&c.address_of(&s, &holder));
 
     // A second `up` changes nothing and restarts nothing.
     let again = kubeup_ok(&["up", "-f", &c.file()]);
@@ -396,19 +427,11 @@ fn three_controllers_survive_losing_any_one() {
     let pods_before = pods_on(&dir, &first);
 
     // 1. The controller holding the virtual IP goes away.
-    let holder = c.controller(&s, |c| c["holdsEndpoint"] == true);
     let after = c.lose(&holder, "the VIP holder");
     let new_holder = c.controller(&after, |c| c["holdsEndpoint"] == true);
     assert_ne!(new_holder, holder, "{after:#}");
-    let holder_address = after["controllers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == holder.as_str())
-        .unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let holder_address = c.address_of(&after, &holder);
+    c.wait_endpoint_held_by(&c.address_of(&after, &new_holder));
     wait_for(
         "ControllersReady to name the stopped controller",
         60,

@@ -43,6 +43,11 @@ pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.34.10";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"ControllersReady\")].message"
     ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"EndpointReady\")].message"
+    ),
     printcolumn(name = "CNI", type_ = "string", json_path = ".spec.networking.cni"),
     printcolumn(
         name = "Certificates",

@@ -2,8 +2,11 @@
 //! condition: every controller's apiserver is asked for `/readyz` (which
 //! includes its etcd) at its own address, every [`INTERVAL`], so a
 //! controller that is down shows in `kubectl get clusters` without anyone
-//! running a command. (`kubeup status` goes further over SSH: etcd's
-//! members, leader and lag, and who holds the virtual IP.)
+//! running a command; and, with a control-plane endpoint, who answers
+//! there as `EndpointReady` ([`crate::endpoint`]). (`kubeup status` goes
+//! further over SSH: etcd's members, leader and lag. The operator has no
+//! etcd credentials on purpose: a client certificate of the etcd CA reads
+//! every Secret of the cluster straight from etcd.)
 
 use std::time::Duration;
 
@@ -12,8 +15,10 @@ use kube::api::ListParams;
 use kubeup_crds::Cluster;
 use kubeup_crds::conditions::{Condition, ConditionStatus};
 
+use crate::endpoint;
 use crate::error::{Error, Result};
 use crate::runtime::context::Context;
+use crate::workerjoin::join::cluster_ca;
 
 pub const CONDITION: &str = "ControllersReady";
 pub const INTERVAL: Duration = Duration::from_secs(15);
@@ -95,6 +100,17 @@ pub async fn check(ctx: &Context) -> Result<()> {
         )
         .await;
         crate::certexpiry::set_cluster_condition(&clusters, &c, condition(&answers)).await?;
+        if let Some(endpoint) = &c.spec.control_plane_endpoint {
+            let ca = cluster_ca(&ctx.client, &ctx.settings.namespace).await?;
+            let tls = endpoint::client_config(&ca).map_err(|reason| Error::Certificate {
+                name: "cluster CA".into(),
+                reason,
+            })?;
+            let addresses: Vec<String> =
+                c.spec.controllers.iter().map(|h| h.address.clone()).collect();
+            let seen = endpoint::look(endpoint, &addresses, tls).await;
+            crate::certexpiry::set_cluster_condition(&clusters, &c, seen).await?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The operator's error: what a reconcile reports, wrapping the errors of
-//! the modules that have their own ([`crate::workerjoin::csr::CsrError`],
+//! the modules that have their own ([`crate::workerjoin::access::AccessError`],
+//! [`crate::workerjoin::csr::CsrError`],
 //! [`crate::workerjoin::knownhosts::KnownHostsError`],
 //! [`crate::workerjoin::nodetoken::TokenError`], the SSH and converge
 //! errors) with their sources kept. Every variant names the WorkerJoin or
@@ -34,12 +35,9 @@ pub enum Error {
     /// permanent error until the WorkerJoin (spec.nodeName) changes.
     #[error("{0}")]
     InvalidHostName(String),
-    #[error("Secret {namespace}/{name}: {reason}")]
-    Secret {
-        namespace: String,
-        name: String,
-        reason: String,
-    },
+    /// Boxed: keeps `Error` under clippy's `result_large_err` threshold.
+    #[error(transparent)]
+    Access(Box<crate::workerjoin::access::AccessError>),
     #[error(
         "no Cluster object found: `kubeup up` creates it; the operator reads the cluster's version and networking from it"
     )]
@@ -79,6 +77,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<crate::workerjoin::access::AccessError> for Error {
+    fn from(e: crate::workerjoin::access::AccessError) -> Self {
+        Error::Access(Box::new(e))
+    }
+}
+
 impl Error {
     /// Stable PascalCase reason for Events, conditions and metrics.
     pub fn category(&self) -> &'static str {
@@ -89,7 +93,7 @@ impl Error {
             Error::Preflight { .. } => "PreflightFailed",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidHostName(_) => "InvalidHostName",
-            Error::Secret { .. } => "SecretInvalid",
+            Error::Access(e) => e.category(),
             Error::NoCluster => "ClusterNotFound",
             Error::Bundle { .. } => "BundleUnavailable",
             Error::Certificate { .. } => "CertificateFailed",
@@ -109,6 +113,7 @@ impl Error {
     pub fn ssh_category(&self) -> Option<&'static str> {
         match self {
             Error::Ssh { source, .. } => Some(source.category()),
+            Error::Access(e) => e.ssh_error().map(SshError::category),
             Error::Converge(ConvergeError::Ssh { source, .. }) => Some(source.category()),
             _ => None,
         }
@@ -121,6 +126,7 @@ impl Error {
             Error::Ssh { source, .. } => source.is_permanent(),
             Error::Converge(e) => e.is_permanent(),
             Error::KnownHosts(e) => e.is_permanent(),
+            Error::Access(e) => e.is_permanent(),
             Error::InvalidSpec(_) | Error::InvalidHostName(_) | Error::NodeNameTaken(_) => true,
             _ => false,
         }
@@ -130,6 +136,7 @@ impl Error {
     pub fn is_host_key(&self) -> bool {
         match self {
             Error::Ssh { source, .. } => source.is_host_key_error(),
+            Error::Access(e) => e.ssh_error().is_some_and(SshError::is_host_key_error),
             Error::Converge(ConvergeError::Ssh { source, .. }) => source.is_host_key_error(),
             _ => false,
         }
@@ -171,6 +178,7 @@ mod tests {
     /// message through `?`.
     #[test]
     fn module_errors_keep_their_category_and_message() {
+        use crate::workerjoin::access::AccessError;
         use crate::workerjoin::csr::CsrError;
         use crate::workerjoin::knownhosts::KnownHostsError;
         use crate::workerjoin::nodetoken::TokenError;
@@ -195,6 +203,24 @@ mod tests {
         assert!(std::error::Error::source(&unreadable).is_some());
         let unbound = Error::from(TokenError::Unbound { node: "n".into() });
         assert_eq!(unbound.category(), "CertificateFailed");
+        let no_sudo = Error::from(AccessError::Ssh {
+            host: "root@h:22".into(),
+            source: SshError::SudoNeedsPassword {
+                user: "u".into(),
+                host: "h".into(),
+            },
+        });
+        assert_eq!(no_sudo.category(), "SudoNeedsPassword");
+        assert_eq!(no_sudo.ssh_category(), Some("sudo_needs_password"));
+        assert!(no_sudo.is_permanent() && !no_sudo.is_host_key());
+        let secret = Error::from(AccessError::Secret {
+            namespace: "ns".into(),
+            name: "s".into(),
+            reason: "has no ssh-privatekey".into(),
+        });
+        assert_eq!(secret.category(), "SecretInvalid");
+        assert!(!secret.is_permanent(), "a Secret may be fixed any time");
+        assert_eq!(secret.to_string(), "Secret ns/s: has no ssh-privatekey");
     }
 }
 

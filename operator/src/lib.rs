@@ -7,7 +7,8 @@
 //!   Events in one place).
 //! - [`serving`]: approves the kubelet-serving CSRs of the nodes it joined.
 //! - [`certexpiry`]: reports the controller's certificate expiry.
-//! - [`controlplane`]: reports every controller's apiserver readiness.
+//! - [`controlplane`]: reports every controller's apiserver readiness and
+//!   who answers at the control-plane endpoint ([`endpoint`]).
 //! - [`runtime`]: what they share: context, leader lease, metrics and
 //!   health endpoints, the artifact bundle, single-object watches.
 //!
@@ -16,6 +17,7 @@
 
 pub mod certexpiry;
 pub mod controlplane;
+pub mod endpoint;
 mod error;
 mod runtime;
 pub mod serving;

@@ -6,11 +6,79 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::Api;
 use kubeup_crds::host::Reachable;
 use kubeup_crds::{HostKeyPolicy, WorkerJoin};
-use kubeup_provision::ssh::{Auth, MemoryHostKeyStore, Secret, Session, SshOptions, SshTarget};
+use kubeup_provision::ssh::{
+    Auth, MemoryHostKeyStore, Secret, Session, SshError, SshOptions, SshTarget,
+};
 
-use crate::error::{Error, Result};
 use crate::workerjoin::decide::{SSH_AUTH_TYPE, SSH_PRIVATE_KEY, SecretState};
-use crate::workerjoin::knownhosts;
+use crate::workerjoin::knownhosts::{self, KnownHostsError};
+
+/// What can stop the operator from reaching a machine. None carries key
+/// material: a Secret is named, never shown, and SSH errors are secret-free
+/// by construction.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Secret {namespace}/{name}: {reason}")]
+    Secret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{host}: {source}")]
+    Ssh {
+        host: String,
+        #[source]
+        source: SshError,
+    },
+    #[error(transparent)]
+    KnownHosts(#[from] KnownHostsError),
+}
+
+impl AccessError {
+    /// Stable PascalCase reason for Events, conditions and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            AccessError::Kube { .. } => "KubeApiError",
+            AccessError::Secret { .. } => "SecretInvalid",
+            AccessError::Ssh { source, .. } => source.reason(),
+            AccessError::KnownHosts(e) => e.category(),
+        }
+    }
+
+    /// The SSH error, when reaching the host is what failed.
+    pub fn ssh_error(&self) -> Option<&SshError> {
+        match self {
+            AccessError::Ssh { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// A Secret may be fixed any time (its watch brings the join back);
+    /// an SSH or known-hosts verdict waits for a change.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            AccessError::Ssh { source, .. } => source.is_permanent(),
+            AccessError::KnownHosts(e) => e.is_permanent(),
+            AccessError::Kube { .. } | AccessError::Secret { .. } => false,
+        }
+    }
+
+    fn kube(action: String) -> impl FnOnce(kube::Error) -> AccessError {
+        move |source| AccessError::Kube { action, source }
+    }
+
+    fn ssh(host: String) -> impl FnOnce(SshError) -> AccessError {
+        move |source| AccessError::Ssh { host, source }
+    }
+}
+
+type Result<T, E = AccessError> = std::result::Result<T, E>;
 
 /// The Secret's state and resourceVersion, without keeping its content.
 pub async fn secret_state(
@@ -23,7 +91,7 @@ pub async fn secret_state(
     let Some(s) = api
         .get_opt(name)
         .await
-        .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?
+        .map_err(AccessError::kube(format!("read Secret {namespace}/{name}")))?
     else {
         return Ok((SecretState::Missing, None));
     };
@@ -51,7 +119,7 @@ async fn credentials(
     secret_name: &str,
     sudo_key: Option<&str>,
 ) -> Result<(Secret, Option<Secret>)> {
-    let err = |reason: &str| Error::Secret {
+    let err = |reason: &str| AccessError::Secret {
         namespace: namespace.into(),
         name: secret_name.into(),
         reason: reason.into(),
@@ -60,7 +128,7 @@ async fn credentials(
     let s = api
         .get_opt(secret_name)
         .await
-        .map_err(Error::kube(format!(
+        .map_err(AccessError::kube(format!(
             "read Secret {namespace}/{secret_name}"
         )))?
         .ok_or_else(|| err("not found"))?;
@@ -166,7 +234,7 @@ pub async fn connect(
     {
         store
             .insert_openssh(&target.address, target.port, k)
-            .map_err(Error::ssh(host.clone()))?;
+            .map_err(AccessError::ssh(host.clone()))?;
     }
     if let Some(b) = target.bastion.as_deref()
         && accept_new(b)
@@ -174,12 +242,12 @@ pub async fn connect(
     {
         store
             .insert_openssh(&b.address, b.port, k)
-            .map_err(Error::ssh(b.label()))?;
+            .map_err(AccessError::ssh(b.label()))?;
     }
     let store = Arc::new(store);
     let session = Session::connect(&target, store.clone(), opts)
         .await
-        .map_err(Error::ssh(host.clone()))?;
+        .map_err(AccessError::ssh(host.clone()))?;
     let seen = knownhosts::Record {
         target: accept_new(&target)
             .then(|| store.recorded(&target.address, target.port))

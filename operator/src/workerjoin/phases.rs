@@ -77,6 +77,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Connecting {
                 {
                     Ok(c) => c,
                     Err(e) => {
+                        let e = Error::from(e);
                         if e.is_host_key() {
                             let msg = e.to_string();
                             j.condition(
