@@ -60,11 +60,11 @@ pub enum Error {
     NodeNameTaken(String),
     #[error(transparent)]
     KnownHosts(#[from] crate::workerjoin::knownhosts::KnownHostsError),
-    /// A phase that ran past the join's phase timeout (a host or
-    /// connection that stopped answering): transient, the session is closed
-    /// and the join resumes from its last finished phase.
+    /// A phase (of a join or a removal) that ran past the phase timeout (a
+    /// host or connection that stopped answering): transient, the session
+    /// is closed and the flow resumes from its last finished phase.
     #[error(
-        "{phase} did not finish within {secs}s (the host or the connection stopped answering); the SSH session was closed and the join resumes from its last finished phase"
+        "{phase} did not finish within {secs}s (the host or the connection stopped answering); the SSH session was closed and it is tried again from the last finished phase"
     )]
     PhaseTimeout { phase: &'static str, secs: u64 },
     #[error("drain of node {node}: {reason}")]

@@ -215,7 +215,16 @@ pub async fn remove(ctx: &Context, wj: &WorkerJoin, owner: &str) -> (Writes, Res
         owned: AtomicBool::new(false),
         notes: Default::default(),
     };
-    let walked = procedure(&wj.spec.address).apply(&r, &Logged, None).await;
+    // A reset stalled on a silent host is retried like a join's phase; a
+    // drain has its own timeout inside, so the deadline leaves room for it.
+    let deadline = ctx.settings.phase_timeout + ctx.settings.drain_timeout;
+    let walked = procedure(&wj.spec.address)
+        .with_deadline(deadline, |phase, after| Error::PhaseTimeout {
+            phase: phase.name(),
+            secs: after.as_secs(),
+        })
+        .apply(&r, &Logged, None)
+        .await;
     let mut writes = Writes::none();
     writes.events = r
         .notes
