@@ -1,8 +1,10 @@
 //! Dedicated etcd hosts on the sandbox: one controller, three hosts that
 //! run etcd alone, one worker joined by the operator. `up` brings the etcd
 //! members up first and points the apiserver at all three; losing one
-//! keeps the API writable; `status` shows each member; changing where etcd
-//! runs is refused before anything changes; `reset` clears an etcd host.
+//! keeps the API writable; `status` shows each member; shrinking to one
+//! host and growing back to three by editing cluster.yaml keeps the data;
+//! moving etcd to the controllers is refused before anything changes;
+//! `reset` clears an etcd host.
 
 // Test code: a panic here is a test failure, not a crash of the product.
 #![allow(
@@ -170,8 +172,9 @@ fn one_controller_on_three_dedicated_etcd_hosts() {
         healthy.then_some(s)
     });
 
-    // Moving etcd (here: to one of its hosts only) is refused before
-    // anything changes: all three members stay.
+    // Shrink to one etcd host by editing cluster.yaml: the other two leave
+    // etcd one at a time (each behind the quorum gate) and are reset; the
+    // apiserver then names the one left.
     let fewer = dir.join("cluster-fewer-etcd.yaml");
     let third = format!(
         "    - address: {}",
@@ -200,11 +203,97 @@ fn one_controller_on_three_dedicated_etcd_hosts() {
         out.join("\n") + "\n"
     };
     std::fs::write(&fewer, changed).unwrap();
-    let refused = kubeup(&["up", "-f", fewer.to_str().unwrap()]);
+    let fewer_file = fewer.to_str().unwrap();
+    let plan = kubeup(&["plan", "-f", fewer_file]);
+    let text = describe(&plan);
+    assert!(plan.status.success(), "{text}");
+    assert!(
+        text.contains("leave etcd") && text.contains("remove etcd member"),
+        "{text}"
+    );
+    let (_, s) = status(&file);
+    assert_eq!(
+        s["members"].as_array().unwrap().len(),
+        3,
+        "plan changed nothing: {s:#}"
+    );
+    let started = Instant::now();
+    let shrink = kubeup(&["up", "-f", fewer_file]);
+    assert!(shrink.status.success(), "{}", describe(&shrink));
+    eprintln!("etcd hosts 3 -> 1: {:.1}s", started.elapsed().as_secs_f64());
+    let (healthy, s) = status(fewer_file);
+    assert!(healthy, "{s:#}");
+    assert_eq!(
+        names(&s["members"], "name"),
+        [etcd_hosts[0]["name"].as_str().unwrap()]
+    );
+    write_works(&dir, "written-with-one-etcd-host");
+    let unit = on_host(&dir, &ctl, "cat /etc/systemd/system/kube-apiserver.service");
+    for (i, h) in etcd_hosts.iter().enumerate() {
+        let url = format!("https://{}:2379", h["address"].as_str().unwrap());
+        assert_eq!(unit.contains(&url), i == 0, "{url} in:\n{unit}");
+    }
+    for h in &etcd_hosts[1..] {
+        on_host(
+            &dir,
+            h["address"].as_str().unwrap(),
+            "! systemctl is-active --quiet etcd && test ! -e /var/lib/etcd/member",
+        );
+    }
+
+    // Grow back to three: each new host joins as a learner and is promoted
+    // before the next; the data written meanwhile is there.
+    let plan = kubeup(&["plan", "-f", &file]);
+    let text = describe(&plan);
+    assert!(plan.status.success(), "{text}");
+    assert!(text.contains("as a learner"), "{text}");
+    let started = Instant::now();
+    let grow = kubeup(&["up", "-f", &file, "-o", "json"]);
+    assert!(grow.status.success(), "{}", describe(&grow));
+    eprintln!("etcd hosts 1 -> 3: {:.1}s", started.elapsed().as_secs_f64());
+    let events = json_events(&grow.stdout);
+    let done = |phase: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "done" && e["phase"] == phase)
+            .count()
+    };
+    assert_eq!((done("etcd join"), done("etcd promote")), (2, 2));
+    let s = wait_for("three healthy etcd members again", 60, || {
+        let (healthy, s) = status(&file);
+        healthy.then_some(s)
+    });
+    let members = s["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{s:#}");
+    assert!(members.iter().all(|m| m["isLearner"] == false), "{s:#}");
+    kubectl_ok(&dir, &["get", "configmap", "written-with-one-etcd-host"]);
+    let again = kubeup_ok(&["up", "-f", &file]);
+    assert!(again.contains("no changes"), "{again}");
+
+    // Moving etcd to the controllers is refused before anything changes.
+    let stacked = dir.join("cluster-stacked.yaml");
+    let without_etcd: String = {
+        let mut out = vec![];
+        let mut skipping = false;
+        for line in yaml.lines() {
+            if line == "  etcd:" {
+                skipping = true;
+                continue;
+            }
+            if skipping && line.starts_with("    ") {
+                continue;
+            }
+            skipping = false;
+            out.push(line);
+        }
+        out.join("\n") + "\n"
+    };
+    std::fs::write(&stacked, without_etcd).unwrap();
+    let refused = kubeup(&["up", "-f", stacked.to_str().unwrap()]);
     let text = describe(&refused);
     assert!(!refused.status.success(), "{text}");
     assert!(
-        text.contains("moving etcd or changing its dedicated hosts is not supported")
+        text.contains("moving etcd between the controllers and dedicated hosts is not supported")
             && text.contains("nothing was changed"),
         "{text}"
     );

@@ -129,7 +129,9 @@ impl Ha {
                 "get",
                 "clusters",
                 "-o",
-                &format!("jsonpath={{.items[0].status.conditions[?(@.type==\"{type_}\")]['status','message']}}"),
+                &format!(
+                    "jsonpath={{.items[0].status.conditions[?(@.type==\"{type_}\")]['status','message']}}"
+                ),
             ],
         );
         let text = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -106,8 +106,12 @@ pub async fn check(ctx: &Context) -> Result<()> {
                 name: "cluster CA".into(),
                 reason,
             })?;
-            let addresses: Vec<String> =
-                c.spec.controllers.iter().map(|h| h.address.clone()).collect();
+            let addresses: Vec<String> = c
+                .spec
+                .controllers
+                .iter()
+                .map(|h| h.address.clone())
+                .collect();
             let seen = endpoint::look(endpoint, &addresses, tls).await;
             crate::certexpiry::set_cluster_condition(&clusters, &c, seen).await?;
         }

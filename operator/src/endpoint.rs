@@ -27,9 +27,7 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> 
     let mut roots = RootCertStore::empty();
     for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let der = der.map_err(|e| format!("the cluster CA: {e}"))?;
-        roots
-            .add(der)
-            .map_err(|e| format!("the cluster CA: {e}"))?;
+        roots.add(der).map_err(|e| format!("the cluster CA: {e}"))?;
     }
     if roots.is_empty() {
         return Err("the cluster CA holds no certificate".into());
@@ -162,7 +160,10 @@ mod tests {
     fn the_holder_is_the_controller_with_the_same_certificate() {
         let each = seen(&[("a", Some(1)), ("b", Some(2)), ("c", None)]);
         let c = condition(&vip(), &Ok(vec![2]), &each);
-        assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::True, "Held"));
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::True, "Held")
+        );
         assert_eq!(c.message, "198.18.0.250:6443 held by b");
         let mut lb = vip();
         lb.kind = EndpointKind::LoadBalancer;

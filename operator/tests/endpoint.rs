@@ -28,7 +28,11 @@ async fn the_apiserver_is_recognised_by_its_certificate_and_strangers_are_not() 
 
     let seen = endpoint::serving_cert("127.0.0.1", port, tls.clone()).await;
     let served = CertificateDer::from_pem_file(api.pki.join("apiserver.crt")).unwrap();
-    assert_eq!(seen.as_deref(), Ok(served.as_ref()), "the apiserver's own certificate");
+    assert_eq!(
+        seen.as_deref(),
+        Ok(served.as_ref()),
+        "the apiserver's own certificate"
+    );
 
     // The composition: the endpoint's certificate is the first
     // controller's; the second does not answer.
@@ -64,7 +68,9 @@ async fn the_apiserver_is_recognised_by_its_certificate_and_strangers_are_not() 
     let stranger = endpoint::client_config(&other.cert.pem()).unwrap();
     let refused = endpoint::serving_cert("127.0.0.1", port, stranger).await;
     assert!(
-        refused.as_ref().is_err_and(|e| e.contains("UnknownIssuer") || e.contains("invalid peer certificate")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("UnknownIssuer") || e.contains("invalid peer certificate")),
         "{refused:?}"
     );
     assert!(endpoint::client_config("not a certificate").is_err());

@@ -5,10 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use kubeup_provision::hostplan::layout;
 use kubeup_provision::ssh::{Command, Session};
 use serde::Deserialize;
+
+/// How long a learner may take to catch up before `up` gives up.
+pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The endpoints and the controller's etcd client credentials, as flags.
 pub fn connection_flags(endpoints: &str) -> [String; 4] {
@@ -51,6 +54,109 @@ pub async fn reconfigure(session: &Session, cmd: &Command, what: &str) -> Result
         let last = stderr.trim().lines().last().unwrap_or("").to_string();
         bail!("etcdctl {what} failed: {last}");
     }
+}
+
+/// etcd's members, asked through `endpoints` on this host.
+pub async fn member_list(session: &Session, version: &str, endpoints: &str) -> Result<Vec<Member>> {
+    let out = session
+        .output(&command(
+            version,
+            endpoints,
+            &["member", "list", "-w", "json"],
+        ))
+        .await?;
+    if out.exit_status != Some(0) {
+        bail!(
+            "etcdctl member list failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let list: MemberList =
+        serde_json::from_slice(&out.stdout).context("etcdctl member list printed no JSON")?;
+    Ok(list.members)
+}
+
+/// Add member `name` at `peer_url` as a learner of the etcd `endpoints`
+/// reach, before its etcd first starts. Already added under that name (an
+/// earlier run stopped before its start): nothing to do. Refused when the
+/// URL is another member's, or while another learner has not caught up
+/// (members join one at a time).
+pub async fn add_learner(
+    session: &Session,
+    version: &str,
+    endpoints: &str,
+    name: &str,
+    peer_url: &str,
+) -> Result<String> {
+    let existing = member_list(session, version, endpoints).await?;
+    if let Some(m) = existing
+        .iter()
+        .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
+    {
+        if m.name == name || m.name.is_empty() {
+            return Ok(format!("already a member ({:x})", m.id));
+        }
+        bail!(
+            "{peer_url} is already the etcd member {:?} ({:x}), not {name:?}: remove that member first (`etcdctl member remove {:x}`) or give this host its name",
+            m.name,
+            m.id,
+            m.id
+        );
+    }
+    if let Some(l) = existing.iter().find(|m| m.is_learner) {
+        bail!(
+            "etcd member {:?} is still a learner: members join one at a time; run `kubeup up` again once it is promoted",
+            l.name
+        );
+    }
+    let peer = format!("--peer-urls={peer_url}");
+    let add = command(
+        version,
+        endpoints,
+        &["member", "add", name, &peer, "--learner"],
+    );
+    reconfigure(session, &add, "member add").await?;
+    Ok(format!("learner {name}"))
+}
+
+/// Promote the learner at `peer_url` once it has caught up with the leader
+/// (etcd refuses before that: tried again until `timeout`).
+pub async fn promote_when_caught_up(
+    session: &Session,
+    version: &str,
+    endpoints: &str,
+    peer_url: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < timeout {
+        let me = member_list(session, version, endpoints)
+            .await?
+            .into_iter()
+            .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
+            .with_context(|| format!("{peer_url} is no etcd member: was it removed?"))?;
+        if !me.is_learner {
+            return Ok(format!(
+                "voting member after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        let id = format!("{:x}", me.id);
+        let out = session
+            .output(&command(version, endpoints, &["member", "promote", &id]))
+            .await?;
+        if out.exit_status == Some(0) {
+            continue;
+        }
+        // "can only promote a learner member which is in sync with
+        // leader": not caught up yet.
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!(
+        "the learner at {peer_url} did not catch up within {timeout:?} (last: {last}); `kubeup status` shows its raft index"
+    )
 }
 
 /// `member list -w json`.

@@ -3,8 +3,11 @@
 //! etcd. Like the controllers, in two stages: every host is looked at
 //! (its member name, whether it has data), then all converge at once (a new
 //! etcd's members start together) and each waits until its member is
-//! healthy. Growing or shrinking a running dedicated etcd is refused (see
-//! [`check_growth`]): kubeup does the learner flow for stacked members only.
+//! healthy. A host the running cluster does not have yet joins its etcd
+//! as a learner, one at a time: added (`etcd join`) before its etcd first
+//! starts, promoted (`etcd promote`) once it has caught up, like a stacked
+//! controller. (Hosts cluster.yaml no longer lists left before this, in
+//! [`super::remove`].)
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,7 +34,9 @@ pub enum EtcdHostPhase {
     Connect,
     Preflight,
     Install,
+    Join,
     Start,
+    Promote,
     Healthy,
 }
 
@@ -41,7 +46,9 @@ impl PhaseKey for EtcdHostPhase {
             EtcdHostPhase::Connect => "connect",
             EtcdHostPhase::Preflight => "preflight",
             EtcdHostPhase::Install => "etcd install",
+            EtcdHostPhase::Join => "etcd join",
             EtcdHostPhase::Start => "etcd start",
+            EtcdHostPhase::Promote => "etcd promote",
             EtcdHostPhase::Healthy => "etcd healthy",
         }
     }
@@ -52,12 +59,19 @@ const HEALTHY_TIMEOUT: Duration = Duration::from_secs(90);
 
 type Step = dyn Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error>;
 
-/// Look, then converge.
-fn stages() -> [Vec<&'static Step>; 2] {
-    [
-        vec![&Connect(EtcdHostPhase::Connect), &Preflight],
-        vec![&Install, &Start, &Healthy],
-    ]
+/// Look at every host.
+fn look() -> Vec<&'static Step> {
+    vec![&Connect(EtcdHostPhase::Connect), &Preflight]
+}
+
+/// Converge a member of the etcd that runs (or of a new one).
+fn converge() -> Vec<&'static Step> {
+    vec![&Install, &Start, &Healthy]
+}
+
+/// Converge a host that joins the running etcd: a learner first.
+fn join() -> Vec<&'static Step> {
+    vec![&Install, &Join, &Start, &Promote, &Healthy]
 }
 
 /// What preflight found on an etcd host.
@@ -67,10 +81,19 @@ struct Found {
     has_data: bool,
 }
 
+/// What a joining host needs to know of the etcd it joins.
+#[derive(Clone, Debug)]
+struct Joining {
+    /// The client URLs of the members that run, for etcdctl.
+    endpoints: String,
+}
+
 /// One etcd host's walk: its session, what preflight found, its plan and
 /// what changed.
 pub struct EtcdHostRun {
     link: Link,
+    /// Set when this host joins the running etcd.
+    joins: OnceLock<Joining>,
     found: OnceLock<Found>,
     plan: OnceLock<(Vec<HostFile>, Vec<CertPlan>)>,
     changes: Mutex<Changes>,
@@ -87,6 +110,16 @@ impl EtcdHostRun {
         Ok(self.link.session()?)
     }
 
+    fn joining(&self) -> Result<&Joining> {
+        self.joins
+            .get()
+            .ok_or_else(|| anyhow!("{} does not join a running etcd", self.link.host))
+    }
+
+    fn peer_url(&self) -> String {
+        format!("https://{}:2380", self.link.controller.address)
+    }
+
     fn plan(&self) -> Result<&(Vec<HostFile>, Vec<CertPlan>)> {
         self.plan
             .get()
@@ -101,10 +134,12 @@ impl EtcdHostRun {
     }
 }
 
-/// Converge every dedicated etcd host (`dry_run`: say what would change).
-/// Returns what changed, each line naming its host.
+/// Converge every dedicated etcd host (`dry_run`: say what would change);
+/// those at the addresses in `joining` join the running etcd. Returns what
+/// changed, each line naming its host.
 pub async fn converge_all(
     ctx: &Arc<ControllerContext>,
+    joining: &[String],
     progress: &Progress,
     dry_run: bool,
     file: &std::path::Path,
@@ -114,12 +149,13 @@ pub async fn converge_all(
         .iter()
         .map(|h| EtcdHostRun {
             link: Link::for_host(ctx.clone(), h.clone()),
+            joins: OnceLock::new(),
             found: OnceLock::new(),
             plan: OnceLock::new(),
             changes: Mutex::new(Changes::default()),
         })
         .collect();
-    let walked = walk(ctx, &runs, progress, dry_run, file).await;
+    let walked = walk(ctx, &runs, joining, progress, dry_run, file).await;
     for run in &mut runs {
         run.link.close().await;
     }
@@ -137,33 +173,55 @@ pub async fn converge_all(
     Ok(changes)
 }
 
+/// Look at every host at once; then the members of the running etcd (or
+/// of a new one) converge at once, and after them each joining host, one
+/// at a time.
 async fn walk(
     ctx: &ControllerContext,
     runs: &[EtcdHostRun],
+    joining: &[String],
+    progress: &Progress,
+    dry_run: bool,
+    file: &std::path::Path,
+) -> Result<()> {
+    let all: Vec<&EtcdHostRun> = runs.iter().collect();
+    walk_wave(&all, look(), progress, dry_run, file).await?;
+    render_plans(ctx, runs, joining)?;
+    let (joins, members): (Vec<&EtcdHostRun>, Vec<&EtcdHostRun>) =
+        runs.iter().partition(|r| r.joins.get().is_some());
+    walk_wave(&members, converge(), progress, dry_run, file).await?;
+    for run in joins {
+        walk_wave(&[run], join(), progress, dry_run, file).await?;
+    }
+    Ok(())
+}
+
+/// `phases` on every host of `runs` at once.
+async fn walk_wave(
+    runs: &[&EtcdHostRun],
+    phases: Vec<&'static Step>,
     progress: &Progress,
     dry_run: bool,
     file: &std::path::Path,
 ) -> Result<()> {
     let command = if dry_run { "plan" } else { "up" };
-    for (n, phases) in stages().into_iter().enumerate() {
-        let results = futures::future::join_all(runs.iter().map(|run| {
-            let procedure = Procedure::new(run.link.host.clone(), phases.clone());
-            async move {
-                let walked = procedure.apply_or_plan(run, progress, dry_run).await;
-                walked.map_err(|f| super::explain(f, command, file, &run.link))
-            }
-        }))
-        .await;
-        results.into_iter().collect::<Result<Vec<_>>>()?;
-        if n == 0 {
-            render_plans(ctx, runs)?;
+    let results = futures::future::join_all(runs.iter().map(|run| {
+        let procedure = Procedure::new(run.link.host.clone(), phases.clone());
+        async move {
+            let walked = procedure.apply_or_plan(*run, progress, dry_run).await;
+            walked.map_err(|f| super::explain(f, command, file, &run.link))
         }
-    }
+    }))
+    .await;
+    results.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(())
 }
 
-/// Every host was looked at: each member's plan names all members.
-fn render_plans(ctx: &ControllerContext, runs: &[EtcdHostRun]) -> Result<()> {
+/// Every host was looked at: each member's plan. A member of the running
+/// etcd (or of a new one) names all members; a joining host names the
+/// members that run when it starts (those before it and itself), as etcd
+/// checks on a member that joins.
+fn render_plans(ctx: &ControllerContext, runs: &[EtcdHostRun], joining: &[String]) -> Result<()> {
     let found = runs
         .iter()
         .map(|r| {
@@ -173,54 +231,93 @@ fn render_plans(ctx: &ControllerContext, runs: &[EtcdHostRun]) -> Result<()> {
                 .ok_or_else(|| anyhow!("{}: preflight found nothing", r.link.host))
         })
         .collect::<Result<Vec<_>>>()?;
-    check_growth(runs, &found)?;
-    let members: Vec<(String, String)> = found
+    let joins = |r: &EtcdHostRun| joining.contains(&r.link.controller.address);
+    check_data(runs, &found, &joins)?;
+    let member =
+        |(f, r): (&Found, &EtcdHostRun)| (f.name.clone(), r.link.controller.address.clone());
+    let running: Vec<(String, String)> = found
         .iter()
         .zip(runs)
-        .map(|(f, r)| (f.name.clone(), r.link.controller.address.clone()))
+        .filter(|(_, r)| !joins(r))
+        .map(member)
         .collect();
+    let all: Vec<(String, String)> = found.iter().zip(runs).map(member).collect();
+    let endpoints = running
+        .iter()
+        .map(|(_, a)| format!("https://{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
     let ca = std::fs::read(ctx.loaded.pki_dir().join("etcd/ca.crt"))
         .context("failed to read the etcd CA's certificate")?;
     let days = ctx.loaded.cluster.spec.certificates.leaf_days;
-    for (run, (name, address)) in runs.iter().zip(&members) {
+    let mut joined_before = running.clone();
+    for (run, f) in runs.iter().zip(&found) {
+        let me = (f.name.clone(), run.link.controller.address.clone());
+        let members = if joins(run) {
+            let _ = run.joins.set(Joining {
+                endpoints: endpoints.clone(),
+            });
+            joined_before.push(me.clone());
+            joined_before.clone()
+        } else {
+            all.clone()
+        };
         let member = EtcdMember {
-            name: name.clone(),
-            address: address.clone(),
+            name: me.0,
+            address: me.1,
             kubernetes_version: ctx.manifest.kubernetes_version.clone(),
             cluster_name: ctx.loaded.name().to_string(),
-            members: members.clone(),
-            joins_existing: false,
+            members,
+            joins_existing: joins(run),
         };
-        let _ = run.plan.set((
-            etcdhost::files(&member, &ca),
-            etcdhost::certs(&member, days),
-        ));
+        let mut files = etcdhost::files(&member, &ca);
+        // A member with data read its first-start settings long ago: they
+        // are left as they are (rewriting them would change nothing).
+        if f.has_data {
+            files.retain(|h| h.path != layout::ETCD_BOOTSTRAP_ENV);
+        }
+        let _ = run.plan.set((files, etcdhost::certs(&member, days)));
     }
     Ok(())
 }
 
-/// A dedicated etcd starts with all its members at once. A host without
-/// data beside hosts with data would be a new member of a running etcd,
-/// which needs the learner flow kubeup has for stacked members only:
-/// refused before anything changes.
-fn check_growth(runs: &[EtcdHostRun], found: &[Found]) -> Result<()> {
-    let with_data: Vec<&str> = runs
-        .iter()
-        .zip(found)
-        .filter(|(_, f)| f.has_data)
-        .map(|(r, _)| r.link.host.as_str())
-        .collect();
-    let without: Vec<&str> = runs
-        .iter()
-        .zip(found)
-        .filter(|(_, f)| !f.has_data)
-        .map(|(r, _)| r.link.host.as_str())
-        .collect();
+/// A new etcd starts with all its members at once; a running one takes new
+/// members only as learners. So: a host the running cluster has must hold
+/// data once any does (else it would start a second, empty etcd), and a
+/// joining host must hold none (else it is another etcd's member). Refused
+/// before anything changes.
+fn check_data(
+    runs: &[EtcdHostRun],
+    found: &[Found],
+    joins: &dyn Fn(&EtcdHostRun) -> bool,
+) -> Result<()> {
+    let hosts = |want_data: bool, joining: bool| -> Vec<&str> {
+        runs.iter()
+            .zip(found)
+            .filter(|(r, f)| f.has_data == want_data && joins(r) == joining)
+            .map(|(r, _)| r.link.host.as_str())
+            .collect()
+    };
+    let (with_data, without) = (hosts(true, false), hosts(false, false));
     if !with_data.is_empty() && !without.is_empty() {
         bail!(
-            "spec.etcd.external: {} run(s) etcd with data and {} would be new: adding a member to a running dedicated etcd is not supported; nothing was changed. Keep the list as it was when the cluster was made, or `kubeup reset` the new host(s) if they are leftovers",
+            "spec.etcd.external: {} run(s) etcd with data and {} would be new, yet the running cluster lists them all (or no cluster answers); nothing was changed. `kubeup reset` the new host(s) if they are leftovers, or run up once the cluster answers (a new host then joins as a learner)",
             with_data.join(", "),
             without.join(", ")
+        );
+    }
+    let leftovers = hosts(true, true);
+    if !leftovers.is_empty() {
+        bail!(
+            "spec.etcd.external: {} would join the running etcd but hold(s) etcd data of another; nothing was changed. `kubeup reset` it first",
+            leftovers.join(", ")
+        );
+    }
+    let joining = hosts(false, true);
+    if !joining.is_empty() && with_data.is_empty() {
+        bail!(
+            "spec.etcd.external: {} would join the running etcd, but no host the cluster lists holds etcd data; nothing was changed",
+            joining.join(", ")
         );
     }
     Ok(())
@@ -305,6 +402,10 @@ impl Install {
         c.merge(converge::ensure_certs(session, certs, &ctx.cas, RENEW_DAYS, dry_run).await?);
         c.merge(converge::write_files(session, files, dry_run).await?);
         let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        // Not rewritten on a member with data, still kubeup's to remove.
+        if !installed.iter().any(|p| p == layout::ETCD_BOOTSTRAP_ENV) {
+            installed.push(layout::ETCD_BOOTSTRAP_ENV.to_string());
+        }
         installed.extend(
             certs
                 .iter()
@@ -417,6 +518,76 @@ impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Healthy {
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+        }
+        .map(with_causes)
+        .boxed()
+    }
+}
+
+struct Join;
+
+impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Join {
+    fn key(&self) -> EtcdHostPhase {
+        EtcdHostPhase::Join
+    }
+    fn title(&self) -> &'static str {
+        "add this host to the running etcd as a learner"
+    }
+    fn plan<'a>(&'a self, run: &'a EtcdHostRun) -> BoxFuture<'a, Result<Vec<String>>> {
+        async move {
+            let name = &run.found.get().context("not looked at")?.name;
+            Ok(vec![format!(
+                "add etcd member {name} ({}) as a learner of {}",
+                run.peer_url(),
+                run.joining()?.endpoints
+            )])
+        }
+        .map(with_causes)
+        .boxed()
+    }
+    fn run<'a>(&'a self, run: &'a EtcdHostRun, _: &'a Live) -> BoxFuture<'a, Result<String>> {
+        async move {
+            let name = &run.found.get().context("not looked at")?.name;
+            super::etcdctl::add_learner(
+                run.session()?,
+                &run.link.ctx.manifest.kubernetes_version,
+                &run.joining()?.endpoints,
+                name,
+                &run.peer_url(),
+            )
+            .await
+        }
+        .map(with_causes)
+        .boxed()
+    }
+}
+
+struct Promote;
+
+impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Promote {
+    fn key(&self) -> EtcdHostPhase {
+        EtcdHostPhase::Promote
+    }
+    fn title(&self) -> &'static str {
+        "promote the learner to a voting member once it caught up"
+    }
+    fn plan<'a>(&'a self, run: &'a EtcdHostRun) -> BoxFuture<'a, Result<Vec<String>>> {
+        let line = format!(
+            "wait until the learner at {} caught up with the leader, then promote it",
+            run.peer_url()
+        );
+        async move { Ok(vec![line]) }.map(with_causes).boxed()
+    }
+    fn run<'a>(&'a self, run: &'a EtcdHostRun, _: &'a Live) -> BoxFuture<'a, Result<String>> {
+        async move {
+            super::etcdctl::promote_when_caught_up(
+                run.session()?,
+                &run.link.ctx.manifest.kubernetes_version,
+                &run.joining()?.endpoints,
+                &run.peer_url(),
+                super::etcdctl::PROMOTE_TIMEOUT,
+            )
+            .await
         }
         .map(with_causes)
         .boxed()

@@ -86,24 +86,47 @@ pub async fn converge_controller(
 ) -> Result<Converged> {
     let file = &args.file;
     let ctx = Arc::new(ControllerContext::load(&file.file, !dry_run)?);
-    // Controllers cluster.yaml no longer lists leave first, one at a time,
-    // each behind its quorum gate.
-    let leaving = remove::removed_controllers(&ctx).await?;
-    if !leaving.is_empty() {
-        remove::remove_all(
-            ctx.clone(),
-            leaving,
-            progress,
-            dry_run,
-            args.forget_unreachable,
-            &file.file,
-        )
-        .await?;
+    // Controllers and dedicated etcd hosts cluster.yaml no longer lists
+    // leave first, one at a time, each behind its quorum gate.
+    let running = remove::running_cluster(&ctx).await?;
+    for (kind, leaving) in [
+        (
+            remove::Leaver::Controller,
+            remove::removed_controllers(&ctx, running.as_ref()).await?,
+        ),
+        (
+            remove::Leaver::EtcdHost,
+            remove::removed_etcd_hosts(&ctx, running.as_ref()).await?,
+        ),
+    ] {
+        if !leaving.is_empty() {
+            remove::remove_all(
+                ctx.clone(),
+                kind,
+                leaving,
+                progress,
+                dry_run,
+                args.forget_unreachable,
+                &file.file,
+            )
+            .await?;
+        }
     }
+    // Dedicated etcd hosts the running cluster does not have yet join its
+    // etcd as learners (a first `up` starts them all together).
+    let joining: Vec<String> = match &running {
+        Some(r) => ctx
+            .etcd_hosts()
+            .iter()
+            .filter(|h| !r.spec.etcd.external.iter().any(|w| w.address == h.address))
+            .map(|h| h.address.clone())
+            .collect(),
+        None => vec![],
+    };
     let mut runs = (0..ctx.controllers().len())
         .map(|i| run::UpRun::new(ctx.clone(), i))
         .collect::<Result<Vec<_>>>()?;
-    let walked = walk_stages(&ctx, &runs, progress, dry_run, &file.file).await;
+    let walked = walk_stages(&ctx, &runs, &joining, progress, dry_run, &file.file).await;
     for run in &mut runs {
         run.link.close().await;
     }
@@ -130,6 +153,7 @@ pub async fn converge_controller(
 async fn walk_stages(
     ctx: &Arc<ControllerContext>,
     runs: &[run::UpRun],
+    joining_etcd: &[String],
     progress: &Progress,
     dry_run: bool,
     file: &std::path::Path,
@@ -158,7 +182,8 @@ async fn walk_stages(
             .extend(first.map(|r| r.phases).unwrap_or_default());
         if n == 0 {
             between_look_and_converge(ctx, runs, dry_run)?;
-            etcd_hosts = etcdhosts::converge_all(ctx, progress, dry_run, file).await?;
+            etcd_hosts =
+                etcdhosts::converge_all(ctx, joining_etcd, progress, dry_run, file).await?;
         }
     }
     Ok((report, etcd_hosts))

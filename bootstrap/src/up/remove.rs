@@ -51,31 +51,42 @@ impl PhaseKey for RemovePhase {
     }
 }
 
-/// The controllers the running cluster has that cluster.yaml no longer
-/// lists, with the SSH details the cluster's `Cluster` object keeps. None
-/// when no cluster answers yet (a first `up`).
-pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<ControllerHost>> {
+/// The running cluster's `Cluster` object, as the last `up` applied it;
+/// None when no cluster answers yet (a first `up`).
+pub async fn running_cluster(ctx: &ControllerContext) -> Result<Option<Cluster>> {
     let kubeconfig = ctx.loaded.super_admin_kubeconfig();
     let Some(first) = ctx.controllers().first() else {
-        return Ok(vec![]);
+        return Ok(None);
     };
     if !kubeconfig.exists() {
-        return Ok(vec![]);
+        return Ok(None);
     }
     let server = format!("https://{}:6443", first.address);
     let Ok(client) = super::admin_client_at(&kubeconfig, Some(&server)).await else {
-        return Ok(vec![]);
+        return Ok(None);
     };
     let api: Api<Cluster> = Api::all(client);
     let Ok(Ok(list)) =
         tokio::time::timeout(Duration::from_secs(5), api.list(&ListParams::default())).await
     else {
+        return Ok(None);
+    };
+    let running = list.items.into_iter().next();
+    if let Some(r) = &running {
+        check_etcd_kept(r, ctx)?;
+    }
+    Ok(running)
+}
+
+/// The controllers the running cluster has that cluster.yaml no longer
+/// lists, with the SSH details the cluster's `Cluster` object keeps.
+pub async fn removed_controllers(
+    ctx: &ControllerContext,
+    running: Option<&Cluster>,
+) -> Result<Vec<ControllerHost>> {
+    let (Some(running), Some(first)) = (running, ctx.controllers().first()) else {
         return Ok(vec![]);
     };
-    let Some(running) = list.items.into_iter().next() else {
-        return Ok(vec![]);
-    };
-    check_etcd_kept(&running, ctx)?;
     let keep: Vec<&str> = ctx
         .controllers()
         .iter()
@@ -84,8 +95,9 @@ pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<Controll
     let candidates: Vec<ControllerHost> = running
         .spec
         .controllers
-        .into_iter()
+        .iter()
         .filter(|c| !keep.contains(&c.address.as_str()))
+        .cloned()
         .collect();
     if candidates.is_empty() {
         return Ok(candidates);
@@ -122,8 +134,9 @@ pub async fn removed_controllers(ctx: &ControllerContext) -> Result<Vec<Controll
 }
 
 /// Where etcd runs is chosen when the cluster is made: moving it between
-/// the controllers and dedicated hosts, or changing the dedicated hosts,
-/// would point the apiservers at another (empty) etcd. Refused before
+/// the controllers and dedicated hosts would point the apiservers at
+/// another (empty) etcd. Dedicated hosts may be added or removed, one way
+/// per `up` (a replacement is a removal, then an addition). Refused before
 /// anything changes.
 fn check_etcd_kept(running: &Cluster, ctx: &ControllerContext) -> Result<()> {
     let addresses = |hosts: &[ControllerHost]| -> Vec<String> {
@@ -131,21 +144,78 @@ fn check_etcd_kept(running: &Cluster, ctx: &ControllerContext) -> Result<()> {
     };
     let was = addresses(&running.spec.etcd.external);
     let now = addresses(ctx.etcd_hosts());
-    if was != now {
-        let say = |a: &[String]| {
-            if a.is_empty() {
-                "on the controllers".to_string()
-            } else {
-                format!("on {}", a.join(", "))
-            }
-        };
+    let say = |a: &[String]| {
+        if a.is_empty() {
+            "on the controllers".to_string()
+        } else {
+            format!("on {}", a.join(", "))
+        }
+    };
+    if was.is_empty() != now.is_empty() {
         bail!(
-            "spec.etcd.external: the running cluster's etcd runs {}, cluster.yaml says {}: moving etcd or changing its dedicated hosts is not supported; nothing was changed. Put spec.etcd back as it was",
+            "spec.etcd.external: the running cluster's etcd runs {}, cluster.yaml says {}: moving etcd between the controllers and dedicated hosts is not supported; nothing was changed. Put spec.etcd back as it was",
             say(&was),
             say(&now)
         );
     }
+    let added: Vec<&String> = now.iter().filter(|a| !was.contains(a)).collect();
+    let removed: Vec<&String> = was.iter().filter(|a| !now.contains(a)).collect();
+    if !added.is_empty() && !removed.is_empty() {
+        bail!(
+            "spec.etcd.external: cluster.yaml adds {} and removes {} at once; nothing was changed. Change the dedicated etcd hosts one way per `up`: remove first (run up), then add (run up again)",
+            added
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            removed
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
+}
+
+/// The dedicated etcd hosts the running cluster has that cluster.yaml no
+/// longer lists. Only a host etcd itself has as a member (asked on a
+/// remaining etcd host) leaves: whoever may edit the `Cluster` object must
+/// not make `up` reset a machine of their choosing.
+pub async fn removed_etcd_hosts(
+    ctx: &ControllerContext,
+    running: Option<&Cluster>,
+) -> Result<Vec<ControllerHost>> {
+    let (Some(running), Some(asked)) = (running, ctx.etcd_hosts().first()) else {
+        return Ok(vec![]);
+    };
+    let keep: Vec<&str> = ctx
+        .etcd_hosts()
+        .iter()
+        .map(|h| h.address.as_str())
+        .collect();
+    let candidates: Vec<ControllerHost> = running
+        .spec
+        .etcd
+        .external
+        .iter()
+        .filter(|h| !keep.contains(&h.address.as_str()))
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let peers = members_seen_by(ctx, asked).await?;
+    if let Some(s) = candidates
+        .iter()
+        .find(|c| !peers.contains(&format!("https://{}:2380", c.address)))
+    {
+        bail!(
+            "the running Cluster lists the etcd host {} that cluster.yaml does not, but it is no etcd member: nothing removed. Put it back in cluster.yaml or remove it from the Cluster object (`kubectl edit clusters`)",
+            s.address
+        );
+    }
+    Ok(candidates)
 }
 
 /// The super-admin client through the first controller's apiserver.
@@ -229,16 +299,33 @@ async fn members_seen_by(
     Ok(list.members.into_iter().flat_map(|m| m.peer_urls).collect())
 }
 
-/// One leaving controller: its session, the cluster, what the gate found.
+/// What leaves: a controller, or a dedicated etcd host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaver {
+    Controller,
+    EtcdHost,
+}
+
+impl Leaver {
+    fn what(self) -> &'static str {
+        match self {
+            Leaver::Controller => "controller",
+            Leaver::EtcdHost => "etcd host",
+        }
+    }
+}
+
+/// One leaving host: its session, the cluster, what the gate found.
 struct Leaving {
+    kind: Leaver,
     link: Link,
     client: kube::Client,
     /// The remaining controllers' etcd client URLs.
     remaining: Vec<String>,
     node: OnceLock<String>,
     member: OnceLock<u64>,
-    /// A remaining controller, for a leaving one that no longer answers:
-    /// etcdctl runs there.
+    /// A remaining host of its kind, for a leaving one that no longer
+    /// answers: etcdctl runs there.
     via: Option<Link>,
     /// The addresses of the controllers removed before this one in the same
     /// run: gone when it runs, still members in a dry run's view.
@@ -246,6 +333,11 @@ struct Leaving {
 }
 
 impl Leaving {
+    /// A controller of a cluster whose etcd runs on dedicated hosts.
+    fn holds_no_member(&self) -> bool {
+        self.kind == Leaver::Controller && !self.link.ctx.etcd_hosts().is_empty()
+    }
+
     /// The session etcdctl runs in: the leaving host's own, or the
     /// remaining controller's when the leaving one is unreachable.
     fn etcd_session(&self) -> Result<&Session> {
@@ -268,21 +360,25 @@ impl OnHost for Leaving {
     }
 }
 
-/// Remove every controller in `leaving`, one at a time; `dry_run` plans.
-/// Those that do not answer over SSH go first (a member that is down
-/// cannot lower etcd's healthy count), and only with `forget_unreachable`:
-/// they leave etcd and lose their Node through a remaining controller,
-/// without being drained or reset.
+/// Remove every host in `leaving` (all of one `kind`), one at a time;
+/// `dry_run` plans. Those that do not answer over SSH go first (a member
+/// that is down cannot lower etcd's healthy count), and only with
+/// `forget_unreachable`: they leave etcd (and lose their Node) through a
+/// remaining host of their kind, without being drained or reset.
 pub async fn remove_all(
     ctx: Arc<ControllerContext>,
+    kind: Leaver,
     leaving: Vec<ControllerHost>,
     progress: &Progress,
     dry_run: bool,
     forget_unreachable: bool,
     file: &std::path::Path,
 ) -> Result<()> {
-    let remaining: Vec<String> = ctx
-        .controllers()
+    let stay = match kind {
+        Leaver::Controller => ctx.controllers(),
+        Leaver::EtcdHost => ctx.etcd_hosts(),
+    };
+    let remaining: Vec<String> = stay
         .iter()
         .map(|c| format!("https://{}:2379", c.address))
         .collect();
@@ -308,17 +404,26 @@ pub async fn remove_all(
         for (_, link) in &mut order {
             link.close().await;
         }
+        let what = kind.what();
         bail!(
-            "the controller {address} to remove does not answer over SSH ({why}); nothing was removed. Start it again, or if it is gone for good run `kubeup up --forget-unreachable`: it then leaves etcd and loses its Node through a remaining controller, without being drained or reset"
+            "the {what} {address} to remove does not answer over SSH ({why}); nothing was removed. Start it again, or if it is gone for good run `kubeup up --forget-unreachable`: it then leaves etcd (and loses its Node) through a remaining {what}, without being drained or reset"
         );
     }
     let mut left_before = vec![];
     for (reachable, link) in order {
-        let via = match reachable {
-            Ok(()) => None,
-            Err(_) => Some(Link::new(ctx.clone(), 0)?),
+        let via = match (reachable, kind) {
+            (Ok(()), _) => None,
+            (Err(_), Leaver::Controller) => Some(Link::new(ctx.clone(), 0)?),
+            (Err(_), Leaver::EtcdHost) => {
+                let host = stay
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no etcd host remains"))?;
+                Some(Link::for_host(ctx.clone(), host))
+            }
         };
         let mut l = Leaving {
+            kind,
             link,
             client: client.clone(),
             remaining: remaining.clone(),
@@ -356,8 +461,11 @@ enum Removal {
 async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(), Removal> {
     let host = l.link.host.clone();
     let connect = Connect(RemovePhase::Connect);
-    let prepare: Vec<&dyn Phase<Leaving, RemovePhase, anyhow::Error>> =
-        vec![&connect, &QuorumGate, &Drain, &LeaveEtcd];
+    let prepare: Vec<&dyn Phase<Leaving, RemovePhase, anyhow::Error>> = match l.kind {
+        Leaver::Controller => vec![&connect, &QuorumGate, &Drain, &LeaveEtcd],
+        // No Node, no pods: it only leaves etcd.
+        Leaver::EtcdHost => vec![&connect, &QuorumGate, &LeaveEtcd],
+    };
     let procedure = Procedure::new(host.clone(), prepare);
     let walked = procedure.apply_or_plan(l, progress, dry_run).await;
     walked.map_err(Removal::Prepare)?;
@@ -365,9 +473,14 @@ async fn remove_one(l: &Leaving, progress: &Progress, dry_run: bool) -> Result<(
     let reset = Procedure::new(host, steps.phases::<Leaving, anyhow::Error>());
     let walked = reset.apply_or_plan(l, progress, dry_run).await;
     walked.map_err(Removal::Reset)?;
-    if !dry_run && let Some(node) = l.node.get() {
-        delete_node(l).await.map_err(Removal::Other)?;
-        progress.info(&l.link.host, &format!("removed; Node {node} deleted"));
+    if !dry_run {
+        match l.node.get() {
+            Some(node) => {
+                delete_node(l).await.map_err(Removal::Other)?;
+                progress.info(&l.link.host, &format!("removed; Node {node} deleted"));
+            }
+            None => progress.info(&l.link.host, "removed"),
+        }
     }
     Ok(())
 }
@@ -415,7 +528,7 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for ConnectVia {
         RemovePhase::Connect
     }
     fn title(&self) -> &'static str {
-        "open an SSH session to a remaining controller (this one is unreachable)"
+        "open an SSH session to a remaining host of its kind (this one is unreachable)"
     }
     fn effect(&self) -> Effect {
         Effect::Observe
@@ -432,7 +545,7 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for ConnectVia {
             let via = l
                 .via
                 .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("no remaining controller to act through"))?;
+                .ok_or_else(|| anyhow::anyhow!("no remaining host to act through"))?;
             via.open().await?;
             Ok(format!("unreachable: through {}", via.host))
         }
@@ -483,7 +596,7 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
     }
     fn run<'a>(&'a self, l: &'a Leaving, _: &'a Live) -> Ran<'a> {
         async move {
-            if !l.link.ctx.etcd_hosts().is_empty() {
+            if l.holds_no_member() {
                 find_node(l).await?;
                 return Ok("etcd runs on its own hosts: this controller holds no member".into());
             }
@@ -523,19 +636,22 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
                 .collect();
             let need = after / 2 + 1;
             if after == 0 {
-                bail!("{address} is etcd's last member: a cluster keeps at least one controller");
+                bail!("{address} is etcd's last member: etcd keeps at least one");
             }
             if healthy_after.len() < need {
                 bail!(
-                    "removing {address} leaves {after} etcd member(s) of which {} healthy ({}); a majority of {after} is {need}: start the stopped controllers first (`kubeup status` shows them), then run up again",
+                    "removing {address} leaves {after} etcd member(s) of which {} healthy ({}); a majority of {after} is {need}: start the stopped {}s first (`kubeup status` shows them), then run up again",
                     healthy_after.len(),
-                    healthy_after.join(", ")
+                    healthy_after.join(", "),
+                    l.kind.what()
                 );
             }
             if let Some(me) = me {
                 let _ = l.member.set(me.id);
             }
-            find_node(l).await?;
+            if l.kind == Leaver::Controller {
+                find_node(l).await?;
+            }
             Ok(format!(
                 "{after} member(s) remain, {} healthy, majority {need}",
                 healthy_after.len()

@@ -7,45 +7,22 @@
 //! against the running members. A fresh cluster needs neither: its members
 //! start together.
 
-use std::time::{Duration, Instant};
-
-use crate::up::etcdctl::{Member, MemberList};
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use futures::FutureExt;
 use kubeup_provision::phase::{Live, Phase};
-use kubeup_provision::ssh::Command;
 
 use super::{Plan, Run, UpPhase};
 use crate::up::connect::with_causes;
+use crate::up::etcdctl::PROMOTE_TIMEOUT;
 use crate::up::run::UpRun;
 
-/// How long a learner may take to catch up before `up` gives up.
-const PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// `etcdctl …` on this controller against the members that run now.
-fn etcdctl(run: &UpRun, args: &[&str]) -> Result<Command> {
-    let endpoints = run.running_members()?.join(",");
-    Ok(crate::up::etcdctl::command(
-        &run.ctx().manifest.kubernetes_version,
-        &endpoints,
-        args,
-    ))
+/// The members that run now, as etcdctl's endpoints.
+fn endpoints(run: &UpRun) -> Result<String> {
+    Ok(run.running_members()?.join(","))
 }
 
-async fn members(run: &UpRun) -> Result<Vec<Member>> {
-    let out = run
-        .session()?
-        .output(&etcdctl(run, &["member", "list", "-w", "json"])?)
-        .await?;
-    if out.exit_status != Some(0) {
-        bail!(
-            "etcdctl member list failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let list: MemberList =
-        serde_json::from_slice(&out.stdout).context("etcdctl member list printed no JSON")?;
-    Ok(list.members)
+fn version(run: &UpRun) -> &str {
+    &run.ctx().manifest.kubernetes_version
 }
 
 fn peer_url(run: &UpRun) -> String {
@@ -87,32 +64,15 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for EtcdJoin {
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
             let name = run.plan()?.node_name.clone();
-            let url = peer_url(run);
-            let existing = members(run).await?;
-            if let Some(m) = existing.iter().find(|m| m.peer_urls.contains(&url)) {
-                if m.name == name || m.name.is_empty() {
-                    // Added by an earlier run that stopped before its start.
-                    return Ok(format!("already a member ({:x})", m.id));
-                }
-                bail!(
-                    "{url} is already the etcd member {:?} ({:x}), not {name:?}: remove that member first (`etcdctl member remove {:x}`) or give this controller its name",
-                    m.name,
-                    m.id,
-                    m.id
-                );
-            }
-            if let Some(l) = existing.iter().find(|m| m.is_learner) {
-                bail!(
-                    "etcd member {:?} is still a learner: members join one at a time; run `kubeup up` again once it is promoted",
-                    l.name
-                );
-            }
-            let add = etcdctl(
-                run,
-                &["member", "add", &name, &format!("--peer-urls={url}"), "--learner"],
-            )?;
-            crate::up::etcdctl::reconfigure(run.session()?, &add, "member add").await?;
-            Ok(format!("learner {name}"))
+            let endpoints = endpoints(run)?;
+            crate::up::etcdctl::add_learner(
+                run.session()?,
+                version(run),
+                &endpoints,
+                &name,
+                &peer_url(run),
+            )
+            .await
         }
         .map(with_causes)
         .boxed()
@@ -143,36 +103,15 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for EtcdPromote {
     }
     fn run<'a>(&'a self, run: &'a UpRun, _: &'a Live) -> Run<'a> {
         async move {
-            let url = peer_url(run);
-            let started = Instant::now();
-            let mut last = String::new();
-            while started.elapsed() < PROMOTE_TIMEOUT {
-                let me = members(run)
-                    .await?
-                    .into_iter()
-                    .find(|m| m.peer_urls.contains(&url))
-                    .with_context(|| format!("{url} is no etcd member: was it removed?"))?;
-                if !me.is_learner {
-                    return Ok(format!(
-                        "voting member after {:.1}s",
-                        started.elapsed().as_secs_f64()
-                    ));
-                }
-                let out = run
-                    .session()?
-                    .output(&etcdctl(run, &["member", "promote", &format!("{:x}", me.id)])?)
-                    .await?;
-                if out.exit_status == Some(0) {
-                    continue;
-                }
-                // "can only promote a learner member which is in sync with
-                // leader": not caught up yet.
-                last = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            bail!(
-                "the learner at {url} did not catch up within {PROMOTE_TIMEOUT:?} (last: {last}); `kubeup status` shows its raft index"
+            let endpoints = endpoints(run)?;
+            crate::up::etcdctl::promote_when_caught_up(
+                run.session()?,
+                version(run),
+                &endpoints,
+                &peer_url(run),
+                PROMOTE_TIMEOUT,
             )
+            .await
         }
         .map(with_causes)
         .boxed()
