@@ -55,6 +55,25 @@ fn write_works(dir: &Path, name: &str) {
     }
 }
 
+/// `yaml` without each line `starts` picks and the lines under it (those
+/// starting with `inner`).
+fn without_blocks(yaml: &str, starts: impl Fn(&str) -> bool, inner: &str) -> String {
+    let mut out = vec![];
+    let mut skipping = false;
+    for line in yaml.lines() {
+        if starts(line) {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with(inner) {
+            continue;
+        }
+        skipping = false;
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}
+
 #[test]
 fn one_controller_on_three_dedicated_etcd_hosts() {
     let dir = std::env::temp_dir().join(format!("kubeup-e2e-etcd-{}", std::process::id()));
@@ -184,24 +203,9 @@ fn one_controller_on_three_dedicated_etcd_hosts() {
         "    - address: {}",
         etcd_hosts[1]["address"].as_str().unwrap()
     );
-    let changed: String = {
-        // Drop the second and third entries (each an address line and the
-        // indented lines under it).
-        let mut out = vec![];
-        let mut skipping = false;
-        for line in yaml.lines() {
-            if line == second || line == third {
-                skipping = true;
-                continue;
-            }
-            if skipping && line.starts_with("      ") {
-                continue;
-            }
-            skipping = false;
-            out.push(line);
-        }
-        out.join("\n") + "\n"
-    };
+    // The second and third entries go (each an address line and the
+    // indented lines under it).
+    let changed = without_blocks(&yaml, |l| l == second || l == third, "      ");
     std::fs::write(&fewer, changed).unwrap();
     let fewer_file = fewer.to_str().unwrap();
     let plan = kubeup(&["plan", "-f", fewer_file]);
@@ -272,22 +276,7 @@ fn one_controller_on_three_dedicated_etcd_hosts() {
 
     // Moving etcd to the controllers is refused before anything changes.
     let stacked = dir.join("cluster-stacked.yaml");
-    let without_etcd: String = {
-        let mut out = vec![];
-        let mut skipping = false;
-        for line in yaml.lines() {
-            if line == "  etcd:" {
-                skipping = true;
-                continue;
-            }
-            if skipping && line.starts_with("    ") {
-                continue;
-            }
-            skipping = false;
-            out.push(line);
-        }
-        out.join("\n") + "\n"
-    };
+    let without_etcd = without_blocks(&yaml, |l| l == "  etcd:", "    ");
     std::fs::write(&stacked, without_etcd).unwrap();
     let refused = kubeup(&["up", "-f", stacked.to_str().unwrap()]);
     let text = describe(&refused);

@@ -78,6 +78,15 @@ pub async fn running_cluster(ctx: &ControllerContext) -> Result<Option<Cluster>>
     Ok(running)
 }
 
+/// The hosts of `was` (the running `Cluster`'s, with the SSH details it
+/// keeps) that `now` (cluster.yaml) no longer lists.
+fn left_out(was: &[ControllerHost], now: &[ControllerHost]) -> Vec<ControllerHost> {
+    was.iter()
+        .filter(|h| !now.iter().any(|n| n.address == h.address))
+        .cloned()
+        .collect()
+}
+
 /// The controllers the running cluster has that cluster.yaml no longer
 /// lists, with the SSH details the cluster's `Cluster` object keeps.
 pub async fn removed_controllers(
@@ -87,18 +96,7 @@ pub async fn removed_controllers(
     let (Some(running), Some(first)) = (running, ctx.controllers().first()) else {
         return Ok(vec![]);
     };
-    let keep: Vec<&str> = ctx
-        .controllers()
-        .iter()
-        .map(|c| c.address.as_str())
-        .collect();
-    let candidates: Vec<ControllerHost> = running
-        .spec
-        .controllers
-        .iter()
-        .filter(|c| !keep.contains(&c.address.as_str()))
-        .cloned()
-        .collect();
+    let candidates = left_out(&running.spec.controllers, ctx.controllers());
     if candidates.is_empty() {
         return Ok(candidates);
     }
@@ -189,19 +187,7 @@ pub async fn removed_etcd_hosts(
     let (Some(running), Some(asked)) = (running, ctx.etcd_hosts().first()) else {
         return Ok(vec![]);
     };
-    let keep: Vec<&str> = ctx
-        .etcd_hosts()
-        .iter()
-        .map(|h| h.address.as_str())
-        .collect();
-    let candidates: Vec<ControllerHost> = running
-        .spec
-        .etcd
-        .external
-        .iter()
-        .filter(|h| !keep.contains(&h.address.as_str()))
-        .cloned()
-        .collect();
+    let candidates = left_out(&running.spec.etcd.external, ctx.etcd_hosts());
     if candidates.is_empty() {
         return Ok(candidates);
     }
