@@ -235,6 +235,12 @@ pub fn kube_controller_manager(c: &ControllerInput) -> HostFile {
     let mut flags = local_component_flags("controller-manager");
     flags.extend([
         flag("use-service-account-credentials", true),
+        // Each controller starts with its own ServiceAccount's client (a
+        // few requests each), one after another, through the manager's
+        // client-side rate limit; at the default 20/s (burst 30) that was
+        // ~5 s of every cold start before any Deployment got a ReplicaSet.
+        flag("kube-api-qps", 100),
+        flag("kube-api-burst", 200),
         flag("controllers", "*,bootstrapsigner,tokencleaner"),
         flag("client-ca-file", format!("{PKI}/ca.crt")),
         flag(
