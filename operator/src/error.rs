@@ -7,6 +7,8 @@
 //! the host it concerns; none ever carries key material (Secret contents
 //! are never formatted, SSH errors are secret-free by construction).
 
+use std::time::Duration;
+
 use kubeup_provision::converge::ConvergeError;
 use kubeup_provision::ssh::SshError;
 
@@ -146,6 +148,14 @@ impl Error {
     pub fn ssh(host: impl Into<Box<str>>) -> impl FnOnce(SshError) -> Error {
         let host = host.into();
         move |source| Error::Ssh { host, source }
+    }
+
+    /// `phase` ran past the phase deadline ([`Procedure::with_deadline`](kubeup_provision::phase::Procedure::with_deadline)).
+    pub fn phase_timeout<K: kubeup_provision::phase::PhaseKey>(phase: K, after: Duration) -> Error {
+        Error::PhaseTimeout {
+            phase: phase.name(),
+            secs: after.as_secs(),
+        }
     }
 
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

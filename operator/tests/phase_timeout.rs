@@ -17,7 +17,6 @@ mod common;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use kubeup_crds::WorkerJoin;
@@ -46,18 +45,7 @@ async fn a_silent_host_times_the_phase_out_and_the_join_is_retried() {
 
     let keys = tempfile::tempdir().unwrap();
     let key = keygen(keys.path(), "id_worker", "ed25519", "").unwrap();
-    let secrets: Api<Secret> = Api::namespaced(api.client.clone(), common::NAMESPACE);
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "worker-ssh"},
-        "type": "kubernetes.io/ssh-auth",
-        "stringData": {"ssh-privatekey": key.private_pem()}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    common::create_ssh_secret(&api, &key.private_pem()).await;
 
     let sa = common::operator_client(&api).await;
     let settings = Settings {

@@ -18,7 +18,6 @@ mod common;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -125,18 +124,7 @@ async fn reconcile_status_finalizer_secret_recovery_duplicates_and_host_key_chan
 
     // 3. The Secret appears: the join recovers by itself (the Secret watch),
     // verifies and records the host key, runs preflight, plans.
-    let secrets: Api<Secret> = Api::namespaced(api.client.clone(), common::NAMESPACE);
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "worker-ssh"},
-        "type": "kubernetes.io/ssh-auth",
-        "stringData": {"ssh-privatekey": user_key.private_pem()}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    common::create_ssh_secret(&api, &user_key.private_pem()).await;
     let wj = wait_for(
         &wjs,
         "a-first",

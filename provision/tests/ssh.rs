@@ -778,15 +778,8 @@ async fn interrupted_upload_leaves_the_old_file() {
     let remote_dir = tempfile::tempdir().unwrap();
     let dest = remote_dir.path().join("kubelet");
     std::fs::write(&dest, b"old binary").unwrap();
-    let local_dir = tempfile::tempdir().unwrap();
-    let local = local_dir.path().join("big");
-    write_pattern(&local, 200 << 20, 3);
-
     // Drop the connection while the bytes are flowing.
-    let upload = {
-        let (s, local, dest) = (s.clone(), local.clone(), dest.clone());
-        tokio::spawn(async move { s.upload(&local, dest.to_str().unwrap(), 0o755, None).await })
-    };
+    let (_local_dir, local, upload) = start_big_upload(&s, &dest, 3);
     partial_upload(remote_dir.path()).await;
     s.close().await;
     let err = upload.await.unwrap().unwrap_err();
@@ -811,6 +804,27 @@ async fn interrupted_upload_leaves_the_old_file() {
         .await
         .unwrap();
     assert_eq!(o, UploadOutcome::Uploaded { bytes: 200 << 20 });
+}
+
+/// A 200 MiB file (pattern `seed`) being uploaded to `dest`: its
+/// directory (kept while the upload runs), its path, the upload.
+fn start_big_upload(
+    s: &Arc<Session>,
+    dest: &Path,
+    seed: u8,
+) -> (
+    TempDir,
+    std::path::PathBuf,
+    tokio::task::JoinHandle<Result<UploadOutcome>>,
+) {
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = local_dir.path().join("big");
+    write_pattern(&local, 200 << 20, seed);
+    let upload = {
+        let (s, local, dest) = (s.clone(), local.clone(), dest.to_owned());
+        tokio::spawn(async move { s.upload(&local, dest.to_str().unwrap(), 0o755, None).await })
+    };
+    (local_dir, local, upload)
 }
 
 /// The upload's temp file in `dir` once more than 1 MiB has arrived.
@@ -860,13 +874,7 @@ async fn a_host_that_stops_reading_fails_the_upload_as_stalled() {
     let s = Arc::new(Session::connect(&f.root(), memory(), &o).await.unwrap());
     let remote_dir = tempfile::tempdir().unwrap();
     let dest = remote_dir.path().join("kubelet");
-    let local_dir = tempfile::tempdir().unwrap();
-    let local = local_dir.path().join("big");
-    write_pattern(&local, 200 << 20, 5);
-    let upload = {
-        let (s, local, dest) = (s.clone(), local.clone(), dest.clone());
-        tokio::spawn(async move { s.upload(&local, dest.to_str().unwrap(), 0o755, None).await })
-    };
+    let (_local_dir, _, upload) = start_big_upload(&s, &dest, 5);
     // Once bytes flow, freeze whatever writes the partial file: the host
     // stops reading, as a hung disk or process would.
     let partial = partial_upload(remote_dir.path()).await;

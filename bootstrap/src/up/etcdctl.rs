@@ -11,7 +11,20 @@ use kubeup_provision::ssh::{Command, Session};
 use serde::Deserialize;
 
 /// How long a learner may take to catch up before `up` gives up.
-pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The member on the host etcdctl runs on, as its endpoint.
+pub const LOCAL: &str = "https://127.0.0.1:2379";
+
+/// The peer URL of the member at `address`.
+pub fn peer_url(address: &str) -> String {
+    format!("https://{address}:2380")
+}
+
+/// The client URL of the member at `address`.
+pub fn client_url(address: &str) -> String {
+    format!("https://{address}:2379")
+}
 
 /// The endpoints and the controller's etcd client credentials, as flags.
 pub fn connection_flags(endpoints: &str) -> [String; 4] {
@@ -68,7 +81,11 @@ pub async fn member_list(session: &Session, version: &str, endpoints: &str) -> R
     if out.exit_status != Some(0) {
         bail!(
             "etcdctl member list failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
         );
     }
     let list: MemberList =
@@ -120,17 +137,16 @@ pub async fn add_learner(
 }
 
 /// Promote the learner at `peer_url` once it has caught up with the leader
-/// (etcd refuses before that: tried again until `timeout`).
+/// (etcd refuses before that: tried again for [`PROMOTE_TIMEOUT`]).
 pub async fn promote_when_caught_up(
     session: &Session,
     version: &str,
     endpoints: &str,
     peer_url: &str,
-    timeout: Duration,
 ) -> Result<String> {
     let started = Instant::now();
     let mut last = String::new();
-    while started.elapsed() < timeout {
+    while started.elapsed() < PROMOTE_TIMEOUT {
         let me = member_list(session, version, endpoints)
             .await?
             .into_iter()
@@ -155,7 +171,7 @@ pub async fn promote_when_caught_up(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!(
-        "the learner at {peer_url} did not catch up within {timeout:?} (last: {last}); `kubeup status` shows its raft index"
+        "the learner at {peer_url} did not catch up within {PROMOTE_TIMEOUT:?} (last: {last}); `kubeup status` shows its raft index"
     )
 }
 

@@ -81,19 +81,13 @@ struct Found {
     has_data: bool,
 }
 
-/// What a joining host needs to know of the etcd it joins.
-#[derive(Clone, Debug)]
-struct Joining {
-    /// The client URLs of the members that run, for etcdctl.
-    endpoints: String,
-}
-
 /// One etcd host's walk: its session, what preflight found, its plan and
 /// what changed.
 pub struct EtcdHostRun {
     link: Link,
-    /// Set when this host joins the running etcd.
-    joins: OnceLock<Joining>,
+    /// Set when this host joins the running etcd: the client URLs of the
+    /// members that run, for etcdctl.
+    joins_via: OnceLock<String>,
     found: OnceLock<Found>,
     plan: OnceLock<(Vec<HostFile>, Vec<CertPlan>)>,
     changes: Mutex<Changes>,
@@ -110,14 +104,16 @@ impl EtcdHostRun {
         Ok(self.link.session()?)
     }
 
-    fn joining(&self) -> Result<&Joining> {
-        self.joins
+    /// The running members' client URLs, for a host that joins them.
+    fn running_members(&self) -> Result<&str> {
+        self.joins_via
             .get()
+            .map(String::as_str)
             .ok_or_else(|| anyhow!("{} does not join a running etcd", self.link.host))
     }
 
     fn peer_url(&self) -> String {
-        format!("https://{}:2380", self.link.controller.address)
+        super::etcdctl::peer_url(&self.link.controller.address)
     }
 
     fn plan(&self) -> Result<&(Vec<HostFile>, Vec<CertPlan>)> {
@@ -149,7 +145,7 @@ pub async fn converge_all(
         .iter()
         .map(|h| EtcdHostRun {
             link: Link::for_host(ctx.clone(), h.clone()),
-            joins: OnceLock::new(),
+            joins_via: OnceLock::new(),
             found: OnceLock::new(),
             plan: OnceLock::new(),
             changes: Mutex::new(Changes::default()),
@@ -188,7 +184,7 @@ async fn walk(
     walk_wave(&all, look(), progress, dry_run, file).await?;
     render_plans(ctx, runs, joining)?;
     let (joins, members): (Vec<&EtcdHostRun>, Vec<&EtcdHostRun>) =
-        runs.iter().partition(|r| r.joins.get().is_some());
+        runs.iter().partition(|r| r.joins_via.get().is_some());
     walk_wave(&members, converge(), progress, dry_run, file).await?;
     for run in joins {
         walk_wave(&[run], join(), progress, dry_run, file).await?;
@@ -244,7 +240,7 @@ fn render_plans(ctx: &ControllerContext, runs: &[EtcdHostRun], joining: &[String
     let all: Vec<(String, String)> = found.iter().zip(runs).map(member).collect();
     let endpoints = running
         .iter()
-        .map(|(_, a)| format!("https://{a}:2379"))
+        .map(|(_, a)| super::etcdctl::client_url(a))
         .collect::<Vec<_>>()
         .join(",");
     let ca = std::fs::read(ctx.loaded.pki_dir().join("etcd/ca.crt"))
@@ -254,9 +250,7 @@ fn render_plans(ctx: &ControllerContext, runs: &[EtcdHostRun], joining: &[String
     for (run, f) in runs.iter().zip(&found) {
         let me = (f.name.clone(), run.link.controller.address.clone());
         let members = if joins(run) {
-            let _ = run.joins.set(Joining {
-                endpoints: endpoints.clone(),
-            });
+            let _ = run.joins_via.set(endpoints.clone());
             joined_before.push(me.clone());
             joined_before.clone()
         } else {
@@ -497,7 +491,7 @@ impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Healthy {
         async move {
             let cmd = super::etcdctl::command(
                 &run.link.ctx.manifest.kubernetes_version,
-                "https://127.0.0.1:2379",
+                super::etcdctl::LOCAL,
                 &["endpoint", "health"],
             );
             let started = Instant::now();
@@ -539,7 +533,7 @@ impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Join {
             Ok(vec![format!(
                 "add etcd member {name} ({}) as a learner of {}",
                 run.peer_url(),
-                run.joining()?.endpoints
+                run.running_members()?
             )])
         }
         .map(with_causes)
@@ -551,7 +545,7 @@ impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Join {
             super::etcdctl::add_learner(
                 run.session()?,
                 &run.link.ctx.manifest.kubernetes_version,
-                &run.joining()?.endpoints,
+                run.running_members()?,
                 name,
                 &run.peer_url(),
             )
@@ -583,9 +577,8 @@ impl Phase<EtcdHostRun, EtcdHostPhase, anyhow::Error> for Promote {
             super::etcdctl::promote_when_caught_up(
                 run.session()?,
                 &run.link.ctx.manifest.kubernetes_version,
-                &run.joining()?.endpoints,
+                run.running_members()?,
                 &run.peer_url(),
-                super::etcdctl::PROMOTE_TIMEOUT,
             )
             .await
         }

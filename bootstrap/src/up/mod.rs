@@ -112,17 +112,7 @@ pub async fn converge_controller(
             .await?;
         }
     }
-    // Dedicated etcd hosts the running cluster does not have yet join its
-    // etcd as learners (a first `up` starts them all together).
-    let joining: Vec<String> = match &running {
-        Some(r) => ctx
-            .etcd_hosts()
-            .iter()
-            .filter(|h| !r.spec.etcd.external.iter().any(|w| w.address == h.address))
-            .map(|h| h.address.clone())
-            .collect(),
-        None => vec![],
-    };
+    let joining = remove::added_etcd_hosts(&ctx, running.as_ref());
     let mut runs = (0..ctx.controllers().len())
         .map(|i| run::UpRun::new(ctx.clone(), i))
         .collect::<Result<Vec<_>>>()?;

@@ -14,7 +14,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::etcdctl::{Health, Member, MemberList};
+use super::etcdctl::{Health, Member};
 use anyhow::{Context as _, Result, bail};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -78,11 +78,12 @@ pub async fn running_cluster(ctx: &ControllerContext) -> Result<Option<Cluster>>
     Ok(running)
 }
 
-/// The hosts of `was` (the running `Cluster`'s, with the SSH details it
-/// keeps) that `now` (cluster.yaml) no longer lists.
-fn left_out(was: &[ControllerHost], now: &[ControllerHost]) -> Vec<ControllerHost> {
-    was.iter()
-        .filter(|h| !now.iter().any(|n| n.address == h.address))
+/// The hosts of `from` (with their SSH details) that `other` does not list:
+/// of the running `Cluster`'s, those cluster.yaml no longer lists, and the
+/// other way round, those it adds.
+fn left_out(from: &[ControllerHost], other: &[ControllerHost]) -> Vec<ControllerHost> {
+    from.iter()
+        .filter(|h| !other.iter().any(|o| o.address == h.address))
         .cloned()
         .collect()
 }
@@ -137,43 +138,51 @@ pub async fn removed_controllers(
 /// per `up` (a replacement is a removal, then an addition). Refused before
 /// anything changes.
 fn check_etcd_kept(running: &Cluster, ctx: &ControllerContext) -> Result<()> {
-    let addresses = |hosts: &[ControllerHost]| -> Vec<String> {
-        hosts.iter().map(|h| h.address.clone()).collect()
-    };
-    let was = addresses(&running.spec.etcd.external);
-    let now = addresses(ctx.etcd_hosts());
-    let say = |a: &[String]| {
-        if a.is_empty() {
+    let (was, now) = (&running.spec.etcd.external[..], ctx.etcd_hosts());
+    let say = |hosts: &[ControllerHost]| {
+        if hosts.is_empty() {
             "on the controllers".to_string()
         } else {
-            format!("on {}", a.join(", "))
+            format!("on {}", addresses(hosts))
         }
     };
     if was.is_empty() != now.is_empty() {
         bail!(
             "spec.etcd.external: the running cluster's etcd runs {}, cluster.yaml says {}: moving etcd between the controllers and dedicated hosts is not supported; nothing was changed. Put spec.etcd back as it was",
-            say(&was),
-            say(&now)
+            say(was),
+            say(now)
         );
     }
-    let added: Vec<&String> = now.iter().filter(|a| !was.contains(a)).collect();
-    let removed: Vec<&String> = was.iter().filter(|a| !now.contains(a)).collect();
+    let (added, removed) = (left_out(now, was), left_out(was, now));
     if !added.is_empty() && !removed.is_empty() {
         bail!(
             "spec.etcd.external: cluster.yaml adds {} and removes {} at once; nothing was changed. Change the dedicated etcd hosts one way per `up`: remove first (run up), then add (run up again)",
-            added
-                .iter()
-                .map(|a| a.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            removed
-                .iter()
-                .map(|a| a.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            addresses(&added),
+            addresses(&removed)
         );
     }
     Ok(())
+}
+
+/// `a, b, c`
+fn addresses(hosts: &[ControllerHost]) -> String {
+    hosts
+        .iter()
+        .map(|h| h.address.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The addresses of the dedicated etcd hosts cluster.yaml adds to the
+/// running cluster's: they join its etcd as learners. None without a
+/// running cluster (a first `up` starts every member together).
+pub fn added_etcd_hosts(ctx: &ControllerContext, running: Option<&Cluster>) -> Vec<String> {
+    running
+        .map(|r| left_out(ctx.etcd_hosts(), &r.spec.etcd.external))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.address)
+        .collect()
 }
 
 /// The dedicated etcd hosts the running cluster has that cluster.yaml no
@@ -194,7 +203,7 @@ pub async fn removed_etcd_hosts(
     let peers = members_seen_by(ctx, asked).await?;
     if let Some(s) = candidates
         .iter()
-        .find(|c| !peers.contains(&format!("https://{}:2380", c.address)))
+        .find(|c| !peers.contains(&super::etcdctl::peer_url(&c.address)))
     {
         bail!(
             "the running Cluster lists the etcd host {} that cluster.yaml does not, but it is no etcd member: nothing removed. Put it back in cluster.yaml or remove it from the Cluster object (`kubectl edit clusters`)",
@@ -261,28 +270,12 @@ async fn members_seen_by(
     controller: &ControllerHost,
 ) -> Result<Vec<String>> {
     let session = ctx.connect(controller).await?;
-    let cmd = super::etcdctl::command(
-        &ctx.manifest.kubernetes_version,
-        "https://127.0.0.1:2379",
-        &["member", "list", "-w", "json"],
-    );
-    let out = session.output(&cmd).await;
+    let version = &ctx.manifest.kubernetes_version;
+    let members = super::etcdctl::member_list(&session, version, super::etcdctl::LOCAL).await;
     session.close().await;
-    let out = out?;
-    if out.exit_status != Some(0) {
-        bail!(
-            "failed to list etcd's members on {}: {}",
-            controller.address,
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    let list: MemberList =
-        serde_json::from_slice(&out.stdout).context("etcdctl member list printed no JSON")?;
-    Ok(list.members.into_iter().flat_map(|m| m.peer_urls).collect())
+    let members = members
+        .with_context(|| format!("failed to list etcd's members on {}", controller.address))?;
+    Ok(members.into_iter().flat_map(|m| m.peer_urls).collect())
 }
 
 /// What leaves: a controller, or a dedicated etcd host.
@@ -306,15 +299,16 @@ struct Leaving {
     kind: Leaver,
     link: Link,
     client: kube::Client,
-    /// The remaining controllers' etcd client URLs.
+    /// The remaining members' client URLs (the remaining controllers', or
+    /// etcd hosts').
     remaining: Vec<String>,
     node: OnceLock<String>,
     member: OnceLock<u64>,
     /// A remaining host of its kind, for a leaving one that no longer
     /// answers: etcdctl runs there.
     via: Option<Link>,
-    /// The addresses of the controllers removed before this one in the same
-    /// run: gone when it runs, still members in a dry run's view.
+    /// The addresses of the hosts removed before this one in the same run:
+    /// gone when it runs, still members in a dry run's view.
     left_before: Vec<String>,
 }
 
@@ -366,7 +360,7 @@ pub async fn remove_all(
     };
     let remaining: Vec<String> = stay
         .iter()
-        .map(|c| format!("https://{}:2379", c.address))
+        .map(|c| super::etcdctl::client_url(&c.address))
         .collect();
     let client = api_client(&ctx).await?;
     // Each leaving controller's session, opened once: the removal's connect
@@ -587,13 +581,11 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
                 return Ok("etcd runs on its own hosts: this controller holds no member".into());
             }
             let address = &l.link.controller.address;
-            let peer = format!("https://{address}:2380");
-            let local = "https://127.0.0.1:2379";
-            let list: MemberList = serde_json::from_str(
-                &etcdctl(l, local, &["member", "list", "-w", "json"]).await?,
-            )
-            .context("etcdctl member list printed no JSON")?;
-            let me = list.members.iter().find(|m| m.peer_urls.contains(&peer));
+            let peer = super::etcdctl::peer_url(address);
+            let local = super::etcdctl::LOCAL;
+            let version = &l.link.ctx.manifest.kubernetes_version;
+            let members = super::etcdctl::member_list(l.etcd_session()?, version, local).await?;
+            let me = members.iter().find(|m| m.peer_urls.contains(&peer));
             let health: Vec<Health> = serde_json::from_str(
                 &etcdctl(l, local, &["endpoint", "health", "--cluster", "-w", "json"]).await?,
             )
@@ -607,10 +599,9 @@ impl Phase<Leaving, RemovePhase, anyhow::Error> for QuorumGate {
                 .left_before
                 .iter()
                 .chain([address])
-                .map(|a| format!("https://{a}:2380"))
+                .map(|a| super::etcdctl::peer_url(a))
                 .collect();
-            let others: Vec<&Member> = list
-                .members
+            let others: Vec<&Member> = members
                 .iter()
                 .filter(|m| !m.peer_urls.iter().any(|u| gone.contains(u)))
                 .collect();

@@ -90,7 +90,7 @@ impl UpRun {
             .iter()
             .zip(self.ctx().controllers())
             .filter(|(o, _)| o.etcd_data)
-            .map(|(_, c)| format!("https://{}:2379", c.address))
+            .map(|(_, c)| super::etcdctl::client_url(&c.address))
             .collect())
     }
 

@@ -73,13 +73,8 @@ async fn walk(ctx: &Context, wj: &WorkerJoin, from: Option<Phase>) -> Done {
     let started = Instant::now();
     let (status, result) = match Join::new(ctx, wj).await {
         Ok(join) => {
-            let procedure = phases::procedure(&wj.spec.address).with_deadline(
-                ctx.settings.phase_timeout,
-                |phase, after| Error::PhaseTimeout {
-                    phase: phase.as_str(),
-                    secs: after.as_secs(),
-                },
-            );
+            let procedure = phases::procedure(&wj.spec.address)
+                .with_deadline(ctx.settings.phase_timeout, Error::phase_timeout);
             let walked = match from {
                 Some(from) => procedure.apply(&join, &join, Some(from)).await,
                 None => procedure.dry_run(&join, &join).await,

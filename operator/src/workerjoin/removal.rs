@@ -219,10 +219,7 @@ pub async fn remove(ctx: &Context, wj: &WorkerJoin, owner: &str) -> (Writes, Res
     // drain has its own timeout inside, so the deadline leaves room for it.
     let deadline = ctx.settings.phase_timeout + ctx.settings.drain_timeout;
     let walked = procedure(&wj.spec.address)
-        .with_deadline(deadline, |phase, after| Error::PhaseTimeout {
-            phase: phase.name(),
-            secs: after.as_secs(),
-        })
+        .with_deadline(deadline, Error::phase_timeout)
         .apply(&r, &Logged, None)
         .await;
     let mut writes = Writes::none();

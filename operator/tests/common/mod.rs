@@ -190,6 +190,24 @@ impl Drop for ControllerManager {
     }
 }
 
+/// The `kubernetes.io/ssh-auth` Secret `worker-ssh` in the operator's
+/// namespace, holding `private_pem`.
+pub async fn create_ssh_secret(api: &ApiServer, private_pem: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(api.client.clone(), NAMESPACE);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "worker-ssh"},
+        "type": "kubernetes.io/ssh-auth",
+        "stringData": {"ssh-privatekey": private_pem}
+    }))
+    .unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
 /// Poll `check` until it returns Some or `timeout` passes.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -13,7 +13,6 @@ use kubeup_provision::phase::{Live, Phase};
 
 use super::{Plan, Run, UpPhase};
 use crate::up::connect::with_causes;
-use crate::up::etcdctl::PROMOTE_TIMEOUT;
 use crate::up::run::UpRun;
 
 /// The members that run now, as etcdctl's endpoints.
@@ -26,7 +25,7 @@ fn version(run: &UpRun) -> &str {
 }
 
 fn peer_url(run: &UpRun) -> String {
-    format!("https://{}:2380", run.link.controller.address)
+    crate::up::etcdctl::peer_url(&run.link.controller.address)
 }
 
 pub(super) struct EtcdJoin;
@@ -109,7 +108,6 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for EtcdPromote {
                 version(run),
                 &endpoints,
                 &peer_url(run),
-                PROMOTE_TIMEOUT,
             )
             .await
         }
