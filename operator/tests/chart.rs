@@ -20,7 +20,11 @@ use kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION;
 use serde_yaml_ng::Value;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run by cargo, which names the crate's directory"),
+    )
+    .join("..")
 }
 
 fn helm(args: &[&str]) -> String {

@@ -10,12 +10,16 @@
     clippy::panic
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kubeup_crds::WorkerJoin;
 
-fn examples() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+fn examples() -> PathBuf {
+    Path::new(
+        &std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run by cargo, which names the crate's directory"),
+    )
+    .join("../examples")
 }
 
 #[test]

@@ -10,7 +10,11 @@ pub fn crd_path() -> PathBuf {
 }
 
 fn crate_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run by cargo, which names the crate's directory"),
+    )
+    .join("..")
 }
 
 pub fn run(check: bool) -> Result<()> {

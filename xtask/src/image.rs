@@ -37,7 +37,11 @@ pub fn image_name() -> String {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run by cargo, which names the crate's directory"),
+    )
+    .join("..")
 }
 
 fn target_dir() -> PathBuf {

@@ -3,7 +3,7 @@
 //! itself), and the operator from the chart's manifests. Server-side apply,
 //! one field manager, so re-applying changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -90,20 +90,28 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
         .get("images/kubeup-operator.tar")
         .map(|f| f.sha256.as_str());
     let operator = crate::operator_manifests::render(host_network, standby, image);
-    n += apply_yaml(client, &operator)
-        .await
-        .context("failed to apply the operator manifests")?;
     let network = kubeup_provision::hostplan::network::addon_manifests(
         net.cni,
         &net.cluster_dns,
         &net.domain,
     );
-    replace_dns_service_on_new_ip(client, &net.cluster_dns).await?;
-    n += apply_yaml(client, &network)
-        .await
-        .context("failed to apply the pod network and DNS add-ons")?;
-    n += super::metrics::apply(client, ctx).await?;
-    n += apply_storage_and_ingress(client, &ctx.loaded.cluster.spec.addons).await?;
+    // The operator and the add-ons need nothing of each other: at once.
+    let applied = tokio::try_join!(
+        async {
+            apply_yaml(client, &operator)
+                .await
+                .context("failed to apply the operator manifests")
+        },
+        async {
+            replace_dns_service_on_new_ip(client, &net.cluster_dns).await?;
+            apply_yaml(client, &network)
+                .await
+                .context("failed to apply the pod network and DNS add-ons")
+        },
+        super::metrics::apply(client, ctx),
+        apply_storage_and_ingress(client, &ctx.loaded.cluster.spec.addons),
+    )?;
+    n += applied.0 + applied.1 + applied.2 + applied.3;
     Ok(n)
 }
 
@@ -296,43 +304,103 @@ async fn wait_established(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// Server-side apply of a multi-document YAML of any kinds.
+/// Server-side apply of a multi-document YAML of any kinds, in waves: what
+/// others live in or are of (Namespaces, CRDs), then what workloads read
+/// (accounts, RBAC, configuration, Services), then the workloads, so a pod
+/// never starts before its ConfigMap and waits out a kubelet's retry
+/// backoff. Within a wave the objects go at once: one after another, the
+/// add-ons' 61 objects took ~2 s of `up`.
 pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
-    // Kinds resolved one group-version at a time: a full discovery would
-    // also ask aggregated APIs (metrics.k8s.io), which stall while their
-    // server starts.
-    let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
-    let mut count = 0;
+    let mut waves: BTreeMap<Wave, Vec<DynamicObject>> = BTreeMap::new();
     for obj in objects(yaml)? {
         let tm = obj
             .types
-            .clone()
+            .as_ref()
             .context("a manifest document lacks apiVersion/kind")?;
-        let gvk = gvk_of(&tm);
-        let found = match kinds.get(&gvk) {
-            Some(f) => f.clone(),
-            None => {
-                let f = kube::discovery::pinned_kind(client, &gvk)
-                    .await
-                    .with_context(|| {
-                        format!("the cluster does not serve {}/{}", tm.api_version, tm.kind)
-                    })?;
-                kinds.insert(gvk.clone(), f.clone());
-                f
-            }
-        };
-        let (ar, caps): (ApiResource, ApiCapabilities) = found;
-        let name = obj.name_any();
-        api_for(client, &ar, &caps, &obj)
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .with_context(|| format!("failed to apply {} {name}", tm.kind))?;
-        count += 1;
+        waves.entry(Wave::of(&tm.kind)).or_default().push(obj);
     }
+    let mut count = 0;
+    for wave in waves.into_values() {
+        count += apply_wave(client, wave).await?;
+    }
+    Ok(count)
+}
+
+/// The waves of [`apply_yaml`], in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Wave {
+    Containers,
+    Inputs,
+    Workloads,
+}
+
+impl Wave {
+    fn of(kind: &str) -> Self {
+        match kind {
+            "Namespace" | "CustomResourceDefinition" => Wave::Containers,
+            "Deployment"
+            | "DaemonSet"
+            | "StatefulSet"
+            | "Job"
+            | "CronJob"
+            | "APIService"
+            | "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration" => Wave::Workloads,
+            _ => Wave::Inputs,
+        }
+    }
+}
+
+/// Objects that need nothing of each other, applied at once.
+async fn apply_wave(client: &Client, objs: Vec<DynamicObject>) -> Result<usize> {
+    use futures::{StreamExt, TryStreamExt};
+    // Kinds resolved one group-version at a time: a full discovery would
+    // also ask aggregated APIs (metrics.k8s.io), which stall while their
+    // server starts.
+    let mut gvks: Vec<(GroupVersionKind, String)> = vec![];
+    for obj in &objs {
+        let tm = obj
+            .types
+            .as_ref()
+            .context("a manifest document lacks apiVersion/kind")?;
+        let gvk = gvk_of(tm);
+        if !gvks.iter().any(|(g, _)| *g == gvk) {
+            gvks.push((gvk, format!("{}/{}", tm.api_version, tm.kind)));
+        }
+    }
+    let kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> =
+        futures::future::try_join_all(gvks.into_iter().map(|(gvk, named)| async move {
+            let found = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .with_context(|| format!("the cluster does not serve {named}"))?;
+            Ok::<_, anyhow::Error>((gvk, found))
+        }))
+        .await?
+        .into_iter()
+        .collect();
+    let kinds = &kinds;
+    let count = objs.len();
+    futures::stream::iter(objs)
+        .map(|obj| async move {
+            let tm = obj
+                .types
+                .as_ref()
+                .context("a manifest document lacks apiVersion/kind")?;
+            let (ar, caps) = kinds.get(&gvk_of(tm)).context("a kind resolved above")?;
+            let name = obj.name_any();
+            api_for(client, ar, caps, &obj)
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .with_context(|| format!("failed to apply {} {name}", tm.kind))?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(count)
 }
 
@@ -341,6 +409,17 @@ use serde::Deserialize as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_others_live_in_goes_first_and_workloads_last() {
+        assert!(Wave::of("Namespace") < Wave::of("ServiceAccount"));
+        assert!(Wave::of("CustomResourceDefinition") < Wave::of("ClusterRoleBinding"));
+        for input in ["ConfigMap", "Secret", "Service", "ServiceAccount", "Role"] {
+            for workload in ["Deployment", "DaemonSet", "APIService"] {
+                assert!(Wave::of(input) < Wave::of(workload), "{input} {workload}");
+            }
+        }
+    }
 
     #[test]
     fn the_admin_group_is_bound_to_cluster_admin() {

@@ -10,7 +10,7 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use kubeup_crds::Cluster;
 use kubeup_provision::converge;
-use kubeup_provision::hostplan::{certs, layout};
+use kubeup_provision::hostplan::{HostFile, certs, layout};
 use kubeup_provision::pki;
 use kubeup_provision::ssh::{Command, Session, quote};
 use secrecy::ExposeSecret;
@@ -42,12 +42,34 @@ impl Join<'_> {
         node_name: &str,
         ca_pem: &str,
     ) -> Result<Vec<&'static str>> {
+        // The kubelet's certificate and the tokens need nothing of each
+        // other: issued side by side (a join waits for the longer one).
+        let (kubelet, tokens) = tokio::try_join!(
+            self.kubelet_credential(session, node_name, ca_pem),
+            self.node_tokens(session, node_name),
+        )?;
+        let mut issued: Vec<&'static str> = kubelet.into_iter().collect();
+        issued.extend(tokens.issued);
+        let renew_at = nodetoken::rfc3339(tokens.renew_at);
+        self.with_status(|s| s.credentials_renew_at = renew_at)
+            .await;
+        Ok(issued)
+    }
+
+    /// The kubelet's client certificate, kept while current, else issued
+    /// through the CSR API; its component name when issued.
+    async fn kubelet_credential(
+        &self,
+        session: &Session,
+        node_name: &str,
+        ca_pem: &str,
+    ) -> Result<Option<&'static str>> {
         let kubelet = ClientCert::kubelet(node_name);
         // Where the kubelet's client certificate lives (the lifetime in the
         // plan does not matter for reading it).
         let on_host = certs::kubelet_client(node_name, 365);
         let current = converge::remote_certs(session, std::slice::from_ref(&on_host)).await?;
-        let mut issued = vec![];
+        let mut issued = None;
         let fresh = current
             .first()
             .and_then(|c| c.as_deref())
@@ -56,7 +78,7 @@ impl Join<'_> {
             tracing::info!(cert = kubelet.component, why = ?fresh.map(|r| r.err()), "issuing through the CSR API");
             self.kubelet_client_cert(session, &kubelet, node_name, ca_pem)
                 .await?;
-            issued.push(kubelet.component);
+            issued = Some(kubelet.component);
         }
         let had_pending = self
             .with_status(|s| {
@@ -67,12 +89,6 @@ impl Join<'_> {
         if had_pending {
             self.save().await?;
         }
-
-        let tokens = self.node_tokens(session, node_name).await?;
-        issued.extend(tokens.issued);
-        let renew_at = nodetoken::rfc3339(tokens.renew_at);
-        self.with_status(|s| s.credentials_renew_at = renew_at)
-            .await;
         Ok(issued)
     }
 
@@ -83,18 +99,24 @@ impl Join<'_> {
         let cni = self.cluster.spec.networking.cni;
         let node = BoundNode::of(&self.own_node(node_name).await?)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let components = nodetoken::components(cni);
+        let each = components.iter().map(|component| async {
+            Ok::<_, Error>(
+                match self.kept_token(session, component, &node, now).await? {
+                    Some(at) => (None, at),
+                    None => (
+                        Some(component.name),
+                        self.new_token(session, component, &node).await?,
+                    ),
+                },
+            )
+        });
         let mut out = NodeTokens {
             issued: vec![],
             renew_at: i64::MAX,
         };
-        for component in nodetoken::components(cni) {
-            let renew_at = match self.kept_token(session, &component, &node, now).await? {
-                Some(at) => at,
-                None => {
-                    out.issued.push(component.name);
-                    self.new_token(session, &component, &node).await?
-                }
-            };
+        for (issued, renew_at) in futures::future::try_join_all(each).await? {
+            out.issued.extend(issued);
             out.renew_at = out.renew_at.min(renew_at);
         }
         Ok(out)
@@ -270,22 +292,19 @@ impl Join<'_> {
                 reason: format!("the signed certificate is not usable: {reason}"),
             }
         })?;
-        let cert_path = format!("{}/kubeup-pending-{name}.crt", layout::KUBELET_PKI_DIR);
-        write(session, cert_pem.into_bytes(), &cert_path, 0o644).await?;
         let q = |p: &str| quote(p).map_err(Error::ssh(session.host()));
-        let (crt, key, pem) = (
-            q(&cert_path)?,
-            q(&pending_key(&name))?,
-            q(layout::KUBELET_CLIENT_PEM)?,
+        let (key, pem) = (q(&pending_key(&name))?, q(layout::KUBELET_CLIENT_PEM)?);
+        // Certificate (on stdin) and key meet on the host only; the rename
+        // is atomic. One round trip.
+        let combine = format!(
+            "set -e; umask 077; t=$(mktemp {pem}.XXXXXX); trap 'rm -f \"$t\"' EXIT; \
+             cat - {key} > \"$t\"; chmod 600 \"$t\"; mv -f \"$t\" {pem}; trap - EXIT; rm -f {key}"
         );
-        // Certificate and key meet on the host only; the rename is atomic.
-        run(
-            session,
-            &format!(
-                "set -e; t=$(mktemp {pem}.XXXXXX); cat {crt} {key} > \"$t\"; chmod 600 \"$t\"; mv -f \"$t\" {pem}; rm -f {crt} {key}"
-            ),
-        )
-        .await
+        session
+            .run(&Command::shell(combine).stdin(cert_pem).privileged())
+            .await
+            .map_err(Error::ssh(session.host()))?;
+        Ok(())
     }
 
     /// Refuse a node name that is not valid, names the apiserver, or is
@@ -310,12 +329,11 @@ impl Join<'_> {
     }
 }
 
+/// `data` at `path` on the host, root's, with `mode`: one round trip.
 async fn write(session: &Session, data: Vec<u8>, path: &str, mode: u32) -> Result<()> {
-    session
-        .write_file(&data, path, mode, Some("root:root"))
-        .await
-        .map(|_| ())
-        .map_err(Error::ssh(session.host()))
+    let file = HostFile::new(path, data, mode, &[]);
+    converge::write_batch(session, &[&file]).await?;
+    Ok(())
 }
 
 /// Certificate parts of `(cert, key)` files on the host (only when the key

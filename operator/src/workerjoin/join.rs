@@ -49,6 +49,8 @@ pub struct Join<'a> {
     changes: Mutex<Changes>,
     /// The Node was Ready at the end of WaitingForNode.
     ready: std::sync::atomic::AtomicBool,
+    /// Restarts an earlier pass owed, read beside preflight (when it ran).
+    owed_earlier: OnceLock<BTreeSet<Unit>>,
 }
 
 impl<'a> Join<'a> {
@@ -86,6 +88,7 @@ impl<'a> Join<'a> {
             node_name: known,
             changes: Mutex::default(),
             ready: Default::default(),
+            owed_earlier: OnceLock::new(),
         })
     }
 
@@ -102,6 +105,19 @@ impl<'a> Join<'a> {
 
     pub fn set_session(&self, session: Session) {
         let _ = self.session.set(std::sync::Arc::new(session));
+    }
+
+    /// Restarts owed by an earlier pass that stopped before Starting:
+    /// read beside preflight when it ran, else now.
+    pub async fn owed_earlier(&self) -> Result<BTreeSet<Unit>> {
+        match self.owed_earlier.get() {
+            Some(owed) => Ok(owed.clone()),
+            None => pending::take(self.session()?).await,
+        }
+    }
+
+    pub fn set_owed_earlier(&self, owed: BTreeSet<Unit>) {
+        let _ = self.owed_earlier.set(owed);
     }
 
     pub fn pod_cidr(&self) -> Option<&str> {

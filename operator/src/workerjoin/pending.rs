@@ -25,11 +25,6 @@ const KNOWN: [Unit; 4] = [
     Unit::Flannel,
 ];
 
-/// The file's text for these units (one name a line).
-pub fn render(units: &BTreeSet<Unit>) -> String {
-    units.iter().map(|u| format!("{}\n", u.name())).collect()
-}
-
 /// The units named in the file's text (unknown names ignored).
 pub fn parse(text: &str) -> BTreeSet<Unit> {
     text.lines()
@@ -37,15 +32,23 @@ pub fn parse(text: &str) -> BTreeSet<Unit> {
         .collect()
 }
 
-/// Remember `units` on the host (adding to what is there).
+/// Remember `units` on the host (adding to what is there), in one round
+/// trip: the names are added on the host and the file replaced by rename.
 pub async fn record(session: &Session, units: &BTreeSet<Unit>) -> Result<()> {
     if units.is_empty() {
         return Ok(());
     }
-    let mut all = take(session).await?;
-    all.extend(units.iter().copied());
+    // Unit names are kubeup's own (`Unit::name`): nothing to quote.
+    let names: Vec<&str> = units.iter().map(|u| u.name()).collect();
+    let script = format!(
+        "set -e; mkdir -p {dir}; t=$(mktemp {PENDING}.XXXXXX); \
+         {{ cat {PENDING} 2>/dev/null || true; printf '%s\\n' {names}; }} | sort -u > \"$t\"; \
+         chmod 644 \"$t\"; mv -f \"$t\" {PENDING}",
+        dir = kubeup_provision::hostplan::layout::STATE,
+        names = names.join(" "),
+    );
     session
-        .write_file(render(&all).as_bytes(), PENDING, 0o644, Some("root:root"))
+        .run(&Command::shell(script).privileged())
         .await
         .map(|_| ())
         .map_err(Error::ssh(session.host()))
@@ -74,10 +77,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn units_round_trip_and_unknown_names_are_ignored() {
+    fn unit_names_are_read_and_unknown_names_ignored() {
         let units = BTreeSet::from([Unit::Kubelet, Unit::Containerd]);
-        let text = render(&units);
-        assert_eq!(parse(&text), units);
+        assert_eq!(parse("containerd\nkubelet\n"), units);
         assert_eq!(
             parse("kubelet\nrm -rf /\netcd\n"),
             BTreeSet::from([Unit::Kubelet])

@@ -137,7 +137,12 @@ impl<'a> Phase<Join<'a>, P, Error> for Preflight {
     fn run<'f>(&'f self, j: &'f Join<'a>, _: &'f Live) -> Ran<'f> {
         async move {
             let session = j.session()?;
-            let report = converge::preflight(session, Role::Worker).await?;
+            // What an earlier pass owed is read now, off Starting's path.
+            let (report, owed) = tokio::try_join!(
+                async { Ok::<_, Error>(converge::preflight(session, Role::Worker).await?) },
+                pending::take(session),
+            )?;
+            j.set_owed_earlier(owed);
             if let Some(failures) = report.error_text() {
                 j.condition(
                     Condition::PreflightPassed,
@@ -317,12 +322,20 @@ impl<'a> Phase<Join<'a>, P, Error> for Configuring {
             files.extend(network::node_files(cni, &input));
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
+            // The CNI config's checksum is read with the files' (it is
+            // written once the podCIDR is known: one round trip then).
+            let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            paths.extend(network::cni_conflist_path(cni));
             // Independent round trips at once: the files, the list `reset`
             // works from, forwarding, and the Node before the kubelet (the
             // controller-manager gives it a podCIDR at once, so the CNI
             // config is there when the kubelet starts).
-            let (written, _, (), cidr) = tokio::try_join!(
-                async { Ok::<_, Error>(converge::write_files(session, &files, false).await?) },
+            let ((written, sums), _, (), cidr) = tokio::try_join!(
+                async {
+                    let sums = converge::remote_sha256(session, &paths).await?;
+                    let written = converge::write_stale(session, &files, &sums, false).await?;
+                    Ok::<_, Error>((written, sums))
+                },
                 async { Ok(converge::record_installed(session, &installed, false).await?) },
                 credentials::run(session, node::FORWARDING_NOW),
                 j.precreate_node(node_name),
@@ -333,7 +346,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Configuring {
                 .await;
             if let Some(cidr) = cidr {
                 let conflist: Vec<_> = network::cni_conflist(cni, &cidr).into_iter().collect();
-                let c = converge::write_files(session, &conflist, false).await?;
+                let c = converge::write_stale(session, &conflist, &sums, false).await?;
                 j.merge_changes(c, true).await?;
                 j.set_pod_cidr(cidr);
             }
@@ -361,16 +374,20 @@ impl<'a> Phase<Join<'a>, P, Error> for Starting {
     fn run<'f>(&'f self, j: &'f Join<'a>, _: &'f Live) -> Ran<'f> {
         async move {
             let session = j.session()?;
-            // Restarts owed by an earlier pass that stopped before this one.
-            let owed = pending::take(session).await?;
-            let (mut restart, units_changed) = j.restarts().await;
-            restart.extend(owed);
             let mut units = Unit::WORKER.to_vec();
             if j.pod_cidr().is_some() {
                 // The pod network starts with the kubelet (it needs the podCIDR).
                 units.extend_from_slice(network::units(j.cluster.spec.networking.cni));
             }
-            let c = converge::ensure_units(session, &units, &restart, units_changed, false).await?;
+            // Restarts owed by an earlier pass that stopped before this
+            // one, beside the units' state.
+            let (owed, state) = tokio::try_join!(j.owed_earlier(), async {
+                Ok(converge::unit_status(session, &units).await?)
+            })?;
+            let (mut restart, units_changed) = j.restarts().await;
+            restart.extend(owed);
+            let c = converge::apply_units(session, &state, &units, &restart, units_changed, false)
+                .await?;
             pending::clear(session).await?;
             Ok(c.units_summary())
         }

@@ -15,7 +15,11 @@ pub const NAMESPACE: &str = "kubeup-system";
 pub const SA_USER: &str = "system:serviceaccount:kubeup-system:kubeup-operator";
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run by cargo, which names the crate's directory"),
+    )
+    .join("..")
 }
 
 pub fn kubectl(api: &ApiServer, args: &[&str], stdin: Option<&str>) -> String {

@@ -48,6 +48,18 @@ pub async fn write_files(
 ) -> Result<Changes, ConvergeError> {
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let remote = remote_sha256(session, &paths).await?;
+    write_stale(session, files, &remote, dry_run).await
+}
+
+/// [`write_files`] against checksums the caller read (with
+/// [`remote_sha256`], beside other work): one round trip, none when
+/// nothing differs.
+pub async fn write_stale(
+    session: &Session,
+    files: &[HostFile],
+    remote: &BTreeMap<String, String>,
+    dry_run: bool,
+) -> Result<Changes, ConvergeError> {
     let mut changes = Changes::default();
     let stale: Vec<&HostFile> = files
         .iter()
@@ -66,45 +78,68 @@ pub async fn write_files(
     Ok(changes)
 }
 
-/// Write `files` in one round trip: a script on stdin (never on a command
-/// line: contents may be keys) writes each to a temp file beside it, checks
-/// its sha256 (a script cut short never commits a truncated file), sets
-/// mode and owner and renames it into place, so a reader sees the old file
-/// or the new one, never a part.
-pub(super) async fn write_batch(
-    session: &Session,
-    files: &[&HostFile],
-) -> Result<(), ConvergeError> {
-    use base64::Engine;
-    let mut script = String::from(
-        "set -eu\n\
-         w() {\n\
-         \x20 d=$(dirname -- \"$1\"); mkdir -p -- \"$d\"\n\
-         \x20 t=$(mktemp -- \"$d/.$(basename -- \"$1\").kubeup-XXXXXX\")\n\
-         \x20 trap 'rm -f -- \"$t\"' EXIT\n\
-         \x20 base64 -d > \"$t\"\n\
-         \x20 echo \"$3  $t\" | sha256sum -c --quiet --status || { echo \"$1: content damaged in transit\" >&2; exit 3; }\n\
-         \x20 chmod -- \"$2\" \"$t\"; chown -- root:root \"$t\"; mv -f -- \"$t\" \"$1\"\n\
-         \x20 trap - EXIT\n\
-         }\n",
-    );
-    for f in files {
-        check_remote_path(&f.path).map_err(ssh_err(session.host(), "write files"))?;
-        let path = quote(&f.path).map_err(ssh_err(session.host(), "write files"))?;
-        let sum = hex::encode(Sha256::digest(&f.content));
-        let data = base64::engine::general_purpose::STANDARD.encode(&f.content);
-        script.push_str(&format!("w {path} {:o} {sum} <<'KUBEUP_EOF'\n", f.mode));
-        // base64 lines never spell the delimiter.
-        for line in data.as_bytes().chunks(76) {
-            // base64 is ASCII: the lossy conversion never replaces anything.
-            script.push_str(&String::from_utf8_lossy(line));
-            script.push('\n');
-        }
-        script.push_str("KUBEUP_EOF\n");
+/// Write `files` in one round trip. Their contents go as one tar stream on
+/// stdin (never on a command line: contents may be keys); a short script
+/// on the command line unpacks each beside its target under a name of this
+/// batch, checks every sha256 at once (a stream cut short never commits a
+/// truncated file), and renames each into place in the order given, so a
+/// reader sees the old file or the new one, never a part. A handful of
+/// processes for the whole batch: the script it replaces spent ~9 per file
+/// (0.28 s for a worker's 33 files, on the join's critical path).
+pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), ConvergeError> {
+    if files.is_empty() {
+        return Ok(());
     }
-    script.push_str("echo done\n");
+    let invalid = |e| ssh_err(session.host(), "write files")(e);
+    let batch = batch_suffix();
+    let mut archive = tar::Builder::new(Vec::new());
+    let (mut temps, mut dirs, mut sums, mut moves) = (vec![], vec![], String::new(), String::new());
+    for f in files {
+        check_batch_path(&f.path).map_err(invalid)?;
+        let (dir, name) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let temp = format!("{dir}/.{name}.kubeup-{batch}").replace("//", "/");
+        append(&mut archive, &temp, f).map_err(|e| ConvergeError::Host {
+            host: session.host().to_owned(),
+            step: "write files",
+            message: format!("packing {}: {e}", f.path),
+        })?;
+        let (qtemp, qpath) = (
+            quote(&temp).map_err(invalid)?,
+            quote(&f.path).map_err(invalid)?,
+        );
+        sums.push_str(&format!(
+            "{}  {temp}\n",
+            hex::encode(Sha256::digest(&f.content))
+        ));
+        moves.push_str(&format!("mv -f -- {qtemp} {qpath}\n"));
+        dirs.push(quote(dir).map_err(invalid)?);
+        temps.push(qtemp);
+    }
+    dirs.sort();
+    dirs.dedup();
+    let stream = archive.into_inner().map_err(|e| ConvergeError::Host {
+        host: session.host().to_owned(),
+        step: "write files",
+        message: format!("packing: {e}"),
+    })?;
+    // Directories keep mkdir's usual mode; the files their own, exactly
+    // (-p), owned by root (uid 0 in the stream), dated now (-m).
+    let script = format!(
+        "set -eu\n\
+         trap 'rm -f -- {temps}' EXIT\n\
+         mkdir -p -- {dirs}\n\
+         umask 077\n\
+         tar -x -m -p --same-owner --numeric-owner -C / -f -\n\
+         sha256sum -c --quiet --status <<'KUBEUP_SUMS' || {{ echo 'content damaged in transit' >&2; exit 3; }}\n\
+         {sums}KUBEUP_SUMS\n\
+         {moves}trap - EXIT\n\
+         echo done\n",
+        temps = temps.join(" "),
+        dirs = dirs.join(" "),
+    );
     let out = session
-        .run(&Command::new("sh").arg("-s").stdin(script).privileged())
+        .run(&Command::shell(script).stdin(stream).privileged())
         .await
         .map_err(ssh_err(session.host(), "write files"))?;
     if out.stdout_str().trim() != "done" {
@@ -116,6 +151,51 @@ pub(super) async fn write_batch(
     }
     tracing::info!(host = %session.host(), files = files.len(), "files written");
     Ok(())
+}
+
+/// A path the batch script can name: absolute, and without the characters
+/// its checksum list cannot carry.
+fn check_batch_path(path: &str) -> Result<(), crate::ssh::SshError> {
+    check_remote_path(path)?;
+    if path.contains(['\n', '\\']) {
+        return Err(crate::ssh::SshError::InvalidArgument {
+            reason: format!("remote path {path:?} has a newline or backslash"),
+        });
+    }
+    Ok(())
+}
+
+/// `f`'s content in `archive` at `temp` (made relative: unpacked at /),
+/// regular, root's, with `f`'s mode.
+fn append(archive: &mut tar::Builder<Vec<u8>>, temp: &str, f: &HostFile) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(f.content.len() as u64);
+    header.set_mode(f.mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    archive.append_data(
+        &mut header,
+        temp.trim_start_matches('/'),
+        f.content.as_slice(),
+    )
+}
+
+/// A name part no other batch uses: two writers of one path at once (a
+/// join and a renewal) never share a temporary file.
+fn batch_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{:x}{:x}{:x}",
+        std::process::id(),
+        nanos,
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Keep the list of every path kubeup put on the host, and of the

@@ -14,11 +14,11 @@ mod units;
 
 pub use bundle::{import_images, push_bundle};
 pub use certs::{CaSet, ensure_certs, remote_certs};
-pub use files::{record_installed, remote_sha256, write_files};
+pub use files::{record_installed, remote_sha256, write_batch, write_files, write_stale};
 pub use preflight::{Check, PreflightReport, Role, preflight};
 pub use reset::reset_host;
 pub use stamp::load_verified_cached;
-pub use units::{ensure_units, unit_status};
+pub use units::{apply_units, ensure_units, unit_status};
 
 use std::collections::BTreeSet;
 

@@ -127,10 +127,13 @@ pub fn run(args: Args) -> Result<()> {
         return verify(&dir);
     }
     let ctx = Ctx {
-        recipes: Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives in the workspace")
-            .join("hack/bundle"),
+        recipes: Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR")
+                .expect("run by cargo, which names the crate's directory"),
+        )
+        .parent()
+        .expect("xtask lives in the workspace")
+        .join("hack/bundle"),
         cache_root: artifacts::cache_root(),
         kubernetes_version: kubernetes_version.to_owned(),
     };
