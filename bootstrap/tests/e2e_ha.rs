@@ -446,6 +446,22 @@ fn three_controllers_survive_losing_any_one() {
     // A new worker joins while a controller is down.
     let second = c.join(&workers[1]);
     assert!(c.node_ready(&second));
+    // The metrics API (two metrics-server replicas) answers with the
+    // controller still down, once that controller's replica left the
+    // Service (its Node's grace, ~50 s): ten answers in a row, where a
+    // dead endpoint still listed would fail about every other one.
+    let t = Instant::now();
+    let mut in_a_row = 0;
+    wait_for("the metrics API with a controller down", 180, || {
+        let o = kubectl(&dir, &["top", "nodes", "--no-headers"]);
+        let answered = o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&first);
+        in_a_row = if answered { in_a_row + 1 } else { 0 };
+        (in_a_row >= 10).then_some(())
+    });
+    eprintln!(
+        "metrics API answering 10 times in a row {:.1}s after the second join, {holder} down",
+        t.elapsed().as_secs_f64()
+    );
     kubeup_ok(&["sandbox", "start", &holder, "--dir", c.dir()]);
     let s = c.wait_healthy(120);
     assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s:#}");

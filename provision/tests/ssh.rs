@@ -1046,6 +1046,50 @@ async fn converge_writes_files_in_one_round_trip_through_sudo() {
     );
 }
 
+/// A host that takes every byte and then says nothing (a hung check, a
+/// wedged connection) fails the upload after `stall_timeout`, as a timeout
+/// a retry may get past, instead of holding its caller for the whole
+/// command timeout.
+#[tokio::test]
+async fn a_host_silent_after_the_last_byte_fails_the_upload_in_time() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let f = fixture();
+    let mut o = opts();
+    o.stall_timeout = Duration::from_secs(2);
+    let s = Session::connect(&f.root(), memory(), &o).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    // The "decoder" drains the stream, then hangs: the host's side of a
+    // transfer that never reports back.
+    let decoder = local.path().join("silent-decoder");
+    std::fs::write(&decoder, "#!/bin/sh\ncat >/dev/null\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&decoder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = compressible(1 << 20);
+    let plain = local.path().join("blob");
+    std::fs::write(&plain, &data).unwrap();
+    let (size, sha) = kubeup_provision::artifacts::sha256_file(&plain).unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let dest = remote.path().join("blob");
+    let src = CompressedSource {
+        path: &plain,
+        decoder: decoder.to_str().unwrap(),
+        size,
+        sha256: &sha,
+        keep_as: None,
+    };
+    let started = Instant::now();
+    let err = s
+        .upload_compressed(&src, dest.to_str().unwrap(), 0o644, None)
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.category(), "command_timeout", "{err}");
+    assert!(err.to_string().contains("after the last byte"), "{err}");
+    assert!(!err.is_permanent(), "{err}");
+    assert!(waited < Duration::from_secs(15), "took {waited:?}");
+    assert!(!dest.exists(), "nothing committed");
+}
+
 /// Bytes that compress like a binary does (repeated structure, not noise).
 fn compressible(size: usize) -> Vec<u8> {
     (0..size as u32)

@@ -353,27 +353,48 @@ impl Session {
             doing: doing.to_owned(),
             source: Box::new(source),
         };
+        // An open the host never answers must not hang its caller: the
+        // connection is then treated as lost, and one new one is tried.
+        let wait = self.opts.connect_timeout;
+        let open_timeout = || SshError::CommandTimeout {
+            host: self.label.clone(),
+            command: format!("{doing} (opening a channel)"),
+            after: wait,
+        };
         let mut conn = self.connection().await?;
         let mut refused = 0;
         loop {
-            match conn.handle.channel_open_session().await {
-                Ok(ch) => return Ok((ch, permit)),
-                Err(e) if conn.handle.is_closed() || matches!(e, russh::Error::SendError) => {
-                    tracing::debug!(host = %self.label, error = %e, "connection dropped; reconnecting");
-                    {
-                        let mut guard = self.conn.lock().await;
-                        if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                            *guard = None;
-                        }
+            let opened = open_within(&conn.handle, wait).await;
+            let dropped = match &opened {
+                None => true,
+                Some(Err(e)) => conn.handle.is_closed() || matches!(e, russh::Error::SendError),
+                Some(Ok(_)) => false,
+            };
+            if dropped {
+                match &opened {
+                    None => {
+                        tracing::warn!(host = %self.label, after = ?wait, "a channel open went unanswered; reconnecting")
                     }
-                    conn = self.connection().await?;
-                    let ch = conn
-                        .handle
-                        .channel_open_session()
-                        .await
-                        .map_err(channel_err)?;
-                    return Ok((ch, permit));
+                    Some(Err(e)) => {
+                        tracing::debug!(host = %self.label, error = %e, "connection dropped; reconnecting")
+                    }
+                    Some(Ok(_)) => {}
                 }
+                {
+                    let mut guard = self.conn.lock().await;
+                    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                        *guard = None;
+                    }
+                }
+                conn = self.connection().await?;
+                let ch = open_within(&conn.handle, wait)
+                    .await
+                    .ok_or_else(open_timeout)?
+                    .map_err(channel_err)?;
+                return Ok((ch, permit));
+            }
+            match opened.ok_or_else(open_timeout)? {
+                Ok(ch) => return Ok((ch, permit)),
                 // sshd refuses a session over its MaxSessions; channels we
                 // closed a moment ago may still count there. Wait for them.
                 Err(russh::Error::ChannelOpenFailure(reason)) if refused < CHANNEL_OPEN_RETRIES => {
@@ -813,6 +834,16 @@ fn preferred_ciphers() -> Vec<russh::cipher::Name> {
     aead.into_iter()
         .chain([AES_256_CTR, AES_192_CTR, AES_128_CTR])
         .collect()
+}
+
+/// A session channel, or `None` when the host did not answer within `wait`.
+async fn open_within(
+    handle: &client::Handle<Client>,
+    wait: Duration,
+) -> Option<std::result::Result<russh::Channel<client::Msg>, russh::Error>> {
+    tokio::time::timeout(wait, handle.channel_open_session())
+        .await
+        .ok()
 }
 
 /// Host-key types other than the first choice, one family at a time.

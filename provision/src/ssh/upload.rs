@@ -595,14 +595,24 @@ impl Session {
                 sent = &mut send => match sent {
                     // The host is not reading: nor would it answer.
                     Err(e @ SshError::UploadStalled { .. }) => return Err(e),
-                    sent => (sent, recv.await),
+                    // Its checks take seconds; silence past `stall` after
+                    // the last byte is a hung host or connection, which a
+                    // retry on a new connection gets past.
+                    sent => match tokio::time::timeout(stall, &mut recv).await {
+                        Ok(out) => (sent, out),
+                        Err(_) => return Err(SshError::CommandTimeout {
+                            host: self.host().to_owned(),
+                            command: format!("{display} (its answer after the last byte)"),
+                            after: stall,
+                        }),
+                    },
                 },
             };
             Ok::<_, SshError>((sent, out))
         };
         let timeout = self.options().command_timeout;
         let (sent, out) = match tokio::time::timeout(timeout, work).await {
-            Ok(Err(e @ SshError::UploadStalled { .. })) => {
+            Ok(Err(e @ (SshError::UploadStalled { .. } | SshError::CommandTimeout { .. }))) => {
                 kill(&tx).await;
                 return Err(e);
             }
