@@ -80,15 +80,13 @@ impl Join<'_> {
                 .await?;
             issued = Some(kubelet.component);
         }
-        let had_pending = self
-            .with_status(|s| {
-                s.pending_csr_key_sha256 = None;
-                s.pending_csr.take().is_some()
-            })
-            .await;
-        if had_pending {
-            self.save().await?;
-        }
+        // The CSR is done with: saved with the join's next status (a
+        // resume before that finds the certificate current and issues none).
+        self.with_status(|s| {
+            s.pending_csr_key_sha256 = None;
+            s.pending_csr = None;
+        })
+        .await;
         Ok(issued)
     }
 
@@ -224,12 +222,8 @@ impl Join<'_> {
             None => {
                 let generated = csr::generate(kubelet)?;
                 let name = csr::csr_name(kubelet, node_name);
-                // Keys of attempts that never got as far as a recorded CSR.
-                run(
-                    session,
-                    &format!("rm -f {}/kubeup-pending-*", layout::KUBELET_PKI_DIR),
-                )
-                .await?;
+                // (Keys of attempts that never got as far as a recorded CSR
+                // go when a certificate is put together below.)
                 write(
                     session,
                     generated.key_pem.expose_secret().as_bytes().to_vec(),
@@ -295,10 +289,13 @@ impl Join<'_> {
         let q = |p: &str| quote(p).map_err(Error::ssh(session.host()));
         let (key, pem) = (q(&pending_key(&name))?, q(layout::KUBELET_CLIENT_PEM)?);
         // Certificate (on stdin) and key meet on the host only; the rename
-        // is atomic. One round trip.
+        // is atomic. Then this key and those of attempts that never got as
+        // far as a recorded CSR go. One round trip.
         let combine = format!(
             "set -e; umask 077; t=$(mktemp {pem}.XXXXXX); trap 'rm -f \"$t\"' EXIT; \
-             cat - {key} > \"$t\"; chmod 600 \"$t\"; mv -f \"$t\" {pem}; trap - EXIT; rm -f {key}"
+             cat - {key} > \"$t\"; chmod 600 \"$t\"; mv -f \"$t\" {pem}; trap - EXIT; \
+             rm -f {}/kubeup-pending-*",
+            layout::KUBELET_PKI_DIR
         );
         session
             .run(&Command::shell(combine).stdin(cert_pem).privileged())

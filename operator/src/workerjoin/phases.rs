@@ -379,15 +379,11 @@ impl<'a> Phase<Join<'a>, P, Error> for Starting {
                 // The pod network starts with the kubelet (it needs the podCIDR).
                 units.extend_from_slice(network::units(j.cluster.spec.networking.cni));
             }
-            // Restarts owed by an earlier pass that stopped before this
-            // one, beside the units' state.
-            let (owed, state) = tokio::try_join!(j.owed_earlier(), async {
-                Ok(converge::unit_status(session, &units).await?)
-            })?;
+            // Restarts owed by an earlier pass that stopped before this one.
+            let owed = j.owed_earlier().await?;
             let (mut restart, units_changed) = j.restarts().await;
             restart.extend(owed);
-            let c = converge::apply_units(session, &state, &units, &restart, units_changed, false)
-                .await?;
+            let c = converge::ensure_units(session, &units, &restart, units_changed, false).await?;
             pending::clear(session).await?;
             Ok(c.units_summary())
         }

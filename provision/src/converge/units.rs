@@ -34,7 +34,9 @@ pub async fn unit_status(
 }
 
 /// Enable all `units` (in order), start the stopped ones and restart those
-/// in `restart`; a `daemon-reload` first when unit files changed.
+/// in `restart`; a `daemon-reload` first when a loaded unit's file changed.
+/// One round trip: the host reads the units' states and acts on them (a
+/// dry run only reads them).
 pub async fn ensure_units(
     session: &Session,
     units: &[Unit],
@@ -42,73 +44,197 @@ pub async fn ensure_units(
     units_changed: bool,
     dry_run: bool,
 ) -> Result<Changes, ConvergeError> {
-    let status = unit_status(session, units).await?;
-    apply_units(session, &status, units, restart, units_changed, dry_run).await
-}
-
-/// [`ensure_units`] from a `status` the caller read (beside other reads).
-pub async fn apply_units(
-    session: &Session,
-    status: &[(Unit, String)],
-    units: &[Unit],
-    restart: &BTreeSet<Unit>,
-    units_changed: bool,
-    dry_run: bool,
-) -> Result<Changes, ConvergeError> {
-    let mut changes = Changes::default();
-    let mut actions = vec![];
-    for (unit, state) in status {
-        if state != "active" && state != "activating" {
-            changes.started.push(unit.name().to_string());
-            actions.push(("start", *unit));
-        } else if restart.contains(unit) {
-            changes.restarted.push(unit.name().to_string());
-            // A new backend list must not cut the connections it carries.
-            let verb = if unit.reloads() {
-                "reload-or-restart"
-            } else {
-                "restart"
-            };
-            actions.push((verb, *unit));
-        }
+    if dry_run {
+        let status = unit_status(session, units).await?;
+        return Ok(planned(&status, restart));
     }
-    if dry_run || (actions.is_empty() && !units_changed) {
-        return Ok(changes);
-    }
-    let names: Vec<String> = units.iter().map(|u| u.service()).collect();
-    // A reload only when a loaded unit's file or drop-in changed on disk
-    // (systemd then reports NeedDaemonReload; `show` also loads a unit
-    // named for the first time from its new file): a reload costs ~100 ms
-    // of the kubelet's start on an idle host, more on a busy one.
-    let mut script = format!(
-        "set -e\nif systemctl show -p NeedDaemonReload --value {} | grep -qx yes; then systemctl daemon-reload; fi\n",
-        names.join(" ")
-    );
-    // One systemctl per verb; --no-block: the caller waits on what matters
-    // (readyz, Node Ready) instead of systemd's view of "started".
-    for verb in ["start", "restart", "reload-or-restart"] {
-        let these: Vec<String> = actions
-            .iter()
-            .filter(|(v, _)| *v == verb)
-            .map(|(_, u)| u.service())
-            .collect();
-        if !these.is_empty() {
-            script.push_str(&format!(
-                "systemctl {verb} --no-block {}\n",
-                these.join(" ")
-            ));
-        }
-    }
-    // Enabled (for the next boot) after the start, off the kubelet's path;
-    // the units were just loaded, so no second reload (a few hundred ms on
-    // a busy host).
-    script.push_str(&format!(
-        "systemctl enable --quiet --no-reload {}\n",
-        names.join(" ")
-    ));
-    session
-        .run(&Command::shell(script).privileged())
+    let out = session
+        .run(&Command::shell(units_script(units, restart, units_changed)).privileged())
         .await
         .map_err(ssh_err(session.host(), "start units"))?;
-    Ok(changes)
+    Ok(acted(&out.stdout_str()))
+}
+
+/// What [`ensure_units`] would do, from the units' states.
+fn planned(status: &[(Unit, String)], restart: &BTreeSet<Unit>) -> Changes {
+    let mut changes = Changes::default();
+    for (unit, state) in status {
+        if !running(state) {
+            changes.started.push(unit.name().to_string());
+        } else if restart.contains(unit) {
+            changes.restarted.push(unit.name().to_string());
+        }
+    }
+    changes
+}
+
+/// A unit in this state needs no start.
+fn running(state: &str) -> bool {
+    state == "active" || state == "activating"
+}
+
+/// The host's side of [`ensure_units`]: each unit not running is started,
+/// each running one in `restart` restarted (reloaded where a reload
+/// carries the change without cutting connections); it prints what it did
+/// (`started`/`restarted` lines of unit names). Unit names are kubeup's own.
+fn units_script(units: &[Unit], restart: &BTreeSet<Unit>, units_changed: bool) -> String {
+    let names: Vec<String> = units.iter().map(|u| u.service()).collect();
+    let all = names.join(" ");
+    let pattern = |pick: &dyn Fn(&Unit) -> bool| {
+        let these: Vec<String> = restart
+            .iter()
+            .filter(|u| pick(u))
+            .map(|u| u.service())
+            .collect();
+        if these.is_empty() {
+            "kubeup-none".to_string()
+        } else {
+            these.join("|")
+        }
+    };
+    format!(
+        "set -e\n\
+         start=; restart=; reload=\n\
+         set -- $(systemctl is-active {all} 2>/dev/null || true)\n\
+         for u in {all}; do\n\
+         \x20 st=${{1:-unknown}}; [ $# -gt 0 ] && shift\n\
+         \x20 case \"$st\" in\n\
+         \x20   active|activating) case \"$u\" in {restarts}) restart=\"$restart $u\";; {reloads}) reload=\"$reload $u\";; esac;;\n\
+         \x20   *) start=\"$start $u\";;\n\
+         \x20 esac\n\
+         done\n\
+         if [ -n \"$start$restart$reload\" ] || {changed}; then\n\
+         \x20 # A reload only when a loaded unit's file or drop-in changed on disk (systemd\n\
+         \x20 # reports NeedDaemonReload; `show` loads a unit named for the first time from\n\
+         \x20 # its new file): it costs ~100 ms of the kubelet's start on an idle host.\n\
+         \x20 if systemctl show -p NeedDaemonReload --value {all} | grep -qx yes; then systemctl daemon-reload; fi\n\
+         \x20 # --no-block: the caller waits on what matters (readyz, Node Ready).\n\
+         \x20 if [ -n \"$start\" ]; then systemctl start --no-block $start; fi\n\
+         \x20 if [ -n \"$restart\" ]; then systemctl restart --no-block $restart; fi\n\
+         \x20 if [ -n \"$reload\" ]; then systemctl reload-or-restart --no-block $reload; fi\n\
+         \x20 # Enabled for the next boot after the start, off the kubelet's path.\n\
+         \x20 systemctl enable --quiet --no-reload {all}\n\
+         fi\n\
+         echo \"started $start\"\n\
+         echo \"restarted $restart $reload\"\n",
+        // Restarted outright, or (a new backend list must not cut the
+        // connections it carries) reloaded.
+        restarts = pattern(&|u: &Unit| !u.reloads()),
+        reloads = pattern(&|u: &Unit| u.reloads()),
+        changed = if units_changed { "true" } else { "false" },
+    )
+}
+
+/// The script's account of what it did, as [`Changes`].
+fn acted(stdout: &str) -> Changes {
+    let mut changes = Changes::default();
+    let names = |l: &str| -> Vec<String> {
+        l.split_whitespace()
+            .map(|s| s.strip_suffix(".service").unwrap_or(s).to_string())
+            .collect()
+    };
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("started") {
+            changes.started.extend(names(rest));
+        } else if let Some(rest) = line.strip_prefix("restarted") {
+            changes.restarted.extend(names(rest));
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's script, run by `sh` against a `systemctl` that answers
+    /// `is-active` from `states` and `show` with `reload_needed`, and logs
+    /// every other call: what it did, and what it reported.
+    fn run_script(
+        units: &[Unit],
+        restart: &BTreeSet<Unit>,
+        units_changed: bool,
+        states: &str,
+        reload_needed: &str,
+    ) -> (Changes, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n  is-active) printf '{states}'; exit 3;;\n  show) echo {reload_needed};;\n  *) echo \"$*\" >> {};;\nesac\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(units_script(units, restart, units_changed))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (acted(&String::from_utf8_lossy(&out.stdout)), calls)
+    }
+
+    #[test]
+    fn stopped_units_start_running_ones_restart_or_reload_and_all_are_enabled() {
+        let units = [
+            Unit::Containerd,
+            Unit::Kubelet,
+            Unit::ApiLb,
+            Unit::KubeProxy,
+        ];
+        let restart = BTreeSet::from([Unit::Kubelet, Unit::ApiLb, Unit::Containerd]);
+        let (changes, calls) = run_script(
+            &units,
+            &restart,
+            false,
+            "inactive\\nactive\\nactive\\nfailed\\n",
+            "no",
+        );
+        assert_eq!(changes.started, ["containerd", "kube-proxy"]);
+        assert_eq!(changes.restarted, ["kubelet", "kubeup-apiserver-lb"]);
+        let lines: Vec<&str> = calls.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "start --no-block containerd.service kube-proxy.service",
+                "restart --no-block kubelet.service",
+                "reload-or-restart --no-block kubeup-apiserver-lb.service",
+                "enable --quiet --no-reload containerd.service kubelet.service kubeup-apiserver-lb.service kube-proxy.service",
+            ],
+            "no daemon-reload: no loaded unit changed"
+        );
+    }
+
+    #[test]
+    fn a_changed_loaded_unit_is_reloaded_and_nothing_to_do_touches_nothing() {
+        let units = [Unit::Kubelet];
+        let (changes, calls) = run_script(&units, &BTreeSet::new(), true, "active\\n", "yes");
+        assert!(changes.started.is_empty() && changes.restarted.is_empty());
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            [
+                "daemon-reload",
+                "enable --quiet --no-reload kubelet.service"
+            ]
+        );
+        let (changes, calls) = run_script(&units, &BTreeSet::new(), false, "active\\n", "yes");
+        assert!(changes.started.is_empty() && changes.restarted.is_empty());
+        assert_eq!(calls, "", "running, unchanged, nothing owed: no call");
+    }
 }
