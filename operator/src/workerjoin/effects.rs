@@ -75,10 +75,18 @@ async fn walk(ctx: &Context, wj: &WorkerJoin, from: Option<Phase>) -> Done {
         Ok(join) => {
             let procedure = phases::procedure(&wj.spec.address)
                 .with_deadline(ctx.settings.phase_timeout, Error::phase_timeout);
-            let walked = match from {
-                Some(from) => procedure.apply(&join, &join, Some(from)).await,
-                None => procedure.dry_run(&join, &join).await,
+            // Progress is saved beside the phases; every save is written
+            // before the reconcile's own final write.
+            let saves = join.queue_saves();
+            let walking = async {
+                let walked = match from {
+                    Some(from) => procedure.apply(&join, &join, Some(from)).await,
+                    None => procedure.dry_run(&join, &join).await,
+                };
+                join.end_saves();
+                walked
             };
+            let (walked, ()) = tokio::join!(walking, join.drain_saves(saves));
             join.close().await;
             let ready = join.is_ready();
             let status = join.into_status().await;

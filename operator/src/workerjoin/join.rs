@@ -51,7 +51,14 @@ pub struct Join<'a> {
     ready: std::sync::atomic::AtomicBool,
     /// Restarts an earlier pass owed, read beside preflight (when it ran).
     owed_earlier: OnceLock<BTreeSet<Unit>>,
+    /// While a walk runs, where its saves queue for [`Join::drain_saves`]:
+    /// progress is saved in order beside the phases, not before each.
+    saves: std::sync::Mutex<Option<SaveQueue>>,
 }
+
+/// A save waiting for the API, and who waits for its outcome (if anyone).
+type Queued = (Writes, Option<tokio::sync::oneshot::Sender<Result<()>>>);
+type SaveQueue = tokio::sync::mpsc::UnboundedSender<Queued>;
 
 impl<'a> Join<'a> {
     /// Everything a join reads from the API before it touches the host.
@@ -89,6 +96,7 @@ impl<'a> Join<'a> {
             changes: Mutex::default(),
             ready: Default::default(),
             owed_earlier: OnceLock::new(),
+            saves: std::sync::Mutex::new(None),
         })
     }
 
@@ -188,11 +196,68 @@ impl<'a> Join<'a> {
             .await;
     }
 
-    /// Server-side apply of the whole status, one field manager; the lock
-    /// is held until the API answered.
+    /// Server-side apply of the whole status, one field manager, done when
+    /// the API answered (after every save queued before it).
     pub async fn save(&self) -> Result<()> {
         let mut st = self.status.lock().await;
-        save_status(self.ctx, self.wj, &mut st, self.generation).await
+        let Some(queue) = self.queue() else {
+            return save_status(self.ctx, self.wj, &mut st, self.generation).await;
+        };
+        let mut w = Writes::none();
+        w.status = Some(st.clone());
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        queue
+            .send((w, Some(done)))
+            .map_err(|_| Error::Internal("the status queue closed during a walk".into()))?;
+        drop(st);
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("a queued status save was dropped".into())))
+    }
+
+    /// Start queueing saves for a walk; [`Join::drain_saves`] writes them.
+    pub fn queue_saves(&self) -> tokio::sync::mpsc::UnboundedReceiver<Queued> {
+        let (queue, saves) = tokio::sync::mpsc::unbounded_channel();
+        *self.saves_slot() = Some(queue);
+        saves
+    }
+
+    /// The walk is over: saves go straight to the API again, and
+    /// [`Join::drain_saves`] ends once it wrote what was queued.
+    pub fn end_saves(&self) {
+        self.saves_slot().take();
+    }
+
+    /// Write the queued saves in order (status first, then its Events),
+    /// until [`Join::end_saves`]. A failed progress save is logged: the
+    /// walk goes on, and the reconcile's own write after it reports an
+    /// API that stays unwritable.
+    pub async fn drain_saves(&self, mut saves: tokio::sync::mpsc::UnboundedReceiver<Queued>) {
+        while let Some((w, done)) = saves.recv().await {
+            let written = write::write(self.ctx, self.wj, &self.owner, w)
+                .await
+                .map(|_| ());
+            match done {
+                Some(done) => {
+                    let _ = done.send(written);
+                }
+                None => {
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "saving the join's progress failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue(&self) -> Option<SaveQueue> {
+        self.saves_slot().clone()
+    }
+
+    fn saves_slot(&self) -> std::sync::MutexGuard<'_, Option<SaveQueue>> {
+        self.saves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The status as the walk left it.
@@ -256,9 +321,18 @@ impl<'a> Join<'a> {
                 note: phase.describe().into(),
             });
         }
-        // The lock is held until the status is saved: saves never overtake
-        // each other.
-        write::write(self.ctx, self.wj, &self.owner, w).await?;
+        // Queued (or, outside a walk, written) under the lock: saves never
+        // overtake each other. The phase's work starts meanwhile: a status
+        // that lags is safe, as a resume from it only redoes finished
+        // (idempotent) phases.
+        match self.queue() {
+            Some(queue) => {
+                let _ = queue.send((w, None));
+            }
+            None => {
+                write::write(self.ctx, self.wj, &self.owner, w).await?;
+            }
+        }
         drop(st);
         Ok(())
     }
