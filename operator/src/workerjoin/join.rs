@@ -290,8 +290,8 @@ impl<'a> Join<'a> {
         (c.restart.clone(), c.units_changed)
     }
 
-    /// Record where the join stands: the phase saved before its work
-    /// starts, an Event when it changed.
+    /// Record where the join stands: the phase saved as its work starts
+    /// (queued during a walk), an Event when it changed.
     /// Phases starting beside one already recorded save nothing: the
     /// recorded phase is where a resume starts, and it did not move.
     async fn enter(&self, phase: Phase) -> Result<()> {
@@ -346,7 +346,8 @@ impl<'a> Join<'a> {
 }
 
 /// Progress of a join: the phase a resume would start at is the status
-/// phase, saved before work starts; each phase's duration on its end.
+/// phase, saved as work starts (never ahead of it); each phase's duration
+/// on its end.
 impl Progress<Phase, Error> for Join<'_> {
     fn event<'e>(&'e self, e: Event<'e, Phase>) -> BoxFuture<'e, Result<()>> {
         async move {
