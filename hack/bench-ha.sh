@@ -25,11 +25,7 @@ timed_up() { # timed_up CONTROLLERS → seconds of a cold `up`
   echo "$t1 - $t0" | bc
 }
 
-ssh_to() {
-  local addr=$1; shift
-  ssh -q -i "$dir/sandbox/id_ed25519" -o UserKnownHostsFile="$dir/sandbox/known_hosts" \
-    -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$addr" "$@"
-}
+ssh_to() { sandbox_ssh "$dir" "$@"; }
 controllers() { python3 -c 'import sys,yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d.get("kind")=="Cluster":

@@ -157,12 +157,7 @@ node1=$(kubectl -n kubeup-system get workerjoin "$w1" -o jsonpath='{.status.node
 # 2. The raw lower bound on the same host: binaries, configs and
 #    certificates in place; stop the kubelet, delete the Node, start the
 #    kubelet by hand, time to Ready (median of 3).
-ssh_to() {
-  local addr=$1; shift
-  ssh -q -i "$dir/sandbox/id_ed25519" -o UserKnownHostsFile="$dir/sandbox/known_hosts" \
-    -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$addr" "$@"
-}
-ssh_w1() { ssh_to "$(address "$first")" "$@"; }
+ssh_to() { sandbox_ssh "$dir" "$@"; }
 # The raw bound is measured with the operator stopped: it would otherwise
 # see the deleted Node, rejoin the host and start the kubelet itself.
 replicas=$(kubectl -n kubeup-system get deployment/kubeup-operator -o jsonpath='{.spec.replicas}')
@@ -338,10 +333,7 @@ fi
 
 # 5. The operator with 100 WorkerJoins that back off (SSH ports on the first
 #    worker where nothing listens), next to it idle: RSS and CPU time.
-ssh_ctl() {
-  ssh -q -i "$dir/sandbox/id_ed25519" -o UserKnownHostsFile="$dir/sandbox/known_hosts" \
-    -o StrictHostKeyChecking=yes -o BatchMode=yes "root@198.18.0.11" "$@"
-}
+ssh_ctl() { ssh_to 198.18.0.11 "$@"; }
 # RSS (KiB) and CPU seconds of the operator over 30 s.
 usage() {
   ssh_ctl 'p=$(pgrep -x kubeup-operator | head -1); hz=$(getconf CLK_TCK)

@@ -8,3 +8,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 KUBEUP_BUNDLE="$KUBEUP_CACHE/bundle/v1.34.10-$(sha256sum "$(dirname "${BASH_SOURCE[0]}")/bundle/parts" | cut -c1-8)"
 export KUBEUP_BUNDLE
 mkdir -p "$KUBEUP_CACHE"
+# A command as root on sandbox host $2 of the sandbox in directory $1, its
+# host key checked against the sandbox's known_hosts.
+sandbox_ssh() {
+  local dir=$1 addr=$2
+  shift 2
+  ssh -q -i "$dir/sandbox/id_ed25519" -o UserKnownHostsFile="$dir/sandbox/known_hosts" \
+    -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$addr" "$@"
+}

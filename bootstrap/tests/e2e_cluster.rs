@@ -632,11 +632,7 @@ fn step_workers_join(c: &Cluster) {
         "--type=kubernetes.io/ssh-auth",
         &format!("--from-file=ssh-privatekey={}", key.display()),
     ]);
-    let gitops = Path::new(
-        &std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("../examples/gitops");
+    let gitops = kubeup_testsupport::crate_dir().join("../examples/gitops");
     c.kubectl_ok(&["apply", "-k", gitops.to_str().unwrap()]);
     for name in ["worker-1", "worker-2"] {
         wait_for(&format!("WorkerJoin {name} Ready"), 300, || {

@@ -20,11 +20,7 @@ use kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION;
 use serde_yaml_ng::Value;
 
 fn repo() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("..")
+    kubeup_testsupport::crate_dir().join("..")
 }
 
 fn helm(args: &[&str]) -> String {

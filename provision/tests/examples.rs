@@ -10,16 +10,12 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kubeup_crds::WorkerJoin;
 
 fn examples() -> PathBuf {
-    Path::new(
-        &std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("../examples")
+    kubeup_testsupport::crate_dir().join("../examples")
 }
 
 #[test]

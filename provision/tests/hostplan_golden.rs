@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kubeup_crds::cluster::Cni;
 use kubeup_provision::hostplan::configs::Eviction;
@@ -125,11 +125,7 @@ fn yaml(f: &HostFile) -> serde_yaml_ng::Value {
 }
 
 fn golden_dir() -> PathBuf {
-    Path::new(
-        &std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("tests/golden")
+    kubeup_testsupport::crate_dir().join("tests/golden")
 }
 
 #[test]

@@ -22,11 +22,7 @@ use kubeup_crds::{HostKeyPolicy, HostKeyTrust, SshSecretRef, WorkerJoin, WorkerJ
 use kubeup_testsupport::apiserver::ApiServer;
 
 fn crds_yaml() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("../charts/kubeup/crds/kubeup.dev.yaml")
+    kubeup_testsupport::crate_dir().join("../charts/kubeup/crds/kubeup.dev.yaml")
 }
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {

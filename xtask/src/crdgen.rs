@@ -6,15 +6,7 @@ use anyhow::{Context, Result, bail};
 
 /// Where the generated CRDs live; the chart installs them from here.
 pub fn crd_path() -> PathBuf {
-    crate_root().join("charts/kubeup/crds/kubeup.dev.yaml")
-}
-
-fn crate_root() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("..")
+    crate::repo_root().join("charts/kubeup/crds/kubeup.dev.yaml")
 }
 
 pub fn run(check: bool) -> Result<()> {

@@ -36,18 +36,10 @@ pub fn image_name() -> String {
     format!("kubeup.dev/kubeup-operator:{}", env!("CARGO_PKG_VERSION"))
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("..")
-}
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
+        .unwrap_or_else(|| crate::repo_root().join("target"))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,9 +55,13 @@ pub fn run(args: Args) -> Result<()> {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build
-        .current_dir(root())
-        .args(["build", "-p", "kubeup-operator", "--bin", "kubeup-operator"]);
+    build.current_dir(crate::repo_root()).args([
+        "build",
+        "-p",
+        "kubeup-operator",
+        "--bin",
+        "kubeup-operator",
+    ]);
     if !args.debug {
         build.arg("--release");
     }
@@ -204,9 +200,11 @@ mod tests {
 
     #[test]
     fn the_image_is_what_the_chart_names() {
-        let values = std::fs::read_to_string(root().join("charts/kubeup/values.yaml")).unwrap();
+        let values =
+            std::fs::read_to_string(crate::repo_root().join("charts/kubeup/values.yaml")).unwrap();
         assert!(values.contains("repository: kubeup.dev/kubeup-operator"));
-        let chart = std::fs::read_to_string(root().join("charts/kubeup/Chart.yaml")).unwrap();
+        let chart =
+            std::fs::read_to_string(crate::repo_root().join("charts/kubeup/Chart.yaml")).unwrap();
         assert!(
             chart.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))),
             "Chart.yaml appVersion must be the crate version"

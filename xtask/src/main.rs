@@ -54,3 +54,14 @@ fn main() -> Result<()> {
         Command::Image(args) => image::run(args),
     }
 }
+
+/// The workspace root. Read when the chore runs (cargo names xtask's
+/// directory then): a binary built in another checkout that shares the
+/// target directory must not work on that checkout's files.
+fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run by cargo, which names the crate's directory"),
+    )
+    .join("..")
+}

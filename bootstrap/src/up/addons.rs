@@ -3,7 +3,7 @@
 //! itself), and the operator from the chart's manifests. Server-side apply,
 //! one field manager, so re-applying changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -311,13 +311,17 @@ async fn wait_established(client: &Client) -> Result<()> {
 /// backoff. Within a wave the objects go at once: one after another, the
 /// add-ons' 61 objects took ~2 s of `up`.
 pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<usize> {
-    let mut waves: BTreeMap<Wave, Vec<DynamicObject>> = BTreeMap::new();
+    let mut waves: BTreeMap<Wave, Vec<(GroupVersionKind, DynamicObject)>> = BTreeMap::new();
     for obj in objects(yaml)? {
-        let tm = obj
-            .types
-            .as_ref()
-            .context("a manifest document lacks apiVersion/kind")?;
-        waves.entry(Wave::of(&tm.kind)).or_default().push(obj);
+        let gvk = gvk_of(
+            obj.types
+                .as_ref()
+                .context("a manifest document lacks apiVersion/kind")?,
+        );
+        waves
+            .entry(Wave::of(&gvk.kind))
+            .or_default()
+            .push((gvk, obj));
     }
     let mut count = 0;
     for wave in waves.into_values() {
@@ -352,27 +356,26 @@ impl Wave {
 }
 
 /// Objects that need nothing of each other, applied at once.
-async fn apply_wave(client: &Client, objs: Vec<DynamicObject>) -> Result<usize> {
+async fn apply_wave(
+    client: &Client,
+    objs: Vec<(GroupVersionKind, DynamicObject)>,
+) -> Result<usize> {
     use futures::{StreamExt, TryStreamExt};
     // Kinds resolved one group-version at a time: a full discovery would
     // also ask aggregated APIs (metrics.k8s.io), which stall while their
     // server starts.
-    let mut gvks: Vec<(GroupVersionKind, String)> = vec![];
-    for obj in &objs {
-        let tm = obj
-            .types
-            .as_ref()
-            .context("a manifest document lacks apiVersion/kind")?;
-        let gvk = gvk_of(tm);
-        if !gvks.iter().any(|(g, _)| *g == gvk) {
-            gvks.push((gvk, format!("{}/{}", tm.api_version, tm.kind)));
-        }
-    }
+    let gvks: HashSet<GroupVersionKind> = objs.iter().map(|(gvk, _)| gvk.clone()).collect();
     let kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> =
-        futures::future::try_join_all(gvks.into_iter().map(|(gvk, named)| async move {
+        futures::future::try_join_all(gvks.into_iter().map(|gvk| async move {
             let found = kube::discovery::pinned_kind(client, &gvk)
                 .await
-                .with_context(|| format!("the cluster does not serve {named}"))?;
+                .with_context(|| {
+                    format!(
+                        "the cluster does not serve {}/{}",
+                        gvk.api_version(),
+                        gvk.kind
+                    )
+                })?;
             Ok::<_, anyhow::Error>((gvk, found))
         }))
         .await?
@@ -381,12 +384,8 @@ async fn apply_wave(client: &Client, objs: Vec<DynamicObject>) -> Result<usize> 
     let kinds = &kinds;
     let count = objs.len();
     futures::stream::iter(objs)
-        .map(|obj| async move {
-            let tm = obj
-                .types
-                .as_ref()
-                .context("a manifest document lacks apiVersion/kind")?;
-            let (ar, caps) = kinds.get(&gvk_of(tm)).context("a kind resolved above")?;
+        .map(|(gvk, obj)| async move {
+            let (ar, caps) = kinds.get(&gvk).context("a kind resolved above")?;
             let name = obj.name_any();
             api_for(client, ar, caps, &obj)
                 .patch(
@@ -395,7 +394,7 @@ async fn apply_wave(client: &Client, objs: Vec<DynamicObject>) -> Result<usize> 
                     &Patch::Apply(&obj),
                 )
                 .await
-                .with_context(|| format!("failed to apply {} {name}", tm.kind))?;
+                .with_context(|| format!("failed to apply {} {name}", gvk.kind))?;
             Ok::<_, anyhow::Error>(())
         })
         .buffer_unordered(16)

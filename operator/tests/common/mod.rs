@@ -15,11 +15,7 @@ pub const NAMESPACE: &str = "kubeup-system";
 pub const SA_USER: &str = "system:serviceaccount:kubeup-system:kubeup-operator";
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run by cargo, which names the crate's directory"),
-    )
-    .join("..")
+    kubeup_testsupport::crate_dir().join("..")
 }
 
 pub fn kubectl(api: &ApiServer, args: &[&str], stdin: Option<&str>) -> String {

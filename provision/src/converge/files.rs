@@ -91,19 +91,24 @@ pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), C
         return Ok(());
     }
     let invalid = |e| ssh_err(session.host(), "write files")(e);
-    let batch = batch_suffix();
+    let local = |message: String| ConvergeError::Host {
+        host: session.host().to_owned(),
+        step: "write files",
+        message,
+    };
+    // A name part no other batch uses: two writers of one path at once (a
+    // join and a renewal) never share a temporary file.
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| local(format!("naming the batch: {e}")))?;
+    let batch = hex::encode(random);
     let mut archive = tar::Builder::new(Vec::new());
     let (mut temps, mut dirs, mut sums, mut moves) = (vec![], vec![], String::new(), String::new());
     for f in files {
         check_batch_path(&f.path).map_err(invalid)?;
+        // Absolute (checked): `dir` is "" for a file right under /.
         let (dir, name) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
-        let dir = if dir.is_empty() { "/" } else { dir };
-        let temp = format!("{dir}/.{name}.kubeup-{batch}").replace("//", "/");
-        append(&mut archive, &temp, f).map_err(|e| ConvergeError::Host {
-            host: session.host().to_owned(),
-            step: "write files",
-            message: format!("packing {}: {e}", f.path),
-        })?;
+        let temp = format!("{dir}/.{name}.kubeup-{batch}");
+        append(&mut archive, &temp, f).map_err(|e| local(format!("packing {}: {e}", f.path)))?;
         let (qtemp, qpath) = (
             quote(&temp).map_err(invalid)?,
             quote(&f.path).map_err(invalid)?,
@@ -113,16 +118,14 @@ pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), C
             hex::encode(Sha256::digest(&f.content))
         ));
         moves.push_str(&format!("mv -f -- {qtemp} {qpath}\n"));
-        dirs.push(quote(dir).map_err(invalid)?);
+        dirs.push(quote(if dir.is_empty() { "/" } else { dir }).map_err(invalid)?);
         temps.push(qtemp);
     }
     dirs.sort();
     dirs.dedup();
-    let stream = archive.into_inner().map_err(|e| ConvergeError::Host {
-        host: session.host().to_owned(),
-        step: "write files",
-        message: format!("packing: {e}"),
-    })?;
+    let stream = archive
+        .into_inner()
+        .map_err(|e| local(format!("packing: {e}")))?;
     // Directories keep mkdir's usual mode; the files their own, exactly
     // (-p), owned by root (uid 0 in the stream), dated now (-m).
     let script = format!(
@@ -178,23 +181,6 @@ fn append(archive: &mut tar::Builder<Vec<u8>>, temp: &str, f: &HostFile) -> std:
         &mut header,
         temp.trim_start_matches('/'),
         f.content.as_slice(),
-    )
-}
-
-/// A name part no other batch uses: two writers of one path at once (a
-/// join and a renewal) never share a temporary file.
-fn batch_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{:x}{:x}{:x}",
-        std::process::id(),
-        nanos,
-        COUNT.fetch_add(1, Ordering::Relaxed)
     )
 }
 

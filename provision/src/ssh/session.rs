@@ -361,50 +361,45 @@ impl Session {
             command: format!("{doing} (opening a channel)"),
             after: wait,
         };
-        let mut conn = self.connection().await?;
+        let conn = self.connection().await?;
         let mut refused = 0;
-        loop {
-            let opened = open_within(&conn.handle, wait).await;
-            let dropped = match &opened {
-                None => true,
-                Some(Err(e)) => conn.handle.is_closed() || matches!(e, russh::Error::SendError),
-                Some(Ok(_)) => false,
-            };
-            if dropped {
-                match &opened {
-                    None => {
-                        tracing::warn!(host = %self.label, after = ?wait, "a channel open went unanswered; reconnecting")
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(host = %self.label, error = %e, "connection dropped; reconnecting")
-                    }
-                    Some(Ok(_)) => {}
+        let lost = loop {
+            match open_within(&conn.handle, wait).await {
+                Some(Ok(ch)) => return Ok((ch, permit)),
+                None => {
+                    tracing::warn!(host = %self.label, after = ?wait, "a channel open went unanswered; reconnecting");
+                    break conn;
                 }
-                {
-                    let mut guard = self.conn.lock().await;
-                    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                        *guard = None;
-                    }
+                Some(Err(e)) if conn.handle.is_closed() || matches!(e, russh::Error::SendError) => {
+                    tracing::debug!(host = %self.label, error = %e, "connection dropped; reconnecting");
+                    break conn;
                 }
-                conn = self.connection().await?;
-                let ch = open_within(&conn.handle, wait)
-                    .await
-                    .ok_or_else(open_timeout)?
-                    .map_err(channel_err)?;
-                return Ok((ch, permit));
-            }
-            match opened.ok_or_else(open_timeout)? {
-                Ok(ch) => return Ok((ch, permit)),
                 // sshd refuses a session over its MaxSessions; channels we
                 // closed a moment ago may still count there. Wait for them.
-                Err(russh::Error::ChannelOpenFailure(reason)) if refused < CHANNEL_OPEN_RETRIES => {
+                Some(Err(russh::Error::ChannelOpenFailure(reason)))
+                    if refused < CHANNEL_OPEN_RETRIES =>
+                {
                     refused += 1;
                     tracing::debug!(host = %self.label, ?reason, refused, "channel refused; retrying");
                     tokio::time::sleep(Duration::from_millis(50) * refused).await;
                 }
-                Err(source) => return Err(channel_err(source)),
+                Some(Err(source)) => return Err(channel_err(source)),
+            }
+        };
+        // Forget the lost connection (unless another caller already did)
+        // and try one new one.
+        {
+            let mut guard = self.conn.lock().await;
+            if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &lost)) {
+                *guard = None;
             }
         }
+        let conn = self.connection().await?;
+        let ch = open_within(&conn.handle, wait)
+            .await
+            .ok_or_else(open_timeout)?
+            .map_err(channel_err)?;
+        Ok((ch, permit))
     }
 
     /// Run and return the output whatever the exit status.

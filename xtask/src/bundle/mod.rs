@@ -127,13 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         return verify(&dir);
     }
     let ctx = Ctx {
-        recipes: Path::new(
-            &std::env::var_os("CARGO_MANIFEST_DIR")
-                .expect("run by cargo, which names the crate's directory"),
-        )
-        .parent()
-        .expect("xtask lives in the workspace")
-        .join("hack/bundle"),
+        recipes: crate::repo_root().join("hack/bundle"),
         cache_root: artifacts::cache_root(),
         kubernetes_version: kubernetes_version.to_owned(),
     };
