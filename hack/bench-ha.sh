@@ -17,12 +17,17 @@ kubectl="$KUBEUP_BUNDLE/bin/kubectl"
 dir=$(mktemp -d /tmp/kubeup-bench-ha-XXXXXX)
 trap '"$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 
-timed_up() { # timed_up CONTROLLERS → seconds of a cold `up`
+# CPU-seconds this machine spent busy so far (every core, every process:
+# the sandbox hosts share the kernel).
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/hz}' /proc/stat; }
+timed_up() { # timed_up CONTROLLERS → "seconds busy-cpu-seconds" of a cold `up`
   "$kubeup" sandbox down --dir "$dir" >/dev/null 2>&1 || true
   "$kubeup" sandbox up --hosts "$1" --controllers "$1" --dir "$dir" >/dev/null
-  local t0 t1
-  t0=$(date +%s.%N); "$kubeup" up -f "$dir/cluster.yaml" -o json >"$dir/up-$1.json"; t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc
+  local t0 t1 b0 b1
+  b0=$(busy); t0=$(date +%s.%N)
+  "$kubeup" up -f "$dir/cluster.yaml" -o json >"$dir/up-$1.json"
+  t1=$(date +%s.%N); b1=$(busy)
+  echo "$(echo "$t1 - $t0" | bc) $(echo "$b1 - $b0" | bc)"
 }
 
 ssh_to() { sandbox_ssh "$dir" "$@"; }
@@ -61,9 +66,9 @@ PY
   printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p
 }
 
-one=$(timed_up 1)
+read -r one cpu_one <<<"$(timed_up 1)"
 raw_one=$(raw_control_plane)
-three=$(timed_up 3)
+read -r three cpu_three <<<"$(timed_up 3)"
 raw_three=$(raw_control_plane)
 # Healthy again (etcd, every apiserver, the address held) before the outages.
 for _ in $(seq 90); do "$kubeup" status -f "$dir/cluster.yaml" >/dev/null 2>&1 && break; sleep 1; done
@@ -72,6 +77,14 @@ printf 'raw control-plane bound (files in place, start -> /readyz, median of 3):
 printf 'up cold, 1 controller:  %.1f s   = %.1fx that bound (aim <= 3x)\n' "$one" "$(echo "$one / $raw_one" | bc -l)"
 printf 'up cold, 3 controllers: %.1f s   = %.2fx one controller (aim <= 1.5x); = %.1fx the 3-controller bound\n' \
   "$three" "$(echo "$three / $one" | bc -l)" "$(echo "$three / $raw_three" | bc -l)"
+# The machine's bound for the ratio: the CPU work of 3 controllers' `up`
+# cannot take less wall time than that work spread over every core.
+cores=$(nproc)
+printf 'CPU busy during up: 1 controller %.1f cpu-s (%.2f of %d cores), 3 controllers %.1f cpu-s (%.2f of %d cores)\n' \
+  "$cpu_one" "$(echo "$cpu_one / $one" | bc -l)" "$cores" "$cpu_three" "$(echo "$cpu_three / $three" | bc -l)" "$cores"
+printf '  3 controllers on %d cores: at least %.1f s = %.2fx one controller; up took %.2fx that\n' \
+  "$cores" "$(echo "$cpu_three / $cores" | bc -l)" "$(echo "$cpu_three / $cores / $one" | bc -l)" \
+  "$(echo "$three / ($cpu_three / $cores)" | bc -l)"
 # Where the time goes: each phase's longest run over the hosts, side by side.
 python3 - "$dir/up-1.json" "$dir/up-3.json" <<'PY'
 import json, sys

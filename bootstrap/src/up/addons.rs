@@ -56,17 +56,53 @@ metadata:
   name: kubeup-system
 "#;
 
-/// Apply everything; returns how many objects were applied.
+/// Apply everything; returns how many objects were applied. Only what
+/// needs an earlier object waits for it: the Cluster object for its CRD
+/// (whose first object costs the apiserver ~1 s of building the kind's
+/// handler and compiling its CEL rules), the operator for the CRDs it
+/// watches and its Namespace; the pod network and the add-ons for nothing.
 pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     let crds = kubeup_crds::render_crds_yaml().context("failed to render the kubeup CRDs")?;
-    let mut n = apply_yaml(client, &crds)
-        .await
-        .context("failed to apply the kubeup CRDs")?;
-    wait_established(client).await?;
-    n += apply_yaml(client, BOOTSTRAP_RBAC)
-        .await
-        .context("failed to apply the bootstrap RBAC")?;
+    let net = &ctx.loaded.cluster.spec.networking;
+    let network = kubeup_provision::hostplan::network::addon_manifests(
+        net.cni,
+        &net.cluster_dns,
+        &net.domain,
+    );
+    let counts = tokio::try_join!(
+        async {
+            let (crds, rbac) = tokio::try_join!(
+                async {
+                    apply_yaml(client, &crds)
+                        .await
+                        .context("failed to apply the kubeup CRDs")
+                },
+                async {
+                    apply_yaml(client, BOOTSTRAP_RBAC)
+                        .await
+                        .context("failed to apply the bootstrap RBAC")
+                },
+            )?;
+            wait_established(client).await?;
+            let (cluster, operator) =
+                tokio::try_join!(apply_cluster(client, ctx), apply_operator(client, ctx))?;
+            Ok::<_, anyhow::Error>(crds + rbac + cluster + operator)
+        },
+        async {
+            replace_dns_service_on_new_ip(client, &net.cluster_dns).await?;
+            apply_yaml(client, &network)
+                .await
+                .context("failed to apply the pod network and DNS add-ons")
+        },
+        super::metrics::apply(client, ctx),
+        apply_storage_and_ingress(client, &ctx.loaded.cluster.spec.addons),
+    )?;
+    Ok(counts.0 + counts.1 + counts.2 + counts.3)
+}
 
+/// The `Cluster` object (cluster.yaml itself), then a nudge for the
+/// WorkerJoins whose machines list other apiservers.
+async fn apply_cluster(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     let mut cluster = ctx.loaded.cluster.clone();
     cluster.status = None;
     cluster.metadata.managed_fields = None;
@@ -78,9 +114,13 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     )
     .await
     .context("failed to apply the Cluster object")?;
-    n += 1;
     nudge_worker_joins(client, ctx).await?;
+    Ok(1)
+}
 
+/// The operator from the chart's manifests: one replica, or two with
+/// standby controllers; on the host's network with no pod network.
+async fn apply_operator(client: &Client, ctx: &ControllerContext) -> Result<usize> {
     let net = &ctx.loaded.cluster.spec.networking;
     let host_network = !kubeup_provision::hostplan::network::runs_flannel(net.cni);
     let standby = ctx.controllers().len() > 1;
@@ -90,29 +130,9 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
         .get("images/kubeup-operator.tar")
         .map(|f| f.sha256.as_str());
     let operator = crate::operator_manifests::render(host_network, standby, image);
-    let network = kubeup_provision::hostplan::network::addon_manifests(
-        net.cni,
-        &net.cluster_dns,
-        &net.domain,
-    );
-    // The operator and the add-ons need nothing of each other: at once.
-    let applied = tokio::try_join!(
-        async {
-            apply_yaml(client, &operator)
-                .await
-                .context("failed to apply the operator manifests")
-        },
-        async {
-            replace_dns_service_on_new_ip(client, &net.cluster_dns).await?;
-            apply_yaml(client, &network)
-                .await
-                .context("failed to apply the pod network and DNS add-ons")
-        },
-        super::metrics::apply(client, ctx),
-        apply_storage_and_ingress(client, &ctx.loaded.cluster.spec.addons),
-    )?;
-    n += applied.0 + applied.1 + applied.2 + applied.3;
-    Ok(n)
+    apply_yaml(client, &operator)
+        .await
+        .context("failed to apply the operator manifests")
 }
 
 /// `spec.addons`: local-path storage and the Traefik ingress, each applied

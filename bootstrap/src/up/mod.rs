@@ -76,8 +76,9 @@ pub struct Converged {
 
 /// The whole converge, `dry_run` for `plan`, in the three stages of
 /// [`phases::STAGES`]: look at every controller (names, routes), converge
-/// them all at once (a new etcd's members must start together), then apply
-/// the cluster's objects through the first one. The first failure on any
+/// them all at once (a new etcd's members must start together; the first
+/// one applies the cluster's objects once its apiserver is ready), then
+/// wait for the operator through the first one. The first failure on any
 /// controller stops the run after the stage's other walks end.
 pub async fn converge_controller(
     args: &UpArgs,
@@ -180,7 +181,7 @@ async fn walk_stages(
 }
 
 /// Who walks stage `n`, in waves (each wave at once, waves in order):
-/// every controller looks at once; the cluster's objects are applied once,
+/// every controller looks at once; the operator is waited for once,
 /// through the first controller; controllers joining a running etcd
 /// converge one at a time (each a learner promoted before the next is
 /// added) before the running ones take the new member list (whose

@@ -95,6 +95,48 @@ pub async fn push_bundle(
     keep_in: Option<&str>,
     dry_run: bool,
 ) -> Result<Changes, ConvergeError> {
+    push_bundle_part(
+        session,
+        bundle_dir,
+        manifest,
+        compressed,
+        keep_in,
+        dry_run,
+        Part::ALL,
+    )
+    .await
+}
+
+/// Which of the bundle's files one push covers: all of them, or a share in
+/// a run of pushes (a controller's etcd and apiserver start while the rest
+/// streams).
+#[derive(Clone, Copy)]
+pub struct Part<'a> {
+    /// The files (names as the manifest has them) this push covers.
+    pub covers: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    /// Whether it ends the run: the host's verified stamp is written then,
+    /// covering every file; the pushes before it in the same run put their
+    /// files in place and verified them.
+    pub last: bool,
+}
+
+impl Part<'static> {
+    pub const ALL: Self = Part {
+        covers: &|_| true,
+        last: true,
+    };
+}
+
+/// [`push_bundle`] of one [`Part`] of the bundle.
+pub async fn push_bundle_part(
+    session: &Session,
+    bundle_dir: &Path,
+    manifest: &BundleManifest,
+    compressed: Option<&CompressedCache>,
+    keep_in: Option<&str>,
+    dry_run: bool,
+    part: Part<'_>,
+) -> Result<Changes, ConvergeError> {
     let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
     let q = |s: &str| quote(s).map_err(ssh_err(session.host(), "upload artifacts"));
     let q_dir = q(&host_dir)?;
@@ -121,27 +163,26 @@ pub async fn push_bundle(
         None => (None, &*stdout),
     };
     let (recorded, current) = stamp::parse_probe(manifest, stdout);
-    let remote_paths: Vec<String> = manifest
+    let files: Vec<(&String, &BundleFile, String)> = manifest
         .files
-        .keys()
-        .map(|name| format!("{host_dir}/{name}"))
+        .iter()
+        .filter(|(name, _)| (part.covers)(name))
+        .map(|(name, f)| (name, f, format!("{host_dir}/{name}")))
         .collect();
     let remote = if recorded == current {
-        manifest
-            .files
+        files
             .iter()
-            .zip(&remote_paths)
-            .map(|((_, f), p)| (p.clone(), f.sha256.clone()))
+            .map(|(_, f, p)| (p.clone(), f.sha256.clone()))
             .collect()
     } else {
-        let refs: Vec<&str> = remote_paths.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = files.iter().map(|(_, _, p)| p.as_str()).collect();
         super::remote_sha256(session, &refs).await?
     };
     let mut changes = Changes::default();
     let mut to_upload = vec![];
-    for ((name, file), remote_path) in manifest.files.iter().zip(&remote_paths) {
+    for (name, file, remote_path) in &files {
         if remote.get(remote_path) != Some(&file.sha256) {
-            to_upload.push((name, file, remote_path));
+            to_upload.push((*name, *file, remote_path));
             changes.restart.extend(units_of(name).iter().copied());
             changes.uploaded.push(remote_path.clone());
         }
@@ -223,7 +264,7 @@ pub async fn push_bundle(
             r?;
         }
     }
-    if !dry_run && recorded != current {
+    if !dry_run && recorded != current && part.last {
         // Every file now matches its sha256: record that with the stats.
         let write = format!(
             "cd {q_dir} && {{ echo {}; stat -c '%n %s %Y' -- {}; }} > {STAMP}.tmp && mv {STAMP}.tmp {STAMP}",

@@ -12,7 +12,7 @@ pub mod reset_phases;
 mod stamp;
 mod units;
 
-pub use bundle::{import_images, push_bundle};
+pub use bundle::{Part, import_images, push_bundle, push_bundle_part};
 pub use certs::{CaSet, ensure_certs, remote_certs};
 pub use files::{record_installed, remote_sha256, write_batch, write_files, write_stale};
 pub use preflight::{Check, PreflightReport, Role, preflight};

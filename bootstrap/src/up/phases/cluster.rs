@@ -135,6 +135,16 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for AddOns {
     fn title(&self) -> &'static str {
         "apply the CRDs, RBAC, the Cluster, the operator and the add-ons"
     }
+    /// Once the first controller's apiserver is ready, beside the kubelets'
+    /// start: the objects need the API, not a Ready Node (the pods they
+    /// make are scheduled once one is).
+    fn after(&self) -> Option<&'static [UpPhase]> {
+        Some(&[UpPhase::ControlPlaneReady])
+    }
+    /// Once for the cluster, through the first controller.
+    fn needed(&self, run: &UpRun, resumed_past: bool) -> bool {
+        !resumed_past && run.link.index == 0
+    }
     fn plan<'a>(&'a self, _: &'a UpRun) -> Plan<'a> {
         let lines = vec![
             "apply the CRDs, bootstrap RBAC, the Cluster object, the operator, the pod network and DNS add-ons (server-side, unchanged objects stay as they are)".to_string(),
@@ -169,6 +179,9 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for OperatorLeading {
     }
     /// With `cni: none` no pod is scheduled (the Node stays NotReady) until
     /// the user installs a pod network, as with kubeadm: nothing to wait for.
+    fn after(&self) -> Option<&'static [UpPhase]> {
+        Some(&[UpPhase::AddOns, UpPhase::NodeReady])
+    }
     fn needed(&self, run: &UpRun, resumed_past: bool) -> bool {
         !resumed_past && network::runs_flannel(run.ctx().loaded.cluster.spec.networking.cni)
     }

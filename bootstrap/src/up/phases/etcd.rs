@@ -41,7 +41,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for EtcdJoin {
     /// etcd CA (a configuration file).
     fn after(&self) -> Option<&'static [UpPhase]> {
         Some(&[
-            UpPhase::Artifacts,
+            UpPhase::Binaries,
             UpPhase::Certificates,
             UpPhase::Configuration,
         ])

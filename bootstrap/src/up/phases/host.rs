@@ -16,16 +16,19 @@ use crate::up::node;
 use crate::up::run::UpRun;
 
 /// What starts with the units phase, in start order: the API and what it
-/// needs. The controller-manager and scheduler start once the apiserver is
-/// ready ([`AFTER_READY`]), the kubelet with its Node (see
+/// needs, once their binaries are there ([`CONTROL_PLANE_FILES`]), while
+/// the rest of the bundle streams. The node's runtime starts with the
+/// images ([`NODE_RUNTIME`]), the controller-manager and scheduler once the
+/// apiserver is ready ([`AFTER_READY`]), the kubelet with its Node (see
 /// [`node::ensure_node`]).
-const CONTROL_PLANE: [Unit; 5] = [
-    Unit::Containerd,
-    Unit::ApiLb,
-    Unit::Etcd,
-    Unit::KubeApiserver,
-    Unit::KubeProxy,
-];
+const CONTROL_PLANE: [Unit; 3] = [Unit::ApiLb, Unit::Etcd, Unit::KubeApiserver];
+
+/// The bundle's files the control plane runs from (etcdctl for a member
+/// joining a running etcd): uploaded first.
+const CONTROL_PLANE_FILES: [&str; 3] = ["bin/etcd", "bin/etcdctl", "bin/hyperkube"];
+
+/// Started with the images, once the whole bundle is there.
+const NODE_RUNTIME: [Unit; 2] = [Unit::Containerd, Unit::KubeProxy];
 
 /// Started once the local apiserver is ready: their first leader-election
 /// attempt then succeeds, where one against an apiserver still starting
@@ -114,20 +117,80 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Preflight {
     }
 }
 
-pub(super) struct Artifacts;
+/// The bundle in three pushes, each phase a share ([`Share`]): the control
+/// plane's binaries (phase `binaries`); then, while etcd and the apiserver
+/// start, what the controller's own node runs (`artifacts`); then what only
+/// the operator hands on to workers (`worker bundle`), while the node
+/// starts.
+pub(super) struct Artifacts(pub(super) UpPhase);
+
+/// The files only workers use: the controller keeps them (and their
+/// compressed copies) for the operator's joins.
+const WORKER_ONLY_FILES: [&str; 3] = ["bin/kubenode", "bin/helm", "bin/crictl"];
+
+/// The share of the bundle each of [`Artifacts`]' phases pushes.
+enum Share {
+    ControlPlane,
+    Node,
+    Workers,
+}
 
 impl Artifacts {
+    fn share(&self) -> Share {
+        match self.0 {
+            UpPhase::Binaries => Share::ControlPlane,
+            UpPhase::WorkerBundle => Share::Workers,
+            _ => Share::Node,
+        }
+    }
+
     async fn converge(&self, run: &UpRun, dry_run: bool) -> Result<Changes> {
         let ctx = run.ctx();
-        // What goes compressed is kept there for the operator's later uploads.
-        node::operator_dirs(run.session()?, dry_run).await?;
-        let c = converge::push_bundle(
+        let share = self.share();
+        if matches!(share, Share::ControlPlane) {
+            // What goes compressed is kept there for the operator's later uploads.
+            node::operator_dirs(run.session()?, dry_run).await?;
+        }
+        // The images the controller's node imports; the others are kept
+        // for workers only.
+        let node_images = kubeup_provision::addons::controller_images(
+            &ctx.manifest,
+            &ctx.loaded.cluster.spec.addons,
+        );
+        let is_image = |name: &str| {
+            ctx.manifest
+                .files
+                .get(name)
+                .is_some_and(|f| f.image.is_some())
+        };
+        let control_plane = |name: &str| CONTROL_PLANE_FILES.contains(&name);
+        let for_workers = |name: &str| {
+            WORKER_ONLY_FILES.contains(&name)
+                || (is_image(name) && !node_images.files.contains_key(name))
+        };
+        let node = |name: &str| !control_plane(name) && !for_workers(name);
+        let part = match share {
+            Share::ControlPlane => converge::Part {
+                covers: &control_plane,
+                last: false,
+            },
+            Share::Node => converge::Part {
+                covers: &node,
+                last: false,
+            },
+            Share::Workers => converge::Part {
+                covers: &for_workers,
+                last: true,
+            },
+        };
+        let c = converge::push_bundle_part(
             run.session()?,
             &ctx.bundle_dir,
             &ctx.manifest,
             Some(&ctx.compressed),
             Some(kubeup_provision::hostplan::layout::TRANSFER_CACHE),
             dry_run,
+            part,
         )
         .await?;
         run.merge(c.clone());
@@ -137,13 +200,21 @@ impl Artifacts {
 
 impl Phase<UpRun, UpPhase, anyhow::Error> for Artifacts {
     fn key(&self) -> UpPhase {
-        UpPhase::Artifacts
+        self.0
     }
     fn title(&self) -> &'static str {
-        "upload the bundle's binaries and images"
+        match self.share() {
+            Share::ControlPlane => "upload the control plane's binaries",
+            Share::Node => "upload the binaries and images the controller's node runs",
+            Share::Workers => "upload what the operator hands on to workers",
+        }
     }
     fn after(&self) -> Option<&'static [UpPhase]> {
-        Some(&[UpPhase::Preflight])
+        match self.share() {
+            Share::ControlPlane => Some(&[UpPhase::Preflight]),
+            Share::Node => Some(&[UpPhase::Binaries]),
+            Share::Workers => Some(&[UpPhase::Artifacts]),
+        }
     }
     fn plan<'a>(&'a self, run: &'a UpRun) -> Plan<'a> {
         async move {
@@ -258,7 +329,7 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Units {
     }
     fn after(&self) -> Option<&'static [UpPhase]> {
         Some(&[
-            UpPhase::Artifacts,
+            UpPhase::Binaries,
             UpPhase::Certificates,
             UpPhase::Configuration,
             UpPhase::EtcdJoin,
@@ -312,6 +383,13 @@ pub(super) struct Images;
 impl Images {
     async fn converge(&self, run: &UpRun, dry_run: bool) -> Result<Vec<String>> {
         let ctx = run.ctx();
+        if !dry_run {
+            // The units phase's plan names these.
+            let (restart, changed) = run.restart();
+            let c = converge::ensure_units(run.session()?, &NODE_RUNTIME, &restart, changed, false)
+                .await?;
+            run.merge(c);
+        }
         let images = kubeup_provision::addons::controller_images(
             &ctx.manifest,
             &ctx.loaded.cluster.spec.addons,
@@ -330,10 +408,10 @@ impl Phase<UpRun, UpPhase, anyhow::Error> for Images {
         UpPhase::Images
     }
     fn title(&self) -> &'static str {
-        "import the images into containerd"
+        "start containerd and kube-proxy, import the images into containerd"
     }
     fn after(&self) -> Option<&'static [UpPhase]> {
-        Some(&[UpPhase::Units])
+        Some(&[UpPhase::Artifacts, UpPhase::Units])
     }
     fn plan<'a>(&'a self, run: &'a UpRun) -> Plan<'a> {
         async move {

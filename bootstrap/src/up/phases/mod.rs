@@ -22,7 +22,9 @@ pub(in crate::up) use host::{RENEW_DAYS, would};
 pub enum UpPhase {
     Connect,
     Preflight,
+    Binaries,
     Artifacts,
+    WorkerBundle,
     Certificates,
     Configuration,
     EtcdJoin,
@@ -41,7 +43,9 @@ impl PhaseKey for UpPhase {
         match self {
             UpPhase::Connect => "connect",
             UpPhase::Preflight => "preflight",
+            UpPhase::Binaries => "binaries",
             UpPhase::Artifacts => "artifacts",
+            UpPhase::WorkerBundle => "worker bundle",
             UpPhase::Certificates => "certificates",
             UpPhase::Configuration => "configuration",
             UpPhase::EtcdJoin => "etcd join",
@@ -59,26 +63,43 @@ impl PhaseKey for UpPhase {
 pub type UpStep = dyn Phase<UpRun, UpPhase, anyhow::Error>;
 
 /// `up`, in order. A phase starts once the ones its `after` names are done
-/// (by default the one before): the bundle streams while certificates are
-/// issued and files written, and images are imported while the apiserver
-/// comes up. The list is walked in three stages ([`STAGES`]): every
-/// controller is looked at, then every controller converges at once (etcd's
-/// members start together), then the cluster's objects are applied once.
+/// (by default the one before), so independent work overlaps:
+///
+/// | phase | after | |
+/// |---|---|---|
+/// | connect, preflight | | look (stage 1: every controller at once) |
+/// | binaries | preflight | the control plane's (etcd, hyperkube) |
+/// | artifacts | binaries | what the controller's node runs |
+/// | worker bundle | artifacts | what the operator hands on to workers |
+/// | certificates, configuration | preflight | beside the uploads |
+/// | etcd join | binaries, certificates, configuration | joining a running etcd only |
+/// | units | the same and etcd join | etcd and the apiserver start while the bundle streams |
+/// | etcd promote | units | joining only: learner → voter |
+/// | images | artifacts, units | containerd and kube-proxy start, images imported |
+/// | control plane ready | units, etcd promote | `/readyz`, then the controllers |
+/// | cluster add-ons | control plane ready | the first controller only |
+/// | node ready | images, control plane ready | the kubelet |
+/// | operator leading | | once, through the first controller (stage 3) |
+///
+/// Stage 2 is every controller converging at once (etcd's members start
+/// together), or one at a time when they join a running etcd.
 pub fn up_phases() -> Vec<&'static UpStep> {
     vec![
-        &Connect(UpPhase::Connect), //    looks                          ┐ each controller,
-        &Preflight,                 //    looks: names, routes           ┘ all at once
-        &Artifacts,                 // ┐                                 ┐
-        &Certificates,              // ├ after preflight, at once        │
-        &Configuration,             // ┘                                 │ each controller,
-        &EtcdJoin,                  //    joining a running etcd only    │ all at once (plans
-        &Units,                     //    after the four                 │ name every member);
-        &EtcdPromote,               //    joining only: learner → voter  │ one at a time when
-        &Images,                    // ┐  after units, at once           │ they join a running
-        &ControlPlaneReady,         // ┘  (after a promotion)            │ etcd
-        &NodeReady,                 //    after both                     ┘
-        &AddOns,                    //    after node ready               ┐ once, through the
-        &OperatorLeading,           //    only with a pod network        ┘ first controller
+        &Connect(UpPhase::Connect),
+        &Preflight,
+        &Artifacts(UpPhase::Binaries),
+        &Artifacts(UpPhase::Artifacts),
+        &Artifacts(UpPhase::WorkerBundle),
+        &Certificates,
+        &Configuration,
+        &EtcdJoin,
+        &Units,
+        &EtcdPromote,
+        &Images,
+        &ControlPlaneReady,
+        &AddOns,
+        &NodeReady,
+        &OperatorLeading,
     ]
 }
 
@@ -123,7 +144,9 @@ mod tests {
             [
                 "connect",
                 "preflight",
+                "binaries",
                 "artifacts",
+                "worker bundle",
                 "certificates",
                 "configuration",
                 "etcd join",
@@ -131,8 +154,8 @@ mod tests {
                 "etcd promote",
                 "images",
                 "control plane ready",
-                "node ready",
                 "cluster add-ons",
+                "node ready",
                 "operator leading",
             ]
         );
