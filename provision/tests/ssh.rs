@@ -1032,6 +1032,17 @@ async fn converge_writes_files_in_one_round_trip_through_sudo() {
         let changes = write_files(&s, &files, false).await.unwrap();
         assert_eq!(changes.written, vec![at("a/b/config.yaml")]);
         assert_eq!(std::fs::read(at("a/b/config.yaml")).unwrap(), b"x: 2\n");
+        // The host's checksums are matched whole line by whole line: a path
+        // that begins another one's with the same content (names with a
+        // quote and a space) is still written.
+        let longer = HostFile::new(at("twin's file2"), "same", 0o644, &[]);
+        write_files(&s, std::slice::from_ref(&longer), false)
+            .await
+            .unwrap();
+        let both = [HostFile::new(at("twin's file"), "same", 0o644, &[]), longer];
+        let changes = write_files(&s, &both, false).await.unwrap();
+        assert_eq!(changes.written, vec![at("twin's file")], "{user}");
+        assert_eq!(std::fs::read(at("twin's file")).unwrap(), b"same");
         let leftovers: Vec<String> = walk(dir.path())
             .into_iter()
             .filter(|p| p.contains(".kubeup-"))

@@ -322,20 +322,13 @@ impl<'a> Phase<Join<'a>, P, Error> for Configuring {
             files.extend(network::node_files(cni, &input));
             let mut installed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             installed.extend(worker::worker_cert_paths());
-            // The CNI config's checksum is read with the files' (it is
-            // written once the podCIDR is known: one round trip then).
-            let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            paths.extend(network::cni_conflist_path(cni));
-            // Independent round trips at once: the files, the list `reset`
-            // works from, forwarding, and the Node before the kubelet (the
-            // controller-manager gives it a podCIDR at once, so the CNI
-            // config is there when the kubelet starts).
-            let ((written, sums), _, (), cidr) = tokio::try_join!(
-                async {
-                    let sums = converge::remote_sha256(session, &paths).await?;
-                    let written = converge::write_stale(session, &files, &sums, false).await?;
-                    Ok::<_, Error>((written, sums))
-                },
+            // Independent round trips at once: the files (one, see
+            // `write_files`), the list `reset` works from, forwarding, and
+            // the Node before the kubelet (the controller-manager gives it a
+            // podCIDR at once, so the CNI config, written in one more round
+            // trip, is there when the kubelet starts).
+            let (written, _, (), cidr) = tokio::try_join!(
+                async { Ok::<_, Error>(converge::write_files(session, &files, false).await?) },
                 async { Ok(converge::record_installed(session, &installed, false).await?) },
                 credentials::run(session, node::FORWARDING_NOW),
                 j.precreate_node(node_name),
@@ -346,7 +339,7 @@ impl<'a> Phase<Join<'a>, P, Error> for Configuring {
                 .await;
             if let Some(cidr) = cidr {
                 let conflist: Vec<_> = network::cni_conflist(cni, &cidr).into_iter().collect();
-                let c = converge::write_stale(session, &conflist, &sums, false).await?;
+                let c = converge::write_files(session, &conflist, false).await?;
                 j.merge_changes(c, true).await?;
                 j.set_pod_cidr(cidr);
             }

@@ -40,42 +40,44 @@ pub async fn remote_sha256(
         .collect())
 }
 
-/// Write every file whose content differs; report paths and the units to restart.
+/// Write every file whose content differs; report paths and the units to
+/// restart. One round trip: every file goes in the batch and the host
+/// keeps its own copy where the checksums match (a dry run only reads the
+/// checksums).
 pub async fn write_files(
     session: &Session,
     files: &[HostFile],
     dry_run: bool,
 ) -> Result<Changes, ConvergeError> {
-    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    let remote = remote_sha256(session, &paths).await?;
-    write_stale(session, files, &remote, dry_run).await
+    if dry_run {
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let remote = remote_sha256(session, &paths).await?;
+        return Ok(changes_of(files.iter().filter(|f| {
+            remote.get(&f.path) != Some(&hex::encode(Sha256::digest(&f.content)))
+        })));
+    }
+    let all: Vec<&HostFile> = files.iter().collect();
+    let written = send_batch(session, &all, Keep::Matching).await?;
+    Ok(changes_of(
+        files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| written.contains(i))
+            .map(|(_, f)| f),
+    ))
 }
 
-/// [`write_files`] against checksums the caller read (with
-/// [`remote_sha256`], beside other work): one round trip, none when
-/// nothing differs.
-pub async fn write_stale(
-    session: &Session,
-    files: &[HostFile],
-    remote: &BTreeMap<String, String>,
-    dry_run: bool,
-) -> Result<Changes, ConvergeError> {
+/// What writing `written` changes: their paths, the units they restart.
+fn changes_of<'f>(written: impl Iterator<Item = &'f HostFile>) -> Changes {
     let mut changes = Changes::default();
-    let stale: Vec<&HostFile> = files
-        .iter()
-        .filter(|f| remote.get(&f.path) != Some(&hex::encode(Sha256::digest(&f.content))))
-        .collect();
-    if !dry_run && !stale.is_empty() {
-        write_batch(session, &stale).await?;
-    }
-    for f in stale {
+    for f in written {
         changes.written.push(f.path.clone());
         changes.restart.extend(f.affects.iter().copied());
         if f.path.starts_with(layout::SYSTEMD) {
             changes.units_changed = true;
         }
     }
-    Ok(changes)
+    changes
 }
 
 /// Write `files` in one round trip. Their contents go as one tar stream on
@@ -87,8 +89,27 @@ pub async fn write_stale(
 /// processes for the whole batch: the script it replaces spent ~9 per file
 /// (0.28 s for a worker's 33 files, on the join's critical path).
 pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), ConvergeError> {
+    send_batch(session, files, Keep::None).await.map(|_| ())
+}
+
+/// Which files already on the host a batch leaves as they are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    None,
+    /// Those whose sha256 matches the new content's.
+    Matching,
+}
+
+/// [`write_batch`]; with [`Keep::Matching`] the host first reads its
+/// files' checksums (one `sha256sum` for all) and moves only the others
+/// into place. The indices (in `files`) of the files written.
+async fn send_batch(
+    session: &Session,
+    files: &[&HostFile],
+    keep: Keep,
+) -> Result<Vec<usize>, ConvergeError> {
     if files.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     let invalid = |e| ssh_err(session.host(), "write files")(e);
     let local = |message: String| ConvergeError::Host {
@@ -103,7 +124,8 @@ pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), C
     let batch = hex::encode(random);
     let mut archive = tar::Builder::new(Vec::new());
     let (mut temps, mut dirs, mut sums, mut moves) = (vec![], vec![], String::new(), String::new());
-    for f in files {
+    let mut targets = vec![];
+    for (i, f) in files.iter().enumerate() {
         check_batch_path(&f.path).map_err(invalid)?;
         // Absolute (checked): `dir` is "" for a file right under /.
         let (dir, name) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
@@ -113,16 +135,31 @@ pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), C
             quote(&temp).map_err(invalid)?,
             quote(&f.path).map_err(invalid)?,
         );
-        sums.push_str(&format!(
-            "{}  {temp}\n",
-            hex::encode(Sha256::digest(&f.content))
-        ));
-        moves.push_str(&format!("mv -f -- {qtemp} {qpath}\n"));
+        let sum = hex::encode(Sha256::digest(&f.content));
+        sums.push_str(&format!("{sum}  {temp}\n"));
+        match keep {
+            Keep::None => moves.push_str(&format!("mv -f -- {qtemp} {qpath}\n")),
+            // sha256sum's line for the target when it holds this content
+            // (quoted: matched literally, whatever the path holds).
+            Keep::Matching => moves.push_str(&format!(
+                "case \"$have\" in *\"$nl\"{line}\"$nl\"*) rm -f -- {qtemp};; *) mv -f -- {qtemp} {qpath}; echo wrote {i};; esac\n",
+                line = quote(&format!("{sum}  {}", f.path)).map_err(invalid)?,
+            )),
+        }
+        targets.push(qpath.clone());
         dirs.push(quote(if dir.is_empty() { "/" } else { dir }).map_err(invalid)?);
         temps.push(qtemp);
     }
     dirs.sort();
     dirs.dedup();
+    // The targets' checksums, each line between newlines.
+    let have = match keep {
+        Keep::None => String::new(),
+        Keep::Matching => format!(
+            "nl='\n'\nhave=\"$nl$(sha256sum -- {} 2>/dev/null || true)$nl\"\n",
+            targets.join(" ")
+        ),
+    };
     let stream = archive
         .into_inner()
         .map_err(|e| local(format!("packing: {e}")))?;
@@ -130,13 +167,14 @@ pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), C
     // (-p), owned by root (uid 0 in the stream), dated now (-m).
     let script = format!(
         "set -eu\n\
-         trap 'rm -f -- {temps}' EXIT\n\
+         cleanup() {{ rm -f -- {temps}; }}\n\
+         trap cleanup EXIT\n\
          mkdir -p -- {dirs}\n\
          umask 077\n\
          tar -x -m -p --same-owner --numeric-owner -C / -f -\n\
          sha256sum -c --quiet --status <<'KUBEUP_SUMS' || {{ echo 'content damaged in transit' >&2; exit 3; }}\n\
          {sums}KUBEUP_SUMS\n\
-         {moves}trap - EXIT\n\
+         {have}{moves}trap - EXIT\n\
          echo done\n",
         temps = temps.join(" "),
         dirs = dirs.join(" "),
@@ -145,15 +183,26 @@ pub async fn write_batch(session: &Session, files: &[&HostFile]) -> Result<(), C
         .run(&Command::shell(script).stdin(stream).privileged())
         .await
         .map_err(ssh_err(session.host(), "write files"))?;
-    if out.stdout_str().trim() != "done" {
+    let stdout = out.stdout_str();
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    if lines.pop() != Some("done") {
         return Err(ConvergeError::Host {
             host: session.host().to_owned(),
             step: "write files",
             message: format!("writing {} files ended early", files.len()),
         });
     }
-    tracing::info!(host = %session.host(), files = files.len(), "files written");
-    Ok(())
+    let written: Vec<usize> = match keep {
+        Keep::None => (0..files.len()).collect(),
+        Keep::Matching => lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("wrote ")?.parse().ok())
+            .collect(),
+    };
+    if !written.is_empty() {
+        tracing::info!(host = %session.host(), files = written.len(), "files written");
+    }
+    Ok(written)
 }
 
 /// A path the batch script can name: absolute, and without the characters

@@ -14,7 +14,7 @@ mod units;
 
 pub use bundle::{Part, import_images, push_bundle, push_bundle_part};
 pub use certs::{CaSet, ensure_certs, remote_certs};
-pub use files::{record_installed, remote_sha256, write_batch, write_files, write_stale};
+pub use files::{record_installed, remote_sha256, write_batch, write_files};
 pub use preflight::{Check, PreflightReport, Role, preflight};
 pub use reset::reset_host;
 pub use stamp::load_verified_cached;

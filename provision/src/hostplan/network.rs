@@ -172,11 +172,6 @@ pub fn flannel_kubeconfig(n: &FlannelNode<'_>) -> HostFile {
 
 /// The CNI config once the node's podCIDR is known; `None` with `cni:
 /// none` (the user's CNI writes its own).
-/// Where [`cni_conflist`] goes, known before the podCIDR is.
-pub fn cni_conflist_path(cni: Cni) -> Option<&'static str> {
-    runs_flannel(cni).then_some(layout::CNI_CONFLIST)
-}
-
 pub fn cni_conflist(cni: Cni, pod_cidr_of_node: &str) -> Option<HostFile> {
     runs_flannel(cni).then(|| flannel_conflist(pod_cidr_of_node))
 }
