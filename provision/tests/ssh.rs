@@ -1607,3 +1607,59 @@ async fn many_channels_at_once_on_each_connection_all_finish() {
         eprintln!("round {round}: {:?}", started.elapsed());
     }
 }
+
+/// A bundle pushed in shares (a controller's control-plane binaries first,
+/// then the rest) is stamped whole only by the last share, and
+/// `bundle_in_place` reads that stamp and the symlinks: false before, true
+/// after, false again once a link or a file changes.
+#[tokio::test]
+async fn a_bundle_pushed_in_shares_is_in_place_only_once_whole() {
+    use kubeup_provision::converge::{Part, bundle_in_place, push_bundle_part};
+
+    let f = fixture();
+    let s = connect(&f.root()).await.unwrap();
+    let mut b = TestBundle::new("shares");
+    b.manifest
+        .symlinks
+        .insert("bin/kubelet".into(), "kubenode".into());
+    assert!(!bundle_in_place(&s, &b.manifest).await.unwrap());
+
+    let first = |name: &str| name == "bin/tiny";
+    let rest = |name: &str| name != "bin/tiny";
+    let push = |part| push_bundle_part(&s, b.dir.path(), &b.manifest, None, None, false, part);
+    let c = push(Part {
+        covers: &first,
+        last: false,
+    })
+    .await
+    .unwrap();
+    assert!(c.uploaded.iter().any(|p| p.ends_with("bin/tiny")), "{c:?}");
+    assert!(
+        !c.uploaded.iter().any(|p| p.ends_with("bin/kubenode")),
+        "{c:?}"
+    );
+    assert!(
+        !bundle_in_place(&s, &b.manifest).await.unwrap(),
+        "half a bundle is not in place"
+    );
+    let c = push(Part {
+        covers: &rest,
+        last: true,
+    })
+    .await
+    .unwrap();
+    assert!(
+        c.uploaded.iter().any(|p| p.ends_with("bin/kubenode")),
+        "{c:?}"
+    );
+    b.assert_on_host();
+    assert!(bundle_in_place(&s, &b.manifest).await.unwrap());
+
+    // A link gone, then a file rewritten: no longer in place.
+    std::fs::remove_file(b.host_dir().join("bin/kubelet")).unwrap();
+    assert!(!bundle_in_place(&s, &b.manifest).await.unwrap());
+    std::os::unix::fs::symlink("kubenode", b.host_dir().join("bin/kubelet")).unwrap();
+    assert!(bundle_in_place(&s, &b.manifest).await.unwrap());
+    std::fs::write(b.host_dir().join("bin/tiny"), b"#!/bin/sh\necho other\n").unwrap();
+    assert!(!bundle_in_place(&s, &b.manifest).await.unwrap());
+}

@@ -446,6 +446,11 @@ async fn push_bundle(j: &Join<'_>, dry_run: bool) -> Result<Changes> {
         let c = converge::push_bundle(j.session()?, dir, manifest, compressed, None, true).await?;
         return Ok(c);
     }
+    // A host whose bundle is in place (a machine image, a join resumed
+    // after Installing) needs no connection of its own.
+    if converge::bundle_in_place(j.session()?, manifest).await? {
+        return Ok(Changes::default());
+    }
     let s = &j.ctx.settings;
     let bulk = access::connect(&j.ctx.client, &j.namespace(), j.wj, &s.ssh, &s.namespace)
         .await?

@@ -127,6 +127,45 @@ impl Part<'static> {
     };
 }
 
+/// Whether the host's copy of the bundle is whole and current, its
+/// symlinks too, by the stamp a finished push left (one round trip, no
+/// checksum computed): a caller then skips the push, and what it would set
+/// up for one (the operator's connection of its own for uploads).
+pub async fn bundle_in_place(
+    session: &Session,
+    manifest: &BundleManifest,
+) -> Result<bool, ConvergeError> {
+    let host_dir = layout::bundle_dir(&manifest.kubernetes_version);
+    let q = |s: &str| quote(s).map_err(ssh_err(session.host(), "check artifacts"));
+    let mut links = String::new();
+    for (link, target) in &manifest.symlinks {
+        links.push_str(&format!(
+            "[ \"$(readlink {} 2>/dev/null)\" = {} ] || echo '{STALE_LINK}'; ",
+            q(&format!("{host_dir}/{link}"))?,
+            q(target)?
+        ));
+    }
+    let probe = format!(
+        "{links}cd {} 2>/dev/null && {}; true",
+        q(&host_dir)?,
+        stamp::remote_probe(manifest)
+    );
+    let out = session
+        .run(&Command::shell(probe).privileged())
+        .await
+        .map_err(ssh_err(session.host(), "check artifacts"))?;
+    let stdout = out.stdout_str();
+    if stdout.lines().any(|l| l == STALE_LINK) {
+        return Ok(false);
+    }
+    let (recorded, current) = stamp::parse_probe(manifest, &stdout);
+    Ok(recorded == current)
+}
+
+/// [`bundle_in_place`]'s line for a symlink that is missing or points
+/// elsewhere.
+const STALE_LINK: &str = "#stale-link";
+
 /// [`push_bundle`] of one [`Part`] of the bundle.
 pub async fn push_bundle_part(
     session: &Session,

@@ -12,7 +12,7 @@ pub mod reset_phases;
 mod stamp;
 mod units;
 
-pub use bundle::{Part, import_images, push_bundle, push_bundle_part};
+pub use bundle::{Part, bundle_in_place, import_images, push_bundle, push_bundle_part};
 pub use certs::{CaSet, ensure_certs, remote_certs};
 pub use files::{record_installed, remote_sha256, write_batch, write_files};
 pub use preflight::{Check, PreflightReport, Role, preflight};
