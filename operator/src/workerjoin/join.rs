@@ -285,6 +285,13 @@ impl<'a> Join<'a> {
     }
 
     /// The restarts owed and whether unit files changed.
+    /// `unit` was started with the files and binaries now in place (see
+    /// `converge::start_if_idle`): it owes no restart for what changed
+    /// before (a change merged later owes one again).
+    pub async fn started_early(&self, unit: Unit) {
+        self.changes.lock().await.restart.remove(&unit);
+    }
+
     pub async fn restarts(&self) -> (BTreeSet<Unit>, bool) {
         let c = self.changes.lock().await;
         (c.restart.clone(), c.units_changed)

@@ -20,7 +20,7 @@ use kubeup_crds::WorkerJoinCondition as Condition;
 use kubeup_crds::conditions::ConditionStatus;
 use kubeup_crds::workerjoin::{Reason, WorkerJoinPhase as P};
 use kubeup_provision::converge::{self, Changes, Role};
-use kubeup_provision::hostplan::{Unit, network, node, worker};
+use kubeup_provision::hostplan::{Unit, layout, network, node, worker};
 use kubeup_provision::phase::{Effect, Live, Phase, Procedure};
 
 use crate::error::{Error, Result};
@@ -337,11 +337,30 @@ impl<'a> Phase<Join<'a>, P, Error> for Configuring {
             j.merge_changes(written, true).await?;
             j.with_status(|s| s.api_backends = input.api_backends.clone())
                 .await;
-            if let Some(cidr) = cidr {
-                let conflist: Vec<_> = network::cni_conflist(cni, &cidr).into_iter().collect();
-                let c = converge::write_files(session, &conflist, false).await?;
-                j.merge_changes(c, true).await?;
-                j.set_pod_cidr(cidr);
+            // The runtime needs neither the kubelet's certificate nor the
+            // CNI config (it reads that when it appears): started now when
+            // its binary is there too (a machine image, a resumed join), it
+            // is up before Starting, which then starts the kubelet at once.
+            let containerd = layout::bin(&input.kubernetes_version, "containerd");
+            let (started, ()) = tokio::try_join!(
+                async {
+                    Ok::<_, Error>(
+                        converge::start_if_idle(session, Unit::Containerd, &containerd).await?,
+                    )
+                },
+                async {
+                    if let Some(cidr) = cidr {
+                        let conflist: Vec<_> =
+                            network::cni_conflist(cni, &cidr).into_iter().collect();
+                        let c = converge::write_files(session, &conflist, false).await?;
+                        j.merge_changes(c, true).await?;
+                        j.set_pod_cidr(cidr);
+                    }
+                    Ok(())
+                },
+            )?;
+            if started {
+                j.started_early(Unit::Containerd).await;
             }
             Ok(detail)
         }

@@ -18,7 +18,7 @@ pub use files::{record_installed, remote_sha256, write_batch, write_files};
 pub use preflight::{Check, PreflightReport, Role, preflight};
 pub use reset::reset_host;
 pub use stamp::load_verified_cached;
-pub use units::{ensure_units, unit_status};
+pub use units::{ensure_units, start_if_idle, unit_status};
 
 use std::collections::BTreeSet;
 

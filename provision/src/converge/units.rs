@@ -56,6 +56,40 @@ pub async fn ensure_units(
 }
 
 /// What [`ensure_units`] would do, from the units' states.
+/// Start `unit` now, without waiting for it, when it is not running, its
+/// program `binary` is in place, and systemd has its unit file as it is on
+/// disk (loaded now or fresh; never an older definition): a join starts
+/// containerd as soon as its binary and configuration are there, so the
+/// kubelet does not wait for the runtime's start later. Whether it was
+/// started (nothing else is touched; a running unit is left to
+/// [`ensure_units`]).
+pub async fn start_if_idle(
+    session: &Session,
+    unit: Unit,
+    binary: &str,
+) -> Result<bool, ConvergeError> {
+    let binary = crate::ssh::quote(binary).map_err(ssh_err(session.host(), "start units"))?;
+    let script = start_if_idle_script(&unit.service(), &binary);
+    let out = session
+        .run(&Command::shell(script).privileged())
+        .await
+        .map_err(ssh_err(session.host(), "start units"))?;
+    Ok(out.stdout_str().trim() == "started")
+}
+
+/// [`start_if_idle`]'s script; `binary` quoted.
+fn start_if_idle_script(service: &str, binary: &str) -> String {
+    // One systemctl: its state and whether systemd holds an older file.
+    format!(
+        "s=$(systemctl show -p ActiveState -p NeedDaemonReload {service} 2>/dev/null | sort | tr '\\n' ' ')\n\
+         case \"$s\" in\n\
+         \x20 'ActiveState=inactive NeedDaemonReload=no '|'ActiveState=failed NeedDaemonReload=no ')\n\
+         \x20   if [ -x {binary} ]; then systemctl start --no-block {service} && echo started; fi;;\n\
+         esac\n\
+         true\n"
+    )
+}
+
 fn planned(status: &[(Unit, String)], restart: &BTreeSet<Unit>) -> Changes {
     let mut changes = Changes::default();
     for (unit, state) in status {
@@ -94,20 +128,26 @@ fn units_script(units: &[Unit], restart: &BTreeSet<Unit>, units_changed: bool) -
     };
     format!(
         "set -e\n\
-         start=; restart=; reload=\n\
-         set -- $(systemctl is-active {all} 2>/dev/null || true)\n\
+         start=; restart=; reload=; stale=\n\
+         # One systemctl for every unit's state and whether systemd holds an older\n\
+         # file of it (NeedDaemonReload; `show` loads a unit named for the first time\n\
+         # from its new file): a pair per unit, in the order asked.\n\
+         set -- $(systemctl show -p Id -p ActiveState -p NeedDaemonReload {all} 2>/dev/null | awk -F= -v want='{all}' '\n\
+         \x20 function flush() {{ if (id != \"\") {{ st[id] = a; nr[id] = r }}; id = \"\"; a = \"\"; r = \"\" }}\n\
+         \x20 $1 == \"Id\" {{ id = $2 }} $1 == \"ActiveState\" {{ a = $2 }} $1 == \"NeedDaemonReload\" {{ r = $2 }}\n\
+         \x20 /^$/ {{ flush() }}\n\
+         \x20 END {{ flush(); n = split(want, w, \" \"); for (i = 1; i <= n; i++) print ((w[i] in st) ? st[w[i]] : \"unknown\"), ((w[i] in nr) ? nr[w[i]] : \"no\") }}')\n\
          for u in {all}; do\n\
-         \x20 st=${{1:-unknown}}; [ $# -gt 0 ] && shift\n\
+         \x20 st=${{1:-unknown}}; [ \"${{2:-no}}\" = yes ] && stale=1; [ $# -ge 2 ] && shift 2\n\
          \x20 case \"$st\" in\n\
          \x20   active|activating) case \"$u\" in {restarts}) restart=\"$restart $u\";; {reloads}) reload=\"$reload $u\";; esac;;\n\
          \x20   *) start=\"$start $u\";;\n\
          \x20 esac\n\
          done\n\
          if [ -n \"$start$restart$reload\" ] || {changed}; then\n\
-         \x20 # A reload only when a loaded unit's file or drop-in changed on disk (systemd\n\
-         \x20 # reports NeedDaemonReload; `show` loads a unit named for the first time from\n\
-         \x20 # its new file): it costs ~100 ms of the kubelet's start on an idle host.\n\
-         \x20 if systemctl show -p NeedDaemonReload --value {all} | grep -qx yes; then systemctl daemon-reload; fi\n\
+         \x20 # A reload only when a loaded unit's file or drop-in changed on disk: it\n\
+         \x20 # costs ~100 ms of the kubelet's start on an idle host.\n\
+         \x20 if [ -n \"$stale\" ]; then systemctl daemon-reload; fi\n\
          \x20 # --no-block: the caller waits on what matters (readyz, Node Ready).\n\
          \x20 if [ -n \"$start\" ]; then systemctl start --no-block $start; fi\n\
          \x20 if [ -n \"$restart\" ]; then systemctl restart --no-block $restart; fi\n\
@@ -147,9 +187,10 @@ fn acted(stdout: &str) -> Changes {
 mod tests {
     use super::*;
 
-    /// The host's script, run by `sh` against a `systemctl` that answers
-    /// `is-active` from `states` and `show` with `reload_needed`, and logs
-    /// every other call: what it did, and what it reported.
+    /// The host's script, run by `sh` against a `systemctl` whose `show`
+    /// answers each unit's ActiveState from `states` (in order) and its
+    /// NeedDaemonReload with `reload_needed`, and that logs every other
+    /// call: what it did, and what it reported.
     fn run_script(
         units: &[Unit],
         restart: &BTreeSet<Unit>,
@@ -164,8 +205,9 @@ mod tests {
         std::fs::write(
             &fake,
             format!(
-                "#!/bin/sh\ncase \"$1\" in\n  is-active) printf '{states}'; exit 3;;\n  show) echo {reload_needed};;\n  *) echo \"$*\" >> {};;\nesac\n",
-                log.display()
+                "#!/bin/sh\ncase \"$1\" in\n  show) shift 7; states='{states}'\n    for u in \"$@\"; do st=${{states%% *}}; states=${{states#* }}\n      printf 'ActiveState=%s\\nId=%s\\nNeedDaemonReload=%s\\n\\n' \"$st\" \"$u\" {reload_needed}; done;;\n  *) echo \"$*\" >> {};;\nesac\n",
+                log.display(),
+                states = states.replace("\\n", " ")
             ),
         )
         .unwrap();
@@ -188,6 +230,71 @@ mod tests {
         );
         let calls = std::fs::read_to_string(&log).unwrap_or_default();
         (acted(&String::from_utf8_lossy(&out.stdout)), calls)
+    }
+
+    /// `start_if_idle`'s script against a stand-in `systemctl` (`active`:
+    /// its ActiveState; `reload`: its NeedDaemonReload) and a binary
+    /// present or not: whether it said "started", and the calls it made
+    /// beside the two questions.
+    fn run_start_if_idle(active: bool, reload: &str, binary: bool) -> (bool, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n  show) printf 'NeedDaemonReload={reload}\\nActiveState={}\\n';;\n  *) echo \"$*\" >> {};;\nesac\n",
+                if active { "active" } else { "inactive" },
+                log.display()
+            ),
+        )
+        .unwrap();
+        let bin = dir.path().join("containerd");
+        if binary {
+            std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let script = start_if_idle_script("containerd.service", bin.to_str().unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let started = String::from_utf8_lossy(&out.stdout).trim() == "started";
+        (started, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    #[test]
+    fn an_idle_unit_starts_early_only_with_its_binary_and_its_current_file() {
+        assert_eq!(
+            run_start_if_idle(false, "no", true),
+            (true, "start --no-block containerd.service\n".to_string())
+        );
+        // Running: left to ensure_units (a restart it may owe).
+        assert_eq!(run_start_if_idle(true, "no", true), (false, String::new()));
+        // Its binary not uploaded yet.
+        assert_eq!(
+            run_start_if_idle(false, "no", false),
+            (false, String::new())
+        );
+        // Loaded from an older file: starting it would run that one.
+        assert_eq!(
+            run_start_if_idle(false, "yes", true),
+            (false, String::new())
+        );
     }
 
     #[test]
