@@ -176,15 +176,10 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The bundle `cargo xtask bundle` builds (its directory is keyed by
+/// hack/bundle/parts as well as the version).
 fn bundle_dir() -> PathBuf {
-    let cache = std::env::var_os("KUBEUP_CACHE")
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/kubeup")
-        });
-    cache.join("bundle").join(BUNDLE_VERSION)
+    kubeup_provision::artifacts::default_bundle_dir(BUNDLE_VERSION)
 }
 
 /// Copies a local file to the host over ssh (`cat >`).

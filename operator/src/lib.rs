@@ -24,7 +24,7 @@ pub mod serving;
 mod workerjoin;
 
 pub use error::{Error, Result};
-pub use runtime::{bundle, context, http, lease};
+pub use runtime::{apiclient, bundle, context, http, lease};
 pub use workerjoin::{csr, nodetoken};
 
 /// The WorkerJoin controller as the binary and the tests start it.

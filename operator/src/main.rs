@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use kubeup_operator::bundle::Bundles;
 use kubeup_operator::context::Settings;
-use kubeup_operator::{controller, http, lease};
+use kubeup_operator::{apiclient, controller, http, lease};
 use kubeup_provision::artifacts::CompressedCache;
 use tracing_subscriber::EnvFilter;
 
@@ -94,8 +94,10 @@ async fn main() -> anyhow::Result<()> {
             .with_ansi(std::io::stdout().is_terminal())
             .init();
     }
-    let client = kube::Client::try_default()
+    let client = kube::Config::infer()
         .await
+        .map_err(anyhow::Error::from)
+        .and_then(|config| Ok(apiclient::build(config)?))
         .context("failed to create a Kubernetes client (in-cluster config or KUBECONFIG)")?;
     controller::check_crds(&client).await?;
 

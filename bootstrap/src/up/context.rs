@@ -89,6 +89,8 @@ impl ControllerContext {
         }
         let cas = CaSet::load_with(&loaded.pki_dir(), serving.ca).with_context(failed)?;
         let (bundle_dir, manifest) = resolve_bundle(&loaded)?;
+        let compressed = CompressedCache::new(artifacts::cache_root().join("compressed"));
+        prune_compressed(&compressed, &manifest);
         Ok(Self {
             loaded,
             bundle_dir,
@@ -96,7 +98,7 @@ impl ControllerContext {
             cas,
             kubelet_serving_key: serving.key_pem,
             created_cas,
-            compressed: CompressedCache::new(artifacts::cache_root().join("compressed")),
+            compressed,
         })
     }
 
@@ -449,6 +451,21 @@ fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
     // are not on the controller for the operator to pass on to workers.
     let manifest = kubeup_provision::addons::images_for(&manifest, &spec.addons);
     Ok((dir, manifest))
+}
+
+/// Drop the compressed copies this bundle does not list (a cache: a failure
+/// costs disk, never the run).
+fn prune_compressed(cache: &CompressedCache, manifest: &BundleManifest) {
+    let listed = manifest.files.values().map(|f| f.sha256.as_str()).collect();
+    match cache.prune(&listed, artifacts::KEEP_UNLISTED) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::debug!(files = n, dir = %cache.dir().display(), "pruned compressed copies")
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, dir = %cache.dir().display(), "compressed copies not pruned")
+        }
+    }
 }
 
 /// A client for the cluster from a kubeconfig file.

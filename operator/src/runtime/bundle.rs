@@ -95,6 +95,7 @@ impl Bundles {
             })
             .unwrap_or_default();
         let mut made = 0;
+        let mut bundles = vec![];
         for version in versions {
             let Ok(bundle) = self.get(&version).await else {
                 continue;
@@ -107,8 +108,22 @@ impl Bundles {
                     made += 1;
                 }
             }
+            bundles.push(bundle);
         }
-        tracing::info!(files = made, elapsed = ?started.elapsed(), "compressed copies for transfer ready");
+        // Copies of bundles no longer on this host (an upgrade) go; none
+        // while no bundle could be read (a mount not there yet).
+        let listed = bundles
+            .iter()
+            .flat_map(|b| b.1.files.values().map(|f| f.sha256.as_str()))
+            .collect();
+        let pruned = if bundles.is_empty() {
+            0
+        } else {
+            compressed
+                .prune(&listed, kubeup_provision::artifacts::KEEP_UNLISTED)
+                .unwrap_or_default()
+        };
+        tracing::info!(files = made, pruned, elapsed = ?started.elapsed(), "compressed copies for transfer ready");
     }
 
     /// The worker's view of the bundle for `version`.

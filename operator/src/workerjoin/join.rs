@@ -4,6 +4,10 @@
 //! Phases run at once where they may ([`super::phases`]), so what they hand
 //! on lives in cells and locks here, and the status is behind an async lock
 //! held across each save: saves never overtake each other.
+//!
+//! ~460 lines on purpose: the join's shared state and the one place that
+//! turns the engine's progress into status, metrics and Events belong
+//! together; split, a reader would chase each save across files.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;

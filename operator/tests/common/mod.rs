@@ -258,15 +258,35 @@ pub async fn wait_for(
     .await
 }
 
+/// A bundle root laid out as on a controller (`<root>/<version>`, like
+/// /opt/kubeup/bundle/v1.34.10) whose version links to the bundle
+/// `cargo xtask bundle` built: the cache keys that directory by
+/// hack/bundle/parts too, so it is not `<cache>/bundle/<version>`.
+pub fn bundle_root() -> std::path::PathBuf {
+    use kubeup_crds::cluster::DEFAULT_KUBERNETES_VERSION as VERSION;
+    let root = kubeup_provision::artifacts::cache_root().join("operator-test-bundles");
+    let link = root.join(VERSION);
+    let built = kubeup_provision::artifacts::default_bundle_dir(VERSION);
+    if std::fs::read_link(&link).ok().as_deref() != Some(built.as_path()) {
+        std::fs::create_dir_all(&root).expect("create the test bundle root");
+        // Test binaries run at once: each makes its own link and renames
+        // it into place, so none ever sees a half-made one.
+        let tmp = root.join(format!(".{VERSION}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&built, &tmp).expect("link the test bundle");
+        std::fs::rename(&tmp, &link).expect("put the test bundle link in place");
+    }
+    root
+}
+
 /// The operator's controller (as `client`), joining from the bundle cache.
 pub fn spawn_operator(
     client: kube::Client,
     settings: kubeup_operator::context::Settings,
 ) -> tokio::task::JoinHandle<()> {
-    let bundle_root = kubeup_provision::artifacts::cache_root().join("bundle");
     tokio::spawn(kubeup_operator::controller::run(
         client,
-        kubeup_operator::bundle::Bundles::new(bundle_root),
+        kubeup_operator::bundle::Bundles::new(bundle_root()),
         settings,
         4,
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -10,10 +10,11 @@
 //! frame carries zstd's own content checksum, which `zstd -d` on the host
 //! verifies: a damaged copy fails the upload instead of installing garbage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -28,6 +29,12 @@ const LEVEL: i32 = 3;
 /// Files smaller than this go as they are: a round trip costs more than
 /// the bytes saved.
 pub const MIN_SIZE: u64 = 1 << 20;
+
+/// How long a copy of a file no bundle in use lists is kept: long enough
+/// that a run on another bundle (another cluster, an older kubeup) is not
+/// robbed of its copies mid-upload, short enough that rebuilt bundles do
+/// not pile up (every operator image build leaves a ~9 MB copy).
+pub const KEEP_UNLISTED: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A directory of compressed copies, shared by every upload of a process.
 #[derive(Clone, Debug)]
@@ -89,6 +96,41 @@ impl CompressedCache {
         })
         .await
         .cloned()
+    }
+}
+
+impl CompressedCache {
+    /// Remove the copies whose sha256 `listed` does not hold, and the temp
+    /// files of killed runs, once older than `keep_unlisted`: copies are
+    /// cheap to make again, but nothing else ever removes them. Returns how
+    /// many files went; a file that cannot be read or removed is skipped.
+    pub fn prune(&self, listed: &HashSet<&str>, keep_unlisted: Duration) -> io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let in_use = name
+                .strip_suffix(".zst")
+                .is_some_and(|sha| listed.contains(sha));
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok());
+            if in_use || !entry.path().is_file() || age.is_none_or(|a| a < keep_unlisted) {
+                continue;
+            }
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -207,6 +249,33 @@ mod tests {
         let again = CompressedCache::new(dir.path().join("zst"));
         let c = again.get(&src, &file).await.unwrap();
         assert_eq!(std::fs::metadata(&c).unwrap().modified().unwrap(), mtime);
+    }
+
+    #[tokio::test]
+    async fn prune_removes_old_copies_no_bundle_lists_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompressedCache::new(dir.path().join("zst"));
+        assert_eq!(cache.prune(&HashSet::new(), Duration::ZERO).unwrap(), 0);
+        let (listed, unlisted) = (b"in the bundle".repeat(1000), b"an old build".repeat(1000));
+        let mut copies = vec![];
+        for data in [&listed, &unlisted] {
+            let src = dir.path().join("src");
+            std::fs::write(&src, data).unwrap();
+            copies.push(cache.get(&src, &bundle_file(data)).await.unwrap());
+        }
+        // A temp file a killed run left behind, and a directory.
+        let leftover = dir.path().join("zst").join(".tmpAbC123");
+        std::fs::write(&leftover, b"half a copy").unwrap();
+        std::fs::create_dir(dir.path().join("zst").join("sub")).unwrap();
+        let keep = bundle_file(&listed).sha256;
+        let keep = HashSet::from([keep.as_str()]);
+        // Young files stay whatever lists them.
+        assert_eq!(cache.prune(&keep, KEEP_UNLISTED).unwrap(), 0);
+        assert!(copies[1].is_file() && leftover.is_file());
+        assert_eq!(cache.prune(&keep, Duration::ZERO).unwrap(), 2);
+        assert!(copies[0].is_file(), "a listed copy is kept");
+        assert!(!copies[1].exists() && !leftover.exists());
+        assert!(dir.path().join("zst").join("sub").is_dir());
     }
 
     #[tokio::test]
