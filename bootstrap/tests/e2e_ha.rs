@@ -452,10 +452,23 @@ fn three_controllers_survive_losing_any_one() {
     // dead endpoint still listed would fail about every other one.
     let t = Instant::now();
     let mut in_a_row = 0;
+    let mut last_failure = String::new();
     wait_for("the metrics API with a controller down", 180, || {
         let o = kubectl(&dir, &["top", "nodes", "--no-headers"]);
         let answered = o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&first);
         in_a_row = if answered { in_a_row + 1 } else { 0 };
+        if !answered {
+            // Each new way of failing once, so a timeout shows why.
+            let failure = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if failure != last_failure {
+                eprintln!("kubectl top nodes at {:.1}s: {failure}", t.elapsed().as_secs_f64());
+                last_failure = failure;
+            }
+        }
         (in_a_row >= 10).then_some(())
     });
     eprintln!(
