@@ -465,7 +465,10 @@ fn three_controllers_survive_losing_any_one() {
                 String::from_utf8_lossy(&o.stderr)
             );
             if failure != last_failure {
-                eprintln!("kubectl top nodes at {:.1}s: {failure}", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "kubectl top nodes at {:.1}s: {failure}",
+                    t.elapsed().as_secs_f64()
+                );
                 last_failure = failure;
             }
         }

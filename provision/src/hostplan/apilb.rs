@@ -103,10 +103,10 @@ pub fn haproxy_unit() -> HostFile {
 }
 
 /// keepalived's configuration for the virtual IP. Every controller starts
-/// as BACKUP with the same priority (the highest address wins a tie), and
-/// none preempts: a controller coming back does not move the address
-/// again. The probe fails while the local apiserver is not ready, which
-/// puts this controller in FAULT and gives the address up.
+/// as BACKUP with its own [`vrrp_priority`], and none preempts: a
+/// controller coming back does not move the address again. The probe
+/// fails while the local apiserver is not ready, which puts this
+/// controller in FAULT and gives the address up.
 pub fn keepalived_config(node_name: &str, own_address: &str, vip: &VipInput) -> HostFile {
     // Alone (a cluster shrunk to one controller), keepalived holds the
     // address by itself: no peer block (an empty one is refused).
@@ -120,12 +120,32 @@ pub fn keepalived_config(node_name: &str, own_address: &str, vip: &VipInput) -> 
         "# Written by kubeup; changes are overwritten by `kubeup up`.\n\
          global_defs {{\n  router_id {node_name}\n  enable_script_security\n  script_user root\n  vrrp_garp_master_delay 0\n  vrrp_garp_master_refresh 10\n}}\n\n\
          vrrp_script apiserver_ready {{\n  script \"{CURL_BIN} --silent --fail --max-time 1 --cacert {PKI}/ca.crt https://127.0.0.1:6443/readyz\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 1\n}}\n\n\
-         vrrp_instance apiserver {{\n  state BACKUP\n  nopreempt\n  interface {iface}\n  virtual_router_id {id}\n  priority 100\n  advert_int 1\n  unicast_src_ip {own_address}\n{peers}  virtual_ipaddress {{\n    {address}/32 dev {iface}\n  }}\n  track_script {{\n    apiserver_ready\n  }}\n}}\n",
+         vrrp_instance apiserver {{\n  state BACKUP\n  nopreempt\n  interface {iface}\n  virtual_router_id {id}\n  priority {priority}\n  advert_int 1\n  unicast_src_ip {own_address}\n{peers}  virtual_ipaddress {{\n    {address}/32 dev {iface}\n  }}\n  track_script {{\n    apiserver_ready\n  }}\n}}\n",
         iface = vip.interface,
         id = vip.router_id,
+        priority = vrrp_priority(own_address, &vip.peers),
         address = vip.address,
     );
     HostFile::new(KEEPALIVED_CONFIG, content, 0o644, &[Unit::Vip])
+}
+
+/// This controller's VRRP priority: 200 for the lowest address, then 40
+/// less for each controller ahead of it (at most five: 200…40).
+///
+/// Distinct on purpose. With one priority for all, the backups' timers
+/// (3 adverts + (256 − priority)/256 s) run out at the same moment when
+/// the holder stops: both take the address and announce it by gratuitous
+/// ARP, then the tie's loser gives it back, and a client whose ARP entry
+/// it set last sends to a host without the address until that entry is
+/// probed again (seconds). 40 apart puts ~156 ms between the timers: the
+/// new holder's first advert reaches the next backup before its own
+/// timer ends.
+pub fn vrrp_priority(own_address: &str, peers: &[String]) -> u8 {
+    let key = |a: &str| a.parse::<std::net::IpAddr>().map_err(|_| a.to_string());
+    let own = key(own_address);
+    let ahead = peers.iter().filter(|p| key(p) < own).count();
+    let ahead = u8::try_from(ahead.min(4)).unwrap_or(4);
+    200 - 40 * ahead
 }
 
 pub fn keepalived_unit() -> HostFile {
@@ -183,7 +203,29 @@ mod tests {
         assert!(text.contains("unicast_src_ip 198.18.0.11"));
         assert!(text.contains("    198.18.0.12\n    198.18.0.13\n"));
         assert!(text.contains("virtual_router_id 51"));
+        assert!(text.contains("priority 200\n"));
         assert!(text.contains("https://127.0.0.1:6443/readyz"));
+    }
+
+    #[test]
+    fn each_controller_has_its_own_priority_lowest_address_highest() {
+        let all = ["198.18.0.9", "198.18.0.11", "198.18.0.10"];
+        let priorities: Vec<u8> = all
+            .iter()
+            .map(|own| {
+                let peers: Vec<String> = all
+                    .iter()
+                    .filter(|a| *a != own)
+                    .map(|a| a.to_string())
+                    .collect();
+                vrrp_priority(own, &peers)
+            })
+            .collect();
+        // Compared as addresses, not text (".9" is below ".10").
+        assert_eq!(priorities, [200, 120, 160]);
+        let five: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}")).collect();
+        assert_eq!(vrrp_priority("192.0.2.6", &five), 40, "never below 40");
+        assert_eq!(vrrp_priority("192.0.2.1", &[]), 200, "alone");
     }
 
     #[test]
