@@ -145,21 +145,33 @@ pub async fn bundle_in_place(
             q(target)?
         ));
     }
-    let probe = format!(
-        "{links}cd {} 2>/dev/null && {}; true",
-        q(&host_dir)?,
-        stamp::remote_probe(manifest)
-    );
-    let out = session
-        .run(&Command::shell(probe).privileged())
-        .await
-        .map_err(ssh_err(session.host(), "check artifacts"))?;
-    let stdout = out.stdout_str();
+    let stdout = stamp_probe(session, manifest, &q(&host_dir)?, &links, "check artifacts").await?;
     if stdout.lines().any(|l| l == STALE_LINK) {
         return Ok(false);
     }
     let (recorded, current) = stamp::parse_probe(manifest, &stdout);
     Ok(recorded == current)
+}
+
+/// `checks` (a caller's own, a line of output each), then the stamp's
+/// probe in the host's bundle directory `q_dir` (quoted), in one round
+/// trip: what they printed.
+async fn stamp_probe(
+    session: &Session,
+    manifest: &BundleManifest,
+    q_dir: &str,
+    checks: &str,
+    step: &'static str,
+) -> Result<String, ConvergeError> {
+    let probe = format!(
+        "{checks}cd {q_dir} 2>/dev/null && {}; true",
+        stamp::remote_probe(manifest)
+    );
+    let out = session
+        .run(&Command::shell(probe).privileged())
+        .await
+        .map_err(ssh_err(session.host(), step))?;
+    Ok(out.stdout_str())
 }
 
 /// [`bundle_in_place`]'s line for a symlink that is missing or points
@@ -188,15 +200,14 @@ pub async fn push_bundle_part(
         ),
         None => String::new(),
     };
-    let probe = format!(
-        "{decoder_probe}cd {q_dir} 2>/dev/null && {}; true",
-        stamp::remote_probe(manifest)
-    );
-    let out = session
-        .run(&Command::shell(probe).privileged())
-        .await
-        .map_err(ssh_err(session.host(), "upload artifacts"))?;
-    let stdout = out.stdout_str();
+    let stdout = stamp_probe(
+        session,
+        manifest,
+        &q_dir,
+        &decoder_probe,
+        "upload artifacts",
+    )
+    .await?;
     let (compressed, stdout) = match stdout.strip_prefix(&format!("{HAS_DECODER}\n")) {
         Some(rest) => (compressed, rest),
         None => (None, &*stdout),

@@ -187,17 +187,13 @@ fn acted(stdout: &str) -> Changes {
 mod tests {
     use super::*;
 
-    /// The host's script, run by `sh` against a `systemctl` whose `show`
-    /// answers each unit's ActiveState from `states` (in order) and its
-    /// NeedDaemonReload with `reload_needed`, and that logs every other
-    /// call: what it did, and what it reported.
-    fn run_script(
-        units: &[Unit],
-        restart: &BTreeSet<Unit>,
-        units_changed: bool,
-        states: &str,
-        reload_needed: &str,
-    ) -> (Changes, String) {
+    /// Runs the script `script(dir)` makes with a stand-in `systemctl`
+    /// (in `dir`) first on the PATH: its `show` runs the shell text `show`,
+    /// every other call is logged. The script's stdout, and the calls.
+    fn with_stand_in_systemctl(
+        show: &str,
+        script: impl FnOnce(&std::path::Path) -> String,
+    ) -> (String, String) {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
@@ -205,9 +201,8 @@ mod tests {
         std::fs::write(
             &fake,
             format!(
-                "#!/bin/sh\ncase \"$1\" in\n  show) shift 7; states='{states}'\n    for u in \"$@\"; do st=${{states%% *}}; states=${{states#* }}\n      printf 'ActiveState=%s\\nId=%s\\nNeedDaemonReload=%s\\n\\n' \"$st\" \"$u\" {reload_needed}; done;;\n  *) echo \"$*\" >> {};;\nesac\n",
-                log.display(),
-                states = states.replace("\\n", " ")
+                "#!/bin/sh\ncase \"$1\" in\n  show) {show};;\n  *) echo \"$*\" >> {};;\nesac\n",
+                log.display()
             ),
         )
         .unwrap();
@@ -219,7 +214,7 @@ mod tests {
         );
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(units_script(units, restart, units_changed))
+            .arg(script(dir.path()))
             .env("PATH", path)
             .output()
             .unwrap();
@@ -229,7 +224,27 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let calls = std::fs::read_to_string(&log).unwrap_or_default();
-        (acted(&String::from_utf8_lossy(&out.stdout)), calls)
+        (String::from_utf8_lossy(&out.stdout).into_owned(), calls)
+    }
+
+    /// The host's script against a `systemctl` whose `show` answers each
+    /// unit's ActiveState from `states` (in order) and its
+    /// NeedDaemonReload with `reload_needed`: what it did, and what it
+    /// reported.
+    fn run_script(
+        units: &[Unit],
+        restart: &BTreeSet<Unit>,
+        units_changed: bool,
+        states: &str,
+        reload_needed: &str,
+    ) -> (Changes, String) {
+        let show = format!(
+            "shift 7; states='{states}'\n    for u in \"$@\"; do st=${{states%% *}}; states=${{states#* }}\n      printf 'ActiveState=%s\\nId=%s\\nNeedDaemonReload=%s\\n\\n' \"$st\" \"$u\" {reload_needed}; done",
+            states = states.replace("\\n", " ")
+        );
+        let (stdout, calls) =
+            with_stand_in_systemctl(&show, |_| units_script(units, restart, units_changed));
+        (acted(&stdout), calls)
     }
 
     /// `start_if_idle`'s script against a stand-in `systemctl` (`active`:
@@ -238,43 +253,19 @@ mod tests {
     /// beside the two questions.
     fn run_start_if_idle(active: bool, reload: &str, binary: bool) -> (bool, String) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
-        let fake = dir.path().join("systemctl");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\ncase \"$1\" in\n  show) printf 'NeedDaemonReload={reload}\\nActiveState={}\\n';;\n  *) echo \"$*\" >> {};;\nesac\n",
-                if active { "active" } else { "inactive" },
-                log.display()
-            ),
-        )
-        .unwrap();
-        let bin = dir.path().join("containerd");
-        if binary {
-            std::fs::write(&bin, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            dir.path().display(),
-            std::env::var("PATH").unwrap()
+        let show = format!(
+            "printf 'NeedDaemonReload={reload}\\nActiveState={}\\n'",
+            if active { "active" } else { "inactive" }
         );
-        let script = start_if_idle_script("containerd.service", bin.to_str().unwrap());
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("PATH", path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let started = String::from_utf8_lossy(&out.stdout).trim() == "started";
-        (started, std::fs::read_to_string(&log).unwrap_or_default())
+        let (stdout, calls) = with_stand_in_systemctl(&show, |dir| {
+            let bin = dir.join("containerd");
+            if binary {
+                std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+                std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            start_if_idle_script("containerd.service", bin.to_str().unwrap())
+        });
+        (stdout.trim() == "started", calls)
     }
 
     #[test]
