@@ -12,11 +12,35 @@ const AFTER: &str = "      serviceAccountName: kubeup-operator\n";
 /// The chart's `replicas` line as rendered.
 const ONE_REPLICA: &str = "\n  replicas: 1\n";
 
+/// The chart's anti-affinity as rendered: preferred, so Helm users may run
+/// two replicas on one node.
+const PREFERRED_SPREAD: &str = "          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    app.kubernetes.io/name: kubeup-operator
+";
+/// What `up` makes of it with a standby: required.
+const REQUIRED_SPREAD: &str = "          requiredDuringSchedulingIgnoredDuringExecution:
+            - topologyKey: kubernetes.io/hostname
+              labelSelector:
+                matchLabels:
+                  app.kubernetes.io/name: kubeup-operator
+";
+
 /// The manifests for a cluster. `host_network` (with `cni: none`, where no
 /// pod network exists) is the chart's `hostNetwork=true`; `standby` (a
 /// cluster with several controllers) is `replicas=2`: a second operator
 /// on another controller takes the Lease over when the first one's machine
-/// is lost.
+/// is lost. "Another" is required, not preferred: while `up` converges,
+/// the first controller is often the only Ready node when the pods are
+/// scheduled, and a preferred spread put both replicas on it (seen in
+/// e2e_ha: that controller stopped, no operator ran until its pods were
+/// evicted minutes later). The second replica now waits for a second
+/// controller; with 3 or 5 of them a rolling update's extra pod has a
+/// free one too.
 ///
 /// `image_sha256` stamps the pod template with the operator image's digest:
 /// a new image (same tag, imported from the bundle) rolls the pods in the
@@ -30,7 +54,11 @@ pub fn render(host_network: bool, standby: bool, image_sha256: Option<&str>) -> 
         MANIFESTS.to_string()
     };
     if standby {
-        text = text.replacen(ONE_REPLICA, "\n  replicas: 2\n", 1);
+        text = text.replacen(ONE_REPLICA, "\n  replicas: 2\n", 1).replacen(
+            PREFERRED_SPREAD,
+            REQUIRED_SPREAD,
+            1,
+        );
     }
     if let Some(sha) = image_sha256 {
         text = text.replacen(
@@ -70,6 +98,8 @@ mod tests {
         assert_eq!(MANIFESTS.matches(ONE_REPLICA).count(), 1);
         let two = render(false, true, None);
         assert!(two.contains("\n  replicas: 2\n") && !two.contains(ONE_REPLICA));
-        assert!(two.contains("podAntiAffinity"));
+        assert_eq!(MANIFESTS.matches(PREFERRED_SPREAD).count(), 1);
+        assert!(two.contains(REQUIRED_SPREAD) && !two.contains(PREFERRED_SPREAD));
+        assert!(render(false, false, None).contains(PREFERRED_SPREAD));
     }
 }

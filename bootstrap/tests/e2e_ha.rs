@@ -115,10 +115,35 @@ impl Ha {
     /// virtual IP's holder (the same one `status` found over SSH).
     fn wait_endpoint_held_by(&self, address: &str) {
         let want = format!("{VIP}:6443 held by {address}");
-        wait_for(&format!("EndpointReady: {want}"), 60, || {
+        let started = Instant::now();
+        loop {
             let (status, message) = self.cluster_condition("EndpointReady");
-            (status == "True" && message == want).then_some(())
-        });
+            if status == "True" && message == want {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "EndpointReady is {status} {message:?} after 60s, not {want:?}\n{}",
+                    self.operator_report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The operator's pods, their last log lines and the Cluster: what a
+    /// timeout waiting for the operator prints.
+    fn operator_report(&self) -> String {
+        let text =
+            |args: &[&str]| String::from_utf8_lossy(&kubectl(&self.dir, args).stdout).into_owned();
+        let label = "app.kubernetes.io/name=kubeup-operator";
+        format!(
+            "{}\n{}\n{}\n{}",
+            text(&["-n", NS, "get", "pods", "-o", "wide"]),
+            text(&["-n", NS, "logs", "-l", label, "--tail=80", "--prefix"]),
+            text(&["-n", NS, "get", "leases", "-o", "wide"]),
+            text(&["get", "clusters", "-o", "yaml"]),
+        )
     }
 
     /// A condition of the Cluster: (status, message).
@@ -149,27 +174,11 @@ impl Ha {
                 return;
             }
             if started.elapsed() > Duration::from_secs(180) {
-                let logs = kubectl(
-                    &self.dir,
-                    &[
-                        "-n",
-                        NS,
-                        "logs",
-                        "-l",
-                        "app.kubernetes.io/name=kubeup-operator",
-                        "--tail=80",
-                        "--prefix",
-                    ],
-                );
                 let wjs = kubectl(&self.dir, &["-n", NS, "get", "workerjoins", "-o", "yaml"]);
-                let cluster = kubectl(&self.dir, &["get", "clusters", "-o", "yaml"]);
-                let pods = kubectl(&self.dir, &["-n", NS, "get", "pods", "-o", "wide"]);
-                eprintln!("{}", String::from_utf8_lossy(&pods.stdout));
                 panic!(
-                    "the worker's load balancer does not list {n} apiservers after 180s:\n{cfg}\n{}\n{}\n{}",
-                    String::from_utf8_lossy(&logs.stdout),
+                    "the worker's load balancer does not list {n} apiservers after 180s:\n{cfg}\n{}\n{}",
                     String::from_utf8_lossy(&wjs.stdout),
-                    String::from_utf8_lossy(&cluster.stdout)
+                    self.operator_report()
                 );
             }
             std::thread::sleep(Duration::from_secs(1));
@@ -403,6 +412,34 @@ fn three_controllers_survive_losing_any_one() {
     // The operator finds the same holder, by TLS alone.
     let holder = c.controller(&s, |c| c["holdsEndpoint"] == true);
     c.wait_endpoint_held_by(&c.address_of(&s, &holder));
+
+    // The operator's two replicas and metrics-server's two are on two
+    // controllers each, so losing any one leaves one of each running.
+    for (ns, label) in [
+        (NS, "app.kubernetes.io/name=kubeup-operator"),
+        ("kube-system", "k8s-app=metrics-server"),
+    ] {
+        let nodes = wait_for(&format!("two Running pods of {label}"), 120, || {
+            let out = kubectl_ok(
+                &dir,
+                &[
+                    "-n",
+                    ns,
+                    "get",
+                    "pods",
+                    "-l",
+                    label,
+                    "--field-selector",
+                    "status.phase=Running",
+                    "-o",
+                    "jsonpath={.items[*].spec.nodeName}",
+                ],
+            );
+            let nodes: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+            (nodes.len() == 2).then_some(nodes)
+        });
+        assert_ne!(nodes[0], nodes[1], "{label}: both replicas on one node");
+    }
 
     // A second `up` changes nothing and restarts nothing.
     let again = kubeup_ok(&["up", "-f", &c.file()]);

@@ -227,16 +227,31 @@ pub fn coredns_manifest(cluster_dns: &str, domain: &str, image: &str) -> String 
 /// `kubelet_ca_b64` is the kubelet-serving CA certificate (PEM) in base64:
 /// metrics-server verifies the kubelets' serving certificates against it
 /// (ConfigMap [`METRICS_SERVER_KUBELET_CA`]), never against the cluster CA.
-/// `controllers`: two replicas where there are two controllers (spread
-/// over them by anti-affinity), one otherwise.
+/// `controllers`: two replicas where there are two controllers (on two of
+/// them: required anti-affinity), one otherwise.
 pub fn metrics_server_manifest(
     image: &str,
     ca_bundle_b64: &str,
     kubelet_ca_b64: &str,
     controllers: usize,
 ) -> String {
+    let replicas = controllers.clamp(1, 2);
+    let spread = if replicas > 1 {
+        "          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector:
+              matchLabels: {k8s-app: metrics-server}
+            topologyKey: kubernetes.io/hostname"
+    } else {
+        "          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              labelSelector:
+                matchLabels: {k8s-app: metrics-server}
+              topologyKey: kubernetes.io/hostname"
+    };
     METRICS_SERVER
-        .replace("${REPLICAS}", &controllers.clamp(1, 2).to_string())
+        .replace("${REPLICAS}", &replicas.to_string())
+        .replace("${SPREAD}", spread)
         .replace("${IMAGE}", image)
         .replace("${CA_BUNDLE}", ca_bundle_b64)
         .replace("${KUBELET_CA_BUNDLE}", kubelet_ca_b64)
@@ -479,6 +494,25 @@ mod tests {
         let single = metrics_server_manifest(METRICS_SERVER_IMAGE, "Q0EK", "S1NFUlZJTkcK", 1);
         assert!(single.contains("  replicas: 1\n"));
         let pod = &of("Deployment")["spec"]["template"]["spec"];
+        // On two controllers for sure; one alone may share a node with its
+        // rolling update's extra pod.
+        let spread = &pod["affinity"]["podAntiAffinity"];
+        let term = &spread["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(
+            term["labelSelector"]["matchLabels"]["k8s-app"],
+            "metrics-server"
+        );
+        let single: serde_yaml_ng::Value = single
+            .split("\n---\n")
+            .map(|doc| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(doc).unwrap())
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap();
+        let spread = &single["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+        assert_eq!(
+            spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"],
+            "kubernetes.io/hostname"
+        );
         assert_eq!(
             pod["volumes"][1]["secret"]["secretName"],
             METRICS_SERVER_TLS_SECRET
