@@ -413,11 +413,12 @@ fn three_controllers_survive_losing_any_one() {
     let holder = c.controller(&s, |c| c["holdsEndpoint"] == true);
     c.wait_endpoint_held_by(&c.address_of(&s, &holder));
 
-    // The operator's two replicas and metrics-server's two are on two
-    // controllers each, so losing any one leaves one of each running.
+    // The operator's, metrics-server's and CoreDNS's two replicas are on
+    // two controllers each, so losing any one leaves one of each running.
     for (ns, label) in [
         (NS, "app.kubernetes.io/name=kubeup-operator"),
         ("kube-system", "k8s-app=metrics-server"),
+        ("kube-system", "k8s-app=kube-dns"),
     ] {
         let nodes = wait_for(&format!("two Running pods of {label}"), 120, || {
             let out = kubectl_ok(

@@ -68,6 +68,7 @@ pub async fn apply(client: &Client, ctx: &ControllerContext) -> Result<usize> {
         net.cni,
         &net.cluster_dns,
         &net.domain,
+        ctx.controllers().len(),
     );
     let counts = tokio::try_join!(
         async {

@@ -201,19 +201,53 @@ const METRICS_SERVER: &str = include_str!("../../../deploy/addons/metrics-server
 /// flannel, its ServiceAccount and the RBAC that lets it (and the
 /// controller's flannel certificate) watch all Nodes; CoreDNS behind `cluster_dns` in either case
 /// (with `cni: none` it waits for the user's CNI, as with kubeadm).
-pub fn addon_manifests(cni: Cni, cluster_dns: &str, domain: &str) -> String {
+pub fn addon_manifests(cni: Cni, cluster_dns: &str, domain: &str, controllers: usize) -> String {
     let mut out = String::new();
     if runs_flannel(cni) {
         out.push_str(FLANNEL_RBAC);
         out.push_str("---\n");
     }
-    out.push_str(&coredns_manifest(cluster_dns, domain, COREDNS_IMAGE));
+    out.push_str(&coredns_manifest(
+        cluster_dns,
+        domain,
+        COREDNS_IMAGE,
+        controllers,
+    ));
     out
 }
 
-/// deploy/addons/coredns.yaml with its placeholders filled in.
-pub fn coredns_manifest(cluster_dns: &str, domain: &str, image: &str) -> String {
+/// The pod anti-affinity terms (under `podAntiAffinity:`) that keep the
+/// replicas labelled `k8s-app: <app>` on different nodes: `required` where
+/// there are nodes enough for every replica (several controllers), else
+/// preferred. Preferred alone was not enough: while `up` converges, the
+/// first controller is often the only Ready node when the pods are
+/// scheduled, and every replica went there (seen in e2e_ha: that
+/// controller stopped, and the add-on was gone until its pods were
+/// evicted minutes later).
+pub fn spread(app: &str, required: bool) -> String {
+    let term = format!(
+        "labelSelector:\n              matchLabels: {{k8s-app: {app}}}\n            topologyKey: kubernetes.io/hostname"
+    );
+    if required {
+        format!("          requiredDuringSchedulingIgnoredDuringExecution:\n          - {term}")
+    } else {
+        format!(
+            "          preferredDuringSchedulingIgnoredDuringExecution:\n          - weight: 100\n            podAffinityTerm:\n              {}",
+            term.replace("\n  ", "\n    ")
+        )
+    }
+}
+
+/// deploy/addons/coredns.yaml with its placeholders filled in: its two
+/// replicas on two of `controllers` where there are several.
+pub fn coredns_manifest(
+    cluster_dns: &str,
+    domain: &str,
+    image: &str,
+    controllers: usize,
+) -> String {
     COREDNS
+        .replace("${SPREAD}", &spread("kube-dns", controllers > 1))
         .replace("${CLUSTER_DNS}", cluster_dns)
         .replace("${DOMAIN}", domain)
         .replace("${IMAGE}", image)
@@ -236,22 +270,9 @@ pub fn metrics_server_manifest(
     controllers: usize,
 ) -> String {
     let replicas = controllers.clamp(1, 2);
-    let spread = if replicas > 1 {
-        "          requiredDuringSchedulingIgnoredDuringExecution:
-          - labelSelector:
-              matchLabels: {k8s-app: metrics-server}
-            topologyKey: kubernetes.io/hostname"
-    } else {
-        "          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              labelSelector:
-                matchLabels: {k8s-app: metrics-server}
-              topologyKey: kubernetes.io/hostname"
-    };
     METRICS_SERVER
         .replace("${REPLICAS}", &replicas.to_string())
-        .replace("${SPREAD}", spread)
+        .replace("${SPREAD}", &spread("metrics-server", replicas > 1))
         .replace("${IMAGE}", image)
         .replace("${CA_BUNDLE}", ca_bundle_b64)
         .replace("${KUBELET_CA_BUNDLE}", kubelet_ca_b64)
@@ -413,16 +434,39 @@ mod tests {
 
     #[test]
     fn addons_fill_in_the_cluster_settings() {
-        let y = addon_manifests(Cni::Flannel, "10.96.0.10", "cluster.local");
+        let y = addon_manifests(Cni::Flannel, "10.96.0.10", "cluster.local", 3);
         assert!(y.contains("name: kubeup:flannel"));
         assert!(y.contains("clusterIP: 10.96.0.10\n"));
         assert!(y.contains("kubernetes cluster.local in-addr.arpa"));
         assert!(y.contains(&format!("image: {COREDNS_IMAGE}\n")));
         // The comment names the placeholders; no line uses one any more.
         assert!(!y.lines().any(|l| !l.starts_with('#') && l.contains("${")));
-        let none = addon_manifests(Cni::None, "10.96.0.10", "cluster.local");
+        let none = addon_manifests(Cni::None, "10.96.0.10", "cluster.local", 1);
         assert!(!none.contains("flannel"));
         assert!(none.contains("name: coredns"));
+        // CoreDNS's two replicas: on two controllers of three for sure,
+        // both on a lone one.
+        let deployment = |text: &str| -> serde_yaml_ng::Value {
+            text.split("\n---\n")
+                .map(|d| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).unwrap())
+                .find(|d| d["kind"] == "Deployment")
+                .unwrap()
+        };
+        let anti = |text: &str| {
+            deployment(text)["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].clone()
+        };
+        let required = &anti(&y)["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(
+            required["labelSelector"]["matchLabels"]["k8s-app"],
+            "kube-dns"
+        );
+        assert_eq!(required["topologyKey"], "kubernetes.io/hostname");
+        let preferred = &anti(&none)["preferredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(preferred["weight"], 100);
+        assert_eq!(
+            preferred["podAffinityTerm"]["labelSelector"]["matchLabels"]["k8s-app"],
+            "kube-dns"
+        );
         // No forward: DNS never leaves the cluster.
         assert!(!y.lines().any(|l| l.trim_start().starts_with("forward")));
     }
