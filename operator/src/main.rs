@@ -94,11 +94,9 @@ async fn main() -> anyhow::Result<()> {
             .with_ansi(std::io::stdout().is_terminal())
             .init();
     }
-    let client = kube::Config::infer()
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|config| Ok(apiclient::build(config)?))
-        .context("failed to create a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let failed = "failed to create a Kubernetes client (in-cluster config or KUBECONFIG)";
+    let config = kube::Config::infer().await.context(failed)?;
+    let client = apiclient::build(config).context(failed)?;
     controller::check_crds(&client).await?;
 
     let settings = Settings {

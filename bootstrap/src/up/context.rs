@@ -456,16 +456,8 @@ fn resolve_bundle(loaded: &LoadedCluster) -> Result<(PathBuf, BundleManifest)> {
 /// Drop the compressed copies this bundle does not list (a cache: a failure
 /// costs disk, never the run).
 fn prune_compressed(cache: &CompressedCache, manifest: &BundleManifest) {
-    let listed = manifest.files.values().map(|f| f.sha256.as_str()).collect();
-    match cache.prune(&listed, artifacts::KEEP_UNLISTED) {
-        Ok(0) => {}
-        Ok(n) => {
-            tracing::debug!(files = n, dir = %cache.dir().display(), "pruned compressed copies")
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, dir = %cache.dir().display(), "compressed copies not pruned")
-        }
-    }
+    let pruned = cache.prune_unlisted([manifest]);
+    tracing::debug!(?pruned, dir = %cache.dir().display(), "pruned compressed copies");
 }
 
 /// A client for the cluster from a kubeconfig file.

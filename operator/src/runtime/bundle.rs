@@ -112,15 +112,11 @@ impl Bundles {
         }
         // Copies of bundles no longer on this host (an upgrade) go; none
         // while no bundle could be read (a mount not there yet).
-        let listed = bundles
-            .iter()
-            .flat_map(|b| b.1.files.values().map(|f| f.sha256.as_str()))
-            .collect();
         let pruned = if bundles.is_empty() {
             0
         } else {
             compressed
-                .prune(&listed, kubeup_provision::artifacts::KEEP_UNLISTED)
+                .prune_unlisted(bundles.iter().map(|b| &b.1))
                 .unwrap_or_default()
         };
         tracing::info!(files = made, pruned, elapsed = ?started.elapsed(), "compressed copies for transfer ready");

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use super::BundleFile;
 use super::digest::copy_hashed;
+use super::{BundleFile, BundleManifest};
 
 /// zstd's default level: 10% smaller than level 1 for ~1.7× the (one-time)
 /// compression CPU; decompression is as fast.
@@ -100,6 +100,19 @@ impl CompressedCache {
 }
 
 impl CompressedCache {
+    /// [`Self::prune`] keeping every file the `manifests` list (the bundles
+    /// in use), after [`KEEP_UNLISTED`].
+    pub fn prune_unlisted<'m>(
+        &self,
+        manifests: impl IntoIterator<Item = &'m BundleManifest>,
+    ) -> io::Result<usize> {
+        let listed = manifests
+            .into_iter()
+            .flat_map(|m| m.files.values().map(|f| f.sha256.as_str()))
+            .collect();
+        self.prune(&listed, KEEP_UNLISTED)
+    }
+
     /// Remove the copies whose sha256 `listed` does not hold, and the temp
     /// files of killed runs, once older than `keep_unlisted`: copies are
     /// cheap to make again, but nothing else ever removes them. Returns how

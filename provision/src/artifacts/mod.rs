@@ -14,7 +14,7 @@ mod manifest;
 
 use std::path::PathBuf;
 
-pub use compressed::{CompressedCache, KEEP_UNLISTED, frame_of, zstd_frame};
+pub use compressed::{CompressedCache, frame_of, zstd_frame};
 pub(crate) use digest::filled;
 pub use digest::{Sha256Hex, sha256_file};
 pub use fetch::{FetchError, RemoteArtifacts};
